@@ -1,0 +1,119 @@
+"""Command line: `summit aggregate | merge | info` (and graph, export, render, serve)."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+from .models import SummitError
+
+
+def _parse_shard(s: str) -> tuple[int, int]:
+    try:
+        i, n = (int(v) for v in s.split("/"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--shard wants i/N, e.g. 0/4, got {s!r}") from None
+    return i, n
+
+
+def _cmd_aggregate(a: argparse.Namespace) -> int:
+    from .aggregate import AggregateConfig, aggregate
+    cfg = AggregateConfig(model=a.model, weights=a.weights, layers=a.layers, k=a.k,
+                          k_influence=a.k_influence, examples_k=a.examples_k, influence=a.influence,
+                          batch_size=a.batch_size, image_size=a.image_size, limit=a.limit)
+    rep = aggregate(cfg, a.data, a.out, resume=a.resume, overwrite=a.overwrite, shard=a.shard,
+                    checkpoint_every=a.checkpoint_every, workers=a.workers, device=a.device,
+                    progress=not a.quiet)
+    print(f"{rep['images']} images ({rep['skipped']} skipped) in {rep['seconds']:.1f}s "
+          f"= {rep['images_per_s']:.1f} img/s -> {rep['out']}")
+    return 0
+
+
+def _cmd_merge(a: argparse.Namespace) -> int:
+    from .aggregate import merge
+    rep = merge(a.shards, a.out, progress=not a.quiet)
+    print(f"merged {len(a.shards)} shards: {rep['images']} images ({rep['skipped']} skipped) -> {rep['out']}")
+    return 0
+
+
+def _cmd_info(a: argparse.Namespace) -> int:
+    if a.models:
+        from .models import available_models
+        print("\n".join(available_models()))
+        return 0
+    if a.layers:
+        from .models import load_model
+        spec = load_model(a.layers, "random")
+        for name, path in spec.layers.items():
+            print(f"{name}\t{path}")
+        return 0
+    if not a.run:
+        raise SummitError("info needs --run DIR, --models or --layers MODEL")
+    from .store import Run
+    run = Run(a.run)
+    m = run.meta
+    print(json.dumps({k: m[k] for k in ("model", "weights", "k", "k_influence", "influence_method")}))
+    print(f"layers: {', '.join(f'{l}({c})' for l, c in run.channels.items())}")
+    print(f"pairs: {', '.join(p['name'] + ':' + p['method'] for p in m['pairs'])}")
+    d = m["dataset"]
+    print(f"dataset: {d['root']} files={d['n_files']} images={d['n_images']} skipped={d['n_skipped']}")
+    for s in d["skipped"]:
+        print(f"  skipped {s['path']}: {s['reason']}")
+    print(f"classes ({len(run.class_names)}): {', '.join(run.class_names)}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="summit", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+
+    ag = sub.add_parser("aggregate", help="stream a dataset through a model, write Parquet matrices")
+    ag.add_argument("data", nargs="?", default=None,
+                    help="ImageFolder root (ImageNet layout); default: the bundled sample")
+    ag.add_argument("--out", default="runs/sample", help="run directory (default runs/sample)")
+    ag.add_argument("--model", default="squeezenet1_1", help="torchvision model name or efficientnet_lite0")
+    ag.add_argument("--weights", default=None,
+                    help="torchvision | ndf | efficientnet-lite0 | random | path.pth (default per model)")
+    ag.add_argument("--layers", nargs="+", default=None, help="layer names or module paths")
+    ag.add_argument("-k", type=int, default=5, help="top-k channels per image (default 5)")
+    ag.add_argument("--k-influence", type=int, default=5, help="top-k inputs per output channel")
+    ag.add_argument("--examples-k", type=int, default=8, help="dataset examples kept per channel")
+    ag.add_argument("--influence", choices=["auto", "conv", "grad", "off"], default="auto")
+    ag.add_argument("--batch-size", type=int, default=32)
+    ag.add_argument("--image-size", type=int, default=224)
+    ag.add_argument("--limit", type=int, default=None, help="only the first N files")
+    ag.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1), help="data loader workers")
+    ag.add_argument("--device", default="auto", help="auto | cpu | cuda[:i]")
+    ag.add_argument("--checkpoint-every", type=int, default=2000, help="images between checkpoints")
+    ag.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
+    ag.add_argument("--overwrite", action="store_true", help="replace an existing run in --out")
+    ag.add_argument("--shard", type=_parse_shard, default=None, help="i/N: this shard only (then `merge`)")
+    ag.add_argument("--quiet", action="store_true", help="no progress bars")
+    ag.set_defaults(func=_cmd_aggregate)
+
+    mg = sub.add_parser("merge", help="combine --shard outputs into one run")
+    mg.add_argument("shards", nargs="+")
+    mg.add_argument("--out", required=True)
+    mg.add_argument("--quiet", action="store_true")
+    mg.set_defaults(func=_cmd_merge)
+
+    inf = sub.add_parser("info", help="describe a run, the models, or a model's layers")
+    inf.add_argument("--run", default=None)
+    inf.add_argument("--models", action="store_true")
+    inf.add_argument("--layers", metavar="MODEL", default=None)
+    inf.set_defaults(func=_cmd_info)
+
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except SummitError as e:
+        print(f"summit: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("summit: interrupted", file=sys.stderr)
+        return 130
