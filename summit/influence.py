@@ -163,14 +163,15 @@ def per_channel_conv_max(x: torch.Tensor, w: torch.Tensor, stride: int = 1,
         return one_by_one(x, w[:, :, 0, 0], padded=padding > 0)
     ho = (h + 2 * padding - k) // stride + 1
     wo = (wd + 2 * padding - k) // stride + 1
-    wg = w.transpose(0, 1)  # (Cin, Cout, k, k)
+    wk = w.reshape(cout, cin, k * k)
+    # patches (N, c, k*k, L) x kernels (Cout, c, k*k) -> (N, c, Cout, L), reduced at once:
+    # faster on CPU than a grouped conv with Cin groups (same result, see tests).
     chunk = max(1, int(CHUNK_BYTES // max(1, n * cout * ho * wo * 4)))
     out = x.new_empty(n, cin, cout)
     for c0 in range(0, cin, chunk):
         c1 = min(cin, c0 + chunk)
-        y = F.conv2d(x[:, c0:c1], wg[c0:c1].reshape(-1, 1, k, k), stride=stride,
-                     padding=padding, groups=c1 - c0)
-        out[:, c0:c1] = y.amax((2, 3)).view(n, c1 - c0, cout)
+        p = F.unfold(x[:, c0:c1], k, padding=padding, stride=stride).view(n, c1 - c0, k * k, ho * wo)
+        out[:, c0:c1] = torch.einsum("jcd,ncdl->ncjl", wk[:, c0:c1], p).amax(-1)
     return out
 
 

@@ -1,0 +1,178 @@
+"""Influence against brute-force per-channel convolutions, on small random nets and real SqueezeNet."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchvision.models.googlenet import Inception
+
+from summit.hooks import Taps
+from summit.influence import (InfluenceAccumulator, build_pairs, conv_influence, grad_influence,
+                              one_by_one, pair_taps, per_channel_conv_max)
+from summit.models import Classifier, ModelSpec, Normalize, load_model
+
+
+def brute_max(x: torch.Tensor, w: torch.Tensor, stride: int = 1, padding: int = 0) -> torch.Tensor:
+    """(N, Cin, Cout): max over positions of conv(X_i, W_ji), one channel pair at a time."""
+    n, cin = x.shape[:2]
+    out = torch.empty(n, cin, w.shape[0])
+    for i in range(cin):
+        for j in range(w.shape[0]):
+            out[:, i, j] = F.conv2d(x[:, i:i + 1], w[j:j + 1, i:i + 1], stride=stride,
+                                    padding=padding).amax((1, 2, 3))
+    return out
+
+
+def test_per_channel_conv_matches_brute_force() -> None:
+    torch.manual_seed(0)
+    for n, c, h, co, k, s, p in [(3, 5, 11, 7, 3, 1, 1), (2, 4, 13, 6, 5, 2, 2), (2, 6, 10, 5, 1, 1, 0),
+                                 (2, 6, 10, 5, 1, 2, 0), (2, 3, 9, 4, 1, 1, 1)]:
+        x, w = torch.randn(n, c, h, h), torch.randn(co, c, k, k)
+        torch.testing.assert_close(per_channel_conv_max(x, w, s, p), brute_max(x, w, s, p))
+
+
+def test_one_by_one_max_min_trick() -> None:
+    torch.manual_seed(1)
+    x, w = torch.randn(4, 6, 7, 7), torch.randn(5, 6)
+    torch.testing.assert_close(one_by_one(x, w), brute_max(x, w[:, :, None, None]))
+
+
+def _randomize_bn(net: nn.Module) -> None:
+    g = torch.Generator().manual_seed(2)
+    for m in net.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.weight.data = torch.rand(m.num_features, generator=g) + 0.5
+            m.running_var = torch.rand(m.num_features, generator=g) + 0.5
+            m.running_mean = torch.randn(m.num_features, generator=g)
+
+
+class TinyGoogLeNet(nn.Module):
+    """Stem + two InceptionV1 blocks with a max pool between them (as inception3b -> 4a)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, 8, 3, padding=1)
+        self.inception3a = Inception(8, 4, 3, 5, 2, 3, 2)
+        self.pool = nn.MaxPool2d(3, 2, ceil_mode=True)
+        self.inception3b = Inception(14, 3, 4, 6, 2, 4, 3)
+        self.fc = nn.Linear(16, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.inception3b(self.pool(self.inception3a(torch.relu(self.stem(x)))))
+        return self.fc(x.mean((2, 3)))
+
+
+def _spec(name: str, net: nn.Module, layers: dict[str, str]) -> ModelSpec:
+    net.eval()
+    return ModelSpec(name, "random", Classifier(net, Normalize((0, 0, 0), (1, 1, 1))).eval(), layers,
+                     [str(i) for i in range(10)])
+
+
+def _scale(block: nn.Module) -> torch.Tensor:
+    return (block.bn.weight / torch.sqrt(block.bn.running_var + block.bn.eps)).detach()
+
+
+def test_inception_routes_match_brute_force() -> None:
+    torch.manual_seed(3)
+    net = TinyGoogLeNet()
+    _randomize_bn(net)
+    spec = _spec("googlenet_tiny", net, {"inception3a": "inception3a", "inception3b": "inception3b"})
+    (pair,) = build_pairs(spec, ["inception3a", "inception3b"], {"inception3a": 14, "inception3b": 16})
+    assert pair.method == "conv" and len(pair.routes) == 4
+    x = torch.rand(2, 3, 20, 20)
+    outs, inps = pair_taps([pair])
+    with Taps(spec.model.net, outputs=outs, inputs=inps) as taps, torch.no_grad():
+        spec.model(x)
+        got = conv_influence(pair, taps)
+    with torch.no_grad():  # independent recomputation from the module definitions
+        b = net.inception3b
+        X = net.pool(net.inception3a(torch.relu(net.stem(x))))
+        parts = [brute_max(X, b.branch1.conv.weight) * _scale(b.branch1)]
+        for br in (b.branch2, b.branch3):
+            a = brute_max(X, br[0].conv.weight) * _scale(br[0])
+            B = br[0](X)
+            g = brute_max(B, br[1].conv.weight, padding=1) * _scale(br[1])
+            bmax = B.amax((2, 3)).unsqueeze(2)
+            g = torch.where(bmax > 0, g / bmax.clamp(min=1e-12), torch.zeros_like(g))
+            parts.append(torch.einsum("nim,nmj->nij", torch.relu(a), g))
+        parts.append(brute_max(b.branch4[0](X), b.branch4[1].conv.weight) * _scale(b.branch4[1]))
+        want = torch.cat(parts, 2)
+    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
+
+
+def test_sequential_chain_route_matches_brute_force() -> None:
+    torch.manual_seed(4)
+    features = nn.Sequential(nn.Conv2d(3, 6, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+                             nn.Conv2d(6, 5, 3, stride=2, padding=1), nn.ReLU())
+    net = nn.Sequential()
+    net.add_module("features", features)
+    spec = _spec("vgg_tiny", net, {"conv1": "features.1", "conv2": "features.4"})
+    (pair,) = build_pairs(spec, ["conv1", "conv2"], {"conv1": 6, "conv2": 5})
+    assert pair.method == "conv"
+    x = torch.rand(3, 3, 16, 16)
+    outs, inps = pair_taps([pair])
+    with Taps(spec.model.net, outputs=outs, inputs=inps) as taps, torch.no_grad():
+        spec.model(x)
+        got = conv_influence(pair, taps)
+        want = brute_max(features[2](features[1](features[0](x))), features[3].weight, 2, 1)
+    torch.testing.assert_close(got, want)
+
+
+def test_squeezenet_fire_pair_matches_brute_force() -> None:
+    spec = load_model("squeezenet1_1")
+    (pair,) = build_pairs(spec, ["fire4", "fire5"], {"fire4": 256, "fire5": 256})
+    x = torch.rand(1, 3, 96, 96)
+    outs, inps = pair_taps([pair])
+    with Taps(spec.model.net, outputs=outs, inputs=inps) as taps, torch.no_grad():
+        spec.model(x)
+        got = conv_influence(pair, taps)
+        fire = spec.module("fire5")
+        X = taps.inp[spec.layers["fire5"]]
+        S = fire.squeeze_activation(fire.squeeze(X))
+        a = torch.relu(one_by_one(X, fire.squeeze.weight[:, :, 0, 0]))
+        bmax = S.amax((2, 3)).unsqueeze(2)
+        want = []
+        for conv, pad in ((fire.expand1x1, 0), (fire.expand3x3, 1)):
+            g = brute_max(S, conv.weight, padding=pad)
+            g = torch.where(bmax > 0, g / bmax.clamp(min=1e-12), torch.zeros_like(g))
+            want.append(torch.einsum("nim,nmj->nij", a, g))
+    torch.testing.assert_close(got, torch.cat(want, 2), rtol=1e-4, atol=1e-4)
+
+
+def test_grad_influence_matches_per_channel_autograd() -> None:
+    torch.manual_seed(5)
+    block = nn.Sequential(nn.Conv2d(4, 6, 3, padding=1), nn.ReLU(), nn.Conv2d(6, 5, 1))
+    x = torch.randn(2, 4, 6, 6, requires_grad=True)
+    y = block(x) + x[:, :1]  # a residual-style connection
+    got = grad_influence(x, y, chunk=2)
+    want = torch.empty(2, 4, 5)
+    for n in range(2):
+        for j in range(5):
+            (g,) = torch.autograd.grad(y[n, j].max(), x, retain_graph=True)
+            want[n, :, j] = (g[n] * x[n]).sum((1, 2)).detach()
+    torch.testing.assert_close(got, want)
+
+
+def test_accumulator_counts_top_k_inputs_per_output() -> None:
+    torch.manual_seed(6)
+    features = nn.Sequential(nn.Conv2d(3, 6, 3, padding=1), nn.ReLU(), nn.Conv2d(6, 4, 3, padding=1), nn.ReLU())
+    net = nn.Sequential()
+    net.add_module("features", features)
+    spec = _spec("vgg_tiny", net, {"conv1": "features.1", "conv2": "features.3"})
+    pairs = build_pairs(spec, ["conv1", "conv2"], {"conv1": 6, "conv2": 4})
+    acc = InfluenceAccumulator(pairs, n_classes=3, k=2)
+    x, labels = torch.rand(5, 3, 8, 8), torch.tensor([0, 2, 2, 1, 0])
+    outs, inps = pair_taps(pairs)
+    with Taps(spec.model.net, outputs=outs, inputs=inps) as taps, torch.no_grad():
+        spec.model(x)
+        acc.update(taps, labels)
+        infl = conv_influence(pairs[0], taps)
+    want = torch.zeros(3, 6, 4, dtype=torch.long)
+    for n in range(5):
+        for j in range(4):
+            for i in infl[n, :, j].topk(2).indices:
+                want[labels[n], i, j] += 1
+    cls, src, dst, cnt = acc.decode("conv1->conv2")
+    got = torch.zeros(3, 6, 4, dtype=torch.long)
+    got[cls, src, dst] = cnt
+    assert torch.equal(got, want) and int(cnt.sum()) == 5 * 4 * 2
