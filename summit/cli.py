@@ -64,6 +64,12 @@ def _cmd_info(a: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_serve(a: argparse.Namespace) -> int:
+    from .server import serve
+    serve(a.run, host=a.host, port=a.port)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="summit", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
@@ -103,6 +109,12 @@ def build_parser() -> argparse.ArgumentParser:
     inf.add_argument("--models", action="store_true")
     inf.add_argument("--layers", metavar="MODEL", default=None)
     inf.set_defaults(func=_cmd_info)
+
+    sv = sub.add_parser("serve", help="web UI: class graphs, unit browser, compare (loopback by default)")
+    sv.add_argument("--run", required=True, help="run directory")
+    sv.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1, local only)")
+    sv.add_argument("--port", type=int, default=5000, help="port (default 5000)")
+    sv.set_defaults(func=_cmd_serve)
 
     return p
 
