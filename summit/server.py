@@ -1,0 +1,330 @@
+"""Web UI server: a JSON API over one run directory plus the static single-page app.
+
+``create_app(run_dir)`` builds a Flask app; ``summit serve --run DIR`` runs it (loopback by
+default). Every bad input answers 400 (bad query parameter) or 404 (unknown resource in the
+path) with a one-line ``{"error": "..."}``. Files are served only from the run directory and
+the package's static folder: paths are built from validated layer names and integers, then
+resolved and checked for containment.
+"""
+from __future__ import annotations
+
+import io
+import os
+import re
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from flask import Flask, Response, jsonify, request, send_file
+from werkzeug.exceptions import HTTPException
+
+from .models import SummitError
+from .store import Run
+
+STATIC_DIR = Path(__file__).resolve().parent / "static"
+GRAPH_PARAMS = ("top_n", "min_count", "edges_per_node", "min_edge_count", "layers")
+INT_MAX = 2**31 - 1
+
+
+class ApiError(Exception):
+    """A client error with its HTTP status; rendered as ``{"error": message}``."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+def _one_line(msg: str) -> str:
+    return " ".join(str(msg).split())
+
+
+def _file_inside(path: Path, root: Path) -> Path | None:
+    """``path`` resolved (symlinks followed) if it is a file inside ``root``, else None."""
+    p = path.resolve()
+    return p if p.is_relative_to(root) and p.is_file() else None
+
+
+def _parse_int(name: str, raw: str, lo: int, hi: int, status: int = 400) -> int:
+    """A decimal integer in lo..hi (ASCII digits only: no "+", "_", spaces or exponents)."""
+    if not re.fullmatch(r"-?[0-9]{1,12}", raw):
+        raise ApiError(status, f"{name} must be an integer, got {raw!r}")
+    v = int(raw)
+    if not lo <= v <= hi:
+        raise ApiError(status, f"{name} must be in {lo}..{hi}, got {v}")
+    return v
+
+
+class Api:
+    """Validated, cached access to one run (shared by all request threads)."""
+
+    def __init__(self, run_dir: str | os.PathLike, cache_size: int = 256) -> None:
+        self.run = Run(run_dir)
+        self.root = self.run.path.resolve()
+        self.max_channels = max(self.run.channels.values())
+        self.graph = lru_cache(maxsize=cache_size)(self._graph)
+        self.layer_matrices = lru_cache(maxsize=len(self.run.layers))(self._layer_matrices)
+        self.layer_examples = lru_cache(maxsize=len(self.run.layers))(self._layer_examples)
+        self.embedding = lru_cache(maxsize=1)(self._embedding)
+
+    # --- validation -------------------------------------------------------------------------
+    def cls(self, name: str, status: int = 400) -> int:
+        """Class index of a name (or index); unknown names list close matches."""
+        try:
+            return self.run.class_index(name)
+        except SummitError as e:
+            raise ApiError(status, str(e)) from None
+
+    def layer(self, layer: str, status: int = 404) -> str:
+        try:
+            return self.run.check_layer(layer)
+        except SummitError as e:
+            raise ApiError(status, str(e)) from None
+
+    def channel(self, layer: str, raw: str) -> tuple[str, int]:
+        """A validated (layer, channel) from path components (404 on anything unknown)."""
+        layer = self.layer(layer)
+        n = self.run.channels[layer]
+        return layer, _parse_int("channel", raw, 0, n - 1, status=404)
+
+    def graph_params(self, args: dict[str, str], extra: tuple[str, ...]) -> tuple:
+        """Graph keyword arguments from query parameters, as a hashable cache key."""
+        unknown = sorted(set(args) - set(GRAPH_PARAMS) - set(extra))
+        if unknown:
+            raise ApiError(400, f"unknown parameter(s) {', '.join(unknown)}; "
+                                f"valid: {', '.join(extra + GRAPH_PARAMS)}")
+
+        def num(name: str, default: int | None, lo: int, hi: int) -> int | None:
+            raw = args.get(name, "")
+            return default if raw == "" else _parse_int(name, raw, lo, hi)
+
+        layers = None
+        if args.get("layers"):
+            layers = tuple(self.layer(l.strip(), status=400) for l in args["layers"].split(","))
+        return (("top_n", num("top_n", 10, 1, self.max_channels)),
+                ("min_count", num("min_count", None, 1, INT_MAX)),
+                ("edges_per_node", num("edges_per_node", 3, 0, self.max_channels)),
+                ("min_edge_count", num("min_edge_count", 1, 1, INT_MAX)),
+                ("layers", layers))
+
+    # --- cached computations ----------------------------------------------------------------
+    def _graph(self, a: int, b: int | None, params: tuple) -> dict:
+        """node-link JSON of a class graph (b is None) or of the comparison of a and b."""
+        from .graph import class_graph, compare_graph, to_json
+        kw: dict[str, Any] = {k: (list(v) if k == "layers" and v is not None else v) for k, v in params}
+        G = class_graph(self.run, a, **kw) if b is None else compare_graph(self.run, a, b, **kw)
+        return to_json(G)
+
+    def _embedding(self) -> list[dict]:
+        """Class embedding: the stored one (computed and stored on first use); computed without
+        storing when the run directory is read-only."""
+        from .graph import class_embedding, load_embedding
+        try:
+            return load_embedding(self.run)
+        except OSError:
+            return class_embedding(self.run)
+
+    def _layer_matrices(self, layer: str) -> tuple[np.ndarray, np.ndarray]:
+        """(count, sum) matrices (n_classes, channels) of one layer."""
+        return self.run.activation_matrix(layer, "count"), self.run.activation_matrix(layer, "sum")
+
+    def _layer_examples(self, layer: str) -> dict[int, list[dict]]:
+        """Dataset example rows of one layer, per channel, best first."""
+        t = self.run.examples(layer)
+        out: dict[int, list[dict]] = {}
+        if t is None:
+            return out
+        for row in sorted(t.to_pylist(), key=lambda r: (r["channel"], r["rank"])):
+            out.setdefault(row["channel"], []).append(row)
+        return out
+
+    # --- files -------------------------------------------------------------------------------
+    def examples_file(self, layer: str, channel: int) -> Path | None:
+        """The dataset-example strip of a validated unit, if stored inside the run."""
+        return _file_inside(self.root / "examples" / layer / f"{channel}.jpg", self.root)
+
+    def featurevis_file(self, layer: str, channel: int) -> Path | None:
+        """The rendered feature visualization of a validated unit, if inside the run."""
+        from .featurevis import featurevis_path
+        return _file_inside(Path(featurevis_path(self.root, layer, channel)), self.root)
+
+    def featurevis_channels(self, layer: str) -> list[int]:
+        """Channels of a layer with a rendered feature visualization."""
+        d = self.root / "featurevis" / layer
+        if not d.is_dir():
+            return []
+        n = self.run.channels[layer]
+        chans = (int(p.stem) for p in d.glob("*.png") if p.stem.isdigit())
+        return sorted(c for c in chans if c < n and self.featurevis_file(layer, c))
+
+    # --- responses ---------------------------------------------------------------------------
+    def meta(self) -> dict:
+        m = self.run.meta
+        d = m["dataset"]
+        n_img = int(sum(self.run.classes.column("n_images").to_pylist()))
+        return {
+            "model": m["model"], "weights": m["weights"], "k": m.get("k"),
+            "k_influence": m.get("k_influence"), "examples_k": m.get("examples_k"),
+            "layers": [{"name": l, "channels": self.run.channels[l]} for l in self.run.layers],
+            "pairs": [{k: p.get(k) for k in ("name", "src", "dst", "method")} for p in m["pairs"]],
+            "dataset": {"n_files": d.get("n_files"), "n_images": n_img, "n_skipped": d.get("n_skipped"),
+                        "n_classes": len(self.run.class_names)},
+            "has_examples": (self.root / "examples.parquet").is_file(),
+            "featurevis": {l: self.featurevis_channels(l) for l in self.run.layers},
+        }
+
+    def classes(self) -> list[dict]:
+        rows = self.run.classes.select(["class", "name", "n_images", "n_correct"]).to_pylist()
+        for r in rows:
+            ok = r["n_correct"] is not None and r["n_images"]
+            r["accuracy"] = r["n_correct"] / r["n_images"] if ok else None
+        return rows
+
+    def layer_units(self, layer: str, top: int = 3) -> dict:
+        count, _ = self.layer_matrices(layer)
+        fv = set(self.featurevis_channels(layer))
+        ex = self.layer_examples(layer)
+        total = count.sum(0)
+        order = np.argsort(-count, axis=0, kind="stable")[:top]
+        names = self.run.class_names
+        units = []
+        for c in range(count.shape[1]):
+            tops = [{"class": int(i), "name": names[i], "count": int(count[i, c])}
+                    for i in order[:, c] if count[i, c] > 0]
+            units.append({"channel": c, "count": int(total[c]), "top_classes": tops,
+                          "has_featurevis": c in fv, "n_examples": len(ex.get(c, ()))})
+        return {"layer": layer, "channels": int(count.shape[1]), "units": units}
+
+    def channel_detail(self, layer: str, channel: int, top: int = 10) -> dict:
+        count, sums = self.layer_matrices(layer)
+        n_img = np.asarray(self.run.classes.column("n_images").to_pylist(), dtype=np.float64)
+        col, scol = count[:, channel], sums[:, channel]
+        order = [int(i) for i in np.argsort(-col, kind="stable")[:top] if col[i] > 0]
+        names = self.run.class_names
+        per_class = [{"class": i, "name": names[i], "count": int(col[i]),
+                      "fraction": float(col[i] / n_img[i]) if n_img[i] else None,
+                      "mean": float(scol[i] / n_img[i]) if n_img[i] else None} for i in order]
+        fv = self.featurevis_file(layer, channel) is not None
+        ex = self.layer_examples(layer).get(channel, [])
+        return {
+            "layer": layer, "channel": channel, "id": f"{layer}:{channel}",
+            "count": int(col.sum()), "n_images": int(n_img.sum()),
+            "mean_activation": float(scol.sum() / n_img.sum()) if n_img.sum() else None,
+            "top_classes": per_class, "examples": ex,
+            "examples_url": f"/api/examples/{layer}/{channel}.jpg" if ex else None,
+            "has_featurevis": fv,
+            "featurevis_url": f"/api/featurevis/{layer}/{channel}.png" if fv else None,
+        }
+
+
+def create_app(run_dir: str | os.PathLike, cache_size: int = 256) -> Flask:
+    """The Flask app serving the run at ``run_dir`` (raises SummitError if it is not a run)."""
+    app = Flask(__name__, static_folder=str(STATIC_DIR), static_url_path="/static")
+    api = Api(run_dir, cache_size)
+    app.extensions["summit"] = api
+
+    @app.errorhandler(ApiError)
+    def _api_error(e: ApiError) -> tuple[Response, int]:
+        return jsonify(error=_one_line(e.message)), e.status
+
+    @app.errorhandler(SummitError)
+    def _summit_error(e: SummitError) -> tuple[Response, int]:
+        return jsonify(error=_one_line(str(e))), 400
+
+    @app.errorhandler(HTTPException)
+    def _http_error(e: HTTPException) -> tuple[Response, int]:
+        msg = f"not found: {request.path}" if e.code == 404 else (e.description or e.name)
+        return jsonify(error=_one_line(msg)), e.code or 500
+
+    @app.after_request
+    def _headers(resp: Response) -> Response:
+        resp.headers["X-Content-Type-Options"] = "nosniff"
+        resp.headers["Content-Security-Policy"] = (
+            "default-src 'self'; img-src 'self' data: blob:; style-src 'self' 'unsafe-inline'; "
+            "object-src 'none'; base-uri 'none'; frame-ancestors 'none'")
+        return resp
+
+    def graph_json(a: str, b: str | None, extra: tuple[str, ...]) -> dict:
+        params = api.graph_params(request.args.to_dict(), extra)
+        return api.graph(api.cls(a), None if b is None else api.cls(b), params)
+
+    def required(name: str) -> str:
+        v = request.args.get(name, "")
+        if not v:
+            raise ApiError(400, f"missing parameter {name!r}")
+        return v
+
+    @app.get("/")
+    def index() -> Response:
+        return send_file(STATIC_DIR / "index.html")
+
+    @app.get("/api/meta")
+    def meta() -> Response:
+        return jsonify(api.meta())
+
+    @app.get("/api/classes")
+    def classes() -> Response:
+        return jsonify(classes=api.classes())
+
+    @app.get("/api/graph")
+    def graph() -> Response:
+        return jsonify(graph_json(required("class"), None, ("class",)))
+
+    @app.get("/api/compare")
+    def compare() -> Response:
+        return jsonify(graph_json(required("a"), required("b"), ("a", "b")))
+
+    @app.get("/api/embedding")
+    def embedding() -> Response:
+        return jsonify(points=api.embedding())
+
+    @app.get("/api/layer/<layer>")
+    def layer(layer: str) -> Response:
+        return jsonify(api.layer_units(api.layer(layer)))
+
+    @app.get("/api/channel/<layer>/<channel>")
+    def channel(layer: str, channel: str) -> Response:
+        return jsonify(api.channel_detail(*api.channel(layer, channel)))
+
+    @app.get("/api/examples/<layer>/<channel>.jpg")
+    def examples(layer: str, channel: str) -> Response:
+        layer, ch = api.channel(layer, channel)
+        p = api.examples_file(layer, ch)
+        if p is None:
+            raise ApiError(404, f"no dataset examples stored for {layer}:{ch}")
+        return send_file(p, mimetype="image/jpeg", max_age=3600)
+
+    @app.get("/api/featurevis/<layer>/<channel>.png")
+    def featurevis(layer: str, channel: str) -> Response:
+        layer, ch = api.channel(layer, channel)
+        p = api.featurevis_file(layer, ch)
+        if p is None:
+            raise ApiError(404, f"no feature visualization rendered for {layer}:{ch} "
+                                f"(render it with `summit render --run DIR`)")
+        return send_file(p, mimetype="image/png", max_age=60)
+
+    @app.get("/api/export/<name>.json")
+    def export(name: str) -> Response:
+        from .graph import safe_filename
+        a = api.cls(name, status=404)
+        b = request.args.get("compare") or None
+        ib = None if b is None else api.cls(b)
+        data = api.graph(a, ib, api.graph_params(request.args.to_dict(), ("compare",)))
+        names = api.run.class_names
+        stem = f"summit-{names[a]}" + ("" if ib is None else f"-vs-{names[ib]}")
+        body = io.BytesIO(app.json.dumps(data, indent=1).encode())
+        return send_file(body, mimetype="application/json", as_attachment=True,
+                         download_name=safe_filename(stem) + ".json")
+
+    return app
+
+
+def serve(run_dir: str | os.PathLike, host: str = "127.0.0.1", port: int = 5000) -> None:
+    """Run the threaded development server (blocks)."""
+    app = create_app(run_dir)
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        print(f"warning: serving on {host}: the UI has no authentication; anyone who can reach "
+              f"this address can read the run")
+    app.run(host=host, port=port, threaded=True, debug=False, use_reloader=False)
+

@@ -1,0 +1,287 @@
+"""JSON API of `summit serve` on a real run: happy paths, validation messages, path traversal."""
+from __future__ import annotations
+
+import io
+import json
+import os
+import re
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from flask.testing import FlaskClient
+from PIL import Image
+
+from summit.cli import build_parser
+from summit.graph import class_graph, compare_graph, to_json
+from summit.server import STATIC_DIR, create_app
+from summit.store import Run
+
+SECRET = "TOP-SECRET-OUTSIDE-THE-RUN"
+
+
+@pytest.fixture(scope="module")
+def run_dir(sample_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A private copy of the sample run with one rendered feature vis, a symlink pointing out of
+    the run, and a secret file next to the run directory."""
+    root = tmp_path_factory.mktemp("served")
+    (root / "secret.txt").write_text(SECRET)
+    out = root / "run"
+    shutil.copytree(sample_run, out)
+    fv = out / "featurevis" / "fire5"
+    fv.mkdir(parents=True)
+    Image.new("RGB", (32, 32), (200, 30, 30)).save(fv / "7.png")
+    (fv / "8.png").symlink_to(root / "secret.txt")
+    (out / "examples" / "fire5" / "9.jpg").unlink()
+    (out / "examples" / "fire5" / "9.jpg").symlink_to(root / "secret.txt")
+    return out
+
+
+@pytest.fixture(scope="module")
+def client(run_dir: Path) -> FlaskClient:
+    return create_app(run_dir).test_client()
+
+
+@pytest.fixture(scope="module")
+def run(run_dir: Path) -> Run:
+    return Run(run_dir)
+
+
+def get_json(client: FlaskClient, url: str, status: int = 200) -> dict:
+    r = client.get(url)
+    assert r.status_code == status, (url, r.status_code, r.data[:300])
+    assert r.mimetype == "application/json"
+    return r.get_json()
+
+
+# -- happy paths ------------------------------------------------------------------------------
+def test_meta(client: FlaskClient, run: Run) -> None:
+    m = get_json(client, "/api/meta")
+    assert m["model"] == "squeezenet1_1" and m["weights"] == run.meta["weights"]
+    assert [(l["name"], l["channels"]) for l in m["layers"]] == list(run.channels.items())
+    assert [p["name"] for p in m["pairs"]] == run.pairs
+    assert m["dataset"]["n_images"] == sum(run.classes.column("n_images").to_pylist())
+    assert m["dataset"]["n_classes"] == len(run.class_names) == 19
+    assert m["has_examples"] is True
+    assert m["featurevis"]["fire5"] == [7]  # 8.png links out of the run: not listed
+    assert all(m["featurevis"][l] == [] for l in run.layers if l != "fire5")
+
+
+def test_classes(client: FlaskClient, run: Run) -> None:
+    rows = get_json(client, "/api/classes")["classes"]
+    assert [r["name"] for r in rows] == run.class_names
+    for r, ref in zip(rows, run.classes.to_pylist()):
+        assert (r["class"], r["n_images"], r["n_correct"]) == (ref["class"], ref["n_images"], ref["n_correct"])
+        assert r["accuracy"] == pytest.approx(ref["n_correct"] / ref["n_images"])
+
+
+def test_graph_matches_library(client: FlaskClient, run: Run) -> None:
+    name = run.class_names[3]
+    g = get_json(client, f"/api/graph?class={name}")
+    assert g == json.loads(json.dumps(to_json(class_graph(run, name))))
+    assert g["nodes"] and g["links"] and g["summit"]["class"]["name"] == name
+    g2 = get_json(client, f"/api/graph?class=3&top_n=2&edges_per_node=1&min_edge_count=1")
+    ref = to_json(class_graph(run, 3, top_n=2, edges_per_node=1))
+    assert g2 == json.loads(json.dumps(ref))
+    per_layer = {}
+    for n in g2["nodes"]:
+        per_layer[n["layer"]] = per_layer.get(n["layer"], 0) + 1
+    assert max(per_layer.values()) <= 2
+    g3 = get_json(client, f"/api/graph?class={name}&layers=fire8,fire9&min_count=1")
+    assert {n["layer"] for n in g3["nodes"]} <= {"fire8", "fire9"}
+
+
+def test_graph_results_are_cached(client: FlaskClient, run: Run) -> None:
+    api = client.application.extensions["summit"]
+    get_json(client, f"/api/graph?class={run.class_names[5]}&top_n=4")
+    hits = api.graph.cache_info().hits
+    get_json(client, f"/api/graph?class=5&top_n=4")  # same graph by index: a cache hit
+    assert api.graph.cache_info().hits == hits + 1
+
+
+def test_compare(client: FlaskClient, run: Run) -> None:
+    a, b = run.class_names[1], run.class_names[4]
+    g = get_json(client, f"/api/compare?a={a}&b={b}&top_n=5")
+    assert g == json.loads(json.dumps(to_json(compare_graph(run, a, b, top_n=5))))
+    assert {n["membership"] for n in g["nodes"]} <= {"a", "b", "both"}
+    assert g["summit"]["class"]["name"] == a and g["summit"]["class_b"]["name"] == b
+
+
+def test_embedding(client: FlaskClient, run: Run) -> None:
+    pts = get_json(client, "/api/embedding")["points"]
+    assert [p["name"] for p in pts] == run.class_names
+    assert all(np.isfinite([p["x"], p["y"]]).all() and p["n_images"] > 0 for p in pts)
+
+
+def test_layer_units(client: FlaskClient, run: Run) -> None:
+    d = get_json(client, "/api/layer/fire6")
+    count = run.activation_matrix("fire6", "count")
+    assert d["layer"] == "fire6" and d["channels"] == run.channels["fire6"] == len(d["units"])
+    for u in d["units"]:
+        c = u["channel"]
+        assert u["count"] == count[:, c].sum()
+        tops = [t["count"] for t in u["top_classes"]]
+        assert tops == sorted(count[:, c][count[:, c] > 0], reverse=True)[:3]
+        assert all(t["name"] == run.class_names[t["class"]] for t in u["top_classes"])
+        assert u["n_examples"] == run.meta["examples_k"] and u["has_featurevis"] is False
+    assert get_json(client, "/api/layer/fire5")["units"][7]["has_featurevis"] is True
+
+
+def test_channel_detail(client: FlaskClient, run: Run) -> None:
+    count, sums = run.activation_matrix("fire5", "count"), run.activation_matrix("fire5", "sum")
+    ch = int(count.sum(0).argmax())
+    d = get_json(client, f"/api/channel/fire5/{ch}")
+    n_img = np.array(run.classes.column("n_images").to_pylist())
+    assert d["id"] == f"fire5:{ch}" and d["count"] == count[:, ch].sum() > 0
+    assert d["mean_activation"] == pytest.approx(sums[:, ch].sum() / n_img.sum())
+    assert [c["count"] for c in d["top_classes"]] == sorted(count[:, ch][count[:, ch] > 0], reverse=True)[:10]
+    for c in d["top_classes"]:
+        assert c["fraction"] == pytest.approx(count[c["class"], ch] / n_img[c["class"]])
+        assert c["mean"] == pytest.approx(sums[c["class"], ch] / n_img[c["class"]])
+    ex = run.examples("fire5").to_pylist()
+    ref = sorted((r for r in ex if r["channel"] == ch), key=lambda r: r["rank"])
+    assert [(r["rank"], r["image"]) for r in d["examples"]] == [(r["rank"], r["image"]) for r in ref]
+    assert d["examples_url"] == f"/api/examples/fire5/{ch}.jpg"
+    assert d["has_featurevis"] is False and d["featurevis_url"] is None
+    fv = get_json(client, "/api/channel/fire5/7")
+    assert fv["has_featurevis"] is True and fv["featurevis_url"] == "/api/featurevis/fire5/7.png"
+
+
+def test_example_strip_and_featurevis(client: FlaskClient, run_dir: Path) -> None:
+    r = client.get("/api/examples/fire7/3.jpg")
+    assert r.status_code == 200 and r.mimetype == "image/jpeg"
+    assert r.data == (run_dir / "examples" / "fire7" / "3.jpg").read_bytes()
+    assert Image.open(io.BytesIO(r.data)).size[1] == 64
+    r = client.get("/api/featurevis/fire5/7.png")
+    assert r.status_code == 200 and r.mimetype == "image/png"
+    assert r.data == (run_dir / "featurevis" / "fire5" / "7.png").read_bytes()
+    msg = get_json(client, "/api/featurevis/fire5/6.png", 404)["error"]
+    assert "no feature visualization rendered for fire5:6" in msg and "summit render" in msg
+
+
+def test_export_download(client: FlaskClient, run: Run) -> None:
+    name = run.class_names[2]
+    r = client.get(f"/api/export/{name}.json?top_n=4")
+    assert r.status_code == 200 and r.mimetype == "application/json"
+    assert r.headers["Content-Disposition"] == f"attachment; filename=summit-{name}.json"
+    assert json.loads(r.data) == get_json(client, f"/api/graph?class={name}&top_n=4")
+    b = run.class_names[6]
+    r = client.get(f"/api/export/{name}.json?compare={b}")
+    assert r.headers["Content-Disposition"] == f"attachment; filename=summit-{name}-vs-{b}.json"
+    assert json.loads(r.data)["summit"]["class_b"]["name"] == b
+
+
+def test_static_app_is_self_contained(client: FlaskClient) -> None:
+    r = client.get("/")
+    assert r.status_code == 200 and r.mimetype == "text/html"
+    html = r.data.decode()
+    for src in re.findall(r'(?:src|href)="([^"]+)"', html):
+        if not src.startswith("data:"):
+            assert src.startswith("/static/"), src
+            assert client.get(src).status_code == 200, src
+    assert "/static/vendor/d3.v7.min.js" in html
+    for f in ("index.html", "app.js", "style.css"):
+        text = (STATIC_DIR / f).read_text()
+        assert not re.search(r"https?://(?!www\.w3\.org/2000/svg)", text), f"{f} references a remote URL"
+    assert "default-src 'self'" in r.headers["Content-Security-Policy"]
+    assert r.headers["X-Content-Type-Options"] == "nosniff"
+
+
+def test_serve_defaults_to_loopback() -> None:
+    a = build_parser().parse_args(["serve", "--run", "somewhere"])
+    assert (a.host, a.port) == ("127.0.0.1", 5000)
+    assert a.func.__name__ == "_cmd_serve"
+
+
+# -- bad input --------------------------------------------------------------------------------
+@pytest.mark.parametrize("url,status,message", [
+    ("/api/graph", 400, "missing parameter 'class'"),
+    ("/api/graph?class=goose", 400, "unknown class 'goose'; close matches: 099_goose"),
+    ("/api/graph?class=99", 400, "class index 99 out of range 0..18"),
+    ("/api/graph?class=099_goose&top_n=abc", 400, "top_n must be an integer, got 'abc'"),
+    ("/api/graph?class=099_goose&top_n=0", 400, "top_n must be in 1..512, got 0"),
+    ("/api/graph?class=099_goose&top_n=1e3", 400, "top_n must be an integer"),
+    ("/api/graph?class=099_goose&edges_per_node=-1", 400, "edges_per_node must be in 0..512, got -1"),
+    ("/api/graph?class=099_goose&min_count=0", 400, "min_count must be in 1.."),
+    ("/api/graph?class=099_goose&min_edge_count=99999999999", 400, "min_edge_count must be in 1.."),
+    ("/api/graph?class=099_goose&topn=3", 400, "unknown parameter(s) topn; valid: class, top_n"),
+    ("/api/graph?class=099_goose&layers=fire5,conv1", 400, "unknown layer 'conv1'; valid: fire2, fire3"),
+    ("/api/compare?a=099_goose", 400, "missing parameter 'b'"),
+    ("/api/compare?a=099_goose&b=dalmatien", 400, "close matches: 251_dalmatian"),
+    ("/api/layer/fire10", 404, "unknown layer 'fire10'; valid: fire2, fire3, fire4, fire5, fire6, fire7, fire8, fire9"),
+    ("/api/channel/conv1/3", 404, "unknown layer 'conv1'"),
+    ("/api/channel/fire5/256", 404, "channel must be in 0..255, got 256"),
+    ("/api/channel/fire5/-1", 404, "channel must be in 0..255, got -1"),
+    ("/api/channel/fire5/x1", 404, "channel must be an integer, got 'x1'"),
+    ("/api/examples/fire5/999.jpg", 404, "channel must be in 0..255, got 999"),
+    ("/api/examples/nope/1.jpg", 404, "unknown layer 'nope'"),
+    ("/api/featurevis/fire9/512.png", 404, "channel must be in 0..511, got 512"),
+    ("/api/export/not_a_class.json", 404, "unknown class 'not_a_class'"),
+    ("/api/export/099_goose.json?compare=zzz", 400, "unknown class 'zzz'"),
+    ("/api/export/099_goose.json?top_n=x", 400, "top_n must be an integer, got 'x'"),
+    ("/api/nothing", 404, "not found: /api/nothing"),
+])
+def test_bad_input_messages(client: FlaskClient, url: str, status: int, message: str) -> None:
+    err = get_json(client, url, status)["error"]
+    assert message in err and "\n" not in err
+
+
+def test_post_is_refused(client: FlaskClient) -> None:
+    assert get_json(client, "/api/classes", 200)
+    r = client.post("/api/classes")
+    assert r.status_code == 405 and "error" in r.get_json()
+
+
+# -- path traversal ---------------------------------------------------------------------------
+TRAVERSALS = [
+    "/api/examples/..%2F..%2Fetc/passwd",
+    "/api/examples/..%2F..%2F..%2F..%2Fetc%2Fpasswd/1.jpg",
+    "/api/examples/fire5/..%2F..%2Frun.json",
+    "/api/examples/fire5/..%2F..%2F..%2Fsecret.txt",
+    "/api/examples/%2e%2e/%2e%2e/secret.txt",
+    "/api/examples/%2e%2e%2f%2e%2e%2fsecret.txt/1.jpg",
+    "/api/examples/..%252F..%252Fsecret.txt/1.jpg",
+    "/api/examples/..%5C..%5Csecret.txt/1.jpg",
+    "/api/examples/%2Fetc%2Fpasswd/1.jpg",
+    "/api/examples//etc/passwd/1.jpg",
+    "/api/examples/fire5/%2Fetc%2Fpasswd.jpg",
+    "/api/examples/fire5/1.jpg%00.png",
+    "/api/examples/fire5/9.jpg",  # a symlink in the run pointing outside it
+    "/api/featurevis/..%2F..%2Fsecret.txt/1.png",
+    "/api/featurevis/fire5/..%2F..%2F..%2F..%2Fsecret.png",
+    "/api/featurevis/fire5/8.png",  # a symlink in the run pointing outside it
+    "/api/channel/..%2F..%2F/1",
+    "/api/layer/..%2F..%2Fsecret.txt",
+    "/api/export/..%2F..%2Fsecret.txt.json",
+    "/static/../run.json",
+    "/static/..%2F..%2Fsummit%2Fserver.py",
+    "/static/%2e%2e/server.py",
+    "/static/..%5Cserver.py",
+    "/static//etc/passwd",
+    "/static/%2Fetc%2Fpasswd",
+    "/..%2F..%2Fetc%2Fpasswd",
+    "/etc/passwd",
+]
+
+
+@pytest.mark.parametrize("url", TRAVERSALS)
+def test_path_traversal_is_refused(client: FlaskClient, run_dir: Path, url: str) -> None:
+    r = client.get(url, follow_redirects=True)  # "//" is merged by a redirect, then refused
+    assert r.status_code in (400, 404), (url, r.status_code)
+    assert SECRET.encode() not in r.data and b"root:" not in r.data
+    assert b'"model"' not in r.data  # run.json contents
+    assert r.mimetype == "application/json" and "error" in r.get_json()
+
+
+def test_served_files_stay_inside(client: FlaskClient, run_dir: Path) -> None:
+    """Every file the file routes can reach resolves inside the run; links out are dropped."""
+    api = client.application.extensions["summit"]
+    root = run_dir.resolve()
+    for layer in api.run.layers:
+        for ch in range(api.run.channels[layer]):
+            p = api.examples_file(layer, ch)
+            assert (p is None) if (layer, ch) == ("fire5", 9) else p.is_relative_to(root)
+    assert api.featurevis_file("fire5", 7).is_relative_to(root)
+    assert api.featurevis_file("fire5", 8) is None
+    assert os.path.realpath(run_dir / "featurevis" / "fire5" / "8.png").endswith("secret.txt")
