@@ -70,6 +70,51 @@ def _cmd_serve(a: argparse.Namespace) -> int:
     return 0
 
 
+def _graph_kwargs(a: argparse.Namespace) -> dict:
+    return {"top_n": a.top_n, "min_count": a.min_count, "edges_per_node": a.edges_per_node,
+            "min_edge_count": a.min_edge_count, "keep_dangling": a.keep_dangling, "layers": a.graph_layers}
+
+
+def _cmd_graph(a: argparse.Namespace) -> int:
+    from .graph import class_graph, write_graph
+    from .store import Run
+    G = class_graph(Run(a.run), a.cls, **_graph_kwargs(a))
+    path = write_graph(G, a.out, a.format)
+    print(f"{G.graph['class_name']}: {G.number_of_nodes()} nodes, {G.number_of_edges()} edges -> {path}")
+    return 0
+
+
+def _cmd_export(a: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .graph import class_graph, safe_filename, write_embedding, write_graph
+    from .store import Run, write_json
+    run = Run(a.run)
+    if a.embedding:
+        print(f"{a.method} embedding of {len(run.class_names)} classes -> {write_embedding(run, a.method)}")
+        return 0
+    if not a.out_dir:
+        raise SummitError("export --all needs --out-dir DIR")
+    out = Path(a.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    kwargs = _graph_kwargs(a)
+    written, skipped = [], []
+    for i, name in enumerate(run.class_names):
+        G = class_graph(run, i, **kwargs)
+        if G.number_of_nodes() == 0:
+            skipped.append({"class": i, "name": name, "n_images": G.graph["n_images"]})
+            continue
+        file = f"{i:04d}_{safe_filename(name)}.{a.format}"
+        write_graph(G, out / file, a.format)
+        written.append({"class": i, "name": name, "file": file, "nodes": G.number_of_nodes(),
+                        "edges": G.number_of_edges()})
+    write_json({"run": str(run.path.resolve()), "model": run.meta.get("model"), "format": a.format,
+                "settings": kwargs, "graphs": written, "skipped": skipped}, out / "index.json")
+    print(f"{len(written)} graphs -> {out} (index.json); {len(skipped)} classes skipped (empty graph)"
+          + "".join(f"\n  skipped {s['name']} ({s['n_images']} images)" for s in skipped))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="summit", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
@@ -115,6 +160,32 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1, local only)")
     sv.add_argument("--port", type=int, default=5000, help="port (default 5000)")
     sv.set_defaults(func=_cmd_serve)
+
+    def graph_options(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument("--run", required=True, help="run directory")
+        sp.add_argument("--top-n", type=int, default=10, help="channels per layer (default 10)")
+        sp.add_argument("--min-count", type=int, default=None,
+                        help="instead of --top-n: every channel with count >= C")
+        sp.add_argument("--edges-per-node", type=int, default=3, help="strongest incoming edges kept per node")
+        sp.add_argument("--min-edge-count", type=int, default=1, help="minimum influence count of an edge")
+        sp.add_argument("--keep-dangling", action="store_true", help="keep nodes without edges")
+        sp.add_argument("--layers", dest="graph_layers", nargs="+", default=None, help="only these layers")
+        sp.add_argument("--format", choices=["json", "graphml", "gexf", "dot"], default="json")
+
+    gr = sub.add_parser("graph", help="write one class's attribution graph")
+    graph_options(gr)
+    gr.add_argument("--class", dest="cls", required=True, help="class name or index")
+    gr.add_argument("--out", required=True, help="output file")
+    gr.set_defaults(func=_cmd_graph)
+
+    ex = sub.add_parser("export", help="write every class's graph, or the class embedding")
+    graph_options(ex)
+    what = ex.add_mutually_exclusive_group(required=True)
+    what.add_argument("--all", action="store_true", help="one graph file per class plus index.json")
+    what.add_argument("--embedding", action="store_true", help="write embedding.parquet into the run")
+    ex.add_argument("--out-dir", default=None, help="folder for --all")
+    ex.add_argument("--method", choices=["pca", "mds", "tsne"], default="pca", help="embedding method")
+    ex.set_defaults(func=_cmd_export)
 
     return p
 
