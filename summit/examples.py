@@ -63,7 +63,7 @@ class ExamplesAccumulator:
 
 def receptive_field(model: torch.nn.Module, module: torch.nn.Module, size: int) -> int:
     """Side (input pixels) of the receptive field of a centre unit, measured by backprop."""
-    x = torch.randn(1, 3, size, size, requires_grad=True)
+    x = torch.randn(1, 3, size, size, generator=torch.Generator().manual_seed(0)).requires_grad_()
     out: dict[str, torch.Tensor] = {}
     h = module.register_forward_hook(lambda _m, _i, o: out.__setitem__("y", o))
     try:
