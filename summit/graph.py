@@ -198,8 +198,9 @@ def compare_graph(run: Run, a: str | int, b: str | int, top_n: int = 10, min_cou
     na, nb = int(d.n_images[ia]), int(d.n_images[ib])
     G = nx.DiGraph(kind="compare", model=run.meta.get("model"), weights=run.meta.get("weights"),
                    k=run.meta.get("k"), settings=o.settings(),
-                   class_index_a=ia, class_name_a=run.class_names[ia], n_images_a=na, n_correct_a=d.n_correct[ia],
-                   class_index_b=ib, class_name_b=run.class_names[ib], n_images_b=nb, n_correct_b=d.n_correct[ib])
+                   class_index_a=ia, class_name_a=run.class_names[ia], n_images_a=na,
+                   n_correct_a=d.n_correct[ia], class_index_b=ib, class_name_b=run.class_names[ib],
+                   n_images_b=nb, n_correct_b=d.n_correct[ib])
     nodes = sorted(set(ga) | set(gb), key=lambda v: ((ga.nodes.get(v) or gb.nodes[v])["layer_index"],
                                                      (ga.nodes.get(v) or gb.nodes[v])["channel"]))
     for v in nodes:

@@ -156,7 +156,8 @@ def test_compare_membership(run):
     C = compare_graph(run, 0, 1, **kw)
     assert set(C) == set(a) | set(b) and set(C.edges) == set(a.edges) | set(b.edges)
     for v, d in C.nodes(data=True):
-        assert d["membership"] == {(True, True): "both", (True, False): "a", (False, True): "b"}[(v in a, v in b)]
+        expected = {(True, True): "both", (True, False): "a", (False, True): "b"}[(v in a, v in b)]
+        assert d["membership"] == expected
         if v in a:
             assert d["count_a"] == a.nodes[v]["count"] and d["fraction_a"] == a.nodes[v]["fraction"]
         if v in b:
