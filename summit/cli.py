@@ -115,6 +115,33 @@ def _cmd_export(a: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_render(a: argparse.Namespace) -> int:
+    from .featurevis import graph_channels, parse_channels, render_run
+    from .store import Run
+    run = Run(a.run)
+    if a.graph_nodes is not None:
+        if a.layer or a.channels or a.all:
+            raise SummitError("--graph-nodes renders the graph's nodes; drop --layer/--channels/--all")
+        nodes = graph_channels(run, a.graph_nodes, top_n=a.top_n)
+        if not nodes:
+            raise SummitError(f"the graph of class {a.graph_nodes!r} has no nodes")
+    elif a.layer:
+        run.check_layer(a.layer)
+        if a.all:
+            nodes = {a.layer: list(range(run.channels[a.layer]))}
+        elif a.channels:
+            nodes = {a.layer: parse_channels(a.channels)}
+        else:
+            raise SummitError("render --layer needs --channels A B C-D or --all")
+    else:
+        raise SummitError("render needs --layer L (with --channels or --all) or --graph-nodes CLASS")
+    paths = render_run(run.path, nodes, size=a.size, steps=a.steps, lr=a.lr, seed=a.seed,
+                       batch=a.batch, device=a.device, progress=not a.quiet)
+    print(f"{len(paths)} images ({', '.join(f'{l}:{len(c)}' for l, c in nodes.items())}) "
+          f"-> {run.path / 'featurevis'}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="summit", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
@@ -186,6 +213,24 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--out-dir", default=None, help="folder for --all")
     ex.add_argument("--method", choices=["pca", "mds", "tsne"], default="pca", help="embedding method")
     ex.set_defaults(func=_cmd_export)
+
+    rd = sub.add_parser("render", help="feature visualizations of channels (Lucid-style) into the run")
+    rd.add_argument("--run", required=True, help="run directory (model and weights come from run.json)")
+    rd.add_argument("--layer", default=None, help="layer to render")
+    chs = rd.add_mutually_exclusive_group()
+    chs.add_argument("--channels", nargs="+", default=None, help="channels: 0 1 2 or ranges 0-15")
+    chs.add_argument("--all", action="store_true", help="every channel of --layer")
+    rd.add_argument("--graph-nodes", metavar="CLASS", default=None,
+                    help="render every node of this class's attribution graph instead")
+    rd.add_argument("--top-n", type=int, default=10, help="graph channels per layer (default 10)")
+    rd.add_argument("--size", type=int, default=128, help="image side in pixels (default 128)")
+    rd.add_argument("--steps", type=int, default=512, help="optimization steps (default 512)")
+    rd.add_argument("--lr", type=float, default=0.05, help="Adam learning rate (default 0.05)")
+    rd.add_argument("--seed", type=int, default=0)
+    rd.add_argument("--batch", type=int, default=32, help="channels optimized together (default 32)")
+    rd.add_argument("--device", default="auto", help="auto | cpu | cuda[:i]")
+    rd.add_argument("--quiet", action="store_true", help="no progress bar")
+    rd.set_defaults(func=_cmd_render)
 
     return p
 

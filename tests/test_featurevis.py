@@ -1,0 +1,219 @@
+"""Feature visualization on the real Caffe SqueezeNet 1.1 weights (small images, few steps)."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from summit import featurevis as fv
+from summit.cli import main
+from summit.models import SummitError, load_model
+
+LAYER = "fire4"
+CHANNELS = list(range(8))
+SIZE = 64
+STEPS = 64
+
+
+@pytest.fixture(scope="module")
+def spec():
+    return load_model("squeezenet1_1")
+
+
+def _acts(spec, x: torch.Tensor, layer: str = LAYER) -> torch.Tensor:
+    """(N, C) mean activation of every channel of `layer`."""
+    with fv._capture(spec, [layer]) as run, torch.no_grad():
+        return run(x)[layer].mean((-2, -1))
+
+
+def _tensor(imgs: list[Image.Image]) -> torch.Tensor:
+    return torch.stack([torch.from_numpy(np.array(im)).permute(2, 0, 1).float() / 255 for im in imgs])
+
+
+@pytest.fixture(scope="module")
+def rendered(spec):
+    """One batched optimization of 8 channels, plus their un-optimized starts."""
+    imgs = fv.render(spec, LAYER, CHANNELS, size=SIZE, steps=STEPS, batch=8, progress=False)
+    start = fv.render(spec, LAYER, CHANNELS, size=SIZE, steps=0, batch=8, progress=False)
+    return _tensor(imgs), _tensor(start)
+
+
+def test_render_raises_channel_activation(spec, rendered):
+    imgs, start = rendered
+    idx = torch.arange(len(CHANNELS))
+    got = _acts(spec, imgs)[idx, CHANNELS]
+    before = _acts(spec, start)[idx, CHANNELS]
+    noise = _acts(spec, torch.rand(8, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(1)))
+    noise = noise.mean(0)[CHANNELS]
+    # measured (64 px, 64 steps): rendered 170-640, noise 0-230 (ratios 2.7x..134x, inf where
+    # noise gives 0), un-optimized start 0-27
+    assert (got >= 2 * noise).all(), (got, noise)
+    assert got.mean() >= 5 * noise.mean(), (got, noise)
+    assert (got >= 10 * before.clamp(min=1.0)).all(), (got, before)
+
+
+def test_batched_render_is_diagonal(spec, rendered):
+    imgs, _ = rendered
+    a = _acts(spec, imgs)[:, CHANNELS]  # a[i, j]: channel j on the image rendered for channel i
+    wins = sum(int(a[:, j].argmax()) == j for j in range(len(CHANNELS)))
+    assert wins >= len(CHANNELS) - 1, a  # measured: 8 of 8
+
+
+def test_same_seed_same_pixels(spec):
+    kw = dict(size=48, steps=8, batch=2, progress=False)
+    a = [np.array(im) for im in fv.render(spec, "fire3", [0, 1], seed=0, **kw)]
+    b = [np.array(im) for im in fv.render(spec, "fire3", [0, 1], seed=0, **kw)]
+    c = [np.array(im) for im in fv.render(spec, "fire3", [0, 1], seed=1, **kw)]
+    assert all(np.array_equal(x, y) for x, y in zip(a, b))
+    assert not any(np.array_equal(x, y) for x, y in zip(a, c))
+    assert a[0].shape == (48, 48, 3) and a[0].dtype == np.uint8
+
+
+def _no_hooks(model: torch.nn.Module) -> bool:
+    return all(not m._forward_hooks and not m._forward_pre_hooks and not m._backward_hooks
+               for m in model.modules())
+
+
+def test_model_unchanged_after_render(spec):
+    x = torch.rand(2, 3, 96, 96, generator=torch.Generator().manual_seed(0))
+    relu, hardtanh = F.relu, F.hardtanh
+    with torch.no_grad():
+        before = spec.model(x)
+    fv.render(spec, "fire5", [3, 4], size=48, steps=4, progress=False)
+    with torch.no_grad():
+        after = spec.model(x)
+    assert torch.equal(before, after)
+    assert _no_hooks(spec.model)
+    assert F.relu is relu and F.hardtanh is hardtanh
+    assert not spec.model.training
+    assert all(p.grad is None and p.requires_grad for p in spec.model.parameters())
+
+
+def test_model_restored_after_failed_render(spec):
+    relu = F.relu
+
+    def boom(acts):
+        raise RuntimeError("boom")
+    with pytest.raises(RuntimeError, match="boom"):
+        fv.visualize(spec, fv.Objective(boom, ("fire3",), "boom"), [0], size=48, steps=2)
+    assert F.relu is relu and _no_hooks(spec.model)
+
+
+def test_redirected_relu_gradient():
+    x = torch.tensor([[-1.0, -2.0], [-1.0, 3.0]], requires_grad=True)
+    with fv.redirected_relu():
+        y = F.relu(x)
+        (-y.sum()).backward()  # maximize: wants every input to go up
+    # row 0 is fully dead: gradient redirected; row 1 has a live unit: ordinary ReLU gradient
+    assert x.grad.tolist() == [[-1.0, -1.0], [0.0, -1.0]]
+    assert torch.equal(y, x.detach().clamp(min=0))
+    x.grad = None
+    with fv.redirected_relu():
+        (y2 := F.relu(x)).sum().backward()  # minimize: never pushes negative inputs further down
+    assert x.grad.tolist() == [[0.0, 0.0], [0.0, 1.0]] and y2.shape == x.shape
+    x.grad = None
+    F.relu(x).sum().neg().backward()  # outside the context: plain ReLU
+    assert x.grad.tolist() == [[0.0, 0.0], [0.0, -1.0]]
+
+
+def test_fourier_image_shape_and_range():
+    img = fv.FourierImage(33, seeds=[0, 1, 2])
+    assert img.spectrum.shape == (3, 3, 33, 17, 2)
+    with torch.no_grad():
+        img.spectrum.normal_(0, 5)  # far from the init: sigmoid must still bound it
+        out = img()
+    assert out.shape == (3, 3, 33, 33)
+    assert out.min() >= 0 and out.max() <= 1 and out.std() > 0.05
+    a, b = fv.FourierImage(16, [7]), fv.FourierImage(16, [7, 8])
+    assert torch.equal(a.spectrum[0], b.spectrum[0])  # an item's start depends on its seed only
+
+
+def test_objectives_compose():
+    acts = {"l": torch.arange(2 * 3 * 3 * 3, dtype=torch.float32).view(2, 3, 3, 3)}
+    ch, nr = fv.channel("l", 1), fv.neuron("l", 2)
+    assert torch.equal(ch(acts), acts["l"][:, 1].mean((1, 2)))
+    assert torch.equal(nr(acts), acts["l"][:, 2, 1, 1])
+    combo = 2 * ch - nr + 1
+    assert torch.allclose(combo(acts), 2 * ch(acts) - nr(acts) + 1)
+    assert combo.layers == ("l",)
+    assert torch.allclose(fv.direction("l", [0, 1, 0])(acts), ch(acts))
+    assert torch.equal(fv.channels("l", [2, 0])(acts), torch.stack([acts["l"][0, 2].mean(), acts["l"][1, 0].mean()]))
+    same = {"l": torch.ones(2, 3, 2, 2)}
+    assert torch.allclose(fv.diversity("l")(same), torch.full((2,), -0.5))  # identical: cos = 1
+    assert (ch + fv.channel("m", 0)).layers == ("l", "m")
+
+
+def test_unknown_layer_and_channel_errors(spec):
+    with pytest.raises(SummitError, match="valid: fire2, fire3"):
+        fv.render(spec, "fire99", [0], progress=False)
+    with pytest.raises(SummitError, match=r"128 out of range for fire3: valid 0..127"):
+        fv.render(spec, "fire3", [0, 128], size=48, steps=1, progress=False)
+    assert fv.parse_channels(["0-2", "5", "1"]) == [0, 1, 2, 5]
+    with pytest.raises(SummitError, match="bad channel"):
+        fv.parse_channels(["x"])
+
+
+def test_cache_skips_rerender(spec, tmp_path, monkeypatch):
+    kw = dict(size=48, steps=4, progress=False)
+    paths = fv.render_cached(spec, "fire3", [0, 1], tmp_path, **kw)
+    assert [p.name for p in paths] == ["0.png", "1.png"] and all(p.is_file() for p in paths)
+    mtimes = [p.stat().st_mtime_ns for p in paths]
+
+    def fail(*a, **k):
+        raise AssertionError("re-rendered a cached channel")
+    with monkeypatch.context() as m:
+        m.setattr(fv, "visualize", fail)
+        again = fv.render_cached(spec, "fire3", [1, 0], tmp_path, **kw)
+    assert again == paths[::-1] and [p.stat().st_mtime_ns for p in paths] == mtimes
+    other = fv.render_cached(spec, "fire3", [0], tmp_path, **{**kw, "steps": 5})
+    assert other[0].parent.parent != paths[0].parent.parent  # new settings hash directory
+    assert sorted(d.name for d in tmp_path.iterdir()) == sorted(
+        {paths[0].parent.parent.name, other[0].parent.parent.name})
+    assert json.loads((other[0].parent.parent / "settings.json").read_text())["steps"] == 5
+
+
+def test_cli_render_writes_stable_paths(sample_run):
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+    r = subprocess.run([sys.executable, "-m", "summit", "render", "--run", str(sample_run), "--layer",
+                        "fire3", "--channels", "0-1", "--size", "48", "--steps", "16", "--quiet"],
+                       capture_output=True, text=True, env=env, timeout=300)
+    assert r.returncode == 0, r.stderr
+    for c in (0, 1):
+        p = fv.featurevis_path(sample_run, "fire3", c)
+        assert p == sample_run / "featurevis" / "fire3" / f"{c}.png"
+        assert Image.open(p).size == (48, 48)
+    manifest = json.loads((sample_run / "featurevis" / "settings.json").read_text())
+    digest = manifest["channels"]["fire3"]["0"]
+    assert manifest["settings"][digest]["steps"] == 16
+    assert (sample_run / "featurevis" / "cache" / digest / "fire3" / "0.png").is_file()
+
+
+def test_cli_render_errors(sample_run, capsys):
+    assert main(["render", "--run", str(sample_run), "--layer", "fire42", "--channels", "0"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "valid: fire2, fire3" in err
+    assert main(["render", "--run", str(sample_run), "--layer", "fire3", "--channels", "500"]) == 2
+    assert "out of range for fire3: valid 0..127" in capsys.readouterr().err
+    assert main(["render", "--run", str(sample_run), "--layer", "fire3"]) == 2
+    assert "--channels" in capsys.readouterr().err
+
+
+def test_cli_render_graph_nodes(sample_run, capsys):
+    pytest.importorskip("summit.graph")
+    from summit.graph import class_graph
+    from summit.store import Run
+    cls = Run(sample_run).class_names[0]
+    assert main(["render", "--run", str(sample_run), "--graph-nodes", cls, "--top-n", "2",
+                 "--size", "48", "--steps", "2", "--quiet"]) == 0
+    nodes = list(class_graph(Run(sample_run), cls, top_n=2).nodes(data=True))
+    assert nodes
+    for _, d in nodes:
+        assert fv.featurevis_path(sample_run, d["layer"], d["channel"]).is_file()
