@@ -11,13 +11,16 @@ from __future__ import annotations
 import io
 import os
 import re
-from functools import lru_cache
+import threading
+from collections import OrderedDict
+from concurrent.futures import Future
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Hashable
 
 import numpy as np
 from flask import Flask, Response, jsonify, request, send_file
 from werkzeug.exceptions import HTTPException
+from werkzeug.serving import BaseWSGIServer, make_server
 
 from .models import SummitError
 from .store import Run
@@ -25,6 +28,7 @@ from .store import Run
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 GRAPH_PARAMS = ("top_n", "min_count", "edges_per_node", "min_edge_count", "layers")
 INT_MAX = 2**31 - 1
+LISTEN_BACKLOG = 1024
 
 
 class ApiError(Exception):
@@ -56,6 +60,47 @@ def _parse_int(name: str, raw: str, lo: int, hi: int, status: int = 400) -> int:
     return v
 
 
+class Memo:
+    """Thread-safe LRU memo of ``fn(*key)`` that computes each key once, even when concurrent
+    requests ask for it at the same time (they wait for the first one); errors are not kept."""
+
+    def __init__(self, fn: Callable[..., Any], maxsize: int) -> None:
+        self.fn = fn
+        self.maxsize = maxsize
+        self.hits = self.misses = 0
+        self._lock = threading.Lock()
+        self._done: OrderedDict[Hashable, Any] = OrderedDict()
+        self._pending: dict[Hashable, Future] = {}
+
+    def __call__(self, *key: Hashable) -> Any:
+        with self._lock:
+            if key in self._done:
+                self.hits += 1
+                self._done.move_to_end(key)
+                return self._done[key]
+            fut = self._pending.get(key)
+            owner = fut is None
+            if owner:
+                self.misses += 1
+                fut = self._pending[key] = Future()
+        if not owner:
+            return fut.result()
+        try:
+            value = self.fn(*key)
+        except BaseException as e:
+            with self._lock:
+                del self._pending[key]
+            fut.set_exception(e)
+            raise
+        with self._lock:
+            self._done[key] = value
+            if len(self._done) > self.maxsize:
+                self._done.popitem(last=False)
+            del self._pending[key]
+        fut.set_result(value)
+        return value
+
+
 class Api:
     """Validated, cached access to one run (shared by all request threads)."""
 
@@ -63,10 +108,10 @@ class Api:
         self.run = Run(run_dir)
         self.root = self.run.path.resolve()
         self.max_channels = max(self.run.channels.values())
-        self.graph = lru_cache(maxsize=cache_size)(self._graph)
-        self.layer_matrices = lru_cache(maxsize=len(self.run.layers))(self._layer_matrices)
-        self.layer_examples = lru_cache(maxsize=len(self.run.layers))(self._layer_examples)
-        self.embedding = lru_cache(maxsize=1)(self._embedding)
+        self.graph = Memo(self._graph, cache_size)
+        self.layer_matrices = Memo(self._layer_matrices, len(self.run.layers))
+        self.layer_examples = Memo(self._layer_examples, len(self.run.layers))
+        self.embedding = Memo(self._embedding, 1)
 
     # --- validation -------------------------------------------------------------------------
     def cls(self, name: str, status: int = 400) -> int:
@@ -320,11 +365,23 @@ def create_app(run_dir: str | os.PathLike, cache_size: int = 256) -> Flask:
     return app
 
 
+def make_http_server(app: Flask, host: str = "127.0.0.1", port: int = 5000) -> BaseWSGIServer:
+    """Threaded werkzeug server for ``app`` (port 0: an ephemeral one, see ``.server_port``) with a
+    deep listen backlog, so a burst of connections queues instead of waiting out SYN retries."""
+    srv = make_server(host, port, app, threaded=True)
+    srv.socket.listen(LISTEN_BACKLOG)
+    return srv
+
+
 def serve(run_dir: str | os.PathLike, host: str = "127.0.0.1", port: int = 5000) -> None:
-    """Run the threaded development server (blocks)."""
+    """Serve the run until interrupted (blocks)."""
     app = create_app(run_dir)
     if host not in ("127.0.0.1", "localhost", "::1"):
         print(f"warning: serving on {host}: the UI has no authentication; anyone who can reach "
               f"this address can read the run")
-    app.run(host=host, port=port, threaded=True, debug=False, use_reloader=False)
-
+    srv = make_http_server(app, host, port)
+    print(f"summit: serving {app.extensions['summit'].root} on http://{host}:{srv.server_port}/ (Ctrl-C stops)")
+    try:
+        srv.serve_forever()
+    finally:
+        srv.server_close()

@@ -6,7 +6,11 @@ import json
 import os
 import re
 import shutil
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from urllib.request import urlopen
 
 import numpy as np
 import pytest
@@ -15,7 +19,7 @@ from PIL import Image
 
 from summit.cli import build_parser
 from summit.graph import class_graph, compare_graph, to_json
-from summit.server import STATIC_DIR, create_app
+from summit.server import STATIC_DIR, Memo, create_app, make_http_server
 from summit.store import Run
 
 SECRET = "TOP-SECRET-OUTSIDE-THE-RUN"
@@ -95,9 +99,37 @@ def test_graph_matches_library(client: FlaskClient, run: Run) -> None:
 def test_graph_results_are_cached(client: FlaskClient, run: Run) -> None:
     api = client.application.extensions["summit"]
     get_json(client, f"/api/graph?class={run.class_names[5]}&top_n=4")
-    hits = api.graph.cache_info().hits
+    hits, misses = api.graph.hits, api.graph.misses
     get_json(client, f"/api/graph?class=5&top_n=4")  # same graph by index: a cache hit
-    assert api.graph.cache_info().hits == hits + 1
+    assert (api.graph.hits, api.graph.misses) == (hits + 1, misses)
+
+
+def test_memo_computes_each_key_once_under_concurrency() -> None:
+    calls: list[int] = []
+    gate = threading.Event()
+
+    def slow(x: int) -> int:
+        calls.append(x)
+        gate.wait(5)
+        if x < 0:
+            raise ValueError("negative")
+        return x * 2
+
+    memo = Memo(slow, maxsize=2)
+    with ThreadPoolExecutor(40) as pool:  # every call in flight before the gate opens
+        futs = [pool.submit(memo, i % 2) for i in range(32)]
+        bad = [pool.submit(memo, -1) for _ in range(4)]
+        time.sleep(0.2)
+        gate.set()
+        assert [f.result() for f in futs] == [i % 2 * 2 for i in range(32)]
+        assert all(isinstance(f.exception(), ValueError) for f in bad)
+    assert sorted(calls) == [-1, 0, 1]  # one computation per key, concurrent callers waited
+    assert memo(0) == 0  # a hit: 0 becomes the most recently used
+    memo(2)  # evicts the least recently used key: 1
+    assert memo(1) == 2 and sorted(calls) == [-1, 0, 1, 1, 2]
+    with pytest.raises(ValueError):
+        memo(-1)  # errors are not kept: computed again
+    assert calls.count(-1) == 2
 
 
 def test_compare(client: FlaskClient, run: Run) -> None:
@@ -186,6 +218,21 @@ def test_static_app_is_self_contained(client: FlaskClient) -> None:
         assert not re.search(r"https?://(?!www\.w3\.org/2000/svg)", text), f"{f} references a remote URL"
     assert "default-src 'self'" in r.headers["Content-Security-Policy"]
     assert r.headers["X-Content-Type-Options"] == "nosniff"
+
+
+def test_http_server_on_loopback(run_dir: Path) -> None:
+    """The server `summit serve` runs: ephemeral port, real HTTP, deep listen backlog."""
+    srv = make_http_server(create_app(run_dir), "127.0.0.1", 0)
+    t = threading.Thread(target=srv.serve_forever, daemon=True)
+    t.start()
+    try:
+        assert srv.server_address[0] == "127.0.0.1" and srv.server_port > 0
+        with urlopen(f"http://127.0.0.1:{srv.server_port}/api/classes") as r:
+            assert len(json.load(r)["classes"]) == 19
+    finally:
+        srv.shutdown()
+        t.join()
+        srv.server_close()
 
 
 def test_serve_defaults_to_loopback() -> None:

@@ -1,7 +1,6 @@
 // Summit UI: class list + embedding, attribution graph, channel detail, unit browser, compare.
 // Plain ES module; D3 v7 is the global `d3` loaded from /static/vendor.
 
-const ROW_H = 104;              // vertical distance between layer rows
 const COLORS = { a: "#2f7fc1", b: "#e8771e", both: "#8a5cc2" };
 const $ = (sel) => document.querySelector(sel);
 
@@ -77,7 +76,7 @@ function thumbHtml(layer, ch, size, i = 0) {
 function cropHtml(url, i, size) {
   const box = el("div", { class: "crop" });
   if (size) box.style.width = box.style.height = `${size}px`;
-  const img = el("img", { src: url, alt: "", loading: "lazy", class: "example" });
+  const img = el("img", { src: url, alt: "", loading: "lazy", class: "patch" });
   img.style.left = `-${i * 100}%`;
   box.append(img);
   return box;
@@ -268,9 +267,12 @@ function drawGraph(g) {
   }
   orderRows(rows, preds, succs);
 
-  const size = d3.scaleSqrt().domain([0, 1]).range([18, 54]).clamp(true);
+  const left = 92, top = 40;
+  // rows fill the visible height (so the whole network fits) within readable bounds
+  const ROW_H = Math.max(76, Math.min(110, Math.floor((box.clientHeight - top - 14) / layers.length)));
+  const size = d3.scaleSqrt().domain([0, 1]).range([16, ROW_H * 0.52]).clamp(true);
   const frac = (n) => (compare ? Math.max(n.fraction_a, n.fraction_b) : n.fraction);
-  const slot = 66, left = 92, top = 40;
+  const slot = Math.round(ROW_H * 0.52) + 12;
   const widest = d3.max(rows, (r) => r.length) || 1;
   const width = Math.max(box.clientWidth - 4, left + widest * slot + 30);
   const height = top + layers.length * ROW_H + 10;
@@ -523,8 +525,10 @@ async function openChannel(layer, channel) {
   const tops = el("ul", { class: "top-classes", id: "detail-top-classes" }, ...d.top_classes.map((c) => {
     const bar = el("div", { class: "bar" }, el("span"));
     bar.firstChild.style.width = `${(100 * c.fraction) / maxFrac}%`;
-    return el("li", { "data-class": c.name, title: `mean activation ${fmt(c.mean)}`, onclick: () => selectClass(c.name) },
+    const li = el("li", { "data-class": c.name, title: `mean activation ${fmt(c.mean)}`, onclick: () => selectClass(c.name) },
       el("span", { text: c.name }), el("span", { class: "note", text: `${c.count} (${pct(c.fraction)})` }), bar);
+    li.classList.toggle("current", c.name === state.selected || (state.compare && c.name === state.compareWith));
+    return li;
   }));
 
   panel.replaceChildren(head,
