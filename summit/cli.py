@@ -25,8 +25,9 @@ def _cmd_aggregate(a: argparse.Namespace) -> int:
     rep = aggregate(cfg, a.data, a.out, resume=a.resume, overwrite=a.overwrite, shard=a.shard,
                     checkpoint_every=a.checkpoint_every, workers=a.workers, device=a.device,
                     progress=not a.quiet)
-    print(f"{rep['images']} images ({rep['skipped']} skipped) in {rep['seconds']:.1f}s "
-          f"= {rep['images_per_s']:.1f} img/s -> {rep['out']}")
+    if os.environ.get("RANK", "0") == "0":
+        print(f"{rep['images']} images ({rep['skipped']} skipped) in {rep['seconds']:.1f}s "
+              f"= {rep['images_per_s']:.1f} img/s -> {rep['out']}")
     return 0
 
 
