@@ -36,7 +36,7 @@ INFLUENCE_SCHEMA = pa.schema([("layer_pair", pa.string()), ("class", pa.int32())
                               ("dst", pa.int32()), ("count", pa.int64())])
 CLASS_SCHEMA = pa.schema([("class", pa.int32()), ("name", pa.string()), ("model_index", pa.int32()),
                           ("n_images", pa.int64()), ("n_correct", pa.int64())])
-INFLUENCE_ROW_GROUP_CLASSES = 8
+INFLUENCE_ROW_GROUP_CLASSES = 2
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
@@ -44,6 +44,7 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
+        os.fchmod(fd, 0o644)  # mkstemp creates 0600; run files are meant to be shared
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
@@ -111,6 +112,8 @@ class Run:
         self.channels: dict[str, int] = {l["name"]: l["channels"] for l in self.meta["layers"]}
         self.pairs: list[str] = [p["name"] for p in self.meta["pairs"]]
         self._activations: pa.Table | None = None
+        self._influence = ds.dataset(self.path / "influence.parquet", format=ds.ParquetFileFormat(
+            read_options=ds.ParquetReadOptions(dictionary_columns=["layer_pair"])))
 
     def class_index(self, name_or_index: str | int) -> int:
         """Resolve a class by name (or index); unknown names list close matches."""
@@ -153,7 +156,7 @@ class Run:
             if pair not in self.pairs:
                 raise SummitError(f"unknown layer pair {pair!r}; valid: {', '.join(self.pairs)}")
             flt = flt & (pc.field("layer_pair") == pair)
-        return ds.dataset(self.path / "influence.parquet").to_table(filter=flt)
+        return self._influence.to_table(filter=flt)
 
     def examples(self, layer: str | None = None) -> pa.Table | None:
         """Top dataset examples (layer, channel, rank, value, image, class, y, x, box), if stored."""
