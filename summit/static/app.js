@@ -255,6 +255,8 @@ function drawGraph(g) {
   const box = $("#graph");
   const compare = g.nodes.some((n) => n.membership);
   const info = g.summit?.class || {};
+  renderGraphTitle(g, info, compare);   // first: the toolbar's height sets the room left for rows
+  renderLegend(compare);
   const layers = state.meta.layers.map((l) => l.name);
   const byLayer = d3.group(g.nodes, (n) => n.layer);
   const rows = layers.map((l) => (byLayer.get(l) || []).slice().sort((a, b) => b.count - a.count || a.channel - b.channel));
@@ -368,8 +370,6 @@ function drawGraph(g) {
   if (state.detail) svg.select(`g.node[data-node="${state.detail}"]`).classed("selected", true);
 
   box.replaceChildren(svg.node());
-  renderGraphTitle(g, info, compare);
-  renderLegend(compare);
 }
 
 function highlight(svg, id, preds, succs) {
