@@ -88,9 +88,9 @@ def burst(base: str, mix: list[tuple[str, str]], concurrency: int) -> dict:
         start.set()
         results = [f.result() for f in futures]
         wall = time.perf_counter() - t0
-    errors = [f"{path}: {err}" for (_, path), (_, err) in zip(mix, results) if err]
+    errors = [f"{path}: {err}" for (_, path), (_, err) in zip(mix, results, strict=True) if err]
     by_kind: dict[str, list[float]] = {}
-    for (kind, _), (sec, _) in zip(mix, results):
+    for (kind, _), (sec, _) in zip(mix, results, strict=True):
         by_kind.setdefault(kind, []).append(sec)
     return {"errors": len(errors), "error_samples": errors[:5], "wall_s": wall,
             "requests_per_s": len(mix) / wall, **stats([s for s, _ in results]),

@@ -78,13 +78,13 @@ class Memo:
                 self.hits += 1
                 self._done.move_to_end(key)
                 return self._done[key]
-            fut = self._pending.get(key)
-            owner = fut is None
-            if owner:
+            pending = self._pending.get(key)
+            if pending is None:
                 self.misses += 1
-                fut = self._pending[key] = Future()
-        if not owner:
-            return fut.result()
+                fut: Future = Future()
+                self._pending[key] = fut
+        if pending is not None:
+            return pending.result()
         try:
             value = self.fn(*key)
         except BaseException as e:

@@ -8,6 +8,7 @@ import re
 import shutil
 import threading
 import time
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from urllib.request import urlopen
@@ -75,7 +76,7 @@ def test_meta(client: FlaskClient, run: Run) -> None:
 def test_classes(client: FlaskClient, run: Run) -> None:
     rows = get_json(client, "/api/classes")["classes"]
     assert [r["name"] for r in rows] == run.class_names
-    for r, ref in zip(rows, run.classes.to_pylist()):
+    for r, ref in zip(rows, run.classes.to_pylist(), strict=True):
         assert (r["class"], r["n_images"], r["n_correct"]) == (ref["class"], ref["n_images"], ref["n_correct"])
         assert r["accuracy"] == pytest.approx(ref["n_correct"] / ref["n_images"])
 
@@ -85,12 +86,10 @@ def test_graph_matches_library(client: FlaskClient, run: Run) -> None:
     g = get_json(client, f"/api/graph?class={name}")
     assert g == json.loads(json.dumps(to_json(class_graph(run, name))))
     assert g["nodes"] and g["links"] and g["summit"]["class"]["name"] == name
-    g2 = get_json(client, f"/api/graph?class=3&top_n=2&edges_per_node=1&min_edge_count=1")
+    g2 = get_json(client, "/api/graph?class=3&top_n=2&edges_per_node=1&min_edge_count=1")
     ref = to_json(class_graph(run, 3, top_n=2, edges_per_node=1))
     assert g2 == json.loads(json.dumps(ref))
-    per_layer = {}
-    for n in g2["nodes"]:
-        per_layer[n["layer"]] = per_layer.get(n["layer"], 0) + 1
+    per_layer = Counter(n["layer"] for n in g2["nodes"])
     assert max(per_layer.values()) <= 2
     g3 = get_json(client, f"/api/graph?class={name}&layers=fire8,fire9&min_count=1")
     assert {n["layer"] for n in g3["nodes"]} <= {"fire8", "fire9"}
@@ -100,7 +99,7 @@ def test_graph_results_are_cached(client: FlaskClient, run: Run) -> None:
     api = client.application.extensions["summit"]
     get_json(client, f"/api/graph?class={run.class_names[5]}&top_n=4")
     hits, misses = api.graph.hits, api.graph.misses
-    get_json(client, f"/api/graph?class=5&top_n=4")  # same graph by index: a cache hit
+    get_json(client, "/api/graph?class=5&top_n=4")  # same graph by index: a cache hit
     assert (api.graph.hits, api.graph.misses) == (hits + 1, misses)
 
 
@@ -171,7 +170,9 @@ def test_channel_detail(client: FlaskClient, run: Run) -> None:
     for c in d["top_classes"]:
         assert c["fraction"] == pytest.approx(count[c["class"], ch] / n_img[c["class"]])
         assert c["mean"] == pytest.approx(sums[c["class"], ch] / n_img[c["class"]])
-    ex = run.examples("fire5").to_pylist()
+    table = run.examples("fire5")
+    assert table is not None
+    ex = table.to_pylist()
     ref = sorted((r for r in ex if r["channel"] == ch), key=lambda r: r["rank"])
     assert [(r["rank"], r["image"]) for r in d["examples"]] == [(r["rank"], r["image"]) for r in ref]
     assert d["examples_url"] == f"/api/examples/fire5/{ch}.jpg"

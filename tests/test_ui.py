@@ -64,7 +64,7 @@ def page(browser, server: str) -> Iterator:
 
     pg.route("**/*", route)
     pg.on("pageerror", lambda e: errors.append(f"pageerror: {e}"))
-    pg.on("console", lambda m: m.type == "error" and errors.append(f"console: {m.text}"))
+    pg.on("console", lambda m: errors.extend([f"console: {m.text}"] if m.type == "error" else []))
     pg.goto(server + "/")
     pg.wait_for_selector("body[data-ready]")
     yield pg
@@ -192,7 +192,7 @@ def test_downloads(page, server: str, artifacts: Path) -> None:
     ns = "{http://www.w3.org/2000/svg}"
     nodes = [e for e in root.iter(f"{ns}g") if "node" in (e.get("class") or "").split()]
     assert len(nodes) == n_nodes
-    hrefs = [e.get("href") for e in root.iter(f"{ns}image")]
+    hrefs = [e.get("href", "") for e in root.iter(f"{ns}image")]
     assert hrefs and all(h.startswith("data:image/") for h in hrefs)  # self-contained
     (artifacts / "ui_download.svg").write_bytes(svg)
 
@@ -200,7 +200,7 @@ def test_downloads(page, server: str, artifacts: Path) -> None:
         page.click("#download-png")
     png = Path(dl.value.path()).read_bytes()
     im = Image.open(io.BytesIO(png))
-    w = float(root.get("width"))
+    w = float(root.get("width", "0"))
     assert im.format == "PNG" and im.size[0] == round(2 * w)
     pixels = np.asarray(im.convert("RGB").resize((64, 64))).reshape(-1, 3)
     assert len(np.unique(pixels, axis=0)) > 50  # thumbnails drawn, not a blank canvas

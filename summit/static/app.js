@@ -61,8 +61,8 @@ function thumbOf(layer, ch) {
   return null;
 }
 
-/** HTML thumbnail: <img> for feature vis, CSS crop of patch `i` of the strip otherwise. */
-function thumbHtml(layer, ch, size, i = 0) {
+/** HTML thumbnail: <img> for feature vis, CSS crop of the strip's first patch otherwise. */
+function thumbHtml(layer, ch, size) {
   const t = thumbOf(layer, ch);
   if (!t) return el("div", { class: "dot", text: "●" });
   if (t.kind === "fv") {
@@ -70,7 +70,7 @@ function thumbHtml(layer, ch, size, i = 0) {
     img.style.width = img.style.height = `${size}px`;
     return img;
   }
-  return cropHtml(t.url, i, size);
+  return cropHtml(t.url, 0, size);
 }
 
 function cropHtml(url, i, size) {
