@@ -192,6 +192,8 @@ def conv_influence(pair: LayerPair, taps) -> torch.Tensor:
     for r in pair.routes:
         kind, path = r.src
         x = taps.inp[path] if kind == "input" else taps.out[path]
+        r.w2 = r.w2.to(x.device)
+        r.w1 = None if r.w1 is None else r.w1.to(x.device)
         parts.append(route_influence(r, x, taps.out[r.mid] if r.mid else None))
     return torch.cat(parts, dim=2)
 
@@ -203,7 +205,7 @@ def grad_influence(x: torch.Tensor, y: torch.Tensor, chunk: int = 64) -> torch.T
     out = x.new_empty(n, x.shape[1], cout)
     for j0 in range(0, cout, chunk):
         j1 = min(cout, j0 + chunk)
-        eye = torch.zeros(j1 - j0, n, cout, dtype=s.dtype)
+        eye = torch.zeros(j1 - j0, n, cout, dtype=s.dtype, device=s.device)
         eye[torch.arange(j1 - j0), :, torch.arange(j0, j1)] = 1.0
         (g,) = torch.autograd.grad(s, x, grad_outputs=eye, is_grads_batched=True, retain_graph=True)
         out[:, :, j0:j1] = (g * x.detach().unsqueeze(0)).sum((3, 4)).permute(1, 2, 0)
@@ -271,9 +273,9 @@ class InfluenceAccumulator:
                 infl = grad_influence(taps.out[p.src], taps.out[p.dst])
             k = min(self.k, p.cin)
             top = infl.topk(k, dim=1).indices  # (N, k, Cout)
-            j = torch.arange(p.cout).view(1, 1, -1)
-            keys = (labels.view(-1, 1, 1) * p.cin + top) * p.cout + j
-            self.counters[p.name].add(keys)
+            j = torch.arange(p.cout, device=top.device).view(1, 1, -1)
+            keys = (labels.to(top.device).view(-1, 1, 1) * p.cin + top) * p.cout + j
+            self.counters[p.name].add(keys.cpu())
 
     def state(self) -> dict:
         out = {}
