@@ -23,3 +23,10 @@ def artifacts() -> Path:
     """Folder for test artifacts (screenshots, downloads) kept after the run."""
     ARTIFACTS.mkdir(exist_ok=True)
     return ARTIFACTS
+
+
+@pytest.fixture
+def run_copy(sample_run: Path, tmp_path: Path) -> Path:
+    """A private copy of the sample run, for tests that write into a run directory."""
+    import shutil
+    return Path(shutil.copytree(sample_run, tmp_path / "run"))

@@ -180,40 +180,40 @@ def test_cache_skips_rerender(spec, tmp_path, monkeypatch):
     assert json.loads((other[0].parent.parent / "settings.json").read_text())["steps"] == 5
 
 
-def test_cli_render_writes_stable_paths(sample_run):
+def test_cli_render_writes_stable_paths(run_copy):
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
-    r = subprocess.run([sys.executable, "-m", "summit", "render", "--run", str(sample_run), "--layer",
+    r = subprocess.run([sys.executable, "-m", "summit", "render", "--run", str(run_copy), "--layer",
                         "fire3", "--channels", "0-1", "--size", "48", "--steps", "16", "--quiet"],
                        capture_output=True, text=True, env=env, timeout=300)
     assert r.returncode == 0, r.stderr
     for c in (0, 1):
-        p = fv.featurevis_path(sample_run, "fire3", c)
-        assert p == sample_run / "featurevis" / "fire3" / f"{c}.png"
+        p = fv.featurevis_path(run_copy, "fire3", c)
+        assert p == run_copy / "featurevis" / "fire3" / f"{c}.png"
         assert Image.open(p).size == (48, 48)
-    manifest = json.loads((sample_run / "featurevis" / "settings.json").read_text())
+    manifest = json.loads((run_copy / "featurevis" / "settings.json").read_text())
     digest = manifest["channels"]["fire3"]["0"]
     assert manifest["settings"][digest]["steps"] == 16
-    assert (sample_run / "featurevis" / "cache" / digest / "fire3" / "0.png").is_file()
+    assert (run_copy / "featurevis" / "cache" / digest / "fire3" / "0.png").is_file()
 
 
-def test_cli_render_errors(sample_run, capsys):
-    assert main(["render", "--run", str(sample_run), "--layer", "fire42", "--channels", "0"]) == 2
+def test_cli_render_errors(run_copy, capsys):
+    assert main(["render", "--run", str(run_copy), "--layer", "fire42", "--channels", "0"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "valid: fire2, fire3" in err
-    assert main(["render", "--run", str(sample_run), "--layer", "fire3", "--channels", "500"]) == 2
+    assert main(["render", "--run", str(run_copy), "--layer", "fire3", "--channels", "500"]) == 2
     assert "out of range for fire3: valid 0..127" in capsys.readouterr().err
-    assert main(["render", "--run", str(sample_run), "--layer", "fire3"]) == 2
+    assert main(["render", "--run", str(run_copy), "--layer", "fire3"]) == 2
     assert "--channels" in capsys.readouterr().err
 
 
-def test_cli_render_graph_nodes(sample_run, capsys):
+def test_cli_render_graph_nodes(run_copy, capsys):
     pytest.importorskip("summit.graph")
     from summit.graph import class_graph
     from summit.store import Run
-    cls = Run(sample_run).class_names[0]
-    assert main(["render", "--run", str(sample_run), "--graph-nodes", cls, "--top-n", "2",
+    cls = Run(run_copy).class_names[0]
+    assert main(["render", "--run", str(run_copy), "--graph-nodes", cls, "--top-n", "2",
                  "--size", "48", "--steps", "2", "--quiet"]) == 0
-    nodes = list(class_graph(Run(sample_run), cls, top_n=2).nodes(data=True))
+    nodes = list(class_graph(Run(run_copy), cls, top_n=2).nodes(data=True))
     assert nodes
     for _, d in nodes:
-        assert fv.featurevis_path(sample_run, d["layer"], d["channel"]).is_file()
+        assert fv.featurevis_path(run_copy, d["layer"], d["channel"]).is_file()
