@@ -56,6 +56,8 @@ class LayerPair:
     cout: int
     method: str  # "conv" or "grad"
     routes: list[Route] = field(default_factory=list)
+    src_path: str = ""  # module paths of the two layers (used by the grad method)
+    dst_path: str = ""
 
     @property
     def name(self) -> str:
@@ -118,7 +120,8 @@ def build_pairs(spec: ModelSpec, layers: list[str], channels: dict[str, int],
     canonical = list(spec.layers)
     pairs = []
     for a, b in zip(layers, layers[1:]):
-        pair = LayerPair(a, b, channels[a], channels[b], "grad")
+        pair = LayerPair(a, b, channels[a], channels[b], "grad", src_path=spec.layers[a],
+                         dst_path=spec.layers[b])
         consecutive = a in canonical and b in canonical and canonical.index(b) == canonical.index(a) + 1
         if method != "grad" and consecutive:
             try:
@@ -270,7 +273,7 @@ class InfluenceAccumulator:
             if p.method == "conv":
                 infl = conv_influence(p, taps)
             else:
-                infl = grad_influence(taps.out[p.src], taps.out[p.dst])
+                infl = grad_influence(taps.out[p.src_path], taps.out[p.dst_path])
             k = min(self.k, p.cin)
             top = infl.topk(k, dim=1).indices  # (N, k, Cout)
             j = torch.arange(p.cout, device=top.device).view(1, 1, -1)

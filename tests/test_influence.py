@@ -176,3 +176,38 @@ def test_accumulator_counts_top_k_inputs_per_output() -> None:
     got = torch.zeros(3, 6, 4, dtype=torch.long)
     got[cls, src, dst] = cnt
     assert torch.equal(got, want) and int(cnt.sum()) == 5 * 4 * 2
+
+
+class TinyResNet(nn.Module):
+    """Two residual blocks: no direct conv links their outputs, so influence uses gradients."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, 6, 3, stride=4, padding=1)
+        self.block1 = nn.Sequential(nn.Conv2d(6, 6, 3, padding=1), nn.ReLU())
+        self.block2 = nn.Sequential(nn.Conv2d(6, 6, 3, padding=1), nn.ReLU())
+        self.fc = nn.Linear(6, 1000)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = torch.relu(self.stem(x))
+        x = x + self.block1(x)
+        x = x + self.block2(x)
+        return self.fc(x.mean((2, 3)))
+
+
+def test_grad_pairs_run_end_to_end(tmp_path) -> None:
+    from summit.aggregate import AggregateConfig, Aggregator
+    from summit.data import BUNDLED_SAMPLE, SafeImageFolder
+    from summit.store import Run
+    torch.manual_seed(8)
+    spec = _spec("tinyres", TinyResNet(), {"block1": "block1", "block2": "block2"})
+    ds = SafeImageFolder(BUNDLED_SAMPLE, 64)
+    agg = Aggregator(AggregateConfig(model="tinyres", batch_size=4, image_size=64, limit=12, k_influence=2,
+                                     examples_k=1), ds, spec)
+    assert [p.method for p in agg.pairs] == ["grad"]
+    agg.run(progress=False)
+    agg.write(tmp_path, progress=False)
+    run = Run(tmp_path)
+    assert run.meta["influence_method"] == ["grad"]
+    rows = sum(run.influence(c).column("count").to_numpy().sum() for c in range(len(run.class_names)))
+    assert rows == 12 * 2 * 6
