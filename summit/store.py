@@ -10,7 +10,7 @@ Layout (all tables readable with pyarrow/pandas; see docs/SCHEMA.md):
                        (dense: every class x channel of every layer; mean = sum / n_images)
 - ``influence.parquet``    layer_pair:string ("src->dst"), class:int32, src:int32, dst:int32,
                        count:int64 (sparse: count > 0 only; sorted by class, one row group per
-                       block of classes so reads filtered by class skip the rest)
+                       2 classes so reads filtered by class skip the rest)
 - ``examples.parquet`` + ``examples/<layer>/<channel>.jpg``: top dataset examples per channel
 """
 from __future__ import annotations
