@@ -46,7 +46,7 @@ class AggregateConfig:
     layers: list[str] | None = None
     k: int = 5
     k_influence: int = 5
-    examples_k: int = 8
+    examples_k: int = 8  # 0: no dataset examples
     influence: str = "auto"  # auto | conv | grad | off
     batch_size: int = 32
     image_size: int = 224
@@ -228,7 +228,8 @@ class Aggregator:
             mv, am = act.flatten(2).max(2)
             mv, am = mv.float().cpu(), am.cpu()
             self.acts.update(layer, mv, labels)
-            self.examples.update(layer, mv, am, self.probe.hw[layer], indices)
+            if self.cfg.examples_k:
+                self.examples.update(layer, mv, am, self.probe.hw[layer], indices)
         if self.pairs:
             self.infl.update(taps, labels.to(self.device))
 
@@ -281,7 +282,9 @@ class Aggregator:
                         [(p.name, *(t.numpy() for t in self.infl.decode(p.name))) for p in self.pairs])
         class_of = [f[1] for f in self.dataset.files] if hasattr(self.dataset, "files") else \
             [-1] * len(self.dataset)
-        write_examples(self.examples, self.dataset, out, self.probe.rf, self.cfg.image_size, class_of, progress)
+        if self.cfg.examples_k:
+            write_examples(self.examples, self.dataset, out, self.probe.rf, self.cfg.image_size, class_of,
+                           progress)
         write_json(self.metadata(), out / "run.json")
 
 

@@ -157,7 +157,7 @@ def build_parser() -> argparse.ArgumentParser:
     ag.add_argument("--layers", nargs="+", default=None, help="layer names or module paths")
     ag.add_argument("-k", type=int, default=5, help="top-k channels per image (default 5)")
     ag.add_argument("--k-influence", type=int, default=5, help="top-k inputs per output channel")
-    ag.add_argument("--examples-k", type=int, default=8, help="dataset examples kept per channel")
+    ag.add_argument("--examples-k", type=int, default=8, help="dataset examples kept per channel (0: none)")
     ag.add_argument("--influence", choices=["auto", "conv", "grad", "off"], default="auto")
     ag.add_argument("--batch-size", type=int, default=32)
     ag.add_argument("--image-size", type=int, default=224)
