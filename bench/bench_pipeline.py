@@ -43,10 +43,10 @@ def timed(fn, n_images: int) -> float:
     return n_images / (time.perf_counter() - t)
 
 
-def throughput(model: str, n: int, batch: int, workers: int, influence: str) -> dict:
+def throughput(model: str, weights: str | None, n: int, batch: int, workers: int, influence: str) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         data = replicate(n, Path(tmp) / "data")
-        spec = load_model(model)
+        spec = load_model(model, weights)
         ds = SafeImageFolder(data, 224, spec.class_names)
         batches = [collate([ds[i] for i in range(b, min(n, b + batch))])["image"] for b in range(0, n, batch)]
         loader = torch.utils.data.DataLoader(ds, batch_size=batch, collate_fn=collate, num_workers=workers)
@@ -63,12 +63,13 @@ def throughput(model: str, n: int, batch: int, workers: int, influence: str) -> 
 
         def pipeline(infl: str, examples_k: int = 8):
             """The streaming pass only (set-up such as the receptive-field probe is excluded)."""
-            cfg = AggregateConfig(model=model, batch_size=batch, influence=infl, examples_k=examples_k)
+            cfg = AggregateConfig(model=model, weights=weights, batch_size=batch, influence=infl,
+                                  examples_k=examples_k)
             agg = Aggregator(cfg, ds, spec)
             return lambda: agg.run(workers=workers, progress=False)
 
         bare()  # warm-up
-        res = {"model": model, "images": n, "batch": batch, "threads": torch.get_num_threads(),
+        res = {"model": model, "weights": spec.weights, "images": n, "batch": batch, "threads": torch.get_num_threads(),
                "bare_forward_img_s": timed(bare, n), "loader_forward_img_s": timed(loader_fwd, n),
                "activations_only_img_s": timed(pipeline("off", 0), n),
                "pipeline_no_influence_img_s": timed(pipeline("off"), n),
@@ -80,18 +81,19 @@ def throughput(model: str, n: int, batch: int, workers: int, influence: str) -> 
         return res
 
 
-def peak_rss_child(model: str, n: int, batch: int) -> None:
+def peak_rss_child(model: str, weights: str | None, n: int, batch: int) -> None:
     """Run one full aggregation in this (fresh) process and print its peak RSS in MiB."""
     from summit.aggregate import aggregate
     with tempfile.TemporaryDirectory() as tmp:
         data = replicate(n, Path(tmp) / "data")
-        aggregate(AggregateConfig(model=model, batch_size=batch), data, Path(tmp) / "run", progress=False)
+        aggregate(AggregateConfig(model=model, weights=weights, batch_size=batch), data, Path(tmp) / "run", progress=False)
     print(json.dumps({"images": n, "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="squeezenet1_1")
+    ap.add_argument("--weights", default=None, help="e.g. random for googlenet offline")
     ap.add_argument("--images", type=int, default=256)
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1))
@@ -100,12 +102,13 @@ def main() -> None:
     ap.add_argument("--rss-child", type=int, default=None, help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.rss_child is not None:
-        peak_rss_child(a.model, a.rss_child, a.batch)
+        peak_rss_child(a.model, a.weights, a.rss_child, a.batch)
         return
-    print(json.dumps(throughput(a.model, a.images, a.batch, a.workers, a.influence), indent=1))
+    print(json.dumps(throughput(a.model, a.weights, a.images, a.batch, a.workers, a.influence), indent=1))
     for n in a.sizes:
         out = subprocess.run([sys.executable, __file__, "--model", a.model, "--batch", str(a.batch),
-                              "--rss-child", str(n)], capture_output=True, text=True, check=True)
+                              *(["--weights", a.weights] if a.weights else []), "--rss-child", str(n)],
+                             capture_output=True, text=True, check=True)
         print(out.stdout.strip().splitlines()[-1])
 
 

@@ -312,14 +312,20 @@ def aggregate(cfg: AggregateConfig, data: str | os.PathLike | None, out: str | o
         rank, world = shard
         if not 0 <= rank < world:
             raise SummitError(f"--shard {rank}/{world}: need 0 <= i < N")
-    if (out / "run.json").exists() and not (resume or overwrite):
-        raise SummitError(f"{out} already holds a run; pass --overwrite or choose another --out")
+    ckpt = out / f"checkpoint-{rank}of{world}.pt"
+    if (out / "run.json").exists() and not overwrite:
+        if not resume:
+            raise SummitError(f"{out} already holds a run; pass --overwrite or choose another --out")
+        if not ckpt.exists():
+            raise SummitError(f"{out} holds a finished run; nothing to resume")
     out.mkdir(parents=True, exist_ok=True)
     agg = Aggregator(cfg, dataset, spec, device)
-    ckpt = out / f"checkpoint-{rank}of{world}.pt"
+    if ckpt.exists() and overwrite and not resume:
+        ckpt.unlink()  # --overwrite starts afresh
     if ckpt.exists():
         if not resume:
-            raise SummitError(f"{out} has a checkpoint of an interrupted run; pass --resume to continue it")
+            raise SummitError(f"{out} has a checkpoint of an interrupted run; pass --resume to continue it "
+                              "or --overwrite to start again")
         agg.load(torch.load(ckpt, weights_only=False))
     t0 = time.perf_counter()
     agg.run(rank, world, ckpt, checkpoint_every, workers, progress)

@@ -136,6 +136,7 @@ def test_cli_errors_are_one_line(tmp_path: Path, reference: Path) -> None:
         (["aggregate", "--layers", "fire99"], "unknown layer 'fire99' for squeezenet1_1; valid: fire2"),
         (["aggregate", str(tmp_path / "nope")], "dataset directory not found"),
         (["aggregate", "--out", str(reference), *SMALL], "already holds a run"),
+        (["aggregate", "--out", str(reference), "--resume", *SMALL], "finished run; nothing to resume"),
         (["info", "--run", str(tmp_path)], "not a summit run directory"),
     ]
     for args, msg in cases:
