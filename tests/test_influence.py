@@ -144,7 +144,7 @@ def test_grad_influence_matches_per_channel_autograd() -> None:
     block = nn.Sequential(nn.Conv2d(4, 6, 3, padding=1), nn.ReLU(), nn.Conv2d(6, 5, 1))
     x = torch.randn(2, 4, 6, 6, requires_grad=True)
     y = block(x) + x[:, :1]  # a residual-style connection
-    got = grad_influence(x, y, chunk=2)
+    got = grad_influence(x, y)
     want = torch.empty(2, 4, 5)
     for n in range(2):
         for j in range(5):
