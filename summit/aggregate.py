@@ -178,7 +178,8 @@ class Aggregator:
             raise SummitError(f"{what} was made with different settings ({', '.join(diff)}); "
                               "use the same model, layers, k, batch size and dataset")
 
-    def save_checkpoint(self, path: Path) -> None:
+    def save_state(self, path: Path) -> None:
+        """Atomically save the accumulators (a checkpoint, or a shard's result)."""
         import io
         buf = io.BytesIO()
         torch.save(self.state(), buf)
@@ -211,7 +212,7 @@ class Aggregator:
                 bar.update(n_batch)
                 bar.set_postfix(skipped=len(self.skipped), refresh=False)
                 if checkpoint is not None and since >= checkpoint_every:
-                    self.save_checkpoint(checkpoint)
+                    self.save_state(checkpoint)
                     since = 0
         bar.close()
 
@@ -229,7 +230,7 @@ class Aggregator:
             mv, am = mv.float().cpu(), am.cpu()
             self.acts.update(layer, mv, labels)
             if self.cfg.examples_k:
-                self.examples.update(layer, mv, am, self.probe.hw[layer], indices)
+                self.examples.update(layer, mv, am, self.probe.hw[layer], indices, labels)
         if self.pairs:
             self.infl.update(taps, labels.to(self.device))
 
@@ -251,8 +252,7 @@ class Aggregator:
             "dataset": {"root": str(ds.root) if ds.root else None, "fingerprint": self.key["fingerprint"],
                         "n_files": self.n, "n_images": int(self.acts.n_images.sum()),
                         "n_skipped": len(self.skipped),
-                        "skipped": [{"path": str(ds.files[i][0]) if hasattr(ds, "files") else str(i),
-                                     "reason": r} for i, r in sorted(self.skipped)]},
+                        "skipped": [{"path": ds.name(i), "reason": r} for i, r in sorted(self.skipped)]},
         }
 
     def write(self, out: Path, progress: bool = True) -> None:
@@ -280,11 +280,8 @@ class Aggregator:
                     out / "activations.parquet", row_group_size=1 << 20)
         write_influence(out / "influence.parquet",
                         [(p.name, *(t.numpy() for t in self.infl.decode(p.name))) for p in self.pairs])
-        class_of = [f[1] for f in self.dataset.files] if hasattr(self.dataset, "files") else \
-            [-1] * len(self.dataset)
         if self.cfg.examples_k:
-            write_examples(self.examples, self.dataset, out, self.probe.rf, self.cfg.image_size, class_of,
-                           progress)
+            write_examples(self.examples, self.dataset, out, self.probe.rf, self.cfg.image_size, progress)
         write_json(self.metadata(), out / "run.json")
 
 
@@ -337,10 +334,7 @@ def aggregate(cfg: AggregateConfig, data: str | os.PathLike | None, out: str | o
             for r in range(1, world):
                 agg.merge(states[r])
     if shard and world > 1:
-        import io
-        buf = io.BytesIO()
-        torch.save(agg.state(), buf)
-        atomic_write_bytes(out / "shard.pt", buf.getvalue())
+        agg.save_state(out / "shard.pt")
         write_json(agg.metadata(partial=True, shard=(rank, world)), out / "run.json")
     elif rank == 0:
         agg.write(out, progress)

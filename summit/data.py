@@ -109,6 +109,10 @@ class SafeImageFolder(Dataset):
     def path(self, index: int) -> Path:
         return self.root / self.files[index][0]
 
+    def name(self, index: int) -> str:
+        """How run files refer to an item: its path relative to the root."""
+        return self.files[index][0]
+
     def load_pil(self, index: int) -> Image.Image:
         return open_rgb(self.path(index))
 
@@ -145,6 +149,9 @@ class DatasetAdapter(Dataset):
 
     def __len__(self) -> int:
         return len(self.dataset)  # type: ignore[arg-type]
+
+    def name(self, index: int) -> str:
+        return str(index)
 
     def load_pil(self, index: int) -> Image.Image:
         img, _ = self.dataset[index]

@@ -23,42 +23,43 @@ PATCH_PX = 64
 
 
 class ExamplesAccumulator:
-    """Top-K (value, image index, position) per channel of each layer."""
+    """Top-K (value, image index, class label, position) per channel of each layer."""
+
+    FIELDS = ("value", "index", "label", "pos")
 
     def __init__(self, channels: dict[str, int], k: int = 8) -> None:
         self.k = k
-        self.value = {l: torch.full((c, k), -float("inf")) for l, c in channels.items()}
-        self.index = {l: torch.full((c, k), -1, dtype=torch.long) for l, c in channels.items()}
-        self.pos = {l: torch.full((c, k), -1, dtype=torch.long) for l, c in channels.items()}
+        self.top = {l: {"value": torch.full((c, k), -float("inf")),
+                        **{f: torch.full((c, k), -1, dtype=torch.long) for f in self.FIELDS[1:]}}
+                    for l, c in channels.items()}
         self.shape: dict[str, tuple[int, int]] = {}
 
-    def _merge(self, layer: str, v: torch.Tensor, i: torch.Tensor, p: torch.Tensor) -> None:
-        v = torch.cat([self.value[layer], v], 1)
-        i = torch.cat([self.index[layer], i], 1)
-        p = torch.cat([self.pos[layer], p], 1)
+    def _merge(self, layer: str, new: dict[str, torch.Tensor]) -> None:
+        t = {f: torch.cat([self.top[layer][f], new[f]], 1) for f in self.FIELDS}
+        i = t["index"]
         o1 = torch.sort(torch.where(i < 0, torch.iinfo(torch.long).max, i), dim=1, stable=True).indices
-        v, i, p = v.gather(1, o1), i.gather(1, o1), p.gather(1, o1)
-        o2 = torch.sort(v, dim=1, descending=True, stable=True).indices[:, : self.k]
-        self.value[layer], self.index[layer], self.pos[layer] = v.gather(1, o2), i.gather(1, o2), p.gather(1, o2)
+        t = {f: v.gather(1, o1) for f, v in t.items()}
+        o2 = torch.sort(t["value"], dim=1, descending=True, stable=True).indices[:, : self.k]
+        self.top[layer] = {f: v.gather(1, o2) for f, v in t.items()}
 
     def update(self, layer: str, maxval: torch.Tensor, argmax: torch.Tensor, hw: tuple[int, int],
-               indices: torch.Tensor) -> None:
-        """maxval/argmax: (N, C) spatial max and flat argmax; indices: (N,) dataset indices."""
+               indices: torch.Tensor, labels: torch.Tensor) -> None:
+        """maxval/argmax: (N, C) spatial max and flat argmax; indices, labels: (N,)."""
         self.shape[layer] = hw
         c = maxval.shape[1]
-        self._merge(layer, maxval.t().contiguous(), indices.view(1, -1).expand(c, -1), argmax.t().contiguous())
+        self._merge(layer, {"value": maxval.t().contiguous(), "index": indices.view(1, -1).expand(c, -1),
+                            "label": labels.view(1, -1).expand(c, -1), "pos": argmax.t().contiguous()})
 
     def state(self) -> dict:
-        return {"value": self.value, "index": self.index, "pos": self.pos, "shape": self.shape}
+        return {"top": self.top, "shape": self.shape}
 
     def load(self, state: dict) -> None:
-        self.value, self.index, self.pos = state["value"], state["index"], state["pos"]
-        self.shape = dict(state["shape"])
+        self.top, self.shape = state["top"], dict(state["shape"])
 
     def merge(self, state: dict) -> None:
         self.shape.update(state["shape"])
-        for l in self.value:
-            self._merge(l, state["value"][l], state["index"][l], state["pos"][l])
+        for l in self.top:
+            self._merge(l, state["top"][l])
 
 
 def receptive_field(model: torch.nn.Module, module: torch.nn.Module, size: int) -> int:
@@ -80,28 +81,28 @@ def receptive_field(model: torch.nn.Module, module: torch.nn.Module, size: int) 
 
 
 def write_examples(acc: ExamplesAccumulator, dataset, run_dir: Path, rf: dict[str, int],
-                   size: int, class_of: list[int], progress: bool = True) -> None:
+                   size: int, progress: bool = True) -> None:
     """Crop patches for every stored example and write examples.parquet plus JPEG strips."""
     from .data import image_transform
     tf = image_transform(size)
     rows: dict[str, list] = {k: [] for k in ("layer", "channel", "rank", "value", "image", "class",
                                              "y", "x", "x0", "y0", "x1", "y1")}
-    needed = sorted({int(i) for l in acc.index for i in acc.index[l].flatten().tolist() if i >= 0})
+    needed = sorted({i for t in acc.top.values() for i in t["index"].flatten().tolist() if i >= 0})
     cache: dict[int, torch.Tensor] = {}
     for i in tqdm(needed, desc="examples: reading images", unit="img", disable=not progress):
         cache[i] = tf(dataset.load_pil(i))
-    for layer in tqdm(acc.value, desc="examples: cropping", unit="layer", disable=not progress):
+    for layer, top in tqdm(acc.top.items(), desc="examples: cropping", unit="layer", disable=not progress):
         out_dir = run_dir / "examples" / layer
         os.makedirs(out_dir, exist_ok=True)
         h, w = acc.shape.get(layer, (1, 1))
         side = min(size, rf[layer])
-        for ch in range(acc.value[layer].shape[0]):
+        for ch in range(top["value"].shape[0]):
             strip = Image.new("RGB", (PATCH_PX * acc.k, PATCH_PX), (255, 255, 255))
             for r in range(acc.k):
-                idx = int(acc.index[layer][ch, r])
+                idx = int(top["index"][ch, r])
                 if idx < 0:
                     continue
-                pos = int(acc.pos[layer][ch, r])
+                pos = int(top["pos"][ch, r])
                 y, x = divmod(pos, w)
                 cy, cx = (y + 0.5) * size / h, (x + 0.5) * size / w
                 x0 = int(round(min(max(cx - side / 2, 0), size - side)))
@@ -109,9 +110,8 @@ def write_examples(acc: ExamplesAccumulator, dataset, run_dir: Path, rf: dict[st
                 patch = cache[idx][:, y0:y0 + side, x0:x0 + side]
                 img = Image.fromarray((patch.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8))
                 strip.paste(img.resize((PATCH_PX, PATCH_PX), Image.BILINEAR), (r * PATCH_PX, 0))
-                for key, val in zip(rows, (layer, ch, r, float(acc.value[layer][ch, r]),
-                                           str(dataset.files[idx][0]) if hasattr(dataset, "files") else str(idx),
-                                           class_of[idx], y, x, x0, y0, x0 + side, y0 + side)):
+                for key, val in zip(rows, (layer, ch, r, float(top["value"][ch, r]), dataset.name(idx),
+                                           int(top["label"][ch, r]), y, x, x0, y0, x0 + side, y0 + side)):
                     rows[key].append(val)
             strip.save(out_dir / f"{ch}.jpg", quality=90)
     types = {"layer": pa.string(), "channel": pa.int32(), "rank": pa.int32(), "value": pa.float32(),

@@ -80,3 +80,21 @@ def test_missing_or_empty_dataset_is_refused(tmp_path: Path) -> None:
         SafeImageFolder(tmp_path / "missing")
     with pytest.raises(SummitError, match="no class folders"):
         SafeImageFolder(tmp_path)
+
+
+def test_any_dataset_through_the_python_api(tmp_path: Path) -> None:
+    from torchvision.datasets import FakeData
+
+    from summit.aggregate import Aggregator
+    from summit.data import DatasetAdapter
+    from summit.store import Run
+    fake = FakeData(size=10, image_size=(3, 80, 96), num_classes=3, random_offset=5)
+    ds = DatasetAdapter(fake, classes=["a", "b", "c"], size=64)
+    agg = Aggregator(AggregateConfig(layers=["fire2", "fire3"], batch_size=4, image_size=64, examples_k=2), ds)
+    agg.run(progress=False)
+    agg.write(tmp_path, progress=False)
+    run = Run(tmp_path)
+    labels = [int(fake[i][1]) for i in range(10)]
+    assert run.classes.column("n_images").to_pylist() == [labels.count(c) for c in range(3)]
+    ex = run.examples("fire3").to_pandas()
+    assert (ex["class"] == [labels[int(i)] for i in ex["image"]]).all()
