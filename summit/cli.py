@@ -246,3 +246,6 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("summit: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # output piped into e.g. `head`
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
