@@ -110,6 +110,7 @@ def test_pick_class_graph_and_channel_detail(page, server: str, artifacts: Path)
     assert page.locator("#graph g.node.faded").count() > 0
     assert page.locator("#graph path.edge.active").count() > 0
     assert "faded" not in (loc.get_attribute("class") or "")
+    page.wait_for_load_state("networkidle")  # thumbnails loaded before the shot
     page.screenshot(path=str(artifacts / "ui_graph_hover.png"))
 
     loc.click()
@@ -124,6 +125,7 @@ def test_pick_class_graph_and_channel_detail(page, server: str, artifacts: Path)
     assert page.locator("#detail-top-classes li").count() == len(d["top_classes"])
     assert name in page.locator("#detail-top-classes").inner_text()
     page.mouse.move(5, 5)
+    page.wait_for_load_state("networkidle")  # thumbnails loaded before the shot
     page.screenshot(path=str(artifacts / "ui_graph_detail.png"))
 
     # the sliders refetch
@@ -151,6 +153,7 @@ def test_unit_browser(page, server: str, artifacts: Path) -> None:
     first.click()
     page.wait_for_selector(f'#channel-detail[data-node="fire7:{best["channel"]}"] .example img.patch')
     assert page.locator(f'#unit-grid .unit.selected[data-node="fire7:{best["channel"]}"]').count() == 1
+    page.wait_for_load_state("networkidle")  # thumbnails loaded before the shot
     page.screenshot(path=str(artifacts / "ui_unit_browser.png"))
 
 
@@ -170,6 +173,7 @@ def test_compare_mode(page, server: str, artifacts: Path) -> None:
     assert a in page.locator("#legend").inner_text() and b in page.locator("#legend").inner_text()
     assert page.locator(f'#class-list li.compared[data-class="{b}"]').count() == 1
     page.mouse.move(5, 5)
+    page.wait_for_load_state("networkidle")  # thumbnails loaded before the shot
     page.screenshot(path=str(artifacts / "ui_compare.png"))
 
 
