@@ -145,7 +145,7 @@ class Aggregator:
         self.device = torch.device(device)
         self.probe = probe_layers(self.spec, self.layers, cfg.image_size)
         self.pairs: list[LayerPair] = [] if cfg.influence == "off" else \
-            build_pairs(self.spec, self.layers, self.probe.channels, cfg.influence)
+            [p.to(self.device) for p in build_pairs(self.spec, self.layers, self.probe.channels, cfg.influence)]
         n_classes = len(dataset.classes)
         self.acts = ActivationAccumulator(self.probe.channels, n_classes, cfg.k)
         self.infl = InfluenceAccumulator(self.pairs, n_classes, cfg.k_influence)

@@ -117,9 +117,9 @@ class SafeImageFolder(Dataset):
         return open_rgb(self.path(index))
 
     def __getitem__(self, index: int) -> Sample:
-        rel, label = self.files[index]
+        label = self.files[index][1]
         try:
-            img = self.transform(open_rgb(self.root / rel))
+            img = self.transform(self.load_pil(index))
             return Sample(img, label, index, None)
         except ValueError as e:
             return Sample(torch.zeros(3, self.size, self.size), label, index, str(e))

@@ -63,6 +63,13 @@ class LayerPair:
     def name(self) -> str:
         return f"{self.src}->{self.dst}"
 
+    def to(self, device: torch.device) -> "LayerPair":
+        """Move the routes' weights to the device the activations live on."""
+        for r in self.routes:
+            r.w2 = r.w2.to(device)
+            r.w1 = None if r.w1 is None else r.w1.to(device)
+        return self
+
 
 def _fold(block: nn.Module) -> tuple[torch.Tensor, int, int]:
     """(weight with BN scale folded, stride, padding) of a Conv2d or conv+BN block."""
@@ -197,8 +204,6 @@ def conv_influence(pair: LayerPair, taps) -> torch.Tensor:
     for r in pair.routes:
         kind, path = r.src
         x = taps.inp[path] if kind == "input" else taps.out[path]
-        r.w2 = r.w2.to(x.device)
-        r.w1 = None if r.w1 is None else r.w1.to(x.device)
         parts.append(route_influence(r, x, taps.out[r.mid] if r.mid else None))
     return torch.cat(parts, dim=2)
 
