@@ -2,10 +2,14 @@
 
 dataset -> model hooks -> accumulators (activation, influence, examples) -> Parquet.
 
-- A[class, channel] counts images of a class whose channel is in the image's top-k channels
-  (by spatial max) of its layer; ``sum`` adds every image's spatial max (kept in int64 fixed
-  point with 2^-20 resolution so that sums are exact and order-independent: resumed and
-  sharded runs give byte-identical files).
+- A[selection, class, channel] counts images of a class whose channel is *selected* in its layer.
+  Selections are counted side by side in one pass (``selection_names``): Summit's rule
+  ``mass<τ>`` (normalise the image's per-channel spatial maxima to sum 1, take channels in
+  descending order until the cumulative mass reaches τ; Summit used τ = 0.03 for graphs and
+  0.01 for the embedding) and our option ``top<k>`` (the k largest maxima).
+  ``sum`` adds every image's spatial max (kept in int64 fixed point with 2^-20 resolution so
+  that sums are exact and order-independent: resumed and sharded runs give byte-identical files).
+- Per class, a histogram of the images' top-1 softmax probability (``HIST_BINS`` equal bins).
 - The dataset is split into fixed batches of ``batch_size`` consecutive indices. A shard /
   torchrun rank r of N takes batches b with b % N == r, so each batch is identical in every
   run mode; checkpoints are taken at batch boundaries.
@@ -31,10 +35,13 @@ from .examples import ExamplesAccumulator, receptive_field, write_examples
 from .hooks import Taps
 from .influence import InfluenceAccumulator, LayerPair, build_pairs, pair_taps
 from .models import ModelSpec, SummitError, load_model
+from .selection import (UBIQUITOUS_CLASSES, UBIQUITOUS_IMAGES, default_selection, mass_select, selection_names,
+                        top_select, ubiquitous_channels)
 from .store import (ACTIVATION_SCHEMA, CLASS_SCHEMA, SCHEMA_VERSION, atomic_write_bytes,
                     write_influence, write_json, write_table)
 
 FIXED_POINT = 2**20
+HIST_BINS = 10
 
 
 @dataclass
@@ -44,8 +51,10 @@ class AggregateConfig:
     model: str = "squeezenet1_1"
     weights: str | None = None
     layers: list[str] | None = None
-    k: int = 5
+    masses: list[float] = field(default_factory=lambda: [0.01, 0.03])  # Summit's mass selections
+    k: int = 5  # our top-k selection (0: none)
     k_influence: int = 5
+    bottleneck: str = "summit"  # summit | linear: how influence crosses 1x1 bottlenecks
     examples_k: int = 8  # 0: no dataset examples
     influence: str = "auto"  # auto | conv | grad | off
     batch_size: int = 32
@@ -57,32 +66,39 @@ class AggregateConfig:
 
 
 class ActivationAccumulator:
-    """A[class, channel] top-k counts and fixed-point sums of spatial maxima, per layer."""
+    """A[selection, class, channel] counts, fixed-point sums of spatial maxima, top-1 histograms."""
 
-    def __init__(self, channels: dict[str, int], n_classes: int, k: int) -> None:
-        self.k = k
-        self.count = {l: torch.zeros(n_classes, c, dtype=torch.long) for l, c in channels.items()}
+    def __init__(self, channels: dict[str, int], n_classes: int, masses: list[float], k: int) -> None:
+        self.masses, self.k = list(masses), k
+        n_sel = len(selection_names(masses, k))
+        self.count = {l: torch.zeros(n_sel, n_classes, c, dtype=torch.long) for l, c in channels.items()}
         self.sum = {l: torch.zeros(n_classes, c, dtype=torch.long) for l, c in channels.items()}
         self.n_images = torch.zeros(n_classes, dtype=torch.long)
         self.n_correct = torch.zeros(n_classes, dtype=torch.long)
+        self.hist = torch.zeros(n_classes, HIST_BINS, dtype=torch.long)
 
     def update(self, layer: str, maxval: torch.Tensor, labels: torch.Tensor) -> None:
-        k = min(self.k, maxval.shape[1])
-        top = maxval.topk(k, dim=1).indices
-        self.count[layer].index_put_((labels.view(-1, 1).expand(-1, k), top),
-                                     torch.ones_like(top), accumulate=True)
+        chosen = [mass_select(maxval, m) for m in self.masses]
+        if self.k > 0:
+            chosen.append(top_select(maxval, min(self.k, maxval.shape[1])))
+        for s, sel in enumerate(chosen):
+            self.count[layer][s].index_add_(0, labels, sel.long())
         self.sum[layer].index_add_(0, labels, (maxval.double() * FIXED_POINT).round().long())
 
-    def count_images(self, labels: torch.Tensor, correct: torch.Tensor) -> None:
+    def count_images(self, labels: torch.Tensor, correct: torch.Tensor, top1: torch.Tensor) -> None:
+        """Count images, top-1 hits and the histogram of top-1 probabilities (N,) in [0, 1]."""
         self.n_images.index_add_(0, labels, torch.ones_like(labels))
         self.n_correct.index_add_(0, labels, correct.long())
+        bins = (top1.double() * HIST_BINS).long().clamp(0, HIST_BINS - 1)
+        self.hist.view(-1).index_add_(0, labels * HIST_BINS + bins, torch.ones_like(labels))
 
     def state(self) -> dict:
-        return {"count": self.count, "sum": self.sum, "n_images": self.n_images, "n_correct": self.n_correct}
+        return {"count": self.count, "sum": self.sum, "n_images": self.n_images,
+                "n_correct": self.n_correct, "hist": self.hist}
 
     def load(self, state: dict) -> None:
         self.count, self.sum = state["count"], state["sum"]
-        self.n_images, self.n_correct = state["n_images"], state["n_correct"]
+        self.n_images, self.n_correct, self.hist = state["n_images"], state["n_correct"], state["hist"]
 
     def merge(self, state: dict) -> None:
         for l in self.count:
@@ -90,6 +106,7 @@ class ActivationAccumulator:
             self.sum[l] += state["sum"][l]
         self.n_images += state["n_images"]
         self.n_correct += state["n_correct"]
+        self.hist += state["hist"]
 
 
 class BatchList(Sampler):
@@ -145,9 +162,10 @@ class Aggregator:
         self.device = torch.device(device)
         self.probe = probe_layers(self.spec, self.layers, cfg.image_size)
         self.pairs: list[LayerPair] = [] if cfg.influence == "off" else \
-            [p.to(self.device) for p in build_pairs(self.spec, self.layers, self.probe.channels, cfg.influence)]
+            [p.to(self.device) for p in build_pairs(self.spec, self.layers, self.probe.channels, cfg.influence,
+                                                         cfg.bottleneck)]
         n_classes = len(dataset.classes)
-        self.acts = ActivationAccumulator(self.probe.channels, n_classes, cfg.k)
+        self.acts = ActivationAccumulator(self.probe.channels, n_classes, cfg.masses, cfg.k)
         self.infl = InfluenceAccumulator(self.pairs, n_classes, cfg.k_influence)
         self.examples = ExamplesAccumulator(self.probe.channels, cfg.examples_k)
         self.skipped: list[tuple[int, str]] = []
@@ -221,9 +239,10 @@ class Aggregator:
         x = x.to(self.device, non_blocking=True)
         with torch.set_grad_enabled(grad):
             logits = self.spec.model(x)
-        pred = logits.argmax(1).cpu()
+        top1, pred = logits.detach().float().softmax(1).max(1)
+        pred = pred.cpu()
         mi = self.model_index[labels]
-        self.acts.count_images(labels, (pred == mi) & (mi >= 0))
+        self.acts.count_images(labels, (pred == mi) & (mi >= 0), top1.cpu())
         for layer in self.layers:
             act = taps.out[self.spec.layers[layer]].detach()
             mv, am = act.flatten(2).max(2)
@@ -235,6 +254,17 @@ class Aggregator:
             self.infl.update(taps, labels.to(self.device))
 
     # -- output -------------------------------------------------------------------------
+    def ubiquitous(self) -> dict:
+        """Channels selected for most images of most classes (graph selection), per layer."""
+        names = selection_names(self.cfg.masses, self.cfg.k)
+        sel = default_selection(names, "graph") if names else None
+        found = []
+        for l in self.layers if sel else []:
+            chans, share = ubiquitous_channels(self.acts.count[l][names.index(sel)].numpy(),
+                                               self.acts.n_images.numpy())
+            found += [{"layer": l, "channel": int(c), "fraction": float(f)} for c, f in zip(chans, share)]
+        return {"selection": sel, "images": UBIQUITOUS_IMAGES, "classes": UBIQUITOUS_CLASSES, "channels": found}
+
     def metadata(self, partial: bool = False, shard: tuple[int, int] | None = None) -> dict:
         ds = self.dataset
         return {
@@ -247,7 +277,10 @@ class Aggregator:
                         "height": self.probe.hw[l][0], "width": self.probe.hw[l][1],
                         "receptive_field": self.probe.rf[l]} for l in self.layers],
             "pairs": [{"name": p.name, "src": p.src, "dst": p.dst, "method": p.method,
-                       "routes": len(p.routes)} for p in self.pairs],
+                       "routes": len(p.routes), "bottleneck": self.cfg.bottleneck} for p in self.pairs],
+            "stages": [st.describe(p.name) for p in self.pairs for st in p.stages],
+            "selections": selection_names(self.cfg.masses, self.cfg.k),
+            "ubiquitous": self.ubiquitous(),
             "influence_method": sorted({p.method for p in self.pairs}),
             "dataset": {"root": str(ds.root) if ds.root else None, "fingerprint": self.key["fingerprint"],
                         "n_files": self.n, "n_images": int(self.acts.n_images.sum()),
@@ -265,21 +298,24 @@ class Aggregator:
             "class": np.arange(len(names), dtype=np.int32), "name": names,
             "model_index": pa.array(np.where(has, mi, 0).astype(np.int32), mask=~has),
             "n_images": self.acts.n_images.numpy(),
-            "n_correct": pa.array(self.acts.n_correct.numpy(), mask=~has)}, schema=CLASS_SCHEMA),
+            "n_correct": pa.array(self.acts.n_correct.numpy(), mask=~has),
+            "hist": list(self.acts.hist.numpy())}, schema=CLASS_SCHEMA),
             out / "classes.parquet")
         cols: dict[str, list] = {k: [] for k in ACTIVATION_SCHEMA.names}
-        for l in self.layers:
-            cnt = self.acts.count[l].numpy()
-            n_cls, n_ch = cnt.shape
-            cols["layer"].append(np.full(n_cls * n_ch, l, dtype=object))
-            cols["class"].append(np.repeat(np.arange(n_cls, dtype=np.int32), n_ch))
-            cols["channel"].append(np.tile(np.arange(n_ch, dtype=np.int32), n_cls))
-            cols["count"].append(cnt.reshape(-1))
-            cols["sum"].append(self.acts.sum[l].numpy().reshape(-1) / FIXED_POINT)
+        for s, sel in enumerate(selection_names(self.cfg.masses, self.cfg.k)):
+            for l in self.layers:
+                cnt = self.acts.count[l][s].numpy()
+                n_cls, n_ch = cnt.shape
+                cols["selection"].append(np.full(n_cls * n_ch, sel, dtype=object))
+                cols["layer"].append(np.full(n_cls * n_ch, l, dtype=object))
+                cols["class"].append(np.repeat(np.arange(n_cls, dtype=np.int32), n_ch))
+                cols["channel"].append(np.tile(np.arange(n_ch, dtype=np.int32), n_cls))
+                cols["count"].append(cnt.reshape(-1))
+                cols["sum"].append(self.acts.sum[l].numpy().reshape(-1) / FIXED_POINT)
         write_table(pa.table({k: np.concatenate(v) for k, v in cols.items()}, schema=ACTIVATION_SCHEMA),
                     out / "activations.parquet", row_group_size=1 << 20)
         write_influence(out / "influence.parquet",
-                        [(p.name, *(t.numpy() for t in self.infl.decode(p.name))) for p in self.pairs])
+                        [(n, *(t.numpy() for t in self.infl.decode(n))) for n in self.infl.stages])
         if self.cfg.examples_k:
             write_examples(self.examples, self.dataset, out, self.probe.rf, self.cfg.image_size, progress)
         write_json(self.metadata(), out / "run.json")

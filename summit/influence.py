@@ -6,19 +6,23 @@ Direct method ("conv"), per image: influence of input channel i on output channe
 ``max_p w X_i(p) = w max X_i if w > 0 else w min X_i``; kxk convolutions run as a grouped
 convolution (one group per input channel), chunked to bound memory.
 
-Routes through a bottleneck (Inception 3x3/5x5 branches, SqueezeNet Fire expands) compose
-two exact per-channel stages along the strongest linear path (documented deviation: Summit
-does not specify this step):
+Routes through a 1x1 bottleneck (Inception 3x3/"5x5" branches, SqueezeNet Fire expands)
+follow Summit's rule by default (``bottleneck="summit"``): they are counted as two separate
+*stages*, previous layer -> bottleneck (1x1 max/min trick) and bottleneck -> branch output
+(exact per-channel max), and composed per class at graph time (summit.graph). Each stage is
+one counted matrix, stored under its own name in influence.parquet:
+``"a->b"`` (direct routes: 1x1, pool-proj, plain kxk), ``"a->b/branch2"`` (into the bottleneck
+``b/branch2``) and ``"b/branch2->b"`` (out of it). Our option ``bottleneck="linear"`` instead
+composes the two exact stages per image along the strongest linear path and counts one matrix:
 ``infl[i, j] = sum_m relu(a[i, m]) * g[m, j]``, where ``a`` is the exact 1x1 influence of i
-on bottleneck channel m and ``g[m, j] = max_q (B_m conv W_jm)(q) / max_p B_m(p)`` is m's
-exact influence on j per unit of m's activation in this image.
+on bottleneck channel m and ``g[m, j] = max_q (B_m conv W_jm)(q) / max_p B_m(p)``.
 
 Gradient method ("grad", for residual nets, EfficientNet or non-consecutive layers):
 ``infl[i, j] = sum_p X_i(p) * d(max_q Y_j(q)) / dX_i(p)`` (gradient x activation, the linear
 approximation of Building Blocks of Interpretability).
 
-Per image and per j the top-k i are kept; counts are accumulated sparsely by
-(class, i, j) key so memory is bounded by the number of distinct triples, not by images.
+Per image, stage and destination j the top-k sources i are kept; counts are accumulated
+sparsely by (class, i, j) key so memory is bounded by the number of distinct triples, not by images.
 """
 from __future__ import annotations
 
@@ -44,6 +48,31 @@ class Route:
     padding: int = 0
     mid: str | None = None  # module path whose output is the bottleneck activation B
     w1: torch.Tensor | None = None  # (Cmid, Cin) 1x1 bottleneck weight, BN folded
+    bottleneck: str = ""  # the bottleneck's name inside the block ("branch2", "squeeze")
+
+    @property
+    def width(self) -> int:
+        return self.w2.shape[0]
+
+
+@dataclass
+class Stage:
+    """One counted influence matrix: per image and destination channel, its top-k sources."""
+
+    name: str
+    kind: str  # direct | bottleneck_in | bottleneck_out
+    n_src: int
+    n_dst: int
+    routes: list[Route]  # each fills destinations [out_start, out_start + width)
+    bottleneck: str | None = None  # "<dst layer>/<name>" for bottleneck stages
+
+    def dst_index(self, device: torch.device) -> torch.Tensor:
+        return torch.cat([torch.arange(r.out_start, r.out_start + r.width, device=device) for r in self.routes])
+
+    def describe(self, pair: str) -> dict:
+        return {"name": self.name, "pair": pair, "kind": self.kind, "bottleneck": self.bottleneck,
+                "src_channels": self.n_src, "dst_channels": self.n_dst,
+                "dst_ranges": [[r.out_start, r.out_start + r.width] for r in self.routes]}
 
 
 @dataclass
@@ -58,16 +87,36 @@ class LayerPair:
     routes: list[Route] = field(default_factory=list)
     src_path: str = ""  # module paths of the two layers (used by the grad method)
     dst_path: str = ""
+    stages: list[Stage] = field(default_factory=list)
 
     @property
     def name(self) -> str:
         return f"{self.src}->{self.dst}"
 
     def to(self, device: torch.device) -> "LayerPair":
-        """Move the routes' weights to the device the activations live on."""
-        for r in self.routes:
-            r.w2 = r.w2.to(device)
-            r.w1 = None if r.w1 is None else r.w1.to(device)
+        """Move the stages' weights to the device the activations live on."""
+        for st in self.stages:
+            for r in st.routes:
+                r.w2 = r.w2.to(device)
+                r.w1 = None if r.w1 is None else r.w1.to(device)
+        return self
+
+    def make_stages(self, bottleneck: str = "summit") -> "LayerPair":
+        """Split the routes into counted stages (see the module docstring)."""
+        whole = [Route((), torch.empty(self.cout, 0), 0)]  # grad: only the destinations' width
+        if self.method != "conv" or bottleneck == "linear":
+            self.stages = [Stage(self.name, "direct", self.cin, self.cout, self.routes if self.routes else whole)]
+            return self
+        direct = [r for r in self.routes if r.w1 is None]
+        self.stages = [Stage(self.name, "direct", self.cin, self.cout, direct)] if direct else []
+        for mid in dict.fromkeys(r.mid for r in self.routes if r.w1 is not None):
+            rs = [r for r in self.routes if r.mid == mid]
+            b = f"{self.dst}/{rs[0].bottleneck}"
+            w1 = rs[0].w1
+            self.stages.append(Stage(f"{self.src}->{b}", "bottleneck_in", self.cin, w1.shape[0],
+                                     [Route(rs[0].src, w1[:, :, None, None], 0)], b))
+            self.stages.append(Stage(f"{b}->{self.dst}", "bottleneck_out", w1.shape[0], self.cout,
+                                     [Route(("output", mid), r.w2, r.out_start, r.stride, r.padding) for r in rs], b))
         return self
 
 
@@ -93,7 +142,8 @@ def _inception_routes(spec: ModelSpec, path: str) -> list[Route]:
         br = getattr(blk, b)
         w1, _, _ = _fold(br[0])
         w2, s, p = _fold(br[1])
-        routes.append(Route(("input", path), w2, start, s, p, mid=f"{path}.{b}.0", w1=w1[:, :, 0, 0]))
+        routes.append(Route(("input", path), w2, start, s, p, mid=f"{path}.{b}.0", w1=w1[:, :, 0, 0],
+                            bottleneck=b))
         start += w2.shape[0]
     w, s, p = _fold(blk.branch4[1])
     routes.append(Route(("output", f"{path}.branch4.0"), w, start, s, p))
@@ -106,7 +156,8 @@ def _fire_routes(spec: ModelSpec, path: str) -> list[Route]:
     routes, start = [], 0
     for e in ("expand1x1", "expand3x3"):
         w2, s, p = _fold(getattr(fire, e))
-        routes.append(Route(("input", path), w2, start, s, p, mid=f"{path}.squeeze_activation", w1=w1))
+        routes.append(Route(("input", path), w2, start, s, p, mid=f"{path}.squeeze_activation", w1=w1,
+                            bottleneck="squeeze"))
         start += w2.shape[0]
     return routes
 
@@ -122,8 +173,9 @@ def _chain_conv_path(spec: ModelSpec, dst: str) -> str:
 
 
 def build_pairs(spec: ModelSpec, layers: list[str], channels: dict[str, int],
-                method: str = "auto") -> list[LayerPair]:
-    """Layer pairs for consecutive chosen layers, with direct routes when the model allows."""
+                method: str = "auto", bottleneck: str = "summit") -> list[LayerPair]:
+    """Layer pairs for consecutive chosen layers, with direct routes when the model allows,
+    split into counted stages by the bottleneck rule ("summit" or "linear")."""
     canonical = list(spec.layers)
     pairs = []
     for a, b in zip(layers, layers[1:]):
@@ -149,7 +201,7 @@ def build_pairs(spec: ModelSpec, layers: list[str], channels: dict[str, int],
                 pair.routes = []
         if method == "conv" and pair.method != "conv":
             raise ValueError(f"no direct convolution connects {a} and {b}; use --influence auto or grad")
-        pairs.append(pair)
+        pairs.append(pair.make_stages(bottleneck))
     return pairs
 
 
@@ -198,10 +250,10 @@ def route_influence(route: Route, x: torch.Tensor, mid: torch.Tensor | None) -> 
     return torch.bmm(torch.relu(a), g)
 
 
-def conv_influence(pair: LayerPair, taps) -> torch.Tensor:
-    """Per-image influence matrix (N, Cin, Cout) of a direct pair from captured tensors."""
+def stage_influence(stage: Stage, taps) -> torch.Tensor:
+    """Per-image influence (N, n_src, routes' destinations) of a conv stage from captured tensors."""
     parts = []
-    for r in pair.routes:
+    for r in stage.routes:
         kind, path = r.src
         x = taps.inp[path] if kind == "input" else taps.out[path]
         parts.append(route_influence(r, x, taps.out[r.mid] if r.mid else None))
@@ -228,7 +280,7 @@ def pair_taps(pairs: list[LayerPair]) -> tuple[set[str], set[str]]:
     """Module paths whose (outputs, inputs) the direct routes need."""
     outs, inps = set(), set()
     for p in pairs:
-        for r in p.routes:
+        for r in (r for st in p.stages for r in st.routes if p.method == "conv"):
             (inps if r.src[0] == "input" else outs).add(r.src[1])
             if r.mid:
                 outs.add(r.mid)
@@ -269,25 +321,27 @@ class SparseCounter:
 
 
 class InfluenceAccumulator:
-    """I[class, i, j]: images of the class for which i was among the top-k influences on j."""
+    """I[class, i, j] per stage: images of the class for which i was among the top-k sources of j."""
 
     def __init__(self, pairs: list[LayerPair], n_classes: int, k: int = 5) -> None:
         self.pairs = pairs
+        self.stages = {st.name: st for p in pairs for st in p.stages}
         self.n_classes = n_classes
         self.k = k
-        self.counters = {p.name: SparseCounter() for p in pairs}
+        self.counters = {name: SparseCounter() for name in self.stages}
 
     def update(self, taps, labels: torch.Tensor) -> None:
         for p in self.pairs:
-            if p.method == "conv":
-                infl = conv_influence(p, taps)
-            else:
-                infl = grad_influence(taps.out[p.src_path], taps.out[p.dst_path])
-            k = min(self.k, p.cin)
-            top = infl.topk(k, dim=1).indices  # (N, k, Cout)
-            j = torch.arange(p.cout, device=top.device).view(1, 1, -1)
-            keys = (labels.to(top.device).view(-1, 1, 1) * p.cin + top) * p.cout + j
-            self.counters[p.name].add(keys.cpu())
+            for st in p.stages:
+                if p.method == "conv":
+                    infl, dst = stage_influence(st, taps), st.dst_index(labels.device)
+                else:
+                    infl = grad_influence(taps.out[p.src_path], taps.out[p.dst_path])
+                    dst = torch.arange(p.cout, device=infl.device)
+                k = min(self.k, st.n_src)
+                top = infl.topk(k, dim=1).indices  # (N, k, n_dst of the routes)
+                keys = (labels.to(top.device).view(-1, 1, 1) * st.n_src + top) * st.n_dst + dst.view(1, 1, -1)
+                self.counters[st.name].add(keys.cpu())
 
     def state(self) -> dict:
         out = {}
@@ -306,11 +360,11 @@ class InfluenceAccumulator:
             self.counters[name].add_counts(keys, counts)
 
     def decode(self, name: str) -> tuple[torch.Tensor, ...]:
-        """(class, src, dst, count) for one pair, sorted by class then src, dst."""
-        pair = next(p for p in self.pairs if p.name == name)
+        """(class, src, dst, count) for one stage, sorted by class then src, dst."""
+        st = self.stages[name]
         c = self.counters[name]
         c.flush()
         keys = c.keys
-        dst = keys % pair.cout
-        rest = keys // pair.cout
-        return rest // pair.cin, rest % pair.cin, dst, c.counts
+        dst = keys % st.n_dst
+        rest = keys // st.n_dst
+        return rest // st.n_src, rest % st.n_src, dst, c.counts

@@ -26,7 +26,8 @@ from .models import SummitError
 from .store import Run
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
-GRAPH_PARAMS = ("top_n", "min_count", "edges_per_node", "min_edge_count", "layers")
+GRAPH_PARAMS = ("method", "selection", "mass", "mass_step", "ubiquitous", "exclude", "top_n", "min_count",
+                "edges_per_node", "min_edge_count", "keep_dangling", "layers")
 INT_MAX = 2**31 - 1
 LISTEN_BACKLOG = 1024
 
@@ -111,7 +112,7 @@ class Api:
         self.graph = Memo(self._graph, cache_size)
         self.layer_matrices = Memo(self._layer_matrices, len(self.run.layers))
         self.layer_examples = Memo(self._layer_examples, len(self.run.layers))
-        self.embedding = Memo(self._embedding, 1)
+        self.embedding = Memo(self._embedding, 3)
 
     # --- validation -------------------------------------------------------------------------
     def cls(self, name: str, status: int = 400) -> int:
@@ -144,31 +145,57 @@ class Api:
             raw = args.get(name, "")
             return default if raw == "" else _parse_int(name, raw, lo, hi)
 
+        def choice(name: str, valid: tuple[str, ...]) -> str:
+            v = args.get(name) or valid[0]
+            if v not in valid:
+                raise ApiError(400, f"bad {name} {v!r}; valid: {', '.join(valid)}")
+            return v
+
+        def fraction(name: str, default: float) -> float:
+            raw = args.get(name, "")
+            try:
+                v = default if raw == "" else float(raw)
+            except ValueError:
+                v = -1.0
+            if not 0 < v <= 1:
+                raise ApiError(400, f"bad {name} {raw!r}: need a number in (0, 1]")
+            return v
+
         layers = None
         if args.get("layers"):
             layers = tuple(self.layer(l.strip(), status=400) for l in args["layers"].split(","))
-        return (("top_n", num("top_n", 10, 1, self.max_channels)),
-                ("min_count", num("min_count", None, 1, INT_MAX)),
-                ("edges_per_node", num("edges_per_node", 3, 0, self.max_channels)),
-                ("min_edge_count", num("min_edge_count", 1, 1, INT_MAX)),
-                ("layers", layers))
+        method = choice("method", ("pagerank", "topn"))
+        selection = args.get("selection") or None
+        if selection is not None and selection not in self.run.selections:
+            raise ApiError(400, f"unknown selection {selection!r}; valid: {', '.join(self.run.selections)}")
+        common: tuple = (("method", method), ("selection", selection), ("layers", layers),
+                         ("hide_ubiquitous", choice("ubiquitous", ("hide", "show")) == "hide"),
+                         ("exclude", tuple(args["exclude"].split(",")) if args.get("exclude") else None))
+        if method == "pagerank":
+            return common + (("mass", fraction("mass", 0.075)), ("mass_step", fraction("mass_step", 0.005)))
+        return common + (("top_n", num("top_n", 10, 1, self.max_channels)),
+                         ("min_count", num("min_count", None, 1, INT_MAX)),
+                         ("edges_per_node", num("edges_per_node", 3, 0, self.max_channels)),
+                         ("min_edge_count", num("min_edge_count", 1, 1, INT_MAX)),
+                         ("keep_dangling", choice("keep_dangling", ("0", "1")) == "1"))
 
     # --- cached computations ----------------------------------------------------------------
     def _graph(self, a: int, b: int | None, params: tuple) -> dict:
         """node-link JSON of a class graph (b is None) or of the comparison of a and b."""
-        from .graph import class_graph, compare_graph, to_json
-        kw: dict[str, Any] = {k: (list(v) if k == "layers" and v is not None else v) for k, v in params}
+        from .export import to_json
+        from .graph import class_graph, compare_graph
+        kw: dict[str, Any] = {k: (list(v) if isinstance(v, tuple) else v) for k, v in params}
         G = class_graph(self.run, a, **kw) if b is None else compare_graph(self.run, a, b, **kw)
         return to_json(G)
 
-    def _embedding(self) -> list[dict]:
-        """Class embedding: the stored one (computed and stored on first use); computed without
-        storing when the run directory is read-only."""
-        from .graph import class_embedding, load_embedding
+    def _embedding(self, method: str) -> list[dict]:
+        """Every layer's class layout: the stored one (computed and stored on first use); computed
+        without storing when the run directory is read-only."""
+        from .embedding import class_embedding, load_embedding
         try:
-            return load_embedding(self.run)
+            return load_embedding(self.run, method)
         except OSError:
-            return class_embedding(self.run)
+            return class_embedding(self.run, method)
 
     def _layer_matrices(self, layer: str) -> tuple[np.ndarray, np.ndarray]:
         """(count, sum) matrices (n_classes, channels) of one layer."""
@@ -212,7 +239,9 @@ class Api:
             "model": m["model"], "weights": m["weights"], "k": m.get("k"),
             "k_influence": m.get("k_influence"), "examples_k": m.get("examples_k"),
             "layers": [{"name": l, "channels": self.run.channels[l]} for l in self.run.layers],
-            "pairs": [{k: p.get(k) for k in ("name", "src", "dst", "method")} for p in m["pairs"]],
+            "pairs": [{k: p.get(k) for k in ("name", "src", "dst", "method", "bottleneck")} for p in m["pairs"]],
+            "selections": self.run.selections, "default_selection": self.run.check_selection(None),
+            "ubiquitous": (m.get("ubiquitous") or {}).get("channels", []),
             "dataset": {"n_files": d.get("n_files"), "n_images": n_img, "n_skipped": d.get("n_skipped"),
                         "n_classes": len(self.run.class_names)},
             "has_examples": (self.root / "examples.parquet").is_file(),
@@ -220,7 +249,8 @@ class Api:
         }
 
     def classes(self) -> list[dict]:
-        rows = self.run.classes.select(["class", "name", "n_images", "n_correct"]).to_pylist()
+        cols = [c for c in ("class", "name", "n_images", "n_correct", "hist") if c in self.run.classes.column_names]
+        rows = self.run.classes.select(cols).to_pylist()
         for r in rows:
             ok = r["n_correct"] is not None and r["n_images"]
             r["accuracy"] = r["n_correct"] / r["n_images"] if ok else None
@@ -322,7 +352,13 @@ def create_app(run_dir: str | os.PathLike, cache_size: int = 256) -> Flask:
 
     @app.get("/api/embedding")
     def embedding() -> Response:
-        return jsonify(points=api.embedding())
+        from .embedding import EMBEDDING_METHODS
+        method = request.args.get("method") or "umap"
+        if method not in EMBEDDING_METHODS:
+            raise ApiError(400, f"bad method {method!r}; valid: {', '.join(EMBEDDING_METHODS)}")
+        layer = request.args.get("layer") or api.run.layers[-1]
+        api.layer(layer, status=400)
+        return jsonify(layer=layer, method=method, points=[p for p in api.embedding(method) if p["layer"] == layer])
 
     @app.get("/api/layer/<layer>")
     def layer(layer: str) -> Response:
@@ -351,7 +387,7 @@ def create_app(run_dir: str | os.PathLike, cache_size: int = 256) -> Flask:
 
     @app.get("/api/export/<name>.json")
     def export(name: str) -> Response:
-        from .graph import safe_filename
+        from .export import safe_filename
         a = api.cls(name, status=404)
         b = request.args.get("compare") or None
         ib = None if b is None else api.cls(b)

@@ -5,12 +5,15 @@ Layout (all tables readable with pyarrow/pandas; see docs/SCHEMA.md):
 - ``run.json``         model, weights, layers (name, module, channels), layer pairs (method),
                        k, dataset (root, fingerprint, counts, skipped files with reasons)
 - ``classes.parquet``  class:int32, name:string, model_index:int32 (null if unknown),
-                       n_images:int64, n_correct:int64 (top-1, null if model_index unknown)
-- ``activations.parquet``  layer:string, class:int32, channel:int32, count:int64, sum:float64
-                       (dense: every class x channel of every layer; mean = sum / n_images)
-- ``influence.parquet``    layer_pair:string ("src->dst"), class:int32, src:int32, dst:int32,
-                       count:int64 (sparse: count > 0 only; sorted by class, one row group per
-                       2 classes so reads filtered by class skip the rest)
+                       n_images:int64, n_correct:int64 (top-1, null if model_index unknown),
+                       hist:list<int64> (images per bin of top-1 probability, 10 bins on [0, 1])
+- ``activations.parquet``  selection:string ("mass0.03", "top5", ...), layer:string, class:int32,
+                       channel:int32, count:int64, sum:float64 (dense: every selection x class x
+                       channel of every layer; ``sum`` repeats per selection; mean = sum / n_images)
+- ``influence.parquet``    layer_pair:string (a stage of run.json ``stages``: "src->dst", or into /
+                       out of a bottleneck), class:int32, src:int32, dst:int32, count:int64
+                       (sparse: count > 0 only; sorted by class, one row group per 2 classes so
+                       reads filtered by class skip the rest)
 - ``examples.parquet`` + ``examples/<layer>/<channel>.jpg``: top dataset examples per channel
 """
 from __future__ import annotations
@@ -29,13 +32,14 @@ import pyarrow.parquet as pq
 
 from .models import SummitError
 
-SCHEMA_VERSION = 1
-ACTIVATION_SCHEMA = pa.schema([("layer", pa.string()), ("class", pa.int32()), ("channel", pa.int32()),
-                               ("count", pa.int64()), ("sum", pa.float64())])
+SCHEMA_VERSION = 2
+ACTIVATION_SCHEMA = pa.schema([("selection", pa.string()), ("layer", pa.string()), ("class", pa.int32()),
+                               ("channel", pa.int32()), ("count", pa.int64()), ("sum", pa.float64())])
 INFLUENCE_SCHEMA = pa.schema([("layer_pair", pa.string()), ("class", pa.int32()), ("src", pa.int32()),
                               ("dst", pa.int32()), ("count", pa.int64())])
 CLASS_SCHEMA = pa.schema([("class", pa.int32()), ("name", pa.string()), ("model_index", pa.int32()),
-                          ("n_images", pa.int64()), ("n_correct", pa.int64())])
+                          ("n_images", pa.int64()), ("n_correct", pa.int64()),
+                          ("hist", pa.list_(pa.int64()))])
 INFLUENCE_ROW_GROUP_CLASSES = 2
 
 
@@ -64,8 +68,8 @@ def write_table(table: pa.Table, path: str | os.PathLike, row_group_size: int | 
     atomic_write_bytes(path, sink.getvalue().to_pybytes())
 
 
-def write_json(obj: Any, path: str | os.PathLike) -> None:
-    atomic_write_bytes(path, (json.dumps(obj, indent=1, sort_keys=True) + "\n").encode())
+def write_json(obj: Any, path: str | os.PathLike, sort_keys: bool = True) -> None:
+    atomic_write_bytes(path, (json.dumps(obj, indent=1, sort_keys=sort_keys) + "\n").encode())
 
 
 def write_influence(path: str | os.PathLike, parts: list[tuple[str, np.ndarray, np.ndarray,
@@ -111,6 +115,12 @@ class Run:
         self.layers: list[str] = [l["name"] for l in self.meta["layers"]]
         self.channels: dict[str, int] = {l["name"]: l["channels"] for l in self.meta["layers"]}
         self.pairs: list[str] = [p["name"] for p in self.meta["pairs"]]
+        self.stages: list[dict] = self.meta.get("stages") or [
+            {"name": p["name"], "pair": p["name"], "kind": "direct", "bottleneck": None,
+             "src_channels": self.channels[p["src"]], "dst_channels": self.channels[p["dst"]],
+             "dst_ranges": [[0, self.channels[p["dst"]]]]} for p in self.meta["pairs"]]
+        self.stage_names: list[str] = [st["name"] for st in self.stages]
+        self.selections: list[str] = self.meta.get("selections") or ["top{}".format(self.meta.get("k", 5))]
         self._activations: pa.Table | None = None
         self._influence = ds.dataset(self.path / "influence.parquet", format=ds.ParquetFileFormat(
             read_options=ds.ParquetReadOptions(dictionary_columns=["layer_pair"])))
@@ -140,22 +150,36 @@ class Run:
             self._activations = pq.read_table(self.path / "activations.parquet")
         return self._activations
 
-    def activation_matrix(self, layer: str, field: str = "count") -> np.ndarray:
-        """(n_classes, channels) matrix of `count` or `sum` for one layer."""
+    def check_selection(self, selection: str | None, purpose: str = "graph") -> str:
+        """A counted selection (None: Summit's for the purpose, see selection.default_selection)."""
+        from .selection import default_selection
+        if selection is None:
+            return default_selection(self.selections, purpose)
+        if selection not in self.selections:
+            raise SummitError(f"unknown selection {selection!r}; valid: {', '.join(self.selections)}")
+        return selection
+
+    def activation_matrix(self, layer: str, field: str = "count", selection: str | None = None) -> np.ndarray:
+        """(n_classes, channels) matrix of `count` (of a selection; None: the graph default) or
+        `sum` for one layer."""
         self.check_layer(layer)
-        t = self.activations().filter(pc.field("layer") == layer)
+        flt = pc.field("layer") == layer
+        if "selection" in self.activations().column_names:
+            flt = flt & (pc.field("selection") == self.check_selection(selection))
+        t = self.activations().filter(flt)
         m = np.zeros((len(self.class_names), self.channels[layer]),
                      dtype=np.float64 if field == "sum" else np.int64)
         m[t.column("class").to_numpy(), t.column("channel").to_numpy()] = t.column(field).to_numpy()
         return m
 
-    def influence(self, class_index: int, pair: str | None = None) -> pa.Table:
-        """Sparse influence rows of one class (predicate pushdown: other classes are not read)."""
+    def influence(self, class_index: int, stage: str | None = None) -> pa.Table:
+        """Sparse influence rows of one class (predicate pushdown: other classes are not read),
+        of every stage or one (run.json ``stages``)."""
         flt = pc.field("class") == class_index
-        if pair is not None:
-            if pair not in self.pairs:
-                raise SummitError(f"unknown layer pair {pair!r}; valid: {', '.join(self.pairs)}")
-            flt = flt & (pc.field("layer_pair") == pair)
+        if stage is not None:
+            if stage not in self.stage_names:
+                raise SummitError(f"unknown influence stage {stage!r}; valid: {', '.join(self.stage_names)}")
+            flt = flt & (pc.field("layer_pair") == stage)
         return self._influence.to_table(filter=flt)
 
     def examples(self, layer: str | None = None) -> pa.Table | None:

@@ -7,8 +7,8 @@ from torch import nn
 from torchvision.models.googlenet import Inception
 
 from summit.hooks import Taps
-from summit.influence import (InfluenceAccumulator, build_pairs, conv_influence, grad_influence,
-                              one_by_one, pair_taps, per_channel_conv_max)
+from summit.influence import (InfluenceAccumulator, build_pairs, grad_influence, one_by_one, pair_taps,
+                              per_channel_conv_max, stage_influence)
 from summit.models import Classifier, ModelSpec, Normalize, load_model
 
 
@@ -72,21 +72,52 @@ def _scale(block: nn.Module) -> torch.Tensor:
     return (block.bn.weight / torch.sqrt(block.bn.running_var + block.bn.eps)).detach()
 
 
-def test_inception_routes_match_brute_force() -> None:
+def _tiny_inception(bottleneck: str):
     torch.manual_seed(3)
     net = TinyGoogLeNet()
     _randomize_bn(net)
     spec = _spec("googlenet_tiny", net, {"inception3a": "inception3a", "inception3b": "inception3b"})
-    (pair,) = build_pairs(spec, ["inception3a", "inception3b"], {"inception3a": 14, "inception3b": 16})
+    (pair,) = build_pairs(spec, ["inception3a", "inception3b"], {"inception3a": 14, "inception3b": 16},
+                          bottleneck=bottleneck)
     assert pair.method == "conv" and len(pair.routes) == 4
     x = torch.rand(2, 3, 20, 20)
     outs, inps = pair_taps([pair])
     with Taps(spec.model.net, outputs=outs, inputs=inps) as taps, torch.no_grad():
         spec.model(x)
-        got = conv_influence(pair, taps)
+        got = {st.name: stage_influence(st, taps) for st in pair.stages}
+    with torch.no_grad():
+        X = net.pool(net.inception3a(torch.relu(net.stem(x))))
+    return net, pair, got, X
+
+
+def test_inception_summit_stages_match_brute_force() -> None:
+    """Summit's rule: direct branches (1x1, pool-proj) over the previous layer; each bottleneck
+    counted separately, previous layer -> bottleneck and bottleneck -> branch output."""
+    net, pair, got, X = _tiny_inception("summit")
+    b = net.inception3b
+    assert [st.name for st in pair.stages] == [
+        "inception3a->inception3b", "inception3a->inception3b/branch2", "inception3b/branch2->inception3b",
+        "inception3a->inception3b/branch3", "inception3b/branch3->inception3b"]
+    assert [st.describe(pair.name)["dst_ranges"] for st in pair.stages] == [
+        [[0, 3], [13, 16]], [[0, 4]], [[3, 9]], [[0, 2]], [[9, 13]]]
+    with torch.no_grad():
+        direct = torch.cat([brute_max(X, b.branch1.conv.weight) * _scale(b.branch1),
+                            brute_max(b.branch4[0](X), b.branch4[1].conv.weight) * _scale(b.branch4[1])], 2)
+        torch.testing.assert_close(got["inception3a->inception3b"], direct, rtol=1e-4, atol=1e-5)
+        for br in ("branch2", "branch3"):
+            m = getattr(b, br)
+            torch.testing.assert_close(got[f"inception3a->inception3b/{br}"],
+                                       brute_max(X, m[0].conv.weight) * _scale(m[0]), rtol=1e-4, atol=1e-5)
+            torch.testing.assert_close(got[f"inception3b/{br}->inception3b"],
+                                       brute_max(m[0](X), m[1].conv.weight, padding=1) * _scale(m[1]),
+                                       rtol=1e-4, atol=1e-5)
+
+
+def test_inception_linear_composition_matches_brute_force() -> None:
+    net, pair, got, X = _tiny_inception("linear")
+    (got,) = got.values()
     with torch.no_grad():  # independent recomputation from the module definitions
         b = net.inception3b
-        X = net.pool(net.inception3a(torch.relu(net.stem(x))))
         parts = [brute_max(X, b.branch1.conv.weight) * _scale(b.branch1)]
         for br in (b.branch2, b.branch3):
             a = brute_max(X, br[0].conv.weight) * _scale(br[0])
@@ -113,19 +144,37 @@ def test_sequential_chain_route_matches_brute_force() -> None:
     outs, inps = pair_taps([pair])
     with Taps(spec.model.net, outputs=outs, inputs=inps) as taps, torch.no_grad():
         spec.model(x)
-        got = conv_influence(pair, taps)
+        got = stage_influence(pair.stages[0], taps)
         want = brute_max(features[2](features[1](features[0](x))), features[3].weight, 2, 1)
     torch.testing.assert_close(got, want)
 
 
-def test_squeezenet_fire_pair_matches_brute_force() -> None:
+def test_squeezenet_fire_summit_stages_match_brute_force() -> None:
     spec = load_model("squeezenet1_1")
     (pair,) = build_pairs(spec, ["fire4", "fire5"], {"fire4": 256, "fire5": 256})
+    assert [(st.name, st.kind, st.n_src, st.n_dst) for st in pair.stages] == [
+        ("fire4->fire5/squeeze", "bottleneck_in", 256, 32), ("fire5/squeeze->fire5", "bottleneck_out", 32, 256)]
     x = torch.rand(1, 3, 96, 96)
     outs, inps = pair_taps([pair])
     with Taps(spec.model.net, outputs=outs, inputs=inps) as taps, torch.no_grad():
         spec.model(x)
-        got = conv_influence(pair, taps)
+        into, out = (stage_influence(st, taps) for st in pair.stages)
+        fire = spec.module("fire5")
+        X = taps.inp[spec.layers["fire5"]]
+        S = fire.squeeze_activation(fire.squeeze(X))
+        torch.testing.assert_close(into, brute_max(X, fire.squeeze.weight), rtol=1e-4, atol=1e-4)
+        want = torch.cat([brute_max(S, fire.expand1x1.weight), brute_max(S, fire.expand3x3.weight, padding=1)], 2)
+        torch.testing.assert_close(out, want, rtol=1e-4, atol=1e-4)
+
+
+def test_squeezenet_fire_linear_composition_matches_brute_force() -> None:
+    spec = load_model("squeezenet1_1")
+    (pair,) = build_pairs(spec, ["fire4", "fire5"], {"fire4": 256, "fire5": 256}, bottleneck="linear")
+    x = torch.rand(1, 3, 96, 96)
+    outs, inps = pair_taps([pair])
+    with Taps(spec.model.net, outputs=outs, inputs=inps) as taps, torch.no_grad():
+        spec.model(x)
+        got = stage_influence(pair.stages[0], taps)
         fire = spec.module("fire5")
         X = taps.inp[spec.layers["fire5"]]
         S = fire.squeeze_activation(fire.squeeze(X))
@@ -166,7 +215,7 @@ def test_accumulator_counts_top_k_inputs_per_output() -> None:
     with Taps(spec.model.net, outputs=outs, inputs=inps) as taps, torch.no_grad():
         spec.model(x)
         acc.update(taps, labels)
-        infl = conv_influence(pairs[0], taps)
+        infl = stage_influence(pairs[0].stages[0], taps)
     want = torch.zeros(3, 6, 4, dtype=torch.long)
     for n in range(5):
         for j in range(4):
