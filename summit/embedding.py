@@ -60,7 +60,7 @@ def _umap(x: np.ndarray, init: np.ndarray | None, seed: int) -> np.ndarray:
     x = x + 1e-9
     start = "spectral" if init is None else (init - init.mean(0)) / max(float(np.abs(init).max()), 1e-12) * 10
     return umap.UMAP(n_components=2, metric="cosine", n_neighbors=min(UMAP_NEIGHBORS, len(x) - 1),
-                     min_dist=UMAP_MIN_DIST, random_state=seed, init=start).fit_transform(x)
+                     min_dist=UMAP_MIN_DIST, random_state=seed, n_jobs=1, init=start).fit_transform(x)
 
 
 def _tsne(x: np.ndarray, seed: int) -> np.ndarray:

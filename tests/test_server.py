@@ -19,7 +19,8 @@ from flask.testing import FlaskClient
 from PIL import Image
 
 from summit.cli import build_parser
-from summit.graph import class_graph, compare_graph, to_json
+from summit.export import to_json
+from summit.graph import class_graph, compare_graph
 from summit.server import STATIC_DIR, Memo, create_app, make_http_server
 from summit.store import Run
 
@@ -69,6 +70,8 @@ def test_meta(client: FlaskClient, run: Run) -> None:
     assert m["dataset"]["n_images"] == sum(run.classes.column("n_images").to_pylist())
     assert m["dataset"]["n_classes"] == len(run.class_names) == 19
     assert m["has_examples"] is True
+    assert m["selections"] == ["mass0.01", "mass0.03", "top5"] and m["default_selection"] == "mass0.03"
+    assert m["ubiquitous"] == run.meta["ubiquitous"]["channels"]
     assert m["featurevis"]["fire5"] == [7]  # 8.png links out of the run: not listed
     assert all(m["featurevis"][l] == [] for l in run.layers if l != "fire5")
 
@@ -79,6 +82,7 @@ def test_classes(client: FlaskClient, run: Run) -> None:
     for r, ref in zip(rows, run.classes.to_pylist(), strict=True):
         assert (r["class"], r["n_images"], r["n_correct"]) == (ref["class"], ref["n_images"], ref["n_correct"])
         assert r["accuracy"] == pytest.approx(ref["n_correct"] / ref["n_images"])
+        assert r["hist"] == ref["hist"] and sum(r["hist"]) == r["n_images"]
 
 
 def test_graph_matches_library(client: FlaskClient, run: Run) -> None:
@@ -86,20 +90,21 @@ def test_graph_matches_library(client: FlaskClient, run: Run) -> None:
     g = get_json(client, f"/api/graph?class={name}")
     assert g == json.loads(json.dumps(to_json(class_graph(run, name))))
     assert g["nodes"] and g["links"] and g["summit"]["class"]["name"] == name
-    g2 = get_json(client, "/api/graph?class=3&top_n=2&edges_per_node=1&min_edge_count=1")
-    ref = to_json(class_graph(run, 3, top_n=2, edges_per_node=1))
+    assert g["summit"]["settings"]["method"] == "pagerank" and all("pagerank" in n for n in g["nodes"])
+    g2 = get_json(client, "/api/graph?class=3&method=topn&top_n=2&edges_per_node=1&min_edge_count=1")
+    ref = to_json(class_graph(run, 3, "topn", top_n=2, edges_per_node=1))
     assert g2 == json.loads(json.dumps(ref))
     per_layer = Counter(n["layer"] for n in g2["nodes"])
     assert max(per_layer.values()) <= 2
-    g3 = get_json(client, f"/api/graph?class={name}&layers=fire8,fire9&min_count=1")
+    g3 = get_json(client, f"/api/graph?class={name}&method=topn&layers=fire8,fire9&min_count=1")
     assert {n["layer"] for n in g3["nodes"]} <= {"fire8", "fire9"}
 
 
 def test_graph_results_are_cached(client: FlaskClient, run: Run) -> None:
     api = client.application.extensions["summit"]
-    get_json(client, f"/api/graph?class={run.class_names[5]}&top_n=4")
+    get_json(client, f"/api/graph?class={run.class_names[5]}&mass=0.1")
     hits, misses = api.graph.hits, api.graph.misses
-    get_json(client, "/api/graph?class=5&top_n=4")  # same graph by index: a cache hit
+    get_json(client, "/api/graph?class=5&mass=0.1&method=pagerank")  # same graph by index: a cache hit
     assert (api.graph.hits, api.graph.misses) == (hits + 1, misses)
 
 
@@ -133,14 +138,18 @@ def test_memo_computes_each_key_once_under_concurrency() -> None:
 
 def test_compare(client: FlaskClient, run: Run) -> None:
     a, b = run.class_names[1], run.class_names[4]
-    g = get_json(client, f"/api/compare?a={a}&b={b}&top_n=5")
-    assert g == json.loads(json.dumps(to_json(compare_graph(run, a, b, top_n=5))))
+    g = get_json(client, f"/api/compare?a={a}&b={b}&method=topn&top_n=5")
+    assert g == json.loads(json.dumps(to_json(compare_graph(run, a, b, "topn", top_n=5))))
+    g = get_json(client, f"/api/compare?a={a}&b={b}&ubiquitous=show")
+    assert g == json.loads(json.dumps(to_json(compare_graph(run, a, b, hide_ubiquitous=False))))
     assert {n["membership"] for n in g["nodes"]} <= {"a", "b", "both"}
     assert g["summit"]["class"]["name"] == a and g["summit"]["class_b"]["name"] == b
 
 
 def test_embedding(client: FlaskClient, run: Run) -> None:
-    pts = get_json(client, "/api/embedding")["points"]
+    e = get_json(client, "/api/embedding?method=pca&layer=fire7")
+    pts = e["points"]
+    assert (e["layer"], e["method"]) == ("fire7", "pca") and {p["layer"] for p in pts} == {"fire7"}
     assert [p["name"] for p in pts] == run.class_names
     assert all(np.isfinite([p["x"], p["y"]]).all() and p["n_images"] > 0 for p in pts)
 
@@ -195,10 +204,10 @@ def test_example_strip_and_featurevis(client: FlaskClient, run_dir: Path) -> Non
 
 def test_export_download(client: FlaskClient, run: Run) -> None:
     name = run.class_names[2]
-    r = client.get(f"/api/export/{name}.json?top_n=4")
+    r = client.get(f"/api/export/{name}.json?method=topn&top_n=4")
     assert r.status_code == 200 and r.mimetype == "application/json"
     assert r.headers["Content-Disposition"] == f"attachment; filename=summit-{name}.json"
-    assert json.loads(r.data) == get_json(client, f"/api/graph?class={name}&top_n=4")
+    assert json.loads(r.data) == get_json(client, f"/api/graph?class={name}&method=topn&top_n=4")
     b = run.class_names[6]
     r = client.get(f"/api/export/{name}.json?compare={b}")
     assert r.headers["Content-Disposition"] == f"attachment; filename=summit-{name}-vs-{b}.json"
@@ -247,14 +256,22 @@ def test_serve_defaults_to_loopback() -> None:
     ("/api/graph", 400, "missing parameter 'class'"),
     ("/api/graph?class=goose", 400, "unknown class 'goose'; close matches: 099_goose"),
     ("/api/graph?class=99", 400, "class index 99 out of range 0..18"),
-    ("/api/graph?class=099_goose&top_n=abc", 400, "top_n must be an integer, got 'abc'"),
-    ("/api/graph?class=099_goose&top_n=0", 400, "top_n must be in 1..512, got 0"),
-    ("/api/graph?class=099_goose&top_n=1e3", 400, "top_n must be an integer"),
-    ("/api/graph?class=099_goose&edges_per_node=-1", 400, "edges_per_node must be in 0..512, got -1"),
-    ("/api/graph?class=099_goose&min_count=0", 400, "min_count must be in 1.."),
-    ("/api/graph?class=099_goose&min_edge_count=99999999999", 400, "min_edge_count must be in 1.."),
-    ("/api/graph?class=099_goose&topn=3", 400, "unknown parameter(s) topn; valid: class, top_n"),
+    ("/api/graph?class=099_goose&method=topn&top_n=abc", 400, "top_n must be an integer, got 'abc'"),
+    ("/api/graph?class=099_goose&method=topn&top_n=0", 400, "top_n must be in 1..512, got 0"),
+    ("/api/graph?class=099_goose&method=topn&top_n=1e3", 400, "top_n must be an integer"),
+    ("/api/graph?class=099_goose&method=topn&edges_per_node=-1", 400, "edges_per_node must be in 0..512, got -1"),
+    ("/api/graph?class=099_goose&method=topn&min_count=0", 400, "min_count must be in 1.."),
+    ("/api/graph?class=099_goose&method=topn&min_edge_count=99999999999", 400, "min_edge_count must be in 1.."),
+    ("/api/graph?class=099_goose&method=topn&topn=3", 400, "unknown parameter(s) topn; valid: class, method, selection"),
     ("/api/graph?class=099_goose&layers=fire5,conv1", 400, "unknown layer 'conv1'; valid: fire2, fire3"),
+    ("/api/graph?class=099_goose&method=best", 400, "bad method 'best'; valid: pagerank, topn"),
+    ("/api/graph?class=099_goose&selection=top9", 400, "unknown selection 'top9'; valid: mass0.01, mass0.03"),
+    ("/api/graph?class=099_goose&mass=1.5", 400, "bad mass '1.5': need a number in (0, 1]"),
+    ("/api/graph?class=099_goose&mass=x", 400, "bad mass 'x'"),
+    ("/api/graph?class=099_goose&ubiquitous=maybe", 400, "bad ubiquitous 'maybe'; valid: hide, show"),
+    ("/api/graph?class=099_goose&exclude=fire5:999", 400, "need layer:channel with channel 0..255"),
+    ("/api/embedding?method=mds", 400, "bad method 'mds'; valid: umap, pca, tsne"),
+    ("/api/embedding?method=pca&layer=fire1", 400, "unknown layer 'fire1'"),
     ("/api/compare?a=099_goose", 400, "missing parameter 'b'"),
     ("/api/compare?a=099_goose&b=dalmatien", 400, "close matches: 251_dalmatian"),
     ("/api/layer/fire10", 404, "unknown layer 'fire10'; valid: fire2, fire3, fire4, fire5, fire6, fire7, fire8, fire9"),
@@ -267,7 +284,7 @@ def test_serve_defaults_to_loopback() -> None:
     ("/api/featurevis/fire9/512.png", 404, "channel must be in 0..511, got 512"),
     ("/api/export/not_a_class.json", 404, "unknown class 'not_a_class'"),
     ("/api/export/099_goose.json?compare=zzz", 400, "unknown class 'zzz'"),
-    ("/api/export/099_goose.json?top_n=x", 400, "top_n must be an integer, got 'x'"),
+    ("/api/export/099_goose.json?method=topn&top_n=x", 400, "top_n must be an integer, got 'x'"),
     ("/api/nothing", 404, "not found: /api/nothing"),
 ])
 def test_bad_input_messages(client: FlaskClient, url: str, status: int, message: str) -> None:
