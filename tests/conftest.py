@@ -12,9 +12,13 @@ ARTIFACTS = Path(__file__).resolve().parent.parent / "artifacts"
 
 @pytest.fixture(scope="session")
 def sample_run(tmp_path_factory) -> Path:
-    """A complete run on the bundled 80-image sample with the offline SqueezeNet weights."""
+    """A complete run on the bundled 80-image sample with the offline SqueezeNet weights, with its
+    per-layer UMAP embedding stored (as `summit export --embedding` does in the demo)."""
+    from summit.embedding import write_embedding
+    from summit.store import Run
     out = tmp_path_factory.mktemp("runs") / "sample"
     aggregate(AggregateConfig(model="squeezenet1_1", batch_size=16), None, out, progress=False)
+    write_embedding(Run(out), "umap")
     return out
 
 
