@@ -16,7 +16,9 @@ dataset -> model hooks -> accumulators (activation, influence, examples) -> Parq
 """
 from __future__ import annotations
 
+import json
 import os
+import re
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -30,15 +32,15 @@ from torch.utils.data import DataLoader, Sampler
 from tqdm import tqdm
 
 from . import __version__
-from .data import BUNDLED_SAMPLE, SafeImageFolder, collate
+from .data import BUNDLED_SAMPLE, DatasetAdapter, SafeImageFolder, collate
 from .examples import ExamplesAccumulator, receptive_field, write_examples
 from .hooks import Taps
 from .influence import InfluenceAccumulator, LayerPair, build_pairs, pair_taps
-from .models import ModelSpec, SummitError, load_model
+from .models import ModelSpec, SummitError, load_model, resolve_device
 from .selection import (UBIQUITOUS_CLASSES, UBIQUITOUS_IMAGES, default_selection, mass_select, selection_names,
                         top_select, ubiquitous_channels)
-from .store import (ACTIVATION_SCHEMA, CLASS_SCHEMA, SCHEMA_VERSION, atomic_write_bytes,
-                    write_influence, write_json, write_table)
+from .store import (ACTIVATION_SCHEMA, CLASS_SCHEMA, SCHEMA_VERSION, atomic_write_bytes, check_replaceable,
+                    is_run_file, output_dir, replacing, write_influence, write_json, write_table)
 
 FIXED_POINT = 2**20
 HIST_BINS = 10
@@ -136,10 +138,32 @@ class Probe:
     rf: dict[str, int] = field(default_factory=dict)
 
 
+def _forward_ok(spec: ModelSpec, size: int) -> bool:
+    try:
+        with torch.no_grad():
+            spec.model(torch.zeros(1, 3, size, size))
+        return True
+    except RuntimeError:
+        return False
+
+
+def min_image_size(spec: ModelSpec, upper: int = 224) -> int:
+    """Smallest square input side the model accepts (binary search over dummy forwards)."""
+    lo, hi = 1, upper
+    while lo < hi:
+        mid = (lo + hi) // 2
+        lo, hi = (lo, mid) if _forward_ok(spec, mid) else (mid + 1, hi)
+    return lo
+
+
 def probe_layers(spec: ModelSpec, layers: list[str], size: int) -> Probe:
     paths = {l: spec.layers[l] for l in layers}
     with Taps(spec.model.net, outputs=paths.values()) as taps, torch.no_grad():
-        spec.model(torch.zeros(1, 3, size, size))
+        try:
+            spec.model(torch.zeros(1, 3, size, size))
+        except RuntimeError:
+            raise SummitError(f"--image-size {size} is too small for {spec.name}: its minimum is "
+                              f"{min_image_size(spec)}") from None
     channels = {l: int(taps.out[p].shape[1]) for l, p in paths.items()}
     hw = {l: tuple(int(s) for s in taps.out[p].shape[2:]) for l, p in paths.items()}
     bad = [l for l, p in paths.items() if taps.out[p].dim() != 4]
@@ -196,11 +220,12 @@ class Aggregator:
             raise SummitError(f"{what} was made with different settings ({', '.join(diff)}); "
                               "use the same model, layers, k, batch size and dataset")
 
-    def save_state(self, path: Path) -> None:
-        """Atomically save the accumulators (a checkpoint, or a shard's result)."""
+    def save_state(self, path: Path, split: tuple[int, int] = (0, 1)) -> None:
+        """Atomically save the accumulators (a checkpoint, or a shard's result), stamped with the
+        split (index, count) they belong to; the dataset fingerprint is in the key."""
         import io
         buf = io.BytesIO()
-        torch.save(self.state(), buf)
+        torch.save({**self.state(), "split": list(split)}, buf)
         atomic_write_bytes(path, buf.getvalue())
 
     # -- streaming ----------------------------------------------------------------------
@@ -285,7 +310,8 @@ class Aggregator:
             "dataset": {"root": str(ds.root) if ds.root else None, "fingerprint": self.key["fingerprint"],
                         "n_files": self.n, "n_images": int(self.acts.n_images.sum()),
                         "n_skipped": len(self.skipped),
-                        "skipped": [{"path": ds.name(i), "reason": r} for i, r in sorted(self.skipped)]},
+                        "skipped": [{"path": ds.name(i), "reason": r} for i, r in sorted(self.skipped)],
+                        "unreadable": [{"path": p, "reason": r} for p, r in ds.unreadable]},
         }
 
     def write(self, out: Path, progress: bool = True) -> None:
@@ -325,85 +351,190 @@ def _dist_env() -> tuple[int, int]:
     return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
 
 
-def aggregate(cfg: AggregateConfig, data: str | os.PathLike | None, out: str | os.PathLike, *,
-              resume: bool = False, overwrite: bool = False, shard: tuple[int, int] | None = None,
-              checkpoint_every: int = 1000, workers: int = 0, device: str = "auto",
-              progress: bool = True) -> dict:
-    """Run the whole pipeline; returns a small report (images, skipped, seconds, img/s)."""
-    out = Path(out)
-    spec = load_model(cfg.model, cfg.weights, cfg.layers)
-    dataset = SafeImageFolder(data or BUNDLED_SAMPLE, cfg.image_size, spec.class_names)
-    rank, world = _dist_env()
-    distributed = world > 1
-    if distributed and shard:
-        raise SummitError("use either torchrun or --shard, not both")
-    if device == "auto":
-        device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}" if torch.cuda.is_available() else "cpu"
-    if distributed and not dist.is_initialized():
-        dist.init_process_group("nccl" if device.startswith("cuda") else "gloo")
-    if shard:
-        rank, world = shard
-        if not 0 <= rank < world:
-            raise SummitError(f"--shard {rank}/{world}: need 0 <= i < N")
-    ckpt = out / f"checkpoint-{rank}of{world}.pt"
+def load_state(path: Path, split: tuple[int, int] | None = None) -> dict:
+    """A saved state (checkpoint or shard.pt); damaged files and states of another split are refused."""
+    try:
+        state = torch.load(path, weights_only=False, map_location="cpu")
+    except Exception as e:
+        raise SummitError(f"{path}: unreadable ({' '.join(str(e).split())[:160] or type(e).__name__}); "
+                          "the file is damaged") from None
+    if not isinstance(state, dict) or not {"key", "position", "acts", "infl", "examples"} <= set(state):
+        raise SummitError(f"{path}: not a summit state file; the file is damaged")
+    got = state.get("split")
+    if split is not None and got is not None and tuple(got) != tuple(split):
+        raise SummitError(f"{path} belongs to split {got[0]}/{got[1]}, not {split[0]}/{split[1]}")
+    return state
+
+
+def _checkpoints(out: Path) -> dict[Path, tuple[int, int]]:
+    found = {}
+    for p in out.glob("checkpoint-*of*.pt"):
+        m = re.fullmatch(r"checkpoint-(\d+)of(\d+)\.pt", p.name)
+        if m:
+            found[p] = (int(m.group(1)), int(m.group(2)))
+    return found
+
+
+def _split_name(world: int) -> str:
+    return "a single process" if world == 1 else f"{world} shards/ranks"
+
+
+def _check_out(out: Path, ckpt: Path, world: int, resume: bool, overwrite: bool) -> None:
+    """What may happen to an existing --out: refuse runs, foreign checkpoints and foreign files."""
+    check_replaceable(out, is_run_file)
     if (out / "run.json").exists() and not overwrite:
         if not resume:
             raise SummitError(f"{out} already holds a run; pass --overwrite or choose another --out")
         if not ckpt.exists():
             raise SummitError(f"{out} holds a finished run; nothing to resume")
+    foreign = sorted(p.name for p, (_, n) in _checkpoints(out).items() if n != world)
+    if foreign and not overwrite:
+        raise SummitError(f"{out} holds the checkpoint of a run split differently ({', '.join(foreign)}), "
+                          f"not {_split_name(world)}; resume it with the same --shard/torchrun size, or "
+                          "pass --overwrite to start again")
+    if ckpt.exists() and not resume and not overwrite:
+        raise SummitError(f"{out} has a checkpoint of an interrupted run; pass --resume to continue it "
+                          "or --overwrite to start again")
+
+
+def _no_images(dataset: SafeImageFolder | DatasetAdapter, skipped: list[tuple[int, str]], n: int) -> SummitError:
+    reasons = sorted({r.split(":")[0] for _, r in skipped})
+    return SummitError(f"no usable image in {dataset.root or 'the dataset'}: all {n} files were skipped "
+                       f"({', '.join(reasons) or 'none read'}); nothing written")
+
+
+def aggregate(cfg: AggregateConfig, data: str | os.PathLike | None, out: str | os.PathLike, *,
+              resume: bool = False, overwrite: bool = False, shard: tuple[int, int] | None = None,
+              checkpoint_every: int = 1000, workers: int = 0, device: str = "auto",
+              progress: bool = True) -> dict:
+    """Run the whole pipeline; returns a small report (images, skipped, seconds, img/s).
+
+    The run is built in a temporary sibling directory and swapped into ``out`` atomically, so a
+    crash leaves either the old run or the new one; checkpoints live in ``out`` itself."""
+    shown, out = str(out), output_dir(out)
+    rank, world = _dist_env()
+    distributed = world > 1
+    if distributed and shard:
+        raise SummitError("use either torchrun or --shard, not both")
+    if shard:
+        rank, world = shard
+        if not 0 <= rank < world:
+            raise SummitError(f"--shard {rank}/{world}: need 0 <= i < N")
+    dev = resolve_device(device, int(os.environ.get("LOCAL_RANK", 0)))
+    ckpt = out / f"checkpoint-{rank}of{world}.pt"
+    _check_out(out, ckpt, world, resume, overwrite)
+    spec = load_model(cfg.model, cfg.weights, cfg.layers)
+    dataset = SafeImageFolder(data or BUNDLED_SAMPLE, cfg.image_size, spec.class_names)
+    if distributed and not dist.is_initialized():
+        dist.init_process_group("nccl" if dev.type == "cuda" else "gloo")
     out.mkdir(parents=True, exist_ok=True)
-    agg = Aggregator(cfg, dataset, spec, device)
+    agg = Aggregator(cfg, dataset, spec, str(dev))
     if ckpt.exists() and overwrite and not resume:
         ckpt.unlink()  # --overwrite starts afresh
     if ckpt.exists():
-        if not resume:
-            raise SummitError(f"{out} has a checkpoint of an interrupted run; pass --resume to continue it "
-                              "or --overwrite to start again")
-        agg.load(torch.load(ckpt, weights_only=False))
+        agg.load(load_state(ckpt, (rank, world)))
+    before = int(agg.acts.n_images.sum())
     t0 = time.perf_counter()
     agg.run(rank, world, ckpt, checkpoint_every, workers, progress)
     seconds = time.perf_counter() - t0
+    new = int(agg.acts.n_images.sum()) - before
     if distributed:
         states = [None] * world
         dist.all_gather_object(states, agg.state())
         if rank == 0:
             for r in range(1, world):
                 agg.merge(states[r])
+        total = sum(int(s["acts"]["n_images"].sum()) for s in states)  # type: ignore[index]
+    else:
+        total = int(agg.acts.n_images.sum())
+    if total == 0 and not (shard and world > 1):
+        if ckpt.exists():
+            ckpt.unlink()
+        raise _no_images(dataset, agg.skipped, agg.n)
     if shard and world > 1:
-        agg.save_state(out / "shard.pt")
-        write_json(agg.metadata(partial=True, shard=(rank, world)), out / "run.json")
+        with replacing(out) as stage:
+            agg.save_state(stage / "shard.pt", (rank, world))
+            write_json(agg.metadata(partial=True, shard=(rank, world)), stage / "run.json")
     elif rank == 0:
-        agg.write(out, progress)
+        with replacing(out) as stage:
+            agg.write(stage, progress)
     if distributed:
         dist.barrier()
     if ckpt.exists():
         ckpt.unlink()
     done = int(agg.acts.n_images.sum())
-    return {"images": done, "skipped": len(agg.skipped), "seconds": seconds,
-            "images_per_s": done / seconds if seconds else 0.0, "out": str(out)}
+    return {"images": done, "images_this_run": new, "resumed_images": before, "skipped": len(agg.skipped),
+            "seconds": seconds, "images_per_s": new / seconds if seconds and new else 0.0, "out": shown,
+            "unreadable": list(dataset.unreadable), "empty_classes": _empty_classes(agg)}
 
 
-def merge(shards: list[str | os.PathLike], out: str | os.PathLike, progress: bool = True) -> dict:
-    """Combine `--shard i/N` outputs into one run, identical to a single-process run."""
-    import json
-    metas = []
-    for s in shards:
-        p = Path(s) / "run.json"
-        if not p.is_file() or not (Path(s) / "shard.pt").is_file():
-            raise SummitError(f"not a shard directory (need run.json and shard.pt): {s}")
-        metas.append(json.loads(p.read_text()))
-    world = {m["shard"][1] for m in metas}
-    got = sorted(m["shard"][0] for m in metas)
+def _empty_classes(agg: Aggregator) -> list[str]:
+    """Classes without a usable image (classes left out only by --limit aside)."""
+    files = getattr(agg.dataset, "files", None)
+    seen = None if agg.cfg.limit is None or files is None else {label for _, label in files[:agg.n]}
+    return [c for i, (c, n) in enumerate(zip(agg.dataset.classes, agg.acts.n_images.tolist()))
+            if n == 0 and (seen is None or i in seen)]
+
+
+def _read_shard(d: Path) -> tuple[dict, dict]:
+    """(run.json, shard.pt state) of a --shard directory, checked against each other."""
+    meta_file, state_file = d / "run.json", d / "shard.pt"
+    if not meta_file.is_file() or not state_file.is_file():
+        raise SummitError(f"not a shard directory (need run.json and shard.pt): {d}")
+    try:
+        meta = json.loads(meta_file.read_text())
+    except (OSError, ValueError) as e:
+        raise SummitError(f"{meta_file}: unreadable ({' '.join(str(e).split())[:160]})") from None
+    split = meta.get("shard") if isinstance(meta, dict) else None
+    if not (isinstance(split, list) and len(split) == 2 and all(isinstance(v, int) for v in split)
+            and meta.get("partial") and isinstance(meta.get("config"), dict)):
+        raise SummitError(f"{meta_file}: not the run.json of a --shard run")
+    state = load_state(state_file)
+    if state.get("split") is None:
+        raise SummitError(f"{state_file} does not say which shard it is (made by an older summit); "
+                          "re-run that shard")
+    if list(state["split"]) != split:
+        raise SummitError(f"{state_file} is shard {state['split'][0]}/{state['split'][1]} but its run.json "
+                          f"says {split[0]}/{split[1]} (a shard.pt copied between folders?)")
+    if state["key"].get("fingerprint") != meta["config"].get("fingerprint"):
+        raise SummitError(f"{state_file} and its run.json describe different datasets")
+    return meta, state
+
+
+def merge(shards: list[str | os.PathLike], out: str | os.PathLike, progress: bool = True,
+          overwrite: bool = False) -> dict:
+    """Combine `--shard i/N` outputs into one run, identical to a single-process run (built in a
+    temporary sibling directory and swapped into ``out``)."""
+    shown, out = str(out), output_dir(out)
+    dirs = [Path(s).resolve() for s in shards]
+    for d in dirs:
+        if out == d or d.is_relative_to(out) or out.is_relative_to(d):
+            raise SummitError(f"--out {shown} overlaps the shard {d}; merge into another directory")
+    if len(set(dirs)) != len(dirs):
+        raise SummitError("a shard directory is listed twice")
+    check_replaceable(out, is_run_file)
+    if (out / "run.json").exists() and not overwrite:
+        raise SummitError(f"{shown} already holds a run; pass --overwrite or choose another --out")
+    read = [_read_shard(d) for d in dirs]
+    world = {m["shard"][1] for m, _ in read}
+    got = sorted(m["shard"][0] for m, _ in read)
     if len(world) != 1 or got != list(range(next(iter(world)))):
         raise SummitError(f"shards {got} of {sorted(world)} do not cover 0..N-1 exactly once")
-    key = metas[0]["config"]
+    fingerprints = {s["key"].get("fingerprint") for _, s in read}
+    if len(fingerprints) != 1:
+        raise SummitError("the shards were made from different datasets (fingerprints differ)")
+    key = read[0][0]["config"]
     cfg = AggregateConfig(**{k: v for k, v in key.items() if k != "fingerprint"})
     spec = load_model(cfg.model, cfg.weights, cfg.layers)
-    dataset = SafeImageFolder(metas[0]["dataset"]["root"], cfg.image_size, spec.class_names)
+    dataset = SafeImageFolder(read[0][0]["dataset"]["root"], cfg.image_size, spec.class_names)
     agg = Aggregator(cfg, dataset, spec)
-    order = sorted(range(len(shards)), key=lambda i: metas[i]["shard"][0])
-    agg.load(torch.load(Path(shards[order[0]]) / "shard.pt", weights_only=False))
+    order = sorted(range(len(read)), key=lambda i: read[i][0]["shard"][0])
+    agg.load(read[order[0]][1])
     for i in order[1:]:
-        agg.merge(torch.load(Path(shards[i]) / "shard.pt", weights_only=False))
-    agg.write(Path(out), progress)
-    return {"images": int(agg.acts.n_images.sum()), "skipped": len(agg.skipped), "out": str(out)}
+        agg.merge(read[i][1])
+    if int(agg.acts.n_images.sum()) == 0:
+        raise _no_images(dataset, agg.skipped, agg.n)
+    with replacing(out) as stage:
+        agg.write(stage, progress)
+    return {"images": int(agg.acts.n_images.sum()), "skipped": len(agg.skipped), "out": shown,
+            "unreadable": list(dataset.unreadable), "empty_classes": _empty_classes(agg)}

@@ -28,7 +28,7 @@ from PIL import Image
 from torch import nn
 from tqdm import tqdm
 
-from .models import ModelSpec, SummitError
+from .models import ModelSpec, SummitError, resolve_device
 
 if TYPE_CHECKING:
     from .store import Run
@@ -338,16 +338,6 @@ def _capture(spec: ModelSpec, layers: Sequence[str]) -> Iterator[Callable[[torch
     finally:
         for h in handles:
             h.remove()
-
-
-def resolve_device(device: str) -> torch.device:
-    """"auto" -> cuda when available, else cpu; anything else is parsed by torch."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        return torch.device(device)
-    except RuntimeError as e:
-        raise SummitError(f"invalid device {device!r}: {e}") from None
 
 
 @contextlib.contextmanager

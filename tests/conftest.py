@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Iterator
 
 import pytest
+from cli_runner import CliRunner
 
 from summit.aggregate import AggregateConfig, aggregate
 
@@ -19,6 +21,24 @@ def sample_run(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("runs") / "sample"
     aggregate(AggregateConfig(model="squeezenet1_1", batch_size=16), None, out, progress=False)
     write_embedding(Run(out), "umap")
+    return out
+
+
+@pytest.fixture(scope="session")
+def cli() -> Iterator[CliRunner]:
+    """Runs `python -m summit ...` cases as separate (forked, preloaded) processes."""
+    runner = CliRunner()
+    yield runner
+    runner.close()
+
+
+@pytest.fixture(scope="session")
+def small_run(cli: CliRunner, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small run made through the CLI: 24 images, layers fire2 and fire3, no examples."""
+    out = tmp_path_factory.mktemp("small") / "run"
+    p = cli.run("aggregate", "--out", str(out), "--layers", "fire2", "fire3", "--limit", "24", "--batch-size", "8",
+                "--examples-k", "0", "--workers", "0", "--quiet")
+    assert p.returncode == 0, p.stderr
     return out
 
 

@@ -6,6 +6,9 @@ import json
 import os
 import re
 import shutil
+import socket
+import subprocess
+import sys
 import threading
 import time
 from collections import Counter
@@ -21,7 +24,7 @@ from PIL import Image
 from summit.cli import build_parser
 from summit.export import to_json
 from summit.graph import class_graph, compare_graph
-from summit.server import STATIC_DIR, Memo, create_app, make_http_server
+from summit.server import STATIC_DIR, HostCheck, Memo, create_app, make_http_server
 from summit.store import Run
 
 SECRET = "TOP-SECRET-OUTSIDE-THE-RUN"
@@ -231,7 +234,7 @@ def test_static_app_is_self_contained(client: FlaskClient) -> None:
 
 
 def test_http_server_on_loopback(run_dir: Path) -> None:
-    """The server `summit serve` runs: ephemeral port, real HTTP, deep listen backlog."""
+    """The server `summit serve` runs (waitress): ephemeral port, real HTTP, no Server banner."""
     srv = make_http_server(create_app(run_dir), "127.0.0.1", 0)
     t = threading.Thread(target=srv.serve_forever, daemon=True)
     t.start()
@@ -239,15 +242,15 @@ def test_http_server_on_loopback(run_dir: Path) -> None:
         assert srv.server_address[0] == "127.0.0.1" and srv.server_port > 0
         with urlopen(f"http://127.0.0.1:{srv.server_port}/api/classes") as r:
             assert len(json.load(r)["classes"]) == 19
+            assert "Server" not in r.headers
     finally:
         srv.shutdown()
         t.join()
-        srv.server_close()
 
 
 def test_serve_defaults_to_loopback() -> None:
     a = build_parser().parse_args(["serve", "--run", "somewhere"])
-    assert (a.host, a.port) == ("127.0.0.1", 5000)
+    assert (a.host, a.port, a.allow_host) == ("127.0.0.1", 5000, [])
     assert a.func.__name__ == "_cmd_serve"
 
 
@@ -350,3 +353,142 @@ def test_served_files_stay_inside(client: FlaskClient, run_dir: Path) -> None:
     assert api.featurevis_file("fire5", 7).is_relative_to(root)
     assert api.featurevis_file("fire5", 8) is None
     assert os.path.realpath(run_dir / "featurevis" / "fire5" / "8.png").endswith("secret.txt")
+
+
+# -- hostile requests -------------------------------------------------------------------------
+@pytest.mark.parametrize("url", [
+    "/api/graph?class=%C2%B2", "/api/graph?class=%C2%B9", "/api/graph?class=%E2%91%A0", "/api/graph?class=%D9%A1",
+    "/api/compare?a=%C2%B2&b=1", "/api/compare?a=0&b=%E2%91%A0", "/api/export/%C2%B2.json",
+    "/api/export/0.json?compare=%C2%B9", "/api/graph?class=0&top_n=%C2%B2", "/api/channel/fire5/%C2%B2",
+])
+def test_unicode_digits_are_client_errors(client: FlaskClient, url: str) -> None:
+    r = client.get(url)
+    assert r.status_code in (400, 404) and r.mimetype == "application/json", (url, r.status_code)
+    assert "\n" not in r.get_json()["error"]
+
+
+def test_fuzzed_requests_never_fail_on_the_server(client: FlaskClient, run: Run) -> None:
+    """Random query values from a hostile alphabet on every endpoint: 2xx or a JSON 4xx, never 5xx."""
+    rng = np.random.default_rng(7)
+    pieces = ["0", "1", "18", "19", "-1", "²", "①", "١", "%00", "%ff", "%C2%B2", "..%2F", "\u202e", "1e9",
+              "99999999999999999999", " ", "+3", "0x10", "fire5", "fire2,fire9", "", "&", "=", "%", "goose",
+              run.class_names[4], "NaN", "inf", "[]", "{}", "'", '"', "<b>"]
+    params = ["class", "a", "b", "top_n", "min_count", "edges_per_node", "min_edge_count", "layers", "compare", "x"]
+    paths = ["/api/graph", "/api/compare", "/api/export/{v}.json", "/api/layer/{v}", "/api/channel/fire5/{v}",
+             "/api/channel/{v}/1", "/api/examples/fire5/{v}.jpg", "/api/featurevis/{v}/1.png", "/api/meta"]
+    statuses = Counter()
+    for _ in range(300):
+        value = "".join(rng.choice(pieces, size=rng.integers(1, 3)))
+        path = str(rng.choice(paths)).replace("{v}", value or "x")
+        query = "&".join(f"{rng.choice(params)}={''.join(rng.choice(pieces, size=rng.integers(1, 3)))}"
+                         for _ in range(rng.integers(0, 4)))
+        r = client.get(f"{path}?{query}")
+        statuses[r.status_code] += 1
+        assert r.status_code < 500, (path, query, r.data[:200])
+        if r.status_code >= 400:
+            assert r.mimetype == "application/json" and "error" in r.get_json(), (path, query)
+    assert statuses[200] > 10 and sum(v for k, v in statuses.items() if k >= 400) > 100
+
+
+@pytest.mark.parametrize("host,bound,allow,ok", [
+    ("localhost:5000", "127.0.0.1", [], True),
+    ("127.0.0.1:5000", "127.0.0.1", [], True),
+    ("[::1]:5000", "127.0.0.1", [], True),
+    ("LOCALHOST.", "127.0.0.1", [], True),
+    ("evil.example:5000", "127.0.0.1", [], False),  # a rebinding page sends its own name
+    ("localhost.evil.example", "127.0.0.1", [], False),
+    ("127.0.0.1.nip.io", "127.0.0.1", [], False),
+    ("", "127.0.0.1", [], False),
+    ("summit.lab:8080", "127.0.0.1", ["summit.lab"], True),
+    ("10.1.2.3:5000", "0.0.0.0", [], True),  # bound to every interface: IP literals are fine
+    ("evil.example", "0.0.0.0", [], False),
+    ("10.1.2.3", "10.1.2.3", [], True),
+    ("10.9.9.9", "10.1.2.3", [], False),
+])
+def test_host_check(host: str, bound: str, allow: list[str], ok: bool) -> None:
+    assert HostCheck(bound, allow)(host) is ok
+
+
+def test_foreign_host_header_is_refused(run_dir: Path) -> None:
+    client = create_app(run_dir, hosts=HostCheck("127.0.0.1", ["summit.lab"])).test_client()
+    r = client.get("/api/classes", headers={"Host": "attacker.example"})
+    assert r.status_code == 403 and "--allow-host" in r.get_json()["error"]
+    assert client.get("/", headers={"Host": "attacker.example"}).status_code == 403
+    assert client.get("/api/classes", headers={"Host": "summit.lab:5000"}).status_code == 200
+    assert client.get("/api/classes").status_code == 200  # localhost
+
+
+def raw_http(port: int, request: bytes) -> tuple[str, dict[str, str], bytes]:
+    """(status line, headers, body) of one raw request on a fresh connection."""
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as s:
+        s.sendall(request)
+        data = b""
+        while chunk := s.recv(65536):
+            data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    status, *lines = head.decode("latin-1").split("\r\n")
+    return status, dict(l.split(": ", 1) for l in lines), body
+
+
+def test_server_errors_are_json_without_banner(run_dir: Path) -> None:
+    srv = make_http_server(create_app(run_dir), "127.0.0.1", 0)
+    t = threading.Thread(target=srv.serve_forever, daemon=True)
+    t.start()
+    try:
+        cases = [
+            (b"GARBAGE\r\n\r\n", "400"),
+            (b"GET /api/classes HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: x\r\nConnection: close\r\n\r\n", "400"),
+            (b"GET /api/graph?class=" + b"a" * 70000 + b" HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n",
+             "414"),
+            (b"GET /api/classes HTTP/1.1\r\nHost: rebound.example\r\nConnection: close\r\n\r\n", "403"),
+            (b"GET /api/graph?class=%C2%B2 HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n", "400"),
+            (b"GET /api/classes HTTP/1.0\r\n\r\n", "200"),  # no Host header: the bound address
+        ]
+        for request, status in cases:
+            line, headers, body = raw_http(srv.server_port, request)
+            assert line.split()[1] == status, (request[:60], line, body[:200])
+            assert "Server" not in headers and b"Werkzeug" not in body and b"waitress" not in body.lower()
+            assert headers["Content-Type"].startswith("application/json"), (request[:60], headers)
+            if status != "200":
+                assert list(json.loads(body)) == ["error"], body
+    finally:
+        srv.shutdown()
+        t.join()
+
+
+def test_memo_is_bounded_by_weight() -> None:
+    memo = Memo(lambda n: b"x" * n, maxsize=100, weigh=len, max_weight=1000)
+    for n in (400, 400, 300, 100):
+        memo(n)
+    assert memo.weight <= 1000 and len(memo._done) == 3  # the first 400 evicted, 400 cached once
+    memo(5000)  # larger than the budget on its own: kept alone
+    assert list(memo._done) == [(5000,)] and memo.weight == 5000
+
+
+def test_summit_serve_runs_waitress_with_host_check(run_dir: Path) -> None:
+    """`summit serve` itself (a real process): production server, two processes, --allow-host."""
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "summit", "serve", "--run", str(run_dir), "--port", str(port),
+                             "--allow-host", "summit.lab", "--processes", "2"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        banner = proc.stdout.readline()
+        assert f"on http://127.0.0.1:{port}/ (2 process(es)" in banner, (banner, proc.poll())
+        seen = set()
+        for i in range(20):
+            line, headers, body = raw_http(port, b"GET /api/meta HTTP/1.1\r\nHost: summit.lab\r\nConnection: close\r\n\r\n")
+            assert line.split()[1] == "200" and "Server" not in headers
+            seen.add(json.loads(body)["model"])
+        line, _, body = raw_http(port, b"GET /api/meta HTTP/1.1\r\nHost: evil.example\r\nConnection: close\r\n\r\n")
+        assert line.split()[1] == "403"
+        assert seen == {"squeezenet1_1"}
+    finally:
+        proc.terminate()
+        proc.wait(30)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
