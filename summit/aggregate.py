@@ -189,6 +189,8 @@ class Aggregator:
             [p.to(self.device) for p in build_pairs(self.spec, self.layers, self.probe.channels, cfg.influence,
                                                          cfg.bottleneck)]
         n_classes = len(dataset.classes)
+        if not selection_names(cfg.masses, cfg.k):
+            raise SummitError("no activation selection: give --mass values or -k >= 1")
         self.acts = ActivationAccumulator(self.probe.channels, n_classes, cfg.masses, cfg.k)
         self.infl = InfluenceAccumulator(self.pairs, n_classes, cfg.k_influence)
         self.examples = ExamplesAccumulator(self.probe.channels, cfg.examples_k)

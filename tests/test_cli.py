@@ -22,8 +22,8 @@ CASES: list[tuple[str, str]] = [
     ("aggregate --image-size 0", "argument --image-size: must be in 1..2048, got 0"),
     ("aggregate --image-size 99999", "argument --image-size: must be in 1..2048"),
     ("aggregate --image-size 8 --out {dir}/r", "--image-size 8 is too small for squeezenet1_1: its minimum is"),
-    ("aggregate -k 0", "argument -k: must be in 1..4096, got 0"),
-    ("aggregate -k -3", "argument -k: must be in 1..4096, got -3"),
+    ("aggregate -k -3", "argument -k: must be in 0..4096, got -3"),
+    ("aggregate -k 0 --mass", "no activation selection: give --mass values or -k >= 1"),
     ("aggregate -k five", "argument -k: want an integer"),
     ("aggregate --k-influence 0", "argument --k-influence: must be in 1..4096, got 0"),
     ("aggregate --examples-k -1", "argument --examples-k: must be in 0..256, got -1"),
@@ -135,7 +135,7 @@ def test_misuse_is_one_error_line(args: str, message: str, places: dict[str, str
     argv = [a.format(**places) for a in args.split()]
     if argv and argv[0] == "aggregate":
         argv += QUICK
-    p = cli.run(*argv, timeout=300)
+    p = cli.run(*argv, timeout=300, cwd=places["dir"])  # default --out runs/sample lands in a temp folder
     lines = p.stderr.splitlines()
     assert p.returncode == 2, (p.returncode, p.stderr[-3000:])
     assert len(lines) == 1 and lines[0].startswith("summit: error: "), p.stderr[-3000:]

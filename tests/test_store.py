@@ -60,7 +60,7 @@ DAMAGE: dict[str, tuple[Callable[[Path], None], str]] = {
     "images disagree": (_edit_meta(lambda m: m["dataset"].__setitem__("n_images", 160)),
                         "holds 24 images but run.json says 160"),
     "fewer channels": (_edit_meta(_set_channels(1, 100)),
-                       "activations.parquet: 4864 rows do not fit run.json's 19 classes x 228 channels"),
+                       "activations.parquet: 14592 rows do not fit run.json's 19 classes x 228 channels"),
     "channels moved": (_edit_meta(_channels_moved), "layer fire2 has channels 0..127 but run.json says 64"),
     "classes truncated": (_truncate("classes.parquet"), "classes.parquet: unreadable"),
     "classes missing": (_remove("classes.parquet"), "classes.parquet: missing"),
