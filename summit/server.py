@@ -230,13 +230,13 @@ class Api:
         common: tuple = (("method", method), ("selection", selection), ("layers", layers),
                          ("hide_ubiquitous", choice("ubiquitous", ("hide", "show")) == "hide"),
                          ("exclude", tuple(args["exclude"].split(",")) if args.get("exclude") else None))
-        if method == "pagerank":
-            return common + (("mass", fraction("mass", 0.075)), ("mass_step", fraction("mass_step", 0.005)))
-        return common + (("top_n", num("top_n", 10, 1, self.max_channels)),
-                         ("min_count", num("min_count", None, 1, INT_MAX)),
-                         ("edges_per_node", num("edges_per_node", 3, 0, self.max_channels)),
-                         ("min_edge_count", num("min_edge_count", 1, 1, INT_MAX)),
-                         ("keep_dangling", choice("keep_dangling", ("0", "1")) == "1"))
+        pagerank = (("mass", fraction("mass", 0.075)), ("mass_step", fraction("mass_step", 0.005)))
+        topn = (("top_n", num("top_n", 10, 1, self.max_channels)),  # checked under either method
+                ("min_count", num("min_count", None, 1, INT_MAX)),
+                ("edges_per_node", num("edges_per_node", 3, 0, self.max_channels)),
+                ("min_edge_count", num("min_edge_count", 1, 1, INT_MAX)),
+                ("keep_dangling", choice("keep_dangling", ("0", "1")) == "1"))
+        return common + (pagerank if method == "pagerank" else topn)
 
     # --- cached computations ----------------------------------------------------------------
     def _graph(self, a: int, b: int | None, params: tuple) -> bytes:

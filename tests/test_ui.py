@@ -131,6 +131,7 @@ def test_pick_class_graph_and_channel_detail(page, server: str, artifacts: Path)
     # the sliders refetch
     page.locator("#top-n").fill("3")
     page.locator("#edges-per-node").fill("1")
+    page.wait_for_function("() => location.hash.includes('top_n=3') && location.hash.includes('edges_per_node=1')")
     g3 = api(server, f"/api/graph?class={name}&top_n=3&edges_per_node=1")
     page.wait_for_function(f"() => document.querySelectorAll('#graph svg g.node').length === {len(g3['nodes'])}"
                            f" && document.querySelectorAll('#graph svg path.edge').length === {len(g3['links'])}")
