@@ -111,11 +111,11 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(run_dir: Path) -> tuple[subprocess.Popen, str]:
+def start_server(run_dir: Path, serve_args: list[str]) -> tuple[subprocess.Popen, str]:
     """`summit serve` in its own process; returns it and its base URL once it answers."""
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "summit", "serve", "--run", str(run_dir), "--port", str(port)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen([sys.executable, "-m", "summit", "serve", "--run", str(run_dir), "--port", str(port),
+                             *serve_args], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     base = f"http://{HOST}:{port}"
     deadline = time.time() + 300
     while time.time() < deadline:
@@ -128,11 +128,11 @@ def start_server(run_dir: Path) -> tuple[subprocess.Popen, str]:
     raise RuntimeError("summit serve did not answer within 300 s")
 
 
-def bench(run_dir: Path, n: int, seed: int, singles: int) -> dict:
+def bench(run_dir: Path, n: int, seed: int, singles: int, serve_args: list[str]) -> dict:
     run = Run(run_dir)
     graphs = different_graphs(run, n + singles, seed)
     single_urls, burst_urls = graphs[:singles], graphs[singles:]
-    proc, base = start_server(run_dir)
+    proc, base = start_server(run_dir, serve_args)
     try:
         single = [fetch(base, u) for u in single_urls]
         if any(e for _, e in single):
@@ -156,6 +156,7 @@ def main() -> None:
     p.add_argument("-n", "--requests", type=int, default=200, help="requests per burst (all concurrent)")
     p.add_argument("--singles", type=int, default=9, help="one-at-a-time requests for the reference latency")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--serve-args", default="", help="extra `summit serve` options, e.g. '--processes 1'")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     a = p.parse_args()
     if not 1 <= a.requests <= 1000 or not 1 <= a.singles <= 100:
@@ -166,12 +167,12 @@ def main() -> None:
             from summit.aggregate import AggregateConfig, aggregate
             run_dir = Path(tmp) / "sample"
             aggregate(AggregateConfig(model="squeezenet1_1"), None, run_dir, progress=False)
-        rep = bench(run_dir, a.requests, a.seed, a.singles)
+        rep = bench(run_dir, a.requests, a.seed, a.singles, a.serve_args.split())
     if a.json:
         print(json.dumps(rep, indent=1))
         return
-    print(f"summit serve on {HOST} ({os.cpu_count()} CPUs): single graph request {rep['single_ms']:.1f} ms "
-          f"(median of {a.singles}, cold)")
+    print(f"summit serve {a.serve_args} on {HOST} ({os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f}): "
+          f"single graph request {rep['single_ms']:.1f} ms (median of {a.singles}, cold)")
     for k, what in (("graphs", "different graphs"), ("compare", "different comparisons"),
                     ("mix_cold", "UI mix, cold"), ("mix_warm", "UI mix, warm")):
         r = rep[k]

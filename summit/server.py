@@ -358,6 +358,7 @@ def create_app(run_dir: str | os.PathLike, cache_size: int = 256, hosts: HostChe
     app = Flask(__name__, static_folder=str(STATIC_DIR), static_url_path="/static")
     api = Api(run_dir, cache_size)
     api.run.preload_influence(INFLUENCE_MEMORY_BYTES)
+    api.graph(0, None, api.graph_params({}, ()))  # one-time set-up (dense matrices) before the first request
     app.extensions["summit"] = api
     host_ok = hosts or HostCheck()
 
@@ -552,11 +553,13 @@ def make_http_server(app: Flask, host: str = "127.0.0.1", port: int = 5000, thre
 
 
 def _worker(run_dir: str, host: str, port: int, allow_hosts: list[str], threads: int,
-            ready: Any) -> None:
+            ready: Any, parent: int) -> None:
     """An extra serving process on the shared port; ends with its parent (Linux PDEATHSIG)."""
     import ctypes
     import signal
     ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    if os.getppid() != parent:  # the parent ended before the line above
+        return
     logging.getLogger("waitress.queue").setLevel(logging.ERROR)
     srv = make_http_server(create_app(run_dir, hosts=HostCheck(host, allow_hosts)), host, port, threads,
                            reuse_port=True)
@@ -580,8 +583,8 @@ def serve(run_dir: str | os.PathLike, host: str = "127.0.0.1", port: int = 5000,
     workers = []
     for _ in range(processes - 1):
         ready = ctx.Event()
-        w = ctx.Process(target=_worker, args=(str(run_dir), host, srv.server_port, allow, threads, ready),
-                        daemon=True)
+        w = ctx.Process(target=_worker, args=(str(run_dir), host, srv.server_port, allow, threads, ready,
+                                              os.getpid()), daemon=True)
         w.start()
         workers.append((w, ready))
     for w, ready in workers:

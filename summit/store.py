@@ -47,7 +47,7 @@ CLASS_SCHEMA = pa.schema([("class", pa.int32()), ("name", pa.string()), ("model_
                           ("n_images", pa.int64()), ("n_correct", pa.int64()),
                           ("hist", pa.list_(pa.int64()))])
 INFLUENCE_ROW_GROUP_CLASSES = 2
-INFLUENCE_ROW_BYTES = 24  # decoded in memory: 4 int columns plus a dictionary index
+INFLUENCE_ROW_BYTES = 40  # in memory: 4 int columns plus the layer pair name
 
 
 RUN_FILES = {"run.json", "classes.parquet", "activations.parquet", "influence.parquet", "examples.parquet",
@@ -109,14 +109,19 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
 
 
 def output_dir(path: str | os.PathLike) -> Path:
-    """An output directory path (resolved): refused when it, or a folder above it, is a file."""
+    """An output directory path (resolved): refused when it, or a folder above it, is a file, or when
+    its parent folder cannot be written (the output is built in a sibling and swapped in)."""
     p = Path(path)
     if p.exists() and not p.is_dir():
         raise SummitError(f"output {p} is a file, not a directory")
     for parent in p.absolute().parents:
         if parent.exists() and not parent.is_dir():
             raise SummitError(f"output {p}: {parent} is a file, not a directory")
-    return p.resolve()
+    resolved = p.resolve()
+    writable = next((a for a in resolved.parents if a.exists()), resolved)  # where the staging folder goes
+    if not os.access(writable, os.W_OK | os.X_OK):
+        raise SummitError(f"output {p}: cannot write in {writable} (output is built beside its final place)")
+    return resolved
 
 
 def output_file(path: str | os.PathLike) -> Path:
@@ -151,12 +156,16 @@ def check_replaceable(out: Path, allowed: Callable[[str], bool]) -> None:
 
 def staging_dir(out: Path) -> Path:
     """A fresh temporary sibling directory to build `out` in (stale ones of killed runs removed)."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    remove_stale(out.parent, f".{out.name}{STAGING}")
     stage = out.parent / f".{out.name}{STAGING}{_owner_tag()}"
-    if stage.exists():
-        shutil.rmtree(stage)
-    stage.mkdir()
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale(out.parent, f".{out.name}{STAGING}")
+        if stage.exists():
+            shutil.rmtree(stage)
+        stage.mkdir()
+    except OSError as e:
+        raise SummitError(f"cannot create {stage.name} next to {out} ({e.strerror or e}): output is built "
+                          "beside its final place and swapped in") from None
     return stage
 
 
@@ -417,10 +426,12 @@ class Run:
         if rows * INFLUENCE_ROW_BYTES > max_bytes:
             return False
         t = self._read_influence(None)
-        classes = t.column("class").to_numpy()
-        if len(classes) and (np.diff(classes) < 0).any():
+        if len(t) and (np.diff(t.column("class").to_numpy()) < 0).any():
             t = t.sort_by("class")
-            classes = t.column("class").to_numpy()
+        # one chunk and plain strings: per-class slices then convert without copies or decoding
+        t = t.combine_chunks()
+        t = t.set_column(0, "layer_pair", pc.cast(t.column("layer_pair"), pa.string()))
+        classes = t.column("class").to_numpy()
         self._influence_rows = (t, np.searchsorted(classes, np.arange(len(self.class_names) + 1)))
         return True
 

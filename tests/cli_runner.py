@@ -59,9 +59,8 @@ class CliRunner:
         r = self._ask({"op": "wait", "pid": pid, "timeout": timeout})
         return Result(r["rc"], r["stdout"], r["stderr"])
 
-    def run(self, *args: str, env: dict[str, str | None] | None = None, timeout: float = 600,
-            cwd: str | os.PathLike = ROOT) -> Result:
-        return self.wait(self.start(*args, env=env, cwd=cwd), timeout)
+    def run(self, *args: str, env: dict[str, str | None] | None = None, timeout: float = 600) -> Result:
+        return self.wait(self.start(*args, env=env), timeout)
 
     def close(self) -> None:
         if self.proc.stdin:

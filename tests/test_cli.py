@@ -133,9 +133,9 @@ def places(small_run: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[st
 @pytest.mark.parametrize("args,message", CASES, ids=[c[0][:60] for c in CASES])
 def test_misuse_is_one_error_line(args: str, message: str, places: dict[str, str], cli: CliRunner) -> None:
     argv = [a.format(**places) for a in args.split()]
-    if argv and argv[0] == "aggregate":
-        argv += QUICK
-    p = cli.run(*argv, timeout=300, cwd=places["dir"])  # default --out runs/sample lands in a temp folder
+    if argv and argv[0] == "aggregate":  # never the default runs/sample of the checkout
+        argv += QUICK + ([] if "--out" in argv else ["--out", f"{places['dir']}/never"])
+    p = cli.run(*argv, timeout=300)
     lines = p.stderr.splitlines()
     assert p.returncode == 2, (p.returncode, p.stderr[-3000:])
     assert len(lines) == 1 and lines[0].startswith("summit: error: "), p.stderr[-3000:]

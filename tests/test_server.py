@@ -6,9 +6,8 @@ import json
 import os
 import re
 import shutil
+import signal
 import socket
-import subprocess
-import sys
 import threading
 import time
 from collections import Counter
@@ -18,6 +17,7 @@ from urllib.request import urlopen
 
 import numpy as np
 import pytest
+from cli_runner import CliRunner
 from flask.testing import FlaskClient
 from PIL import Image
 
@@ -465,27 +465,29 @@ def test_memo_is_bounded_by_weight() -> None:
     assert list(memo._done) == [(5000,)] and memo.weight == 5000
 
 
-def test_summit_serve_runs_waitress_with_host_check(run_dir: Path) -> None:
+def test_summit_serve_runs_waitress_with_host_check(run_dir: Path, cli: CliRunner) -> None:
     """`summit serve` itself (a real process): production server, two processes, --allow-host."""
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "summit", "serve", "--run", str(run_dir), "--port", str(port),
-                             "--allow-host", "summit.lab", "--processes", "2"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    pid = cli.start("serve", "--run", str(run_dir), "--port", str(port), "--allow-host", "summit.lab",
+                    "--processes", "2")
     try:
-        assert proc.stdout is not None
-        banner = proc.stdout.readline()
-        assert f"on http://127.0.0.1:{port}/ (2 process(es)" in banner, (banner, proc.poll())
-        seen = set()
-        for i in range(20):
-            line, headers, body = raw_http(port, b"GET /api/meta HTTP/1.1\r\nHost: summit.lab\r\nConnection: close\r\n\r\n")
-            assert line.split()[1] == "200" and "Server" not in headers
-            seen.add(json.loads(body)["model"])
-        line, _, body = raw_http(port, b"GET /api/meta HTTP/1.1\r\nHost: evil.example\r\nConnection: close\r\n\r\n")
-        assert line.split()[1] == "403"
-        assert seen == {"squeezenet1_1"}
+        deadline = time.time() + 300
+        while True:
+            try:
+                line, headers, body = raw_http(port, b"GET /api/meta HTTP/1.1\r\nHost: summit.lab\r\n"
+                                                     b"Connection: close\r\n\r\n")
+                break
+            except OSError:
+                assert time.time() < deadline, "summit serve did not answer"
+                time.sleep(0.2)
+        assert line.split()[1] == "200" and "Server" not in headers and json.loads(body)["model"] == "squeezenet1_1"
+        for _ in range(10):
+            line, _, body = raw_http(port, b"GET /api/meta HTTP/1.1\r\nHost: evil.example\r\nConnection: close\r\n\r\n")
+            assert line.split()[1] == "403" and "--allow-host" in json.loads(body)["error"]
     finally:
-        proc.terminate()
-        proc.wait(30)
+        os.kill(pid, signal.SIGTERM)
+    p = cli.wait(pid, timeout=60)
+    assert f"on http://127.0.0.1:{port}/ (2 process(es) x 8 threads" in p.stdout, (p.stdout, p.stderr[-2000:])
 
 
 def free_port() -> int:
