@@ -33,6 +33,14 @@ EMBEDDING_SCHEMA = pa.schema([("class", pa.int32()), ("name", pa.string()), ("x"
                               ("y", pa.float64()), ("method", pa.string())])
 
 
+class ClassGraph(nx.DiGraph):
+    """A class graph or comparison: a networkx DiGraph that draws itself in Jupyter."""
+
+    def _repr_svg_(self) -> str:
+        from .notebook import graph_svg
+        return graph_svg(self)
+
+
 # -- cached dense data ------------------------------------------------------------------------
 @dataclass
 class _Dense:
@@ -143,7 +151,7 @@ def _select(d: _Dense, ci: int, layer: str, channels: int, o: _Options) -> np.nd
 
 def _build(run: Run, d: _Dense, ci: int, infl: _Influence, o: _Options) -> nx.DiGraph:
     n = int(d.n_images[ci])
-    G = nx.DiGraph(kind="class", class_index=ci, class_name=run.class_names[ci], n_images=n,
+    G = ClassGraph(kind="class", class_index=ci, class_name=run.class_names[ci], n_images=n,
                    n_correct=d.n_correct[ci], model=run.meta.get("model"), weights=run.meta.get("weights"),
                    k=run.meta.get("k"), settings=o.settings())
     selected = np.zeros(d.count.shape[1], dtype=bool)
@@ -196,7 +204,7 @@ def compare_graph(run: Run, a: str | int, b: str | int, top_n: int = 10, min_cou
     fa, fb = _Influence.read(run, ia), _Influence.read(run, ib)
     ga, gb = _build(run, d, ia, fa, o), _build(run, d, ib, fb, o)
     na, nb = int(d.n_images[ia]), int(d.n_images[ib])
-    G = nx.DiGraph(kind="compare", model=run.meta.get("model"), weights=run.meta.get("weights"),
+    G = ClassGraph(kind="compare", model=run.meta.get("model"), weights=run.meta.get("weights"),
                    k=run.meta.get("k"), settings=o.settings(),
                    class_index_a=ia, class_name_a=run.class_names[ia], n_images_a=na,
                    n_correct_a=d.n_correct[ia], class_index_b=ib, class_name_b=run.class_names[ib],
