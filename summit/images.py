@@ -64,6 +64,8 @@ def decode_image(data: bytes, max_pixels: int = MAX_PIXELS) -> Image.Image:
         raise InputError(415, f"not an image of an accepted type ({', '.join(FORMATS)})") from None
     except Image.DecompressionBombError as e:
         raise InputError(413, f"image too large: {e}") from None
+    except Exception as e:  # a header the decoder chokes on
+        raise InputError(400, f"corrupt image: {_reason(e)}") from None
     w, h = im.size
     if w * h > max_pixels:
         raise InputError(413, f"image is {w}x{h} = {w * h} pixels; the limit is {max_pixels} "
@@ -78,8 +80,12 @@ def decode_image(data: bytes, max_pixels: int = MAX_PIXELS) -> Image.Image:
         return im.convert("RGB")
     except (Image.DecompressionBombWarning, Image.DecompressionBombError) as e:
         raise InputError(413, f"image too large: {e}") from None
-    except (OSError, ValueError, SyntaxError) as e:
-        raise InputError(400, f"corrupt image: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
+    except Exception as e:  # truncated or corrupt data: whatever the decoder raises
+        raise InputError(400, f"corrupt image: {_reason(e)}") from None
+
+
+def _reason(e: Exception) -> str:
+    return str(e).splitlines()[0] if str(e).strip() else type(e).__name__
 
 
 def read_image_file(path: str | os.PathLike) -> Image.Image:

@@ -268,6 +268,8 @@ def create_app(run_dir: str | os.PathLike, cache_size: int = 256) -> Flask:
     app = Flask(__name__, static_folder=str(STATIC_DIR), static_url_path="/static")
     api = Api(run_dir, cache_size)
     app.extensions["summit"] = api
+    from .explain_api import blocks_blueprint
+    app.register_blueprint(blocks_blueprint(api))
 
     @app.errorhandler(ApiError)
     def _api_error(e: ApiError) -> tuple[Response, int]:
