@@ -79,10 +79,19 @@ def rounded(a: Any, digits: int = 4) -> Any:
     return (np.round(a * scale) / scale).tolist()
 
 
-def _top(v: np.ndarray, n: int, by_abs: bool = False) -> list[list]:
-    """[[index, value], ...] of the n largest (or largest |v|) entries, strongest first."""
-    order = np.argsort(-(np.abs(v) if by_abs else v), kind="stable")[:n]
-    return [[int(i), float(r)] for i, r in zip(order, rounded(v[order]))]
+def _tops(m: np.ndarray, n: int, by_abs: bool = False) -> tuple[list[list[list]], np.ndarray]:
+    """Per row of (rows, C): [[index, value], ...] of the n largest (or largest |v|) entries,
+    strongest first; and the (rows,) sums of those entries."""
+    idx = np.argsort(-(np.abs(m) if by_abs else m), axis=1, kind="stable")[:, :n]
+    vals = np.take_along_axis(m, idx, 1)
+    return ([[[i, v] for i, v in zip(ri, rv)] for ri, rv in zip(idx.tolist(), rounded(vals))],
+            vals.sum(1))
+
+
+def _top(v: np.ndarray, n: int, positive: bool = False) -> list[list]:
+    """[[index, value], ...] of the n largest entries of a vector (only those > 0 if positive)."""
+    top = _tops(v[None], n)[0][0]
+    return [x for x in top if x[1] > 0] if positive else top
 
 
 @dataclass
@@ -139,10 +148,7 @@ class LayerExplanation:
         cattr = self.cell_attr()
         cell_total = cattr.sum(1)  # (K, cells)
         k = len(self.grads)
-        top_cells = [[_top(cattr[i, :, j], CELL_CHANNELS, by_abs=True) for j in range(cattr.shape[2])]
-                     for i in range(k)]
-        rest = [[cell_total[i, j] - sum(v for _, v in top_cells[i][j]) for j in range(cattr.shape[2])]
-                for i in range(k)]
+        tops = [_tops(cattr[i].T, CELL_CHANNELS, by_abs=True) for i in range(k)]
         chan = self.channel_attr
         g = self.groups
         return {
@@ -152,15 +158,15 @@ class LayerExplanation:
                        for ch, v in self.active],
             "grid": {"rows": len(yb) - 1, "cols": len(xb) - 1, "y": yb.tolist(), "x": xb.tolist(),
                      "norm": rounded(np.linalg.norm(vec, axis=1)),
-                     "top": [_top(v, CELL_CHANNELS) for v in vec],
-                     "attr": rounded(cell_total), "attr_top": top_cells, "attr_rest": rounded(rest)},
+                     "top": _tops(vec, CELL_CHANNELS)[0],
+                     "attr": rounded(cell_total), "attr_top": [t for t, _ in tops],
+                     "attr_rest": rounded(cell_total - np.stack([s for _, s in tops]))},
             "spatial": rounded(self.spatial.reshape(k, -1)),
-            "channel_attr": [{"positive": [x for x in _top(row, TOP_CHANNELS) if x[1] > 0],
-                              "negative": [x for x in _top(-row, TOP_CHANNELS) if x[1] > 0]}
-                             for row in chan],
+            "channel_attr": [{"positive": _top(row, TOP_CHANNELS, positive=True),
+                              "negative": _top(-row, TOP_CHANNELS, positive=True)} for row in chan],
             "groups": {"n": g.n, "error": round(g.error, 4),
                        "maps": rounded(g.maps.reshape(g.n, -1), 3),
-                       "directions": [_top(d, CELL_CHANNELS) for d in g.directions],
+                       "directions": _tops(g.directions, CELL_CHANNELS)[0],
                        "attr": rounded(self.group_attr),
                        "next": None if self.group_next is None else
                        {"layer": self.next_layer, "attr": rounded(self.group_next)}},
@@ -319,8 +325,8 @@ class Explainer:
                 "spatial": rounded(a.sum(0).reshape(-1)),
                 "cells": {"rows": len(yb) - 1, "cols": len(xb) - 1, "y": yb.tolist(), "x": xb.tolist(),
                           "attr": rounded(pool_sum(a.sum(0), yb, xb).reshape(-1))},
-                "positive": [x for x in _top(chan, TOP_CHANNELS) if x[1] > 0],
-                "negative": [x for x in _top(-chan, TOP_CHANNELS) if x[1] > 0]}
+                "positive": _top(chan, TOP_CHANNELS, positive=True),
+                "negative": _top(-chan, TOP_CHANNELS, positive=True)}
 
     # -- feature visualizations of position vectors and group directions ----------------------
     def directions(self, layer: LayerExplanation, kind: str) -> tuple[torch.Tensor, bool]:

@@ -61,8 +61,10 @@ def factorize(acts: torch.Tensor | np.ndarray, n_groups: int = DEFAULT_GROUPS, s
     if total == 0.0:
         return Groups(np.zeros((n_groups, h, w)), np.zeros((n_groups, c)), 0.0)
     from sklearn.decomposition import NMF
+    from threadpoolctl import threadpool_limits
     model = NMF(n_components=n_groups, init="nndsvda", random_state=seed, max_iter=max_iter, tol=tol)
-    with warnings.catch_warnings():
+    # one BLAS thread: these matrices are small, and spinning threads on busy cores cost 5-10x
+    with warnings.catch_warnings(), threadpool_limits(limits=1, user_api="blas"):
         warnings.simplefilter("ignore")  # ConvergenceWarning: the factors are used as they are
         wmat = model.fit_transform(m).astype(np.float64)
     dirs = model.components_.astype(np.float64)
