@@ -340,21 +340,19 @@ function renderCell() {
   if (prev) {
     const holder = el("div", { "data-testid": "built-from" }, el("h2", {}, `Built from ${prev}`), el("span", { class: "muted" }, "…"));
     box.append(holder);
-    loadBuiltFrom(prev, i, holder);
+    const cellBox = { y0: g.y[r], y1: g.y[r + 1], x0: g.x[c], x1: g.x[c + 1] };
+    const wanted = () => state.hoverCell === i && state.L === L;
+    setTimeout(() => { if (wanted()) loadBuiltFrom(prev, L.name, cellBox, holder, wanted); }, 120); // pointer settles
   }
 }
 
-async function loadBuiltFrom(prev, i, holder) {
-  const L = state.L;
-  const g = L.grid;
-  const r = Math.floor(i / g.cols);
-  const c = i % g.cols;
-  const q = `${new URLSearchParams(state.image)}&src=${prev}&dst=${L.name}&y0=${g.y[r]}&y1=${g.y[r + 1]}&x0=${g.x[c]}&x1=${g.x[c + 1]}`;
-  await new Promise((ok) => setTimeout(ok, 120)); // let the pointer settle
-  if (state.hoverCell !== i || state.L !== L) return;
+/** Which positions and channels of layer `prev` build a target of `layer` (a box of positions
+ * or a channel), drawn into `holder` while `wanted()` still holds. */
+async function loadBuiltFrom(prev, layer, target, holder, wanted) {
+  const q = new URLSearchParams({ ...state.image, src: prev, dst: layer, ...target }).toString();
   try {
     if (!builtFrom.has(q)) builtFrom.set(q, await api(`/api/explain/layer?${q}`));
-    if (state.hoverCell !== i || state.L !== L) return;
+    if (!wanted()) return;
     const a = builtFrom.get(q);
     const canvas = el("canvas", { width: VIEW, height: VIEW, style: "width:112px;height:112px;float:left;margin-right:8px" });
     paint(canvas, heatOverlay(a.spatial, a.height, a.width));
@@ -362,7 +360,7 @@ async function loadBuiltFrom(prev, i, holder) {
     a.positive.slice(0, 6).forEach(([ch, v]) => chans.append(channelChip(prev, ch, v)));
     holder.replaceChildren(el("h2", {}, `Built from ${prev}`), canvas, chans, el("div", { style: "clear:both" }));
   } catch (e) {
-    holder.replaceChildren(el("span", { class: "muted" }, String(e.message)));
+    if (wanted()) holder.replaceChildren(el("span", { class: "muted" }, String(e.message)));
   }
 }
 
@@ -442,8 +440,16 @@ async function showNode(layer, ch) {
   box.replaceChildren(el("span", { class: "muted" }, `${layer}:${ch}…`));
   try {
     const d = await api(`/api/channel/${layer}/${ch}`);
-    const list = el("div", { "data-testid": "node-list" },
-      el("h2", {}, `${layer}:${ch}: images where it fired most`),
+    const list = el("div", { "data-testid": "node-list" });
+    const names = layerNames();
+    const prev = names[names.indexOf(layer) - 1];
+    if (prev && state.data) { // what builds this channel in the current image
+      const holder = el("div", { "data-testid": "node-built-from" }, el("span", { class: "muted" }, "…"));
+      list.append(el("h2", {}, `${layer}:${ch} in this image`), holder);
+      const image = state.image;
+      loadBuiltFrom(prev, layer, { channel: ch }, holder, () => state.image === image);
+    }
+    list.append(el("h2", {}, `${layer}:${ch}: images where it fired most`),
       el("span", { class: "thumb", style: thumbStyle(layer, ch) }));
     if (!d.examples.length) list.append(el("div", { class: "muted" }, "no dataset examples stored in this run"));
     d.examples.forEach((ex) => list.append(el("div", {},

@@ -35,18 +35,18 @@ def channel_thumbnail(run_dir: str | os.PathLike, layer: str, channel: int, px: 
     fv = featurevis_path(run_dir, layer, channel)
     if fv.is_file():
         with Image.open(fv) as im:
-            return im.convert("RGB").resize((px, px), Image.BILINEAR)
+            return im.convert("RGB").resize((px, px), Image.Resampling.BILINEAR)
     strip = Path(run_dir) / "examples" / layer / f"{channel}.jpg"
     if strip.is_file():
         with Image.open(strip) as im:
-            return im.convert("RGB").crop((0, 0, PATCH_PX, PATCH_PX)).resize((px, px), Image.BILINEAR)
+            return im.convert("RGB").crop((0, 0, PATCH_PX, PATCH_PX)).resize((px, px), Image.Resampling.BILINEAR)
     return None
 
 
 def _upsample(values: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """(H, W) floats resized (bilinear) to (height, width) = size."""
     im = Image.fromarray(np.asarray(values, dtype=np.float32), mode="F")
-    return np.asarray(im.resize((size[1], size[0]), Image.BILINEAR))
+    return np.asarray(im.resize((size[1], size[0]), Image.Resampling.BILINEAR))
 
 
 def _dimmed(image: Image.Image) -> np.ndarray:
@@ -89,8 +89,10 @@ def dictionary(run_dir: str | os.PathLike, layer: LayerExplanation, cell_px: int
         side = int(round(cell_px * np.sqrt(norm[i] / peak)))
         if side < 2:
             continue
-        if vis is not None and vis[i] is not None:
-            with Image.open(vis[i]) as im:
+        rendered = vis[i] if vis is not None else None
+        face: Image.Image | None
+        if rendered is not None:
+            with Image.open(rendered) as im:
                 face = im.convert("RGB")
         else:
             ch = int(np.argmax(v))
@@ -101,7 +103,7 @@ def dictionary(run_dir: str | os.PathLike, layer: LayerExplanation, cell_px: int
             face = Image.new("RGB", (2, 2), (120, 120, 120))
         r, c = divmod(i, cols)
         off = (cell_px - side) // 2
-        canvas.paste(face.resize((side, side), Image.BILINEAR), (c * cell_px + off, r * cell_px + off))
+        canvas.paste(face.resize((side, side), Image.Resampling.BILINEAR), (c * cell_px + off, r * cell_px + off))
     return canvas
 
 

@@ -74,16 +74,20 @@ class BlocksApi:
             return None
         return tuple(self.api.layer(l.strip(), status=400) for l in raw.split(","))
 
-    def int_arg(self, args: dict[str, str], name: str, default: int | None, lo: int, hi: int) -> int | None:
+    def number(self, args: dict[str, str], name: str, default: int, lo: int, hi: int) -> int:
         raw = args.get(name, "")
         return default if raw == "" else _parse_int(name, raw, lo, hi)
+
+    def optional_number(self, args: dict[str, str], name: str, lo: int, hi: int) -> int | None:
+        raw = args.get(name, "")
+        return None if raw == "" else _parse_int(name, raw, lo, hi)
 
     def settings(self, args: dict[str, str]) -> tuple:
         from .explain import GRID, TOP_CLASSES
         from .groups import DEFAULT_GROUPS, MAX_GROUPS
         return (self.image_key(args), self.layers(args.get("layers")),
-                self.int_arg(args, "groups", DEFAULT_GROUPS, 1, MAX_GROUPS),
-                self.int_arg(args, "top", TOP_CLASSES, 1, 10), self.int_arg(args, "grid", GRID, 1, 64))
+                self.number(args, "groups", DEFAULT_GROUPS, 1, MAX_GROUPS),
+                self.number(args, "top", TOP_CLASSES, 1, 10), self.number(args, "grid", GRID, 1, 64))
 
     # --- computations ----------------------------------------------------------------------------
     def _explain(self, key: tuple[str, str], layers: tuple[str, ...] | None, groups: int, top: int,
@@ -98,8 +102,8 @@ class BlocksApi:
         if kind not in RENDER_KINDS:
             raise ApiError(400, f"kind must be one of {', '.join(RENDER_KINDS)}, got {kind!r}")
         layer = self.api.layer(args.get("layer", ""), status=400)
-        size = self.int_arg(args, "size", VIS["size"], 16, 256)
-        steps = self.int_arg(args, "steps", VIS["steps"], 1, 2048)
+        size = self.number(args, "size", VIS["size"], 16, 256)
+        steps = self.number(args, "steps", VIS["steps"], 1, 2048)
         image, layers, groups, top, grid = self.settings({k: v for k, v in args.items()
                                                           if k not in ("kind", "size", "steps", "layer")})
         expl = self.explanation(image, layers or (layer,), groups, top, grid)
@@ -189,9 +193,10 @@ def blocks_blueprint(api: Api) -> Blueprint:
         names = ("y0", "y1", "x0", "x1")
         box = None
         if any(a.get(k) for k in names):  # checked against the layer's size by layer_target
-            box = tuple(_parse_int(k, a.get(k, ""), 0, 65536) for k in names)
-        channel = blocks.int_arg(a, "channel", None, 0, api.run.channels[dst] - 1)
-        grid = blocks.int_arg(a, "grid", GRID, 1, 64)
+            y0, y1, x0, x1 = (_parse_int(k, a.get(k, ""), 0, 65536) for k in names)
+            box = (y0, y1, x0, x1)
+        channel = blocks.optional_number(a, "channel", 0, api.run.channels[dst] - 1)
+        grid = blocks.number(a, "grid", GRID, 1, 64)
         return jsonify(blocks.explainer.layer_attribution(blocks.image(key), src, dst, channel, box, grid))
 
     @bp.get("/api/explain/render")

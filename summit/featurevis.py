@@ -81,8 +81,8 @@ def fourier_from_images(images: torch.Tensor) -> FourierImage:
         raise SummitError(f"Fourier images are square, got {h}x{w}")
     image = FourierImage(h, [0] * b)
     y = torch.logit(images.detach().float().clamp(0.005, 0.995))
-    z = torch.einsum("bdhw,cd->bchw", y, torch.linalg.inv(image.color))
-    spectrum = torch.fft.rfft2(z * 4.0) / image.scale[..., 0]
+    z = torch.einsum("bdhw,cd->bchw", y, torch.linalg.inv(image.get_buffer("color")))
+    spectrum = torch.fft.rfft2(z * 4.0) / image.get_buffer("scale")[..., 0]
     image.spectrum.data.copy_(torch.view_as_real(spectrum))
     return image
 

@@ -114,6 +114,8 @@ def test_graph_node_opens_its_dataset_images(page, base_url):
     assert chips.count() > 0 and page.locator("[data-testid=node-chip].active-here").count() > 0
     chips.first.click()
     page.wait_for_selector("[data-testid=explore-image]")
+    page.wait_for_selector("[data-testid=node-built-from] canvas")  # what builds the node in this image
+    assert page.text_content("[data-testid=node-built-from] h2") == "Built from fire7"
     target = page.locator("[data-testid=explore-image]").nth(1)
     name = target.inner_text()
     target.click()
