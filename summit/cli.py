@@ -1,4 +1,4 @@
-"""Command line: `summit aggregate | merge | info` (and graph, export, render, serve)."""
+"""Command line: `summit aggregate | merge | info` (and graph, export, render, serve, explain)."""
 from __future__ import annotations
 
 import argparse
@@ -201,11 +201,53 @@ def _export_all(a: argparse.Namespace, run: Run, out: Path) -> tuple[list[dict],
     return written, skipped
 
 
+def _cmd_dream(a: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from torchvision.transforms.functional import to_tensor
+
+    from .featurevis import render_dream
+    from .export import safe_filename
+    from .images import file_image
+    from .models import load_model
+    from .store import Run
+    run = Run(a.run)
+    if not a.layer or a.channels or a.all or a.graph_nodes is not None:
+        raise SummitError("render --dream IMAGE needs --layer L (and no --channels/--all/--graph-nodes)")
+    run.check_layer(a.layer)
+    inp = file_image(run, a.dream)
+    spec = load_model(run.meta["model"], run.meta["weights"], layers=run.layers)
+    img = render_dream(spec, to_tensor(inp.image), a.layer, steps=a.steps, lr=a.lr, seed=a.seed,
+                       device=a.device, progress=not a.quiet)
+    out = run.path / "dream" / f"{safe_filename(Path(inp.name).stem)}-{a.layer}.png"
+    out.parent.mkdir(exist_ok=True)
+    img.save(out)
+    print(f"DeepDream of {inp.name} at {a.layer} ({a.steps} steps) -> {out}")
+    return 0
+
+
+def _cmd_explain(a: argparse.Namespace) -> int:
+    from .drawing import write_renders
+    from .explain import Explainer
+    explainer = Explainer(a.run, device=a.device)
+    expl = explainer.explain(a.image, a.layers, groups=a.groups, top=a.top, grid=a.grid)
+    files = expl.write(a.out)
+    if a.see:
+        files += write_renders(explainer, expl, a.out, size=a.vis_size, steps=a.vis_steps,
+                               progress=not a.quiet)
+    top = expl.classes[0]
+    print(f"{expl.input.name}: {top['name']} ({top['prob']:.0%}); layers {', '.join(expl.layers)}; "
+          f"{len(files)} files -> {a.out}")
+    return 0
+
+
 def _cmd_render(a: argparse.Namespace) -> int:
     from .featurevis import graph_channels, parse_channels, render_run
     from .models import resolve_device
     from .store import Run
     resolve_device(a.device)
+    if a.dream is not None:
+        return _cmd_dream(a)
     run = Run(a.run)
     if a.graph_nodes is not None:
         if a.layer or a.channels or a.all:
@@ -347,7 +389,27 @@ def build_parser() -> argparse.ArgumentParser:
     rd.add_argument("--batch", type=_int_in(1, 4096), default=32, help="channels optimized together (default 32)")
     rd.add_argument("--device", default="auto", help="auto | cpu | cuda[:i]")
     rd.add_argument("--quiet", action="store_true", help="no progress bar")
+    rd.add_argument("--dream", metavar="IMAGE", default=None,
+                    help="DeepDream: amplify --layer's activations on IMAGE (a file or a dataset path), "
+                         "written to <run>/dream/ (try --steps 64)")
     rd.set_defaults(func=_cmd_render)
+
+    xp = sub.add_parser("explain", help="Building Blocks of one image: semantic dictionary, attribution, "
+                                        "neuron groups, class-graph links (JSON + PNGs)")
+    xp.add_argument("image", help="image file, or a path relative to the run's dataset root")
+    xp.add_argument("--run", required=True, help="run directory (model and weights come from run.json)")
+    xp.add_argument("--layers", nargs="+", default=None, help="layers (default: three of the upper half)")
+    xp.add_argument("--out", required=True, help="output folder (explain.json and PNGs)")
+    xp.add_argument("--groups", type=int, default=6, help="neuron groups per layer (default 6)")
+    xp.add_argument("--top", type=int, default=3, help="top predicted classes explained (default 3)")
+    xp.add_argument("--grid", type=int, default=14, help="dictionary cells per side, at most (default 14)")
+    xp.add_argument("--see", action="store_true",
+                    help="also render what the network sees at each cell and each group (slow on CPU)")
+    xp.add_argument("--vis-size", type=int, default=96, help="size of those renders (default 96)")
+    xp.add_argument("--vis-steps", type=int, default=256, help="steps of those renders (default 256)")
+    xp.add_argument("--device", default="cpu", help="cpu | cuda[:i] | auto")
+    xp.add_argument("--quiet", action="store_true", help="no progress bar")
+    xp.set_defaults(func=_cmd_explain)
 
     return p
 

@@ -35,6 +35,22 @@ PAGERANK_ALPHA = 0.85
 ATTR_CHANNELS = 3
 
 
+class ClassGraph(nx.DiGraph):
+    """A class graph or comparison: a networkx DiGraph that draws itself in Jupyter."""
+
+    def _repr_svg_(self) -> str:
+        from .notebook import graph_svg
+        return graph_svg(self)
+
+
+class ClassGraph(nx.DiGraph):
+    """A class graph or comparison: a networkx DiGraph that draws itself in Jupyter."""
+
+    def _repr_svg_(self) -> str:
+        from .notebook import graph_svg
+        return graph_svg(self)
+
+
 # -- cached dense data ------------------------------------------------------------------------
 @dataclass
 class _Dense:
@@ -346,7 +362,7 @@ def _layer_of(run: Run, d: _Dense, gid: int) -> tuple[str, int]:
 
 
 def _new_graph(run: Run, d: _Dense, ci: int, o: _Options) -> nx.DiGraph:
-    return nx.DiGraph(kind="class", class_index=ci, class_name=run.class_names[ci], n_images=int(d.n_images[ci]),
+    return ClassGraph(kind="class", class_index=ci, class_name=run.class_names[ci], n_images=int(d.n_images[ci]),
                       n_correct=d.n_correct[ci], model=run.meta.get("model"), weights=run.meta.get("weights"),
                       k=run.meta.get("k"), selection=o.selection, settings=o.settings())
 
@@ -461,7 +477,7 @@ def compare_graph(run: Run, a: str | int, b: str | int, method: str = "pagerank"
     ea, eb = class_edges(run, ia), class_edges(run, ib)
     ga, gb = _build(run, ia, ea, o), _build(run, ib, eb, o)
     na, nb = int(d.n_images[ia]), int(d.n_images[ib])
-    G = nx.DiGraph(kind="compare", model=run.meta.get("model"), weights=run.meta.get("weights"),
+    G = ClassGraph(kind="compare", model=run.meta.get("model"), weights=run.meta.get("weights"),
                    k=run.meta.get("k"), selection=o.selection,
                    settings={**o.settings(), "mass_a": ga.graph["settings"].get("mass"),
                              "mass_b": gb.graph["settings"].get("mass")},

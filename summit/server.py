@@ -361,6 +361,8 @@ def create_app(run_dir: str | os.PathLike, cache_size: int = 256, hosts: HostChe
     api.graph(0, None, api.graph_params({}, ()))  # one-time set-up (dense matrices) before the first request
     app.extensions["summit"] = api
     host_ok = hosts or HostCheck()
+    from .explain_api import blocks_blueprint
+    app.register_blueprint(blocks_blueprint(api))
 
     @app.before_request
     def _check_request() -> None:
