@@ -11,7 +11,7 @@ const state = {
   selected: null,               // class name
   compare: false,
   compareWith: null,
-  params: { top_n: 10, edges_per_node: 3 },
+  params: { method: "pagerank", ubiquitous: "hide", top_n: 10, edges_per_node: 3 },
   graph: null,
   graphSeq: 0,
   detail: null,                 // "layer:channel" shown in the detail panel
@@ -95,6 +95,8 @@ function writeHash() {
   const p = new URLSearchParams();
   if (state.selected) p.set("class", state.selected);
   if (state.compare && state.compareWith) p.set("compare", state.compareWith);
+  p.set("method", state.params.method);
+  if (state.params.ubiquitous === "show") p.set("ubiquitous", "show");
   p.set("top_n", state.params.top_n);
   p.set("edges_per_node", state.params.edges_per_node);
   if (state.tab !== "graph") p.set("tab", state.tab);
@@ -111,6 +113,8 @@ function readHash() {
   };
   state.params.top_n = int("top_n", 1, 30, 10);
   state.params.edges_per_node = int("edges_per_node", 0, 10, 3);
+  state.params.method = p.get("method") === "topn" ? "topn" : "pagerank";
+  state.params.ubiquitous = p.get("ubiquitous") === "show" ? "show" : "hide";
   if (p.get("compare") && classByName(p.get("compare"))) {
     state.compare = true;
     state.compareWith = p.get("compare");
@@ -205,8 +209,8 @@ function selectClass(name) {
 
 // ---------------------------------------------------------------- attribution graph
 function graphQuery() {
-  const p = new URLSearchParams({ top_n: state.params.top_n, edges_per_node: state.params.edges_per_node });
-  return p;
+  return new URLSearchParams({ method: state.params.method, ubiquitous: state.params.ubiquitous,
+                               top_n: state.params.top_n, edges_per_node: state.params.edges_per_node });
 }
 
 async function loadGraph() {
@@ -614,6 +618,14 @@ function wire() {
       refetch();
     });
   }
+  const rule = $("#graph-method");  // top N and edges / unit apply to the top N rule
+  rule.value = state.params.method;
+  rule.addEventListener("change", () => { state.params.method = rule.value; refetch(); });
+  $("#show-ubiquitous").checked = state.params.ubiquitous === "show";
+  $("#show-ubiquitous").addEventListener("change", (ev) => {
+    state.params.ubiquitous = ev.target.checked ? "show" : "hide";
+    refetch();
+  });
   const sel = $("#compare-select");
   sel.replaceChildren(...state.classes.map((c) => el("option", { value: c.name, text: c.name })));
   $("#compare-toggle").checked = state.compare;
