@@ -412,7 +412,7 @@ function renderLegend(compare) {
   const lg = $("#legend");
   if (!compare) {
     lg.replaceChildren(el("span", { class: "note", text:
-      "Rows: layers, input at the bottom. Node size: fraction of the class's images where the unit is in the top-k; " +
+      "Rows: layers, input at the bottom. Node size: fraction of the class's images where the unit is selected (the run's default selection, Summit's mass0.03); " +
       "edge width: influence count. Hover a node to trace its paths, click it for details." }));
     return;
   }
