@@ -522,7 +522,7 @@ async function openChannel(layer, channel) {
   });
 
   const stats = el("table", { class: "stats-table" },
-    el("tr", {}, el("td", { text: "in top-k of" }), el("td", { text: `${d.count} of ${d.n_images} images` })),
+    el("tr", {}, el("td", { text: "selected in" }), el("td", { text: `${d.count} of ${d.n_images} images` })),
     el("tr", {}, el("td", { text: "mean activation (spatial max)" }), el("td", { text: fmt(d.mean_activation) })));
 
   const maxFrac = d3.max(d.top_classes, (c) => c.fraction) || 1;
