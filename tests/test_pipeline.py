@@ -24,8 +24,14 @@ SMALL = ["--layers", "fire2", "fire3", "fire4", "--limit", "48", "--batch-size",
          "--examples-k", "2", "--workers", "0", "--quiet"]
 
 
+# Byte-identical runs need the same per-process thread count (float kernels may reduce in another
+# order), so every run of this module is pinned to one thread, whatever earlier tests did to this process.
+ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
+
+
 def summit(*args: str, check: bool = True) -> subprocess.CompletedProcess:
-    p = subprocess.run([sys.executable, "-m", "summit", *args], capture_output=True, text=True, timeout=600)
+    p = subprocess.run([sys.executable, "-m", "summit", *args], capture_output=True, text=True, timeout=600,
+                       env=ENV)
     if check:
         assert p.returncode == 0, p.stderr
     return p
@@ -119,7 +125,7 @@ def test_parquet_tables_round_trip(sample_run: Path) -> None:
 def test_resume_after_kill_is_byte_identical(reference: Path, tmp_path: Path) -> None:
     out = tmp_path / "run"
     cmd = [sys.executable, "-m", "summit", "aggregate", "--out", str(out), "--checkpoint-every", "8", *SMALL]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=ENV)
     ckpt = out / "checkpoint-0of1.pt"
     deadline = time.time() + 300
     while not ckpt.exists() and proc.poll() is None and time.time() < deadline:
@@ -148,11 +154,9 @@ def test_shards_merge_to_single_process_result(reference: Path, tmp_path: Path) 
 
 def test_torchrun_two_gloo_ranks_equal_single_process(reference: Path, tmp_path: Path) -> None:
     out = tmp_path / "dist"
-    # same per-process thread count as the reference: float kernels may reduce in another order
-    env = {**os.environ, "OMP_NUM_THREADS": str(torch.get_num_threads())}
     p = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
                         "--standalone", "-m", "summit", "aggregate", "--out", str(out),
-                        "--device", "cpu", *SMALL], capture_output=True, text=True, timeout=600, env=env)
+                        "--device", "cpu", *SMALL], capture_output=True, text=True, timeout=600, env=ENV)
     assert p.returncode == 0, p.stderr[-3000:]
     assert tree_bytes(out) == tree_bytes(reference)
 
