@@ -43,14 +43,6 @@ class ClassGraph(nx.DiGraph):
         return graph_svg(self)
 
 
-class ClassGraph(nx.DiGraph):
-    """A class graph or comparison: a networkx DiGraph that draws itself in Jupyter."""
-
-    def _repr_svg_(self) -> str:
-        from .notebook import graph_svg
-        return graph_svg(self)
-
-
 # -- cached dense data ------------------------------------------------------------------------
 @dataclass
 class _Dense:
