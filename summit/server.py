@@ -3,8 +3,8 @@
 ``create_app(run_dir)`` builds a Flask app; ``summit serve --run DIR`` runs it (loopback by
 default). Every bad input answers 400 (bad query parameter) or 404 (unknown resource in the
 path) with a one-line ``{"error": "..."}``. Files are served only from the run directory and
-the package's static folder: paths are built from validated layer names and integers, then
-resolved and checked for containment.
+the UI folder ``frontend/`` (``STATIC_DIR``): paths are built from validated layer names and
+integers, then resolved and checked for containment.
 """
 from __future__ import annotations
 
@@ -25,7 +25,16 @@ from werkzeug.serving import BaseWSGIServer, make_server
 from .models import SummitError
 from .store import Run
 
-STATIC_DIR = Path(__file__).resolve().parent / "static"
+
+def _frontend_dir() -> Path:
+    """The UI files: ``summit/frontend`` in an installed wheel, else the checkout's top-level
+    ``frontend/`` (source tree or editable install); independent of the working directory."""
+    here = Path(__file__).resolve().parent
+    packaged = here / "frontend"
+    return packaged if (packaged / "index.html").is_file() else here.parent / "frontend"
+
+
+STATIC_DIR = _frontend_dir()
 GRAPH_PARAMS = ("top_n", "min_count", "edges_per_node", "min_edge_count", "layers")
 INT_MAX = 2**31 - 1
 LISTEN_BACKLOG = 1024

@@ -214,8 +214,10 @@ def test_static_app_is_self_contained(client: FlaskClient) -> None:
             assert src.startswith("/static/"), src
             assert client.get(src).status_code == 200, src
     assert "/static/vendor/d3.v7.min.js" in html
-    for f in ("index.html", "app.js", "style.css"):
-        text = (STATIC_DIR / f).read_text()
+    files = [p for p in STATIC_DIR.iterdir() if p.suffix in (".html", ".js", ".css")]
+    assert {"index.html", "app.js", "api.js", "graph.js", "style.css"} <= {p.name for p in files}
+    for p in files:
+        f, text = p.name, p.read_text()
         assert not re.search(r"https?://(?!www\.w3\.org/2000/svg)", text), f"{f} references a remote URL"
     assert "default-src 'self'" in r.headers["Content-Security-Policy"]
     assert r.headers["X-Content-Type-Options"] == "nosniff"
