@@ -8,6 +8,7 @@ integers, then resolved and checked for containment.
 """
 from __future__ import annotations
 
+import inspect
 import io
 import os
 import re
@@ -35,7 +36,7 @@ def _frontend_dir() -> Path:
 
 
 STATIC_DIR = _frontend_dir()
-GRAPH_PARAMS = ("top_n", "min_count", "edges_per_node", "min_edge_count", "layers")
+GRAPH_PARAMS = ("top_n", "min_count", "edges_per_node", "min_edge_count", "keep_dangling", "layers")
 INT_MAX = 2**31 - 1
 LISTEN_BACKLOG = 1024
 
@@ -120,7 +121,10 @@ class Api:
         self.graph = Memo(self._graph, cache_size)
         self.layer_matrices = Memo(self._layer_matrices, len(self.run.layers))
         self.layer_examples = Memo(self._layer_examples, len(self.run.layers))
-        self.embedding = Memo(self._embedding, 1)
+        self.embedding = Memo(self._embedding, 2 * len(self.run.layers) + 2)
+        self.similarity_rows = Memo(self._similarity_rows, len(self.run.layers) + 1)
+        self.dense_ready = threading.Event()  # cleared while warm_up loads the matrices
+        self.dense_ready.set()
 
     # --- validation -------------------------------------------------------------------------
     def cls(self, name: str, status: int = 400) -> int:
@@ -160,24 +164,33 @@ class Api:
                 ("min_count", num("min_count", None, 1, INT_MAX)),
                 ("edges_per_node", num("edges_per_node", 3, 0, self.max_channels)),
                 ("min_edge_count", num("min_edge_count", 1, 1, INT_MAX)),
+                ("keep_dangling", bool(num("keep_dangling", 0, 0, 1))),
                 ("layers", layers))
 
     # --- cached computations ----------------------------------------------------------------
     def _graph(self, a: int, b: int | None, params: tuple) -> dict:
         """node-link JSON of a class graph (b is None) or of the comparison of a and b."""
         from .graph import class_graph, compare_graph, to_json
+        self.dense_ready.wait()
         kw: dict[str, Any] = {k: (list(v) if k == "layers" and v is not None else v) for k, v in params}
         G = class_graph(self.run, a, **kw) if b is None else compare_graph(self.run, a, b, **kw)
         return to_json(G)
 
-    def _embedding(self) -> list[dict]:
-        """Class embedding: the stored one (computed and stored on first use); computed without
-        storing when the run directory is read-only."""
+    def _embedding(self, layer: str | None = None, method: str | None = None) -> dict:
+        """Class embedding: the stored one (computed and stored on first use; computed without
+        storing when the run directory is read-only), or one layer's / one method's layout."""
         from .graph import class_embedding, load_embedding
-        try:
-            return load_embedding(self.run)
-        except OSError:
-            return class_embedding(self.run)
+        kw = {k: v for k, v in (("layer", layer), ("method", method)) if v is not None}
+        if kw:
+            rows = class_embedding(self.run, **kw)
+        else:
+            try:
+                rows = load_embedding(self.run)
+            except OSError:
+                rows = class_embedding(self.run)
+        used = method or next((r["method"] for r in rows if r.get("method")), None) or \
+            inspect.signature(class_embedding).parameters["method"].default
+        return {"points": rows, "layer": layer, "method": used}
 
     def _layer_matrices(self, layer: str) -> tuple[np.ndarray, np.ndarray]:
         """(count, sum) matrices (n_classes, channels) of one layer."""
@@ -226,6 +239,7 @@ class Api:
                         "n_classes": len(self.run.class_names)},
             "has_examples": (self.root / "examples.parquet").is_file(),
             "featurevis": {l: self.featurevis_channels(l) for l in self.run.layers},
+            "pages": sorted(p.name for p in STATIC_DIR.glob("*.html") if p.name != "index.html"),
         }
 
     def classes(self) -> list[dict]:
@@ -270,6 +284,60 @@ class Api:
             "has_featurevis": fv,
             "featurevis_url": f"/api/featurevis/{layer}/{channel}.png" if fv else None,
         }
+
+    # --- class similarity, feature vis listing, warm-up --------------------------------------
+    def _similarity_rows(self, layer: str | None) -> np.ndarray:
+        """A count rows (classes x channels) of one layer, or of all layers side by side, scaled
+        to unit length: their dot products are cosine similarities."""
+        m = np.concatenate([self.layer_matrices(l)[0] for l in ([layer] if layer else self.run.layers)],
+                           axis=1).astype(np.float64)
+        norm = np.linalg.norm(m, axis=1, keepdims=True)
+        return np.divide(m, norm, out=np.zeros_like(m), where=norm > 0)
+
+    def similar(self, cls: int, layer: str | None) -> dict:
+        """Cosine similarity of every class's A row to class `cls`'s (in `layer`, None: all)."""
+        u = self.similarity_rows(layer)
+        return {"class": self.run.class_names[cls], "layer": layer,
+                "similarity": np.round(u @ u[cls], 6).tolist()}
+
+    def diversity_file(self, layer: str, channel: int, i: int) -> Path | None:
+        """A rendered diversity image of a validated unit, if inside the run."""
+        from .featurevis import diversity_path
+        return _file_inside(diversity_path(self.root, layer, channel, i), self.root)
+
+    def featurevis_listing(self) -> dict:
+        """Rendered feature vis and diversity images per layer, and a stamp that changes when
+        ``summit render`` adds or replaces images (pages poll it)."""
+        from .featurevis import diversity_counts
+        base = self.root / "featurevis"
+        watched = [base, *(base / l for l in self.run.layers), *base.glob("*.json")]
+        stamp = max((p.stat().st_mtime_ns for p in watched if p.exists()), default=0)
+        return {"featurevis": {l: self.featurevis_channels(l) for l in self.run.layers},
+                "diversity": {l: {str(c): n for c, n in diversity_counts(self.root, l).items()
+                                  if self.diversity_file(l, c, 0)} for l in self.run.layers},
+                "stamp": str(stamp)}
+
+    def warm_up(self) -> threading.Thread:
+        """Load what a first page view needs in the background: the graph module and the run's
+        dense matrices (graph requests wait for them instead of loading them a second time),
+        the class similarity rows and the stored embedding. Errors are left to the requests."""
+        def work() -> None:
+            from .graph import class_graph
+            try:
+                class_graph(self.run, 0)
+            except Exception:  # noqa: BLE001 - the first graph request reports it
+                pass
+            finally:
+                self.dense_ready.set()
+            for step in (lambda: self.similarity_rows(None), lambda: self.embedding(None, None)):
+                try:
+                    step()
+                except Exception:  # noqa: BLE001 - the request that needs it reports it
+                    pass
+        self.dense_ready.clear()
+        t = threading.Thread(target=work, name="summit-warm-up", daemon=True)
+        t.start()
+        return t
 
 
 def create_app(run_dir: str | os.PathLike, cache_size: int = 256) -> Flask:
@@ -331,7 +399,28 @@ def create_app(run_dir: str | os.PathLike, cache_size: int = 256) -> Flask:
 
     @app.get("/api/embedding")
     def embedding() -> Response:
-        return jsonify(points=api.embedding())
+        layer = request.args.get("layer") or None
+        return jsonify(api.embedding(None if layer is None else api.layer(layer, status=400),
+                                     request.args.get("method") or None))
+
+    @app.get("/api/similar")
+    def similar() -> Response:
+        layer = request.args.get("layer") or None
+        return jsonify(api.similar(api.cls(required("class")),
+                                   None if layer is None else api.layer(layer, status=400)))
+
+    @app.get("/api/featurevis")
+    def featurevis_listing() -> Response:
+        return jsonify(api.featurevis_listing())
+
+    @app.get("/api/diversity/<layer>/<channel>/<i>.png")
+    def diversity(layer: str, channel: str, i: str) -> Response:
+        layer, ch = api.channel(layer, channel)
+        p = api.diversity_file(layer, ch, _parse_int("image", i, 0, 15, status=404))
+        if p is None:
+            raise ApiError(404, f"no diversity image {i} rendered for {layer}:{ch} "
+                                f"(render them with `summit render --run DIR ... --diversity 4`)")
+        return send_file(p, mimetype="image/png", max_age=60)
 
     @app.get("/api/layer/<layer>")
     def layer(layer: str) -> Response:
@@ -385,6 +474,7 @@ def make_http_server(app: Flask, host: str = "127.0.0.1", port: int = 5000) -> B
 def serve(run_dir: str | os.PathLike, host: str = "127.0.0.1", port: int = 5000) -> None:
     """Serve the run until interrupted (blocks)."""
     app = create_app(run_dir)
+    app.extensions["summit"].warm_up()
     if host not in ("127.0.0.1", "localhost", "::1"):
         print(f"warning: serving on {host}: the UI has no authentication; anyone who can reach "
               f"this address can read the run")
