@@ -136,11 +136,25 @@ def _cmd_render(a: argparse.Namespace) -> int:
             raise SummitError("render --layer needs --channels A B C-D or --all")
     else:
         raise SummitError("render needs --layer L (with --channels or --all) or --graph-nodes CLASS")
+    if a.diversity:
+        from .featurevis import check_diversity
+        check_diversity(a.diversity)
     paths = render_run(run.path, nodes, size=a.size, steps=a.steps, lr=a.lr, seed=a.seed,
                        batch=a.batch, device=a.device, progress=not a.quiet)
     print(f"{len(paths)} images ({', '.join(f'{l}:{len(c)}' for l, c in nodes.items())}) "
           f"-> {run.path / 'featurevis'}")
+    if a.diversity:
+        _render_diversity(a, run.path, nodes)
     return 0
+
+
+def _render_diversity(a: argparse.Namespace, run_dir: os.PathLike, nodes: dict[str, list[int]]) -> None:
+    from .featurevis import render_diversity_run
+    paths = render_diversity_run(run_dir, nodes, a.diversity, weight=a.diversity_weight, size=a.size,
+                                 steps=a.steps, lr=a.lr, seed=a.seed, batch=a.batch, device=a.device,
+                                 progress=not a.quiet)
+    print(f"{len(paths)} diversity images ({a.diversity} per channel) "
+          f"-> {run_dir}/featurevis/<layer>/<channel>_d<i>.png")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -230,6 +244,9 @@ def build_parser() -> argparse.ArgumentParser:
     rd.add_argument("--seed", type=int, default=0)
     rd.add_argument("--batch", type=int, default=32, help="channels optimized together (default 32)")
     rd.add_argument("--device", default="auto", help="auto | cpu | cuda[:i]")
+    rd.add_argument("--diversity", type=int, default=0, metavar="N",
+                    help="also render N diverse images per channel (Summit shows 4; 0: off)")
+    rd.add_argument("--diversity-weight", type=float, default=100.0, help="weight of the diversity term")
     rd.add_argument("--quiet", action="store_true", help="no progress bar")
     rd.set_defaults(func=_cmd_render)
 
