@@ -13,9 +13,13 @@ export function showError(err) {
   const box = document.querySelector("#status");
   box.textContent = String(err.message || err);
   box.hidden = false;
+  document.body.dataset.error = box.textContent;   // for `summit figure` and tests
   clearTimeout(showError.timer);
   showError.timer = setTimeout(() => { box.hidden = true; }, 6000);
 }
 
-export const examplesUrl = (layer, ch) => `/api/examples/${encodeURIComponent(layer)}/${ch}.jpg`;
-export const fvUrl = (layer, ch) => `/api/featurevis/${encodeURIComponent(layer)}/${ch}.png`;
+const seg = encodeURIComponent;
+export const examplesUrl = (layer, ch) => `/api/examples/${seg(layer)}/${ch}.jpg`;
+/** Feature vis URLs carry the render stamp `v`, so an image rendered anew is fetched anew. */
+export const fvUrl = (layer, ch, v) => `/api/featurevis/${seg(layer)}/${ch}.png?v=${v}`;
+export const diversityUrl = (layer, ch, i, v) => `/api/diversity/${seg(layer)}/${ch}/${i}.png?v=${v}`;

@@ -1,27 +1,13 @@
-// Compare mode: a second class, the union of both graphs colored by membership, and its legend.
+// Compare mode: a second class; the server's union of both graphs is drawn coloured by membership
+// (graph.js; its legend names both classes).
 
 import { $, el } from "./dom.js";
 import { actions, state } from "./state.js";
 import { renderClassList } from "./sidebar.js";
 import { markEmbedding } from "./embedding.js";
 
-export const COLORS = { a: "#2f7fc1", b: "#e8771e", both: "#8a5cc2" };
-
-export function renderLegend(compare) {
-  const lg = $("#legend");
-  if (!compare) {
-    lg.replaceChildren(el("span", { class: "note", text:
-      "Rows: layers, input at the bottom. Node size: fraction of the class's images where the unit is in the top-k; " +
-      "edge width: influence count. Hover a node to trace its paths, click it for details." }));
-    return;
-  }
-  const key = (m, label) => {
-    const sw = el("span", { class: "swatch" });
-    sw.style.background = COLORS[m];
-    return el("span", { class: "key", "data-membership": m }, sw, label);
-  };
-  lg.replaceChildren(key("a", `only ${state.selected}`), key("b", `only ${state.compareWith}`), key("both", "both"));
-}
+/** Membership colours (Okabe-Ito blue, orange, reddish purple: distinguishable with colour blindness). */
+export const COLORS = { a: "#0072b2", b: "#e69f00", both: "#cc79a7" };
 
 export function wireCompare() {
   const sel = $("#compare-select");

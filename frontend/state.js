@@ -1,49 +1,95 @@
 // Application state shared by the views, its URL-hash form, and the actions views may call.
 
-import { examplesUrl, fvUrl } from "./api.js";
+import { diversityUrl, examplesUrl, fvUrl } from "./api.js";
 
 export const state = {
   meta: null,
   classes: [],
   fv: {},                       // layer -> Set of channels with a rendered feature vis
+  div: {},                      // layer -> Map channel -> number of diversity images
+  fvStamp: "0",                 // changes when `summit render` adds images (cache-busting)
   selected: null,               // class name
   compare: false,
   compareWith: null,
-  params: { top_n: 10, edges_per_node: 3 },
+  // server-side graph rule; method/selection/ubiquitous only where the server knows them
+  params: { method: "pagerank", selection: "", ubiquitous: false, top_n: 10, edges_per_node: 3 },
+  hideLe: 0,                    // client-side filter: hide nodes with count <= hideLe
   graph: null,
   graphSeq: 0,
   detail: null,                 // "layer:channel" shown in the detail panel
   tab: "graph",
-  layer: null,
+  layer: null,                  // unit browser layer
+  unitSort: "count",
+  unitActive: false,
   units: null,                  // /api/layer response shown in the unit browser
+  simLayer: "",                 // layer for class similarity and the embedding ("" = all layers)
+  classSort: "similarity",
+  similarity: null,             // {class, layer, similarity: [per class index]}
+  figure: false,                // figure mode: the exported figure without the UI chrome
 };
 
 /** Cross-view actions, filled in by app.js (views call them without importing each other). */
 export const actions = {
   selectClass: (name) => {},
   openChannel: (layer, channel) => {},
+  closeChannel: () => {},
   loadGraph: () => {},
+  redrawGraph: () => {},
+  drawFigure: async () => {},
   showTab: (tab) => {},
 };
 
 export const classByName = (name) => state.classes.find((c) => c.name === name);
 
+/** Whether the server has Summit's selection rules (issue-12 API: method, selection, ubiquitous). */
+export const hasRules = () => state.meta?.selections !== undefined;
+
 /** Thumbnail of a unit: its feature vis if rendered, else the first dataset-example patch. */
 export function thumbOf(layer, ch) {
-  if (state.fv[layer]?.has(ch)) return { kind: "fv", url: fvUrl(layer, ch) };
+  if (state.fv[layer]?.has(ch)) return { kind: "fv", url: fvUrl(layer, ch, state.fvStamp) };
   if (state.meta.has_examples) return { kind: "ex", url: examplesUrl(layer, ch) };
   return null;
+}
+
+/** URLs of a unit's diversity images (empty when none are rendered). */
+export function diversityOf(layer, ch) {
+  const n = state.div[layer]?.get(ch) || 0;
+  return d3.range(n).map((i) => diversityUrl(layer, ch, i, state.fvStamp));
+}
+
+/** Store /api/featurevis (or meta.featurevis) in the state; true when something changed. */
+export function setFeaturevis(listing) {
+  const stamp = String(listing.stamp ?? state.fvStamp);
+  const changed = stamp !== state.fvStamp;
+  state.fvStamp = stamp;
+  state.fv = Object.fromEntries(Object.entries(listing.featurevis).map(([l, chs]) => [l, new Set(chs)]));
+  state.div = Object.fromEntries(Object.entries(listing.diversity || {})
+    .map(([l, m]) => [l, new Map(Object.entries(m).map(([c, n]) => [+c, n]))]));
+  return changed;
 }
 
 export function writeHash() {
   const p = new URLSearchParams();
   if (state.selected) p.set("class", state.selected);
   if (state.compare && state.compareWith) p.set("compare", state.compareWith);
-  p.set("top_n", state.params.top_n);
-  p.set("edges_per_node", state.params.edges_per_node);
+  if (hasRules()) {
+    p.set("method", state.params.method);
+    if (state.params.selection) p.set("selection", state.params.selection);
+    if (state.params.ubiquitous) p.set("ubiquitous", "show");
+  }
+  if (!hasRules() || state.params.method === "topn") {
+    p.set("top_n", state.params.top_n);
+    p.set("edges_per_node", state.params.edges_per_node);
+  }
+  if (state.hideLe) p.set("hide_le", state.hideLe);
+  if (state.simLayer) p.set("slayer", state.simLayer);
+  if (state.classSort !== "similarity") p.set("csort", state.classSort);
   if (state.tab !== "graph") p.set("tab", state.tab);
   if (state.layer) p.set("layer", state.layer);
+  if (state.unitSort !== "count") p.set("usort", state.unitSort);
+  if (state.unitActive) p.set("active", "1");
   if (state.detail) p.set("unit", state.detail);
+  if (state.figure) p.set("figure", "1");
   history.replaceState(null, "", `#${p}`);
 }
 
@@ -54,13 +100,23 @@ export function readHash() {
     const v = parseInt(p.get(k), 10);
     return Number.isFinite(v) ? Math.min(hi, Math.max(lo, v)) : dflt;
   };
+  const oneOf = (k, values, dflt) => (values.includes(p.get(k)) ? p.get(k) : dflt);
+  const layers = state.meta.layers.map((l) => l.name);
   state.params.top_n = int("top_n", 1, 30, 10);
   state.params.edges_per_node = int("edges_per_node", 0, 10, 3);
+  state.params.method = oneOf("method", ["pagerank", "topn"], "pagerank");
+  state.params.selection = oneOf("selection", state.meta.selections || [], "");
+  state.params.ubiquitous = p.get("ubiquitous") === "show";
+  state.hideLe = int("hide_le", 0, 1e9, 0);
   if (p.get("compare") && classByName(p.get("compare"))) {
     state.compare = true;
     state.compareWith = p.get("compare");
   }
-  const layer = p.get("layer");
-  if (layer && state.meta.layers.some((l) => l.name === layer)) state.layer = layer;
+  state.layer = oneOf("layer", layers, null);
+  state.simLayer = oneOf("slayer", layers, "");
+  state.classSort = oneOf("csort", ["similarity", "accuracy", "count", "name"], "similarity");
+  state.unitSort = oneOf("usort", ["count", "channel"], "count");
+  state.unitActive = p.get("active") === "1";
+  state.figure = p.get("figure") === "1";
   return { cls: p.get("class"), tab: p.get("tab"), unit: p.get("unit") };
 }

@@ -1,4 +1,4 @@
-"""Command line: `summit aggregate | merge | info` (and graph, export, render, serve)."""
+"""Command line: `summit aggregate | merge | info` (and graph, export, render, serve, figure)."""
 from __future__ import annotations
 
 import argparse
@@ -157,6 +157,14 @@ def _render_diversity(a: argparse.Namespace, run_dir: os.PathLike, nodes: dict[s
           f"-> {run_dir}/featurevis/<layer>/<channel>_d<i>.png")
 
 
+def _cmd_figure(a: argparse.Namespace) -> int:
+    from .figure import render_figure
+    out = render_figure(a.run, a.cls, a.out, compare=a.compare, scale=a.scale, hash_params=a.param,
+                        chromium=a.chromium)
+    print(f"figure -> {out}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="summit", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
@@ -249,6 +257,18 @@ def build_parser() -> argparse.ArgumentParser:
     rd.add_argument("--diversity-weight", type=float, default=100.0, help="weight of the diversity term")
     rd.add_argument("--quiet", action="store_true", help="no progress bar")
     rd.set_defaults(func=_cmd_render)
+
+    fg = sub.add_parser("figure", help="a class's graph as a paper figure (SVG or PNG, as the UI exports it)")
+    fg.add_argument("--run", required=True, help="run directory")
+    fg.add_argument("--class", dest="cls", required=True, help="class name or index")
+    fg.add_argument("--out", required=True, help="output file: .svg or .png")
+    fg.add_argument("--compare", default=None, metavar="CLASS", help="compare with this class")
+    fg.add_argument("--scale", type=float, default=2.0, help="PNG pixels per SVG unit (default 2)")
+    fg.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
+                    help="a UI setting as in the page's URL hash, e.g. top_n=5 (repeatable)")
+    fg.add_argument("--chromium", default=None, help="Chromium binary (default: /usr/bin/chromium, "
+                                                     "else Playwright's own)")
+    fg.set_defaults(func=_cmd_figure)
 
     return p
 
