@@ -33,7 +33,7 @@ function selectClass(name) {
 function startClass() {
   const scored = state.classes.filter((c) => c.accuracy != null && c.n_images > 0);
   const pool = scored.length ? scored.filter((c) => c.accuracy >= d3.max(scored, (c) => c.accuracy) - 0.1) : state.classes;
-  return pool.slice().sort((a, b) => b.n_images - a.n_images || a.name.localeCompare(b.name))[0]?.name;
+  return pool.slice().sort((a, b) => b.n_images - a.n_images || (a.name < b.name ? -1 : 1))[0]?.name;
 }
 
 function showTab(tab) {

@@ -123,7 +123,9 @@ class Api:
         self.layer_examples = Memo(self._layer_examples, len(self.run.layers))
         self.embedding = Memo(self._embedding, 2 * len(self.run.layers) + 2)
         self.similarity_rows = Memo(self._similarity_rows, len(self.run.layers) + 1)
-        self.dense_ready = threading.Event()  # cleared while warm_up loads the matrices
+        # cleared while warm_up loads the run's tables: computations that read them wait instead
+        # of loading them a second time in parallel
+        self.dense_ready = threading.Event()
         self.dense_ready.set()
 
     # --- validation -------------------------------------------------------------------------
@@ -180,6 +182,7 @@ class Api:
         """Class embedding: the stored one (computed and stored on first use; computed without
         storing when the run directory is read-only), or one layer's / one method's layout."""
         from .graph import class_embedding, load_embedding
+        self.dense_ready.wait()
         kw = {k: v for k, v in (("layer", layer), ("method", method)) if v is not None}
         if kw:
             rows = class_embedding(self.run, **kw)
@@ -194,6 +197,7 @@ class Api:
 
     def _layer_matrices(self, layer: str) -> tuple[np.ndarray, np.ndarray]:
         """(count, sum) matrices (n_classes, channels) of one layer."""
+        self.dense_ready.wait()
         return self.run.activation_matrix(layer, "count"), self.run.activation_matrix(layer, "sum")
 
     def _layer_examples(self, layer: str) -> dict[int, list[dict]]:
@@ -319,8 +323,8 @@ class Api:
 
     def warm_up(self) -> threading.Thread:
         """Load what a first page view needs in the background: the graph module and the run's
-        dense matrices (graph requests wait for them instead of loading them a second time),
-        the class similarity rows and the stored embedding. Errors are left to the requests."""
+        tables (requests wait for them, see ``dense_ready``), then the stored embedding and the
+        class similarity rows. Errors are left to the requests."""
         def work() -> None:
             from .graph import class_graph
             try:
@@ -329,7 +333,7 @@ class Api:
                 pass
             finally:
                 self.dense_ready.set()
-            for step in (lambda: self.similarity_rows(None), lambda: self.embedding(None, None)):
+            for step in (lambda: self.embedding(None, None), lambda: self.similarity_rows(None)):
                 try:
                     step()
                 except Exception:  # noqa: BLE001 - the request that needs it reports it
