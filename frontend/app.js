@@ -46,7 +46,7 @@ function showTab(tab) {
 }
 
 const redrawGraph = () => state.graph && drawGraph(state.graph);
-Object.assign(actions, { selectClass, openChannel, closeChannel, loadGraph, redrawGraph, drawFigure, showTab });
+Object.assign(actions, { selectClass, openChannel, loadGraph, drawFigure });
 
 function showRuleControls() {
   const topn = !hasRules() || state.params.method === "topn";

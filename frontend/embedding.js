@@ -60,7 +60,6 @@ export async function renderEmbedding() {
   emb = { svg, zoom, x0, y0, x: x0, y: y0, k: 1, pts };
   renderLegend(color);
   place();
-  performance.mark("summit:embedding");
 }
 
 function place() {

@@ -75,7 +75,7 @@ function captionLines(g) {
 }
 
 /** The figure as a standalone <svg> (inline: thumbnails and font embedded as data URLs). */
-export async function figureSvg({ inline = true } = {}) {
+async function figureSvg({ inline = true } = {}) {
   const g = state.graph;
   if (!g) throw new Error("no graph to export yet: pick a class");
   const L = layoutGraph(g, state.hideLe);

@@ -9,11 +9,10 @@ import { $, cropHtml, el, fmt, pct } from "./dom.js";
 import { actions, classByName, diversityOf, hasRules, state, thumbOf, writeHash } from "./state.js";
 import { COLORS } from "./compare.js";
 
-export const ROW_H = 100;
-const LABEL_W = 104, PAD = 16, NODE_MIN = 14, NODE_MAX = 58, GAP = 16;
+const ROW_H = 100, LABEL_W = 104, PAD = 16, NODE_MIN = 14, NODE_MAX = 58, GAP = 16;
 /** The vendored font (style.css; embedded in figures), so screen and figure look alike. */
 export const FONT = "'Summit Sans', 'DejaVu Sans', system-ui, sans-serif";
-const INK = "#1d232b", MUTED = "#515b66", FAINT = "#9aa3ad", EDGE = "#8c96a1";
+const MUTED = "#515b66", FAINT = "#9aa3ad", EDGE = "#8c96a1";
 
 let view = null;  // {svg, zoom, L, fitted}: the drawn graph; fitted: the last fit mode unless zoomed by hand
 
@@ -53,7 +52,6 @@ export async function loadGraph() {
     if (seq !== state.graphSeq) return;
     state.graph = g;
     drawGraph(g, { refit: true });
-    performance.mark("summit:graph");
   } catch (err) {
     if (seq === state.graphSeq) showError(err);
   } finally {
@@ -249,7 +247,8 @@ export function legendGroup(L, names) {
   }
   return g.node();
 }
-export const LEGEND_H = 18 + NODE_MAX + 16, LEGEND_W = 700;
+export const LEGEND_H = 18 + NODE_MAX + 16;
+const LEGEND_W = 700;
 
 /** One line naming the graph rule and its thresholds (from the graph's `summit.settings`). */
 export function ruleText(g) {

@@ -8,7 +8,7 @@ import { $, el, pct } from "./dom.js";
 import { actions, state, writeHash } from "./state.js";
 
 /** "022_Bald  eagle" -> "022 bald eagle": the form search compares. */
-export const normalize = (s) => String(s).toLowerCase().replace(/[\s_]+/g, " ").trim();
+const normalize = (s) => String(s).toLowerCase().replace(/[\s_]+/g, " ").trim();
 
 /** Classes matching a query, best first: names starting with it, then a word starting with it,
  * then containing it anywhere. */

@@ -32,11 +32,8 @@ export const state = {
 export const actions = {
   selectClass: (name) => {},
   openChannel: (layer, channel) => {},
-  closeChannel: () => {},
   loadGraph: () => {},
-  redrawGraph: () => {},
   drawFigure: async () => {},
-  showTab: (tab) => {},
 };
 
 export const classByName = (name) => state.classes.find((c) => c.name === name);
