@@ -9,28 +9,27 @@ import { markEmbedding } from "./embedding.js";
 /** Membership colours (Okabe-Ito blue, orange, reddish purple: distinguishable with colour blindness). */
 export const COLORS = { a: "#0072b2", b: "#e69f00", both: "#cc79a7" };
 
-/** The second-class menu, filled on first use (a thousand options cost a cold start time). */
-function fillSelect(sel) {
-  if (sel.options.length) return;
-  sel.append(...state.classes.map((c) => new Option(c.name, c.name)));
-  if (state.compareWith) sel.value = state.compareWith;
+/** The second-class menu, shown and filled while comparing (a thousand options cost a cold start time). */
+function showSelect(sel, on) {
+  if (on && !sel.options.length) {
+    sel.append(...state.classes.map((c) => new Option(c.name, c.name)));
+    if (state.compareWith) sel.value = state.compareWith;
+  }
+  sel.hidden = !on;
 }
 
 export function wireCompare() {
   const sel = $("#compare-select");
-  if (state.compare) fillSelect(sel);
   $("#compare-toggle").checked = state.compare;
-  sel.disabled = !state.compare;
-  sel.addEventListener("focus", () => fillSelect(sel));
+  showSelect(sel, state.compare);
   const changed = () => {
     renderClassList();
     markEmbedding();
     actions.loadGraph();
   };
   $("#compare-toggle").addEventListener("change", (ev) => {
-    fillSelect(sel);
     state.compare = ev.target.checked;
-    sel.disabled = !state.compare;
+    showSelect(sel, state.compare);
     if (state.compare && (!sel.value || sel.value === state.selected)) {
       sel.value = state.classes.find((c) => c.name !== state.selected)?.name ?? "";
     }
