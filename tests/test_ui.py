@@ -31,7 +31,7 @@ ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--d
         "--disable-sync", "--no-first-run", "--disable-quic"]
 VIEWPORT = {"width": 1500, "height": 950}
 NS = "{http://www.w3.org/2000/svg}"
-DEFAULT = "top_n=10&edges_per_node=3&keep_dangling=1"   # the page's default graph rule
+GRAPH_URL = re.compile(r"/api/(graph|compare)\?")
 
 
 @contextmanager
@@ -82,6 +82,9 @@ def checked_page(browser, base: str, hash_: str = "") -> Iterator:
             r.abort()
 
     pg.route("**/*", route)
+    graph_urls: list[str] = []
+    pg.on("requestfinished", lambda r: graph_urls.append(r.url) if GRAPH_URL.search(r.url) else None)
+    pg.graph_urls = graph_urls  # type: ignore[attr-defined]
     pg.on("pageerror", lambda e: errors.append(f"pageerror: {e}"))
     pg.on("console", lambda m: errors.extend([f"console: {m.text}"] if m.type == "error" else []))
     pg.goto(f"{base}/#{hash_}")
@@ -105,6 +108,22 @@ def api(server: str, path: str) -> dict:
 
 def classes(server: str) -> list[dict]:
     return api(server, "/api/classes")["classes"]
+
+
+def page_graph(page, server: str) -> dict:
+    """The graph (or comparison) the page asked for last, fetched again from the same URL: the
+    page's rule, whatever the server's defaults."""
+    u = urlsplit(page.graph_urls[-1])
+    return api(server, f"{u.path}?{u.query}")
+
+
+def topn_rule(page) -> None:
+    """Switch to the top-N rule where the server also has Summit's PageRank rule (issue 12)."""
+    if page.is_visible("#method-box"):
+        assert "rule: PageRank" in page.inner_text("#rule-settings")
+        page.select_option("#method", "topn")
+        page.wait_for_selector("#top-n", state="visible")
+        page.wait_for_function("() => document.querySelector('#rule-settings').textContent.includes('top ')")
 
 
 def wait_graph(page, cls: str, compare: str | None = None) -> None:
@@ -148,7 +167,9 @@ def test_pick_class_graph_and_channel_detail(page, server: str, artifacts: Path)
     assert page.locator("#class-suggest li").all_inner_texts() == [name]
     page.locator("#class-suggest li").first.dispatch_event("mousedown")
     wait_graph(page, name)
-    g = api(server, f"/api/graph?class={name}&{DEFAULT}")
+    topn_rule(page)
+    wait_graph(page, name)
+    g = page_graph(page, server)
     assert sorted(node_ids(page)) == sorted(n["id"] for n in g["nodes"]) and g["nodes"]
     assert page.locator("#graph svg path.edge").count() == len(g["links"]) > 0
     assert page.locator(f'#class-pinned li.selected[data-class="{name}"]').count() == 1
@@ -187,7 +208,10 @@ def test_pick_class_graph_and_channel_detail(page, server: str, artifacts: Path)
     # the server-side rule sliders refetch
     page.locator("#top-n").fill("3")
     page.locator("#edges-per-node").fill("1")
-    g3 = api(server, f"/api/graph?class={name}&top_n=3&edges_per_node=1&keep_dangling=1")
+    page.wait_for_function("() => /top 3 units per layer · 1 strongest/.test(document.querySelector('#rule-settings').textContent)")
+    wait_graph(page, name)
+    g3 = page_graph(page, server)
+    assert "top_n=3" in page.graph_urls[-1] and "edges_per_node=1" in page.graph_urls[-1]
     page.wait_for_function(f"() => document.querySelectorAll('#graph svg g.node').length === {len(g3['nodes'])}"
                            f" && document.querySelectorAll('#graph svg path.edge').length === {len(g3['links'])}")
     assert "top_n=3" in page.url and "edges_per_node=1" in page.url
@@ -196,7 +220,7 @@ def test_pick_class_graph_and_channel_detail(page, server: str, artifacts: Path)
 def test_hover_popover_beside_the_node(page, server: str, artifacts: Path) -> None:
     """Summit's hover: the unit's dataset examples (and feature vis) in a popover beside the node."""
     name = page.get_attribute("#graph svg", "data-class")
-    g = api(server, f"/api/graph?class={name}&{DEFAULT}")
+    g = page_graph(page, server)
     k = api(server, "/api/meta")["examples_k"]
     for n in (max(g["nodes"], key=lambda n: n["count"]), g["nodes"][-1]):
         loc = page.locator(f'#graph g.node[data-node="{n["id"]}"]')
@@ -216,7 +240,7 @@ def test_hover_popover_beside_the_node(page, server: str, artifacts: Path) -> No
 
 def test_count_slider_filters_in_the_browser(page, server: str) -> None:
     name = page.get_attribute("#graph svg", "data-class")
-    g = api(server, f"/api/graph?class={name}&{DEFAULT}")
+    g = page_graph(page, server)
     graph_requests: list[str] = []
     page.on("request", lambda r: graph_requests.append(r.url) if "/api/graph" in r.url else None)
     counts = sorted({n["count"] for n in g["nodes"]})
@@ -239,8 +263,12 @@ def test_edges_zero_and_top1_keep_every_layer(page, server: str) -> None:
     """Defect 1: nodes without edges stay; top N = 1 shows one unit in every layer."""
     name = page.get_attribute("#graph svg", "data-class")
     layers = [l["name"] for l in api(server, "/api/meta")["layers"]]
+    topn_rule(page)
     page.locator("#edges-per-node").fill("0")
-    g = api(server, f"/api/graph?class={name}&top_n=10&edges_per_node=0&keep_dangling=1")
+    page.wait_for_function("() => /0 strongest inputs/.test(document.querySelector('#rule-settings').textContent)")
+    wait_graph(page, name)
+    g = page_graph(page, server)
+    assert "edges_per_node=0" in page.graph_urls[-1]
     page.wait_for_function(f"() => document.querySelectorAll('#graph svg g.node').length === {len(g['nodes'])}"
                            " && !document.querySelector('#graph svg path.edge')")
     assert len(g["nodes"]) > 0 and sorted(node_ids(page)) == sorted(n["id"] for n in g["nodes"])
@@ -254,7 +282,7 @@ def test_edges_zero_and_top1_keep_every_layer(page, server: str) -> None:
 def test_edge_widths_span_the_graphs_counts(page, server: str) -> None:
     """Defect 2: widths scale linearly from the graph's smallest to its largest count (1 to 8 px)."""
     name = page.get_attribute("#graph svg", "data-class")
-    g = api(server, f"/api/graph?class={name}&{DEFAULT}")
+    g = page_graph(page, server)
     lo, hi = min(e["count"] for e in g["links"]), max(e["count"] for e in g["links"])
     assert lo < hi
     widths = page.eval_on_selector_all("#graph svg path.edge", "els => els.map(e => [e.dataset.source, "
@@ -309,7 +337,7 @@ def test_zoom_pan_and_fit(page, server: str, artifacts: Path) -> None:
 def test_detail_panel_collapses_and_top_classes_by_count(page, server: str) -> None:
     assert rect(page, "#channel-detail")["width"] == 0  # empty: collapsed
     name = page.get_attribute("#graph svg", "data-class")
-    g = api(server, f"/api/graph?class={name}&{DEFAULT}")
+    g = page_graph(page, server)
     node = max(g["nodes"], key=lambda n: n["count"])
     page.click(f'#graph g.node[data-node="{node["id"]}"]')
     page.wait_for_selector("#detail-top-classes li")
@@ -332,7 +360,7 @@ def test_detail_panel_collapses_and_top_classes_by_count(page, server: str) -> N
 
 def test_attr_channels_in_the_detail(page, server: str) -> None:
     name = page.get_attribute("#graph svg", "data-class")
-    g = api(server, f"/api/graph?class={name}")
+    g = page_graph(page, server)
     nodes = [n for n in g["nodes"] if n.get("attr_channels")]
     if not nodes:
         pytest.skip("this server's graphs have no attr_channels (Summit's rule, issue 12)")
@@ -537,7 +565,8 @@ def test_compare_mode(page, server: str, artifacts: Path) -> None:
     page.check("#compare-toggle")
     page.select_option("#compare-select", b)
     wait_graph(page, a, b)
-    g = api(server, f"/api/compare?a={a}&b={b}&{DEFAULT}")
+    g = page_graph(page, server)
+    assert "/api/compare?" in page.graph_urls[-1]
     assert page.locator("#graph svg g.node").count() == len(g["nodes"])
     for m in ("a", "b", "both"):
         want = sum(n["membership"] == m for n in g["nodes"])
@@ -660,7 +689,7 @@ def test_new_featurevis_and_diversity_hover(browser, sample_run: Path, tmp_path:
     run = Path(shutil.copytree(sample_run, tmp_path / "run"))
     with serving(run) as base, checked_page(browser, base) as page:
         name = page.get_attribute("#graph svg", "data-class")
-        g = api(base, f"/api/graph?class={name}&{DEFAULT}")
+        g = page_graph(page, base)
         n = max((n for n in g["nodes"] if n["layer"] == "fire4"), key=lambda n: n["count"])
         sel = f'#graph g.node[data-node="{n["id"]}"]'
         href = f"document.getElementById(document.querySelector('{sel}').dataset.pattern).querySelector('image').getAttribute('href')"
