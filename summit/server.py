@@ -6,7 +6,7 @@ production WSGI server (loopback by default, no ``Server`` banner). Every bad in
 ``{"error": "..."}``, and so do the server's own errors (malformed requests, oversized
 headers). Requests whose ``Host`` header names neither the bound address, a loopback name nor
 an ``--allow-host`` name are refused with 403 (DNS rebinding). Files are served only from the
-run directory and the package's static folder: paths are built from validated layer names and
+run directory and the UI folder ``frontend/`` (``STATIC_DIR``): paths are built from validated layer names and
 integers, then resolved and checked for containment.
 """
 from __future__ import annotations
@@ -35,7 +35,16 @@ from werkzeug.exceptions import HTTPException
 from .models import SummitError
 from .store import Run
 
-STATIC_DIR = Path(__file__).resolve().parent / "static"
+
+def _frontend_dir() -> Path:
+    """The UI files: ``summit/frontend`` in an installed wheel, else the checkout's top-level
+    ``frontend/`` (source tree or editable install); independent of the working directory."""
+    here = Path(__file__).resolve().parent
+    packaged = here / "frontend"
+    return packaged if (packaged / "index.html").is_file() else here.parent / "frontend"
+
+
+STATIC_DIR = _frontend_dir()
 GRAPH_PARAMS = ("method", "selection", "mass", "mass_step", "ubiquitous", "exclude", "top_n", "min_count",
                 "edges_per_node", "min_edge_count", "keep_dangling", "layers")
 INT_MAX = 2**31 - 1
@@ -46,6 +55,7 @@ INFLUENCE_MEMORY_BYTES = 512 * 2**20  # smaller influence tables are served from
 GRAPH_CACHE_BYTES = 256 * 2**20  # graph JSON kept in memory (LRU), besides the entry limit
 MAX_URL_BYTES = 8192  # longer request targets get a JSON 414
 MAX_HEADER_BYTES = 256 * 1024  # request line plus headers; beyond it waitress answers a JSON 431
+EMBEDDING_DEFAULT = "umap"  # the layout the UI shows first (Summit's)
 
 
 class ApiError(Exception):
@@ -172,6 +182,7 @@ class Api:
         self.layer_matrices = Memo(self._layer_matrices, len(self.run.layers))
         self.layer_examples = Memo(self._layer_examples, len(self.run.layers))
         self.embedding = Memo(self._embedding, 3)
+        self.similarity_rows = Memo(self._similarity_rows, len(self.run.layers) + 1)
 
     # --- validation -------------------------------------------------------------------------
     def cls(self, name: str, status: int = 400) -> int:
@@ -305,6 +316,7 @@ class Api:
                         "n_classes": len(self.run.class_names)},
             "has_examples": (self.root / "examples.parquet").is_file(),
             "featurevis": {l: self.featurevis_channels(l) for l in self.run.layers},
+            "pages": sorted(p.name for p in STATIC_DIR.glob("*.html") if p.name != "index.html"),
         }
 
     def classes(self) -> list[dict]:
@@ -350,6 +362,53 @@ class Api:
             "has_featurevis": fv,
             "featurevis_url": f"/api/featurevis/{layer}/{channel}.png" if fv else None,
         }
+
+    # --- class similarity, feature vis listing, warm-up --------------------------------------
+    def _similarity_rows(self, layer: str | None) -> np.ndarray:
+        """The embedding's class vectors (A rows of the embedding selection) of one layer, or of
+        all layers side by side, scaled to unit length: their dot products are cosine similarities."""
+        from .embedding import class_vectors
+        m = np.concatenate([class_vectors(self.run, l, None) for l in ([layer] if layer else self.run.layers)],
+                           axis=1)
+        norm = np.linalg.norm(m, axis=1, keepdims=True)
+        return np.divide(m, norm, out=np.zeros_like(m), where=norm > 0)
+
+    def similar(self, cls: int, layer: str | None) -> dict:
+        """Cosine similarity of every class's A row to class `cls`'s (in `layer`, None: all)."""
+        u = self.similarity_rows(layer)
+        return {"class": self.run.class_names[cls], "layer": layer,
+                "similarity": np.round(u @ u[cls], 6).tolist()}
+
+    def diversity_file(self, layer: str, channel: int, i: int) -> Path | None:
+        """A rendered diversity image of a validated unit, if inside the run."""
+        from .featurevis import diversity_path
+        return _file_inside(diversity_path(self.root, layer, channel, i), self.root)
+
+    def featurevis_listing(self) -> dict:
+        """Rendered feature vis and diversity images per layer, and a stamp that changes when
+        ``summit render`` adds or replaces images (pages poll it)."""
+        from .featurevis import diversity_counts
+        base = self.root / "featurevis"
+        watched = [base, *(base / l for l in self.run.layers), *base.glob("*.json")]
+        stamp = max((p.stat().st_mtime_ns for p in watched if p.exists()), default=0)
+        return {"featurevis": {l: self.featurevis_channels(l) for l in self.run.layers},
+                "diversity": {l: {str(c): n for c, n in diversity_counts(self.root, l).items()
+                                  if self.diversity_file(l, c, 0)} for l in self.run.layers},
+                "stamp": str(stamp)}
+
+    def warm_up(self) -> threading.Thread:
+        """Load what a first page view needs besides the graph tables (loaded by ``create_app``) in
+        the background: the stored embedding and the class similarity rows. Errors are left to the
+        requests."""
+        def work() -> None:
+            for step in (lambda: self.embedding(EMBEDDING_DEFAULT), lambda: self.similarity_rows(None)):
+                try:
+                    step()
+                except Exception:  # noqa: BLE001 - the request that needs it reports it
+                    pass
+        t = threading.Thread(target=work, name="summit-warm-up", daemon=True)
+        t.start()
+        return t
 
 
 def create_app(run_dir: str | os.PathLike, cache_size: int = 256, hosts: HostCheck | None = None) -> Flask:
@@ -428,12 +487,34 @@ def create_app(run_dir: str | os.PathLike, cache_size: int = 256, hosts: HostChe
     @app.get("/api/embedding")
     def embedding() -> Response:
         from .embedding import EMBEDDING_METHODS
-        method = request.args.get("method") or "umap"
+        method = request.args.get("method") or EMBEDDING_DEFAULT
         if method not in EMBEDDING_METHODS:
             raise ApiError(400, f"bad method {method!r}; valid: {', '.join(EMBEDDING_METHODS)}")
         layer = request.args.get("layer") or api.run.layers[-1]
         api.layer(layer, status=400)
         return jsonify(layer=layer, method=method, points=[p for p in api.embedding(method) if p["layer"] == layer])
+        layer = request.args.get("layer") or None
+        return jsonify(api.embedding(None if layer is None else api.layer(layer, status=400),
+                                     request.args.get("method") or None))
+
+    @app.get("/api/similar")
+    def similar() -> Response:
+        layer = request.args.get("layer") or None
+        return jsonify(api.similar(api.cls(required("class")),
+                                   None if layer is None else api.layer(layer, status=400)))
+
+    @app.get("/api/featurevis")
+    def featurevis_listing() -> Response:
+        return jsonify(api.featurevis_listing())
+
+    @app.get("/api/diversity/<layer>/<channel>/<i>.png")
+    def diversity(layer: str, channel: str, i: str) -> Response:
+        layer, ch = api.channel(layer, channel)
+        p = api.diversity_file(layer, ch, _parse_int("image", i, 0, 15, status=404))
+        if p is None:
+            raise ApiError(404, f"no diversity image {i} rendered for {layer}:{ch} "
+                                f"(render them with `summit render --run DIR ... --diversity 4`)")
+        return send_file(p, mimetype="image/png", max_age=60)
 
     @app.get("/api/layer/<layer>")
     def layer(layer: str) -> Response:
@@ -563,8 +644,9 @@ def _worker(run_dir: str, host: str, port: int, allow_hosts: list[str], threads:
     if os.getppid() != parent:  # the parent ended before the line above
         return
     logging.getLogger("waitress.queue").setLevel(logging.ERROR)
-    srv = make_http_server(create_app(run_dir, hosts=HostCheck(host, allow_hosts)), host, port, threads,
-                           reuse_port=True)
+    app = create_app(run_dir, hosts=HostCheck(host, allow_hosts))
+    app.extensions["summit"].warm_up()
+    srv = make_http_server(app, host, port, threads, reuse_port=True)
     ready.set()
     srv.serve_forever()
 
@@ -576,6 +658,7 @@ def serve(run_dir: str | os.PathLike, host: str = "127.0.0.1", port: int = 5000,
     import multiprocessing as mp
     allow = list(allow_hosts)
     app = create_app(run_dir, hosts=HostCheck(host, allow))
+    app.extensions["summit"].warm_up()
     srv = make_http_server(app, host, port, threads, reuse_port=processes > 1)
     if host not in LOOPBACK_NAMES:
         print(f"summit: warning: serving on {host}: the UI has no authentication; anyone who can reach "
