@@ -1,6 +1,6 @@
 // Channel detail panel (right): feature visualization and diversity images, dataset examples with
 // their classes, statistics, the unit's top inputs (attr_channels, also outside the graph) and
-// the classes where it ranks in the top-k most often. The panel collapses when empty.
+// the classes whose images select it most often (the run's default selection). The panel collapses when empty.
 
 import { api, showError } from "./api.js";
 import { $, cropHtml, el, fmt, pct } from "./dom.js";
@@ -77,7 +77,7 @@ export async function openChannel(layer, channel) {
   });
 
   const stats = el("table", { class: "stats-table" },
-    el("tr", {}, el("td", { text: "in top-k of" }), el("td", { text: `${d.count} of ${d.n_images} images` })),
+    el("tr", {}, el("td", { text: `selected (${state.meta.default_selection}) in` }), el("td", { text: `${d.count} of ${d.n_images} images` })),
     el("tr", {}, el("td", { text: "mean activation (spatial max)" }), el("td", { text: fmt(d.mean_activation) })));
 
   const node = state.graph?.nodes.find((n) => n.id === id);
@@ -114,6 +114,6 @@ export async function openChannel(layer, channel) {
       d.examples.length ? exBox : el("p", { class: "note", text: "No dataset examples stored." })),
     ...section("Statistics", stats),
     ...(attr ? section("Top inputs (influence, also outside the graph)", attr) : []),
-    ...section("Top classes (images with the unit in their top-k)",
-      d.top_classes.length ? tops : el("p", { class: "note", text: "Never in any image's top-k." })));
+    ...section("Top classes (images that select the unit)",
+      d.top_classes.length ? tops : el("p", { class: "note", text: "Never selected in any image." })));
 }

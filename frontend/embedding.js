@@ -12,13 +12,6 @@ const NO_ACC = "#b9bec4";
 let emb = null;   // {svg, zoom, x0, y0, x, y, pts}
 let seq = 0;
 
-/** Rows of the requested layout: a stored embedding may hold one layout per layer. */
-function rowsFor(points, layer) {
-  if (!points.some((p) => p.layer !== undefined)) return points;
-  const want = points.filter((p) => (p.layer || "") === layer);
-  return want.length ? want : points.filter((p) => p.layer === points[0].layer);
-}
-
 export async function renderEmbedding() {
   const box = $("#embedding");
   const layer = state.simLayer;
@@ -31,15 +24,16 @@ export async function renderEmbedding() {
     return;
   }
   if (my !== seq) return;
-  const pts = rowsFor(res.points, layer);
-  $("#embedding-method").textContent = `${String(res.method || "").toUpperCase()} of A rows · ${layer || "all layers"}`;
+  // one layout per layer (Summit's); with "all layers" chosen for similarity, the output layer's
+  const pts = res.points;
+  $("#embedding-method").textContent = `${String(res.method).toUpperCase()} of A rows · ${res.layer}`;
   const x0 = d3.scaleLinear().domain(d3.extent(pts, (d) => d.x)).nice().range([M, W - M]);
   const y0 = d3.scaleLinear().domain(d3.extent(pts, (d) => d.y)).nice().range([H - M, M]);
   const r = d3.scaleSqrt().domain([0, d3.max(pts, (d) => d.n_images) || 1]).range([1.5, 5]);
   const color = d3.scaleSequential(d3.interpolateCividis).domain([0, 1]);
   const acc = new Map(state.classes.map((c) => [c.name, c.accuracy]));
   const svg = d3.create("svg").attr("viewBox", `0 0 ${W} ${H}`).attr("id", "embedding-svg")
-    .attr("data-layer", layer || "all").attr("data-method", res.method ?? "");
+    .attr("data-layer", res.layer).attr("data-method", res.method ?? "");
   svg.append("rect").attr("width", W).attr("height", H).attr("fill", "#fafbfc").attr("rx", 4);
   svg.append("g").attr("class", "points").selectAll("circle").data(pts).join("circle")
     .attr("r", (d) => r(d.n_images))

@@ -69,7 +69,7 @@ function captionLines(g) {
     return `${info.name}: ${info.n_images} images, top-1 accuracy ${pct(acc)}`;
   };
   const s = g.summit || {};
-  return [`${m.model} (${m.weights} weights), ${m.dataset.n_images} images of ${m.dataset.n_classes} classes, top-k ${m.k}`,
+  return [`${m.model} (${m.weights} weights), ${m.dataset.n_images} images of ${m.dataset.n_classes} classes`,
     ruleText(g),
     s.kind === "compare" ? `a = ${cls(s.class)}; b = ${cls(s.class_b)}` : cls(s.class || { name: state.selected })];
 }

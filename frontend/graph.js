@@ -206,7 +206,7 @@ export function legendGroup(L, names) {
   const g = d3.create("svg:g").attr("class", "legend").attr("font-size", 10).attr("fill", MUTED);
   let x = 0;
   const title = (t) => g.append("text").attr("x", x).attr("y", 10).attr("font-weight", "bold").text(t);
-  title("node size: images with the unit in their top-k");
+  title("node size: share of the class's images that select the unit");
   const fracs = [...new Set([L.maxFrac / 4, L.maxFrac / 2, L.maxFrac].map((f) => +f.toPrecision(2)))];
   let xi = x;
   for (const f of fracs) {

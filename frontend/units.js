@@ -1,5 +1,5 @@
 // Unit browser (Microscope-style): every unit of one layer as a thumbnail (feature vis where
-// rendered, else its strongest dataset-example patch, marked as such), with its top-k count and
+// rendered, else its strongest dataset-example patch, marked as such), with the number of images that select it and
 // top class; sort and "active only" live in the URL hash.
 
 import { api, showError } from "./api.js";
@@ -54,20 +54,20 @@ export function renderUnits() {
     const id = `${d.layer}:${u.channel}`;
     const top = u.top_classes.map((c) => `${c.name} (${c.count})`).join(", ");
     const div = el("div", { class: "unit", "data-node": id, tabindex: 0, role: "button",
-      title: `${id}\nin the top-k of ${u.count} images\ntop classes: ${top || "none"}`,
+      title: `${id}\nselected in ${u.count} images\ntop classes: ${top || "none"}`,
       onclick: () => actions.openChannel(d.layer, u.channel),
       onkeydown: (ev) => {
         if (ev.key === "Enter" || ev.key === " ") { ev.preventDefault(); actions.openChannel(d.layer, u.channel); }
       } },
     thumbHtml(d.layer, u.channel, 72),
-    el("div", { class: "cap" }, el("b", { text: `#${u.channel}` }), el("span", { text: `top-k: ${u.count}` })),
+    el("div", { class: "cap" }, el("b", { text: `#${u.channel}` }), el("span", { text: `${u.count} img` })),
     el("div", { class: "top", text: u.top_classes[0] ? `top class: ${u.top_classes[0].name}` : "top class: –" }));
     div.classList.toggle("selected", id === state.detail);
     return div;
   }));
   const active = d.units.filter((u) => u.count > 0).length;
   const n = state.fv[d.layer]?.size ?? 0;
-  $("#unit-summary").textContent = `${d.channels} units, ${active} ever in an image's top-k · ` +
+  $("#unit-summary").textContent = `${d.channels} units, ${active} ever selected (${state.meta.default_selection}) · ` +
     `thumbnails: FV = feature visualization (${n} rendered), ex = strongest dataset-example patch`;
 }
 

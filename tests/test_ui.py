@@ -464,7 +464,8 @@ def test_similarity_sort_with_pinned_class(page, server: str, artifacts: Path) -
 
 def test_layer_switch_embedding_and_similarity(browser, server: str, artifacts: Path) -> None:
     with checked_page(browser, server) as page:
-        page.wait_for_selector('#embedding svg[data-layer="all"] circle')
+        page.wait_for_selector('#embedding svg[data-layer="fire9"] circle')  # "all layers": the output layer's layout
+        assert "UMAP of A rows · fire9" in page.inner_text("#embedding-method")
         name = page.get_attribute("#graph svg", "data-class")
         page.select_option("#sim-layer", "fire5")
         page.wait_for_selector('#embedding svg[data-layer="fire5"] circle')
@@ -529,7 +530,7 @@ def test_unit_browser(browser, server: str, artifacts: Path) -> None:
         assert first.locator(".thumb-box").get_attribute("data-kind") == "ex"
         assert first.locator(".badge").inner_text() == "ex" and "dataset-example patch" in page.inner_text("#unit-summary")
         assert first.locator(".cap b").inner_text() == f"#{best['channel']}"
-        assert first.locator(".cap span").inner_text() == f"top-k: {best['count']}"
+        assert first.locator(".cap span").inner_text() == f"{best['count']} img"
         assert first.locator(".top").inner_text() == f"top class: {best['top_classes'][0]['name']}"
         page.wait_for_function("() => { const i = document.querySelector('#unit-grid .unit img');"
                                " return i && i.complete && i.naturalWidth > 0; }")
