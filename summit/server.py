@@ -172,6 +172,9 @@ class Api:
         self.layer_matrices = Memo(self._layer_matrices, len(self.run.layers))
         self.layer_examples = Memo(self._layer_examples, len(self.run.layers))
         self.embedding = Memo(self._embedding, 3)
+        from .graphcache import GraphCache
+        self.stored_graphs = GraphCache(self.run)  # default-settings graphs precomputed by `summit graphs`
+        self.default_graph_params = self.graph_params({}, ())
 
     # --- validation -------------------------------------------------------------------------
     def cls(self, name: str, status: int = 400) -> int:
@@ -241,11 +244,13 @@ class Api:
     # --- cached computations ----------------------------------------------------------------
     def _graph(self, a: int, b: int | None, params: tuple) -> bytes:
         """node-link JSON (UTF-8 bytes) of a class graph (b is None) or of the comparison of a and b."""
-        from .export import to_json
         from .graph import class_graph, compare_graph
+        from .graphcache import graph_bytes
+        stored = self.stored_graphs.get(a) if b is None and params == self.default_graph_params else None
+        if stored is not None:
+            return stored
         kw: dict[str, Any] = {k: (list(v) if isinstance(v, tuple) else v) for k, v in params}
-        G = class_graph(self.run, a, **kw) if b is None else compare_graph(self.run, a, b, **kw)
-        return json.dumps(to_json(G), separators=(",", ":"), sort_keys=True).encode()
+        return graph_bytes(class_graph(self.run, a, **kw) if b is None else compare_graph(self.run, a, b, **kw))
 
     def _embedding(self, method: str) -> list[dict]:
         """Every layer's class layout: the stored one (computed and stored on first use); computed
@@ -576,6 +581,8 @@ def serve(run_dir: str | os.PathLike, host: str = "127.0.0.1", port: int = 5000,
     import multiprocessing as mp
     allow = list(allow_hosts)
     app = create_app(run_dir, hosts=HostCheck(host, allow))
+    from .graphcache import build_in_background
+    builder = build_in_background(app.extensions["summit"].run)  # default graphs, served once stored
     srv = make_http_server(app, host, port, threads, reuse_port=processes > 1)
     if host not in LOOPBACK_NAMES:
         print(f"summit: warning: serving on {host}: the UI has no authentication; anyone who can reach "
@@ -601,3 +608,5 @@ def serve(run_dir: str | os.PathLike, host: str = "127.0.0.1", port: int = 5000,
         srv.shutdown()
         for w, _ in workers:
             w.terminate()
+        if builder is not None:
+            builder.terminate()
