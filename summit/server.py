@@ -363,7 +363,8 @@ def create_app(run_dir: str | os.PathLike, cache_size: int = 256, hosts: HostChe
     app = Flask(__name__, static_folder=str(STATIC_DIR), static_url_path="/static")
     api = Api(run_dir, cache_size)
     api.run.preload_influence(INFLUENCE_MEMORY_BYTES)
-    api.graph(0, None, api.graph_params({}, ()))  # one-time set-up (dense matrices) before the first request
+    from .graph import dense
+    dense(api.run)  # one-time set-up (dense matrices) before the first computed graph
     app.extensions["summit"] = api
     host_ok = hosts or HostCheck()
     from .explain_api import blocks_blueprint
