@@ -165,7 +165,7 @@ def _pair_edges(run: Run, rows: dict[str, tuple], pair: dict) -> tuple[tuple, tu
     (src, dst, weight, bottleneck) arrays."""
     stages = [st for st in run.stages if st["pair"] == pair["name"]]
     direct = next((st for st in stages if st["kind"] == "direct"), None)
-    parts, attr = [], []
+    parts, composed_parts = [], []
     n_direct: list[int] = []
     if direct is not None:
         s, d, c = rows.get(direct["name"], (np.zeros(0, int),) * 3)
@@ -188,16 +188,16 @@ def _pair_edges(run: Run, rows: dict[str, tuple], pair: dict) -> tuple[tuple, tu
         w = compose_max_min(i_out, i_in)
         jj, ii = np.nonzero(w)
         cand = (ii, js[jj], w[jj, ii], np.ones(len(ii), dtype=bool))
-        attr.append(cand)
+        composed_parts.append(cand)
         top = _top_per_dst(cand[:3], keep)
         parts.append(tuple(x[top] for x in cand))
     full = tuple(np.concatenate([p[i] for p in parts]) for i in range(4)) if parts else None
-    composed = tuple(np.concatenate([p[i] for p in attr]) for i in range(4)) if attr else None
+    composed = tuple(np.concatenate([p[i] for p in composed_parts]) for i in range(4)) if composed_parts else None
     return full, composed
 
 
 def class_edges(run: Run, class_index: int) -> _ClassEdges:
-    """The class's full graph (every pair) and its per-destination top raw inputs."""
+    """The class's full graph (every pair) and the candidates for its nodes' top raw inputs."""
     t = run.influence(class_index)
     stage = pc.index_in(t.column("layer_pair"), value_set=pa.array(run.stage_names, pa.string()))
     stage = stage.to_numpy(zero_copy_only=False)
