@@ -25,6 +25,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from tqdm import tqdm
 
+from .models import SummitError
 from .store import Run, write_table
 
 CACHE_FILE = "graphs.parquet"
@@ -78,7 +79,10 @@ def build(run: Run, progress: bool = True) -> Path:
     table = pa.table({"class": pa.array(range(len(bodies)), pa.int32()), "json": pa.array(bodies, pa.binary())},
                      schema=schema)
     path = run.path / CACHE_FILE
-    write_table(table, path)
+    try:
+        write_table(table, path)
+    except OSError as e:
+        raise SummitError(f"cannot write {path} ({e.strerror or e}); graphs are then computed per request") from None
     return path
 
 
