@@ -151,6 +151,9 @@ def singles_ms(base: str, urls: list[str]) -> float:
 def bench(run_dir: Path, n: int, seed: int, singles: int, serve_args: list[str]) -> dict:
     run = Run(run_dir)
     stored_at_start = is_fresh(run)
+    if not stored_at_start and not os.access(run_dir, os.W_OK):
+        raise SystemExit(f"{run_dir} is read-only and has no fresh {CACHE_FILE}: run `summit graphs` "
+                         "on a writable copy")
     graphs = different_graphs(run, n + singles + 1, seed)
     first_url, single_urls, burst_urls = graphs[0], graphs[1:singles + 1], graphs[singles + 1:]
     demand = different_graphs(run, n + singles, seed + 2, query="&mass_step=0.006")
