@@ -151,6 +151,21 @@ def _cmd_graph(a: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_graphs(a: argparse.Namespace) -> int:
+    import time
+
+    from .graphcache import build, is_fresh
+    from .store import Run
+    run = Run(a.run)
+    if is_fresh(run) and not a.force:
+        print(f"{run.path / 'graphs.parquet'} is up to date ({len(run.class_names)} class graphs)")
+        return 0
+    t = time.perf_counter()
+    path = build(run, progress=not a.quiet)
+    print(f"{len(run.class_names)} class graphs (default settings) -> {path} in {time.perf_counter() - t:.1f}s")
+    return 0
+
+
 def _cmd_export(a: argparse.Namespace) -> int:
     from .embedding import write_embedding
     from .store import Run, check_replaceable, output_dir, replacing
@@ -385,6 +400,13 @@ def build_parser() -> argparse.ArgumentParser:
     gr.add_argument("--class", dest="cls", required=True, help="class name or index")
     gr.add_argument("--out", required=True, help="output file")
     gr.set_defaults(func=_cmd_graph)
+
+    gs = sub.add_parser("graphs", help="precompute every class's default graph into the run (graphs.parquet), "
+                                       "which `summit serve` answers from")
+    gs.add_argument("--run", required=True, help="run directory")
+    gs.add_argument("--force", action="store_true", help="recompute even when the stored graphs are up to date")
+    gs.add_argument("--quiet", action="store_true", help="no progress bar")
+    gs.set_defaults(func=_cmd_graphs)
 
     ex = sub.add_parser("export", help="write every class's graph, or the class embedding")
     graph_options(ex)

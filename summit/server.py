@@ -183,6 +183,9 @@ class Api:
         self.layer_examples = Memo(self._layer_examples, len(self.run.layers))
         self.embedding = Memo(self._embedding, 3)
         self.similarity_rows = Memo(self._similarity_rows, len(self.run.layers) + 1)
+        from .graphcache import GraphCache
+        self.stored_graphs = GraphCache(self.run)  # default-settings graphs precomputed by `summit graphs`
+        self.default_graph_params = self.graph_params({}, ())
 
     # --- validation -------------------------------------------------------------------------
     def cls(self, name: str, status: int = 400) -> int:
@@ -238,6 +241,8 @@ class Api:
         selection = args.get("selection") or None
         if selection is not None and selection not in self.run.selections:
             raise ApiError(400, f"unknown selection {selection!r}; valid: {', '.join(self.run.selections)}")
+        if selection == self.run.check_selection(None):
+            selection = None  # named default: the same graph (and the stored one)
         common: tuple = (("method", method), ("selection", selection), ("layers", layers),
                          ("hide_ubiquitous", choice("ubiquitous", ("hide", "show")) == "hide"),
                          ("exclude", tuple(args["exclude"].split(",")) if args.get("exclude") else None))
@@ -252,11 +257,13 @@ class Api:
     # --- cached computations ----------------------------------------------------------------
     def _graph(self, a: int, b: int | None, params: tuple) -> bytes:
         """node-link JSON (UTF-8 bytes) of a class graph (b is None) or of the comparison of a and b."""
-        from .export import to_json
         from .graph import class_graph, compare_graph
+        from .graphcache import graph_bytes
+        stored = self.stored_graphs.get(a) if b is None and params == self.default_graph_params else None
+        if stored is not None:
+            return stored
         kw: dict[str, Any] = {k: (list(v) if isinstance(v, tuple) else v) for k, v in params}
-        G = class_graph(self.run, a, **kw) if b is None else compare_graph(self.run, a, b, **kw)
-        return json.dumps(to_json(G), separators=(",", ":"), sort_keys=True).encode()
+        return graph_bytes(class_graph(self.run, a, **kw) if b is None else compare_graph(self.run, a, b, **kw))
 
     def _embedding(self, method: str) -> list[dict]:
         """Every layer's class layout: the stored one (computed and stored on first use); computed
@@ -417,7 +424,8 @@ def create_app(run_dir: str | os.PathLike, cache_size: int = 256, hosts: HostChe
     app = Flask(__name__, static_folder=str(STATIC_DIR), static_url_path="/static")
     api = Api(run_dir, cache_size)
     api.run.preload_influence(INFLUENCE_MEMORY_BYTES)
-    api.graph(0, None, api.graph_params({}, ()))  # one-time set-up (dense matrices) before the first request
+    from .graph import dense
+    dense(api.run)  # one-time set-up (dense matrices) before the first computed graph
     app.extensions["summit"] = api
     host_ok = hosts or HostCheck()
     from .explain_api import blocks_blueprint
@@ -659,6 +667,8 @@ def serve(run_dir: str | os.PathLike, host: str = "127.0.0.1", port: int = 5000,
     allow = list(allow_hosts)
     app = create_app(run_dir, hosts=HostCheck(host, allow))
     app.extensions["summit"].warm_up()
+    from .graphcache import build_in_background
+    builder = build_in_background(app.extensions["summit"].run)  # default graphs, served once stored
     srv = make_http_server(app, host, port, threads, reuse_port=processes > 1)
     if host not in LOOPBACK_NAMES:
         print(f"summit: warning: serving on {host}: the UI has no authentication; anyone who can reach "
@@ -684,3 +694,5 @@ def serve(run_dir: str | os.PathLike, host: str = "127.0.0.1", port: int = 5000,
         srv.shutdown()
         for w, _ in workers:
             w.terminate()
+        if builder is not None:
+            builder.terminate()

@@ -584,10 +584,35 @@ def test_featurevis_listing_and_diversity_images(div_dir: Path) -> None:
 def test_warm_up_loads_what_the_first_page_needs(run_dir: Path) -> None:
     app = create_app(run_dir)
     api, client = app.extensions["summit"], app.test_client()
-    assert api.graph.misses == 1  # create_app computed one graph: the graph tables are loaded
     t = api.warm_up()
     t.join(120)
     assert not t.is_alive() and (api.similarity_rows.misses, api.embedding.misses) == (1, 1)
     get_json(client, "/api/similar?class=4")
     get_json(client, "/api/embedding")
     assert (api.similarity_rows.misses, api.embedding.misses) == (1, 1)  # computed by the warm-up
+
+
+def test_default_graphs_come_from_the_stored_graphs(sample_run: Path, tmp_path: Path) -> None:
+    """With `summit graphs` run, default-settings graphs are answered from graphs.parquet (here
+    with a planted body, to see where the answer comes from); other settings are computed."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from summit.graphcache import CACHE_FILE, build, graph_bytes
+    from summit.store import write_table
+    out = tmp_path / "run"
+    shutil.copytree(sample_run, out)
+    run = Run(out)
+    build(run, progress=False)
+    t = pq.read_table(out / CACHE_FILE)
+    bodies = t.column("json").to_pylist()
+    assert bodies[2] == graph_bytes(class_graph(run, 2))
+    bodies[2] = b'{"planted":true}'
+    write_table(t.set_column(1, t.schema.field("json"), pa.array(bodies, pa.binary())), out / CACHE_FILE)
+    client = create_app(out).test_client()
+    assert get_json(client, f"/api/graph?class={run.class_names[2]}") == {"planted": True}
+    assert get_json(client, "/api/graph?class=3").get("nodes")  # stored, the real graph
+    assert get_json(client, f"/api/graph?class=2&selection={run.check_selection(None)}") == {"planted": True}
+    computed = get_json(client, "/api/graph?class=2&mass=0.075&mass_step=0.01")
+    assert computed == json.loads(graph_bytes(class_graph(run, 2, mass_step=0.01)))
+    assert get_json(client, "/api/compare?a=2&b=3")["summit"]["kind"] == "compare"
