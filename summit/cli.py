@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, NoReturn
 
-from .models import SummitError
+from .errors import SummitError
 
 if TYPE_CHECKING:
     from .store import Run

@@ -17,7 +17,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from .graph import dense
-from .models import SummitError
+from .errors import SummitError
 from .store import Run, write_table
 
 EMBEDDING_METHODS = ("umap", "pca", "tsne")

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from flask import Blueprint, Response, jsonify, request, send_file, send_from_directory
 
-from .models import SummitError
+from .errors import SummitError
 from .server import STATIC_DIR, ApiError, Memo, _file_inside, _parse_int
 
 if TYPE_CHECKING:

@@ -28,7 +28,8 @@ from PIL import Image
 from torch import nn
 from tqdm import tqdm
 
-from .models import ModelSpec, SummitError, resolve_device
+from .errors import SummitError
+from .models import ModelSpec, resolve_device
 
 if TYPE_CHECKING:
     from .store import Run

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Sequence
 from urllib.parse import urlencode
 
-from .models import SummitError
+from .errors import SummitError
 
 SYSTEM_CHROMIUM = "/usr/bin/chromium"
 BROWSER_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--no-first-run"]

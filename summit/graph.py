@@ -26,7 +26,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import scipy.sparse as sp
 
-from .models import SummitError
+from .errors import SummitError
 from .selection import ubiquitous_channels
 from .store import Run
 

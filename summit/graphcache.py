@@ -25,7 +25,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from tqdm import tqdm
 
-from .models import SummitError
+from .errors import SummitError
 from .store import Run, write_table
 
 CACHE_FILE = "graphs.parquet"

@@ -32,7 +32,7 @@ from waitress.channel import HTTPChannel
 from waitress.task import ErrorTask
 from werkzeug.exceptions import HTTPException
 
-from .models import SummitError
+from .errors import SummitError
 from .store import Run
 
 

@@ -8,6 +8,8 @@ import re
 import shutil
 import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections import Counter
@@ -579,6 +581,14 @@ def test_featurevis_listing_and_diversity_images(div_dir: Path) -> None:
     second = get_json(client, "/api/featurevis")
     assert second["featurevis"]["fire5"] == [3] and second["stamp"] != first["stamp"]
     assert get_json(client, "/api/featurevis")["stamp"] == second["stamp"]
+
+
+def test_serving_does_not_import_torch() -> None:
+    """The server and the graph code load without torch (seconds of start-up on a busy machine)."""
+    code = ("import sys, summit.server, summit.graph, summit.graphcache, summit.embedding, summit.export, "
+            "summit.cli; print(sorted(m for m in ('torch', 'torchvision') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
 
 
 def test_warm_up_loads_what_the_first_page_needs(run_dir: Path) -> None:
