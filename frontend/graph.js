@@ -206,7 +206,7 @@ export function legendGroup(L, names) {
   const g = d3.create("svg:g").attr("class", "legend").attr("font-size", 10).attr("fill", MUTED);
   let x = 0;
   const title = (t) => g.append("text").attr("x", x).attr("y", 10).attr("font-weight", "bold").text(t);
-  title("node size: share of the class's images that select the unit");
+  title("node size: share of images selecting the unit");
   const fracs = [...new Set([L.maxFrac / 4, L.maxFrac / 2, L.maxFrac].map((f) => +f.toPrecision(2)))];
   let xi = x;
   for (const f of fracs) {
@@ -216,7 +216,7 @@ export function legendGroup(L, names) {
     g.append("text").attr("x", xi + s / 2).attr("y", 18 + NODE_MAX + 12).attr("text-anchor", "middle").text(pct(f));
     xi += s + 14;
   }
-  x = Math.max(xi, x + 250) + 24;
+  x = Math.max(xi, x + 290) + 24;
   title("edge width: influence count");
   const [lo, hi] = L.edgeExtent;
   const counts = lo == null ? [] : [...new Set([lo, Math.round((lo + hi) / 2), hi])];
