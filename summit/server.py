@@ -418,6 +418,13 @@ class Api:
         return t
 
 
+def _unit_file(p: Path | None, missing: str, mimetype: str, max_age: int) -> Response:
+    """A unit's image file (checked to be inside the run), or a 404 saying what is missing."""
+    if p is None:
+        raise ApiError(404, missing)
+    return send_file(p, mimetype=mimetype, max_age=max_age)
+
+
 def create_app(run_dir: str | os.PathLike, cache_size: int = 256, hosts: HostCheck | None = None) -> Flask:
     """The Flask app serving the run at ``run_dir`` (raises SummitError if it is not a run, or if
     its files are damaged: see ``Run``). `hosts`: accepted Host headers (default: loopback names only)."""
@@ -518,11 +525,9 @@ def create_app(run_dir: str | os.PathLike, cache_size: int = 256, hosts: HostChe
     @app.get("/api/diversity/<layer>/<channel>/<i>.png")
     def diversity(layer: str, channel: str, i: str) -> Response:
         layer, ch = api.channel(layer, channel)
-        p = api.diversity_file(layer, ch, _parse_int("image", i, 0, 15, status=404))
-        if p is None:
-            raise ApiError(404, f"no diversity image {i} rendered for {layer}:{ch} "
-                                f"(render them with `summit render --run DIR ... --diversity 4`)")
-        return send_file(p, mimetype="image/png", max_age=60)
+        return _unit_file(api.diversity_file(layer, ch, _parse_int("image", i, 0, 15, status=404)),
+                          f"no diversity image {i} rendered for {layer}:{ch} "
+                          f"(render them with `summit render --run DIR ... --diversity 4`)", "image/png", 60)
 
     @app.get("/api/layer/<layer>")
     def layer(layer: str) -> Response:
@@ -535,19 +540,14 @@ def create_app(run_dir: str | os.PathLike, cache_size: int = 256, hosts: HostChe
     @app.get("/api/examples/<layer>/<channel>.jpg")
     def examples(layer: str, channel: str) -> Response:
         layer, ch = api.channel(layer, channel)
-        p = api.examples_file(layer, ch)
-        if p is None:
-            raise ApiError(404, f"no dataset examples stored for {layer}:{ch}")
-        return send_file(p, mimetype="image/jpeg", max_age=3600)
+        return _unit_file(api.examples_file(layer, ch), f"no dataset examples stored for {layer}:{ch}",
+                          "image/jpeg", 3600)
 
     @app.get("/api/featurevis/<layer>/<channel>.png")
     def featurevis(layer: str, channel: str) -> Response:
         layer, ch = api.channel(layer, channel)
-        p = api.featurevis_file(layer, ch)
-        if p is None:
-            raise ApiError(404, f"no feature visualization rendered for {layer}:{ch} "
-                                f"(render it with `summit render --run DIR`)")
-        return send_file(p, mimetype="image/png", max_age=60)
+        return _unit_file(api.featurevis_file(layer, ch), f"no feature visualization rendered for {layer}:{ch} "
+                                                          f"(render it with `summit render --run DIR`)", "image/png", 60)
 
     @app.get("/api/export/<name>.json")
     def export(name: str) -> Response:
