@@ -162,29 +162,291 @@ def one_by_one(x: torch.Tensor, w: torch.Tensor, padded: bool = False) -> torch.
     return mx.unsqueeze(2) * wt.clamp(min=0) + mn.unsqueeze(2) * wt.clamp(max=0)
 
 
+def topk_canonical(v: torch.Tensor, k: int) -> torch.Tensor:
+    """The top-k inputs (dim 1) of v (N, Cin, Cout) per (image, output channel) -> (N, k, Cout).
+
+    Larger value first, ties to the lower input index; each set is listed in ascending index
+    order. Both the exhaustive and the fast path (:func:`conv_topk`) end here.
+    """
+    n, cin, cout = v.shape
+    kth = v.topk(k, dim=1, sorted=False).values.amin(1, keepdim=True)
+    above, tie = v > kth, v == kth
+    take = above | (tie & (tie.cumsum(1) <= k - above.sum(1, keepdim=True)))
+    return take.transpose(1, 2).nonzero()[:, 2].view(n, cout, k).transpose(1, 2)
+
+
+def _dot_tol(k2: int, device: torch.device) -> float:
+    """Relative bound (per unit of sum |w| * max |x|) on the float32 rounding error of a
+    k2-term dot product and of the bounds built from it, with a 4x margin; TF32 on CUDA
+    gets a 2^-11 unit. Float32 values are only ever compared with this margin."""
+    tf32 = device.type == "cuda" and torch.backends.cuda.matmul.allow_tf32
+    u = 2.0 ** (-11 if tf32 else -24)
+    return 4 * (k2 + 2) * u
+
+
+class _Windows:
+    """The k x k windows of a zero-padded input, one row per (image, input channel)."""
+
+    def __init__(self, x: torch.Tensor, ks: int, stride: int, padding: int) -> None:
+        n, cin, h, wd = x.shape
+        xp = F.pad(x, (padding,) * 4) if padding else x
+        hp, wp = h + 2 * padding, wd + 2 * padding
+        ho, wo = (hp - ks) // stride + 1, (wp - ks) // stride + 1
+        dev = x.device
+        self.padded = xp
+        self.rows = xp.reshape(n * cin, hp * wp)
+        self.flat = self.rows.view(-1)
+        self.base = (torch.arange(ho, device=dev)[:, None] * (stride * wp)
+                     + torch.arange(wo, device=dev)[None, :] * stride).reshape(-1)  # window origins
+        self.taps = (torch.arange(ks, device=dev)[:, None] * wp + torch.arange(ks, device=dev)).reshape(-1)
+        self.n_pos, self.ks, self.stride, self.out_hw = ho * wo, ks, stride, (ho, wo)
+
+    def tiles(self, size: int) -> torch.Tensor:
+        """Output positions grouped in square tiles of about ``size`` positions (T, P); edge
+        tiles repeat their last row / column."""
+        ho, wo = self.out_hw
+        t = max(1, min(4, round(size ** 0.5), ho, wo))
+        dev = self.base.device
+        ty = (torch.arange(0, ho, t, device=dev)[:, None] + torch.arange(t, device=dev)).clamp(max=ho - 1)
+        tx = (torch.arange(0, wo, t, device=dev)[:, None] + torch.arange(t, device=dev)).clamp(max=wo - 1)
+        pos = ty[:, None, :, None] * wo + tx[None, :, None, :]  # (tiles_y, tiles_x, t, t)
+        return pos.reshape(-1, t * t)
+
+    def at(self, rows: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
+        """Window values (R, P, k*k) of the given rows (R,) at output positions pos (R, P)."""
+        start = rows.unsqueeze(1) * self.rows.shape[1] + self.base[pos]  # (R, P)
+        return self.flat[start.unsqueeze(2) + self.taps]
+
+    def absmax(self, nonneg: bool) -> torch.Tensor:
+        """Largest |x| in each window (N*Cin, L); 0 marks an all-zero window (value exactly 0)."""
+        m = self.padded if nonneg else self.padded.abs()
+        ks, s = self.ks, self.stride
+        for dim in (2, 3):  # separable: k-wide running max along each axis (faster than max_pool2d)
+            size = m.shape[dim] - ks + 1
+            part = m.narrow(dim, 0, size)
+            for o in range(1, ks):
+                part = torch.maximum(part, m.narrow(dim, o, size))
+            m = part.narrow(dim, 0, (size - 1) // s * s + 1)[(slice(None),) * dim + (slice(None, None, s),)]
+        return m.reshape(self.rows.shape[0], self.n_pos).clamp(min=0)  # -0.0 -> 0.0
+
+    def exact(self, rows: torch.Tensor, pos: torch.Tensor, kern: torch.Tensor) -> torch.Tensor:
+        """Canonical values (M,) float64 of window (rows, pos) . kern (M, k*k): exact float64
+        products summed left to right in float64 by elementwise ops, so a value never depends
+        on what else is computed with it (a matmul's rounding varies with its shape)."""
+        prod = self.at(rows, pos.unsqueeze(1)).squeeze(1).double() * kern.double()
+        acc = prod[:, 0].clone()
+        for u in range(1, prod.shape[1]):
+            acc += prod[:, u]
+        return acc
+
+
+def _canonical_max(win: _Windows, rows: torch.Tensor, pos: torch.Tensor, kern: torch.Tensor,
+                   pair: torch.Tensor, n_pairs: int) -> torch.Tensor:
+    """Per pair (n_pairs,) float64: the largest canonical value among its candidate windows."""
+    out = torch.full((n_pairs,), float("-inf"), dtype=torch.float64, device=kern.device)
+    if pair.numel():
+        out.scatter_reduce_(0, pair, win.exact(rows, pos, kern), "amax")
+    return out
+
+
 def per_channel_conv_max(x: torch.Tensor, w: torch.Tensor, stride: int = 1,
                          padding: int = 0) -> torch.Tensor:
-    """max over positions of each single-channel convolution X_i * W_ji -> (N, Cin, Cout)."""
+    """max over positions of each single-channel convolution X_i * W_ji -> (N, Cin, Cout).
+
+    Canonical values: the float32 rounding of the largest exact window value, found among the
+    windows whose float32 value is within rounding error of the float32 maximum. Any exact
+    method (:func:`conv_topk`) therefore sees the very same numbers. Computed in float32.
+    """
+    x, w = x.float(), w.float()
     n, cin, h, wd = x.shape
     cout, k = w.shape[0], w.shape[-1]
-    if k == 1:
+    if k == 1:  # one product per position: its float32 rounding is the canonical value
         if stride > 1:
             x = x[:, :, ::stride, ::stride]
         return one_by_one(x, w[:, :, 0, 0], padded=padding > 0)
-    ho = (h + 2 * padding - k) // stride + 1
-    wo = (wd + 2 * padding - k) // stride + 1
+    win = _Windows(x, k, stride, padding)
     # One row per (image, input channel): its patches (k*k, L) times its kernels (Cout, k*k),
     # reduced over positions right away. Rows go in blocks whose (Cout, L) products stay
-    # cache-sized: 2-3x faster on CPU than one big einsum or a grouped conv (same result).
+    # cache-sized: 2-3x faster on CPU than one big einsum or a grouped conv.
     patches = F.unfold(x.reshape(n * cin, 1, h, wd), k, padding=padding, stride=stride)
     kernels = w.reshape(cout, cin, k * k).transpose(0, 1)  # (Cin, Cout, k*k)
-    rows = max(1, CHUNK_BYTES.get(x.device.type, 2**20) // (cout * ho * wo * 4))
+    key = win.absmax(False)
+    zero_win = (key == 0).any(1)
+    tol = _dot_tol(k * k, x.device) * kernels.abs().sum(-1)  # (Cin, Cout)
+    scale = key.amax(1)
+    rows = max(1, CHUNK_BYTES.get(x.device.type, 2**20) // (cout * win.n_pos * 4))
     out = x.new_empty(n * cin, cout)
     for r0 in range(0, n * cin, rows):
         r1 = min(n * cin, r0 + rows)
         ch = torch.arange(r0, r1, device=x.device) % cin
-        out[r0:r1] = torch.bmm(kernels[ch], patches[r0:r1]).amax(-1)
+        vals = torch.bmm(kernels[ch], patches[r0:r1])
+        vals.masked_fill_((key[r0:r1] == 0).unsqueeze(1), float("-inf"))
+        top = vals.amax(-1)
+        low = torch.where(top > float("-inf"), top - 2 * tol[ch] * scale[r0:r1, None], float("inf"))
+        r, j, p = (vals >= low.unsqueeze(-1)).nonzero().unbind(1)
+        best = _canonical_max(win, r + r0, p, kernels[ch[r], j], r * cout + j, (r1 - r0) * cout)
+        best = best.view(r1 - r0, cout)
+        out[r0:r1] = torch.where(zero_win[r0:r1, None], best.clamp(min=0), best).float()
     return out.view(n, cin, cout)
+
+
+TOPK_TILE_POSITIONS = 12  # aim for tiles of about this many output positions (1x1 to 4x4)
+TOPK_GROWTH = 4  # each round looks this many times deeper (in tiles)
+TOPK_CHUNK_PAIRS = 2**20  # images are processed in chunks of at most about this many pairs
+
+
+def conv_topk(x: torch.Tensor, w: torch.Tensor, k: int, stride: int = 1, padding: int = 0,
+              stats: dict | None = None) -> torch.Tensor:
+    """Top-k inputs per (image, output channel) of per-channel conv influence -> (N, k, Cout).
+
+    Equal to ``topk_canonical(per_channel_conv_max(x, w, stride, padding), k)``, computed
+    mostly from bounds (branch and bound over window positions). Per (image, input channel)
+    positions are ranked by ``key``, the largest |x| in their window; a window's value is at
+    most ``S_ji * key`` (S: the kernel's positive mass for non-negative x, else its absolute
+    mass). Rounds evaluate (float32) ever deeper positions of the (image, input channel)
+    rows that still have an open pair. A pair is dropped once its upper bound is below the
+    k-th best lower bound of its output channel, kept once its lower bound beats all but k-1
+    upper bounds; pairs left open at the end get canonical values. ``stats`` (optional) adds
+    up pair counts and the number of window values computed (``values``; exhaustive:
+    ``pairs * positions``).
+    """
+    x, w = x.float(), w.float()
+    n, cin = x.shape[:2]
+    cout, ks = w.shape[0], w.shape[-1]
+    k = min(k, cin)
+    if k == cin:
+        return torch.arange(cin, device=x.device).view(1, cin, 1).expand(n, cin, cout).clone()
+    if ks == 1:
+        return topk_canonical(per_channel_conv_max(x, w, stride, padding), k)
+    chunk = max(1, TOPK_CHUNK_PAIRS // (cin * cout))
+    return torch.cat([_conv_topk_chunk(x[i:i + chunk], w, k, stride, padding, stats)
+                      for i in range(0, n, chunk)])
+
+
+def _kth(v: torch.Tensor, k: int) -> torch.Tensor:
+    """k-th largest over input channels of (Cin, N, Cout) values, keepdim."""
+    return v.topk(k, dim=0, sorted=False).values.amin(0, keepdim=True)
+
+
+def _eval_all(win: _Windows, kern_t: torch.Tensor, pos: torch.Tensor, n: int
+              ) -> torch.Tensor:
+    """Float32 maximum over positions pos (rows, d) of every pair -> (rows, Cout).
+    One matmul per input channel; kern_t: (Cin, k*k, Cout)."""
+    cin, k2, cout = kern_t.shape
+    d = pos.shape[1]
+    vals = torch.bmm(win.at(torch.arange(cin * n, device=pos.device), pos).view(cin, n * d, k2),
+                     kern_t).view(cin * n, d, cout)
+    return vals.amax(dim=1)
+
+
+def _eval_pairs(win: _Windows, kern: torch.Tensor, rows: torch.Tensor, need: torch.Tensor,
+                pos: torch.Tensor, n: int) -> tuple[torch.Tensor, ...]:
+    """Float32 maximum over positions pos (R, d) of the pairs need (R, Cout) of rows (R,):
+    (row, output channel, value) of each pair. Rows are sorted by their number of
+    pairs and padded per block, so each block is one small matmul."""
+    count = need.sum(1)
+    by = count.argsort(descending=True)
+    rows, need, pos, count = rows[by], need[by], pos[by], count[by]
+    r_loc, j = need.nonzero().unbind(1)  # sorted by row, then j
+    start = torch.cumsum(count, 0) - count
+    slot = torch.arange(r_loc.numel(), device=rows.device) - start[r_loc]
+    width = int(count[0])
+    jj = torch.zeros((rows.numel(), width), dtype=torch.long, device=rows.device)
+    jj[r_loc, slot] = j
+    d, out = pos.shape[1], []
+    r0 = 0
+    while r0 < rows.numel():
+        m = int(count[r0])
+        r1 = min(rows.numel(), r0 + max(1, CHUNK_BYTES.get(rows.device.type, 2**20) * 4 // (d * m * 4)))
+        sl = slice(r0, r1)
+        kb = kern[(rows[sl] // n).unsqueeze(1), jj[sl, :m]]  # (b, m, k*k)
+        vals = torch.bmm(win.at(rows[sl], pos[sl]), kb.transpose(1, 2))  # (b, d, m)
+        valid = torch.arange(m, device=rows.device) < count[sl].unsqueeze(1)
+        out.append(vals.amax(dim=1)[valid])
+        r0 = r1
+    return rows[r_loc], j, torch.cat(out)
+
+
+def _near_ties(win: _Windows, key: torch.Tensor, rows: torch.Tensor, kern: torch.Tensor,
+               low: torch.Tensor) -> torch.Tensor:
+    """Canonical maxima (M,) float64 of pairs (row, kernel): every window that is not all zero
+    and whose float32 value reaches ``low`` is evaluated exactly."""
+    out = torch.empty(rows.numel(), dtype=torch.float64, device=kern.device)
+    n_pos = key.shape[1]
+    block = max(1, CHUNK_BYTES.get(kern.device.type, 2**20) // (n_pos * kern.shape[1] * 4))
+    for r0 in range(0, rows.numel(), block):
+        sl = slice(r0, r0 + block)
+        r, km = rows[sl], kern[sl]
+        allpos = torch.arange(n_pos, device=kern.device).expand(r.numel(), -1)
+        vals = torch.bmm(win.at(r, allpos), km.unsqueeze(2)).squeeze(2)
+        vals.masked_fill_(key[r] == 0, float("-inf"))
+        m, p = (vals >= low[sl].unsqueeze(1)).nonzero().unbind(1)
+        out[sl] = _canonical_max(win, r[m], p, km[m], m, r.numel())
+    return out
+
+
+def _conv_topk_chunk(x: torch.Tensor, w: torch.Tensor, k: int, stride: int, padding: int,
+                     stats: dict | None) -> torch.Tensor:
+    n, cin = x.shape[:2]
+    cout, ks = w.shape[0], w.shape[-1]
+    dev, inf = x.device, float("inf")
+    # rows are (input channel, image), so per-row results reshape to pairs (Cin, N, Cout)
+    win = _Windows(x.transpose(0, 1), ks, stride, padding)
+    n_rows = cin * n
+    nonneg = bool(x.min() >= 0)
+    kern = w.reshape(cout, cin, ks * ks).transpose(0, 1).contiguous()  # (Cin, Cout, k*k)
+    kern_t = kern.transpose(1, 2).contiguous()  # (Cin, k*k, Cout)
+    absmass = kern.abs().sum(-1)
+    tol = _dot_tol(ks * ks, dev) * absmass  # (Cin, Cout) per unit of key
+    slope = ((kern.clamp(min=0).sum(-1) if nonneg else absmass) + tol).unsqueeze(1)  # (Cin, 1, Cout)
+    key = win.absmax(nonneg)  # (rows, L)
+    zero_win = (key == 0).any(1).view(cin, n, 1)
+    err = tol.unsqueeze(1) * key.amax(1).view(cin, n, 1)  # (Cin, N, Cout) float32 margin
+    floor = torch.where(zero_win, 0.0, -inf)  # all-zero windows give exactly 0
+    # round 0: every pair at its row's largest-key window; rest bounded by the largest key
+    top_key, top_pos = key.max(1)
+    best = _eval_all(win, kern_t, top_pos.unsqueeze(1), n)  # (rows, Cout) float32 maxima so far
+    rest_key = top_key
+    values = best.numel()
+    # then tiles of positions by decreasing tile key (ties by tile index), 1, 3, 12, ... at a time
+    tiles = win.tiles(TOPK_TILE_POSITIONS)  # (T, P)
+    tile_key = key[:, tiles.view(-1)].view(n_rows, *tiles.shape).amax(2)
+    t_ix = torch.arange(tiles.shape[0], device=dev)
+    ranked = ((tile_key.view(torch.int32).long() << 32) | (tiles.shape[0] - 1 - t_ix)).sort(1, descending=True)
+    tile_rank = tiles.shape[0] - 1 - (ranked.values & 0xFFFFFFFF)
+    rank_key = tile_key.gather(1, tile_rank)
+    depth = 0
+    while True:
+        rk = rest_key.view(cin, n, 1)
+        rest_ub = torch.where(rk > 0, slope * rk, -inf)  # bound on windows not evaluated yet
+        bst = best.view(cin, n, cout)
+        lb = torch.maximum(bst - err, floor)
+        ub = torch.maximum(torch.maximum(bst + err, rest_ub), floor)
+        drop = ub < _kth(lb, k)
+        keep = lb > _kth(ub, k + 1)
+        open_ = ~drop & ~keep
+        need = (open_ & (rest_ub >= lb)).view(n_rows, cout)
+        if depth >= tiles.shape[0] or not bool(need.any()):
+            break
+        d1 = min(tiles.shape[0], max(1, depth * TOPK_GROWTH))
+        rows = need.any(1).nonzero().squeeze(1)
+        pos = tiles[tile_rank[rows, depth:d1]].flatten(1)
+        r, j, v = _eval_pairs(win, kern, rows, need[rows], pos, n)
+        best[r, j] = torch.maximum(best[r, j], v)
+        values += v.numel() * pos.shape[1]
+        rest_key[rows] = rank_key[rows, d1] if d1 < tiles.shape[0] else 0.0
+        depth = d1
+    # open pairs (bounds within rounding error of the k-th place): canonical values
+    pi, pn, pj = open_.nonzero().unbind(1)
+    b = bst[pi, pn, pj]
+    exact = _near_ties(win, key, pi * n + pn, kern[pi, pj], b - 2 * err[pi, pn, pj])
+    score = torch.where(keep, inf, -inf)
+    score[pi, pn, pj] = torch.maximum(exact, floor[pi, pn, 0].double()).float()
+    if stats is not None:
+        for name, t in (("pairs", drop.numel()), ("dropped", drop.sum()), ("kept", keep.sum()),
+                        ("exact", pi.numel()), ("values", values), ("positions", win.n_pos * drop.numel())):
+            stats[name] = stats.get(name, 0) + int(t)
+    return topk_canonical(score.permute(1, 0, 2), k)
 
 
 def route_influence(route: Route, x: torch.Tensor, mid: torch.Tensor | None) -> torch.Tensor:

