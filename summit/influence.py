@@ -249,44 +249,42 @@ def _canonical_max(win: _Windows, rows: torch.Tensor, pos: torch.Tensor, kern: t
     return out
 
 
-def per_channel_conv_max(x: torch.Tensor, w: torch.Tensor, stride: int = 1,
-                         padding: int = 0) -> torch.Tensor:
+def per_channel_conv_max(x: torch.Tensor, w: torch.Tensor, stride: int = 1, padding: int = 0,
+                         canonical: bool = False) -> torch.Tensor:
     """max over positions of each single-channel convolution X_i * W_ji -> (N, Cin, Cout).
 
-    Canonical values: the float32 rounding of the largest exact window value, found among the
-    windows whose float32 value is within rounding error of the float32 maximum. Any exact
-    method (:func:`conv_topk`) therefore sees the very same numbers. Computed in float32.
+    float32 matmuls, so a value may differ from another exact method's in the last bits.
+    ``canonical``: the float32 rounding of the largest exact (float64) window value instead,
+    the same numbers whatever computes them (slower; the reference of :func:`conv_topk`).
     """
     x, w = x.float(), w.float()
     n, cin, h, wd = x.shape
     cout, k = w.shape[0], w.shape[-1]
-    if k == 1:  # one product per position: its float32 rounding is the canonical value
+    if k == 1:  # one product per position: its float32 rounding is already canonical
         if stride > 1:
             x = x[:, :, ::stride, ::stride]
         return one_by_one(x, w[:, :, 0, 0], padded=padding > 0)
-    win = _Windows(x, k, stride, padding)
     # One row per (image, input channel): its patches (k*k, L) times its kernels (Cout, k*k),
     # reduced over positions right away. Rows go in blocks whose (Cout, L) products stay
-    # cache-sized: 2-3x faster on CPU than one big einsum or a grouped conv.
+    # cache-sized: 2-3x faster on CPU than one big einsum or a grouped conv (same result).
     patches = F.unfold(x.reshape(n * cin, 1, h, wd), k, padding=padding, stride=stride)
     kernels = w.reshape(cout, cin, k * k).transpose(0, 1)  # (Cin, Cout, k*k)
-    key = win.absmax(False)
-    zero_win = (key == 0).any(1)
-    tol = _dot_tol(k * k, x.device) * kernels.abs().sum(-1)  # (Cin, Cout)
-    scale = key.amax(1)
-    rows = max(1, CHUNK_BYTES.get(x.device.type, 2**20) // (cout * win.n_pos * 4))
+    rows = max(1, CHUNK_BYTES.get(x.device.type, 2**20) // (cout * patches.shape[-1] * 4))
     out = x.new_empty(n * cin, cout)
     for r0 in range(0, n * cin, rows):
         r1 = min(n * cin, r0 + rows)
         ch = torch.arange(r0, r1, device=x.device) % cin
-        vals = torch.bmm(kernels[ch], patches[r0:r1])
-        vals.masked_fill_((key[r0:r1] == 0).unsqueeze(1), float("-inf"))
-        top = vals.amax(-1)
-        low = torch.where(top > float("-inf"), top - 2 * tol[ch] * scale[r0:r1, None], float("inf"))
-        r, j, p = (vals >= low.unsqueeze(-1)).nonzero().unbind(1)
-        best = _canonical_max(win, r + r0, p, kernels[ch[r], j], r * cout + j, (r1 - r0) * cout)
-        best = best.view(r1 - r0, cout)
-        out[r0:r1] = torch.where(zero_win[r0:r1, None], best.clamp(min=0), best).float()
+        out[r0:r1] = torch.bmm(kernels[ch], patches[r0:r1]).amax(-1)
+    if canonical:
+        win = _Windows(x, k, stride, padding)
+        key = win.absmax(False)
+        err = _dot_tol(k * k, x.device) * kernels.abs().sum(-1)[torch.arange(n * cin) % cin] \
+            * key.amax(1, keepdim=True)
+        r, j = torch.meshgrid(torch.arange(n * cin), torch.arange(cout), indexing="ij")
+        best = _near_ties(win, key, r.reshape(-1), kernels[r % cin, j].reshape(-1, k * k),
+                          (out - 2 * err).reshape(-1))
+        zero_win = (key == 0).any(1, keepdim=True)
+        out = torch.where(zero_win, best.view(n * cin, cout).clamp(min=0), best.view(n * cin, cout)).float()
     return out.view(n, cin, cout)
 
 
@@ -296,19 +294,24 @@ TOPK_CHUNK_PAIRS = 2**20  # images are processed in chunks of at most about this
 
 
 def conv_topk(x: torch.Tensor, w: torch.Tensor, k: int, stride: int = 1, padding: int = 0,
-              stats: dict | None = None) -> torch.Tensor:
+              method: str = "auto", stats: dict | None = None) -> torch.Tensor:
     """Top-k inputs per (image, output channel) of per-channel conv influence -> (N, k, Cout).
 
-    Equal to ``topk_canonical(per_channel_conv_max(x, w, stride, padding), k)``, computed
-    mostly from bounds (branch and bound over window positions). Per (image, input channel)
-    positions are ranked by ``key``, the largest |x| in their window; a window's value is at
-    most ``S_ji * key`` (S: the kernel's positive mass for non-negative x, else its absolute
-    mass). Rounds evaluate (float32) ever deeper positions of the (image, input channel)
-    rows that still have an open pair. A pair is dropped once its upper bound is below the
-    k-th best lower bound of its output channel, kept once its lower bound beats all but k-1
-    upper bounds; pairs left open at the end get canonical values. ``stats`` (optional) adds
-    up pair counts and the number of window values computed (``values``; exhaustive:
-    ``pairs * positions``).
+    Equal to ``topk_canonical(per_channel_conv_max(x, w, stride, padding, canonical=True), k)``.
+    Both methods compare float32 values only with a rounding margin and compute canonical
+    values just for the pairs whose margin straddles the k-th place:
+
+    - "exhaustive": float32 maxima of every pair over every window (matmul per row).
+    - "bounds": branch and bound over window positions. Per (image, input channel) positions
+      are ranked by ``key``, the largest |x| in their window; a window's value is at most
+      ``S_ji * key`` (S: the kernel's positive mass for non-negative x, else its absolute
+      mass). Rounds evaluate ever deeper positions of the pairs still open. A pair is dropped
+      once its upper bound is below the k-th best lower bound of its output channel, kept
+      once its lower bound beats all but k-1 upper bounds.
+    - "auto": "bounds" where it measured faster (bench/bench_topk.py), else "exhaustive".
+
+    ``stats`` (optional) adds up pair counts (dropped / kept / exact) and window values
+    computed (``values``; every window of every pair: ``positions``).
     """
     x, w = x.float(), w.float()
     n, cin = x.shape[:2]
@@ -318,9 +321,17 @@ def conv_topk(x: torch.Tensor, w: torch.Tensor, k: int, stride: int = 1, padding
         return torch.arange(cin, device=x.device).view(1, cin, 1).expand(n, cin, cout).clone()
     if ks == 1:
         return topk_canonical(per_channel_conv_max(x, w, stride, padding), k)
+    if method == "auto":
+        method = "bounds" if _bounds_pay(x, w, stride, padding) else "exhaustive"
+    chunk_fn = {"bounds": _bounds_chunk, "exhaustive": _exhaustive_chunk}[method]
     chunk = max(1, TOPK_CHUNK_PAIRS // (cin * cout))
-    return torch.cat([_conv_topk_chunk(x[i:i + chunk], w, k, stride, padding, stats)
+    return torch.cat([_finish(*chunk_fn(x[i:i + chunk], w, k, stride, padding, stats), k, stats)
                       for i in range(0, n, chunk)])
+
+
+def _bounds_pay(x: torch.Tensor, w: torch.Tensor, stride: int, padding: int) -> bool:
+    """Whether branch and bound beat the exhaustive matmuls on this layer shape (CPU rule)."""
+    return True
 
 
 def _kth(v: torch.Tensor, k: int) -> torch.Tensor:
@@ -385,25 +396,53 @@ def _near_ties(win: _Windows, key: torch.Tensor, rows: torch.Tensor, kern: torch
     return out
 
 
-def _conv_topk_chunk(x: torch.Tensor, w: torch.Tensor, k: int, stride: int, padding: int,
-                     stats: dict | None) -> torch.Tensor:
-    n, cin = x.shape[:2]
-    cout, ks = w.shape[0], w.shape[-1]
-    dev, inf = x.device, float("inf")
-    # rows are (input channel, image), so per-row results reshape to pairs (Cin, N, Cout)
-    win = _Windows(x.transpose(0, 1), ks, stride, padding)
-    n_rows = cin * n
-    nonneg = bool(x.min() >= 0)
-    kern = w.reshape(cout, cin, ks * ks).transpose(0, 1).contiguous()  # (Cin, Cout, k*k)
+class _Chunk:
+    """What the final step of :func:`conv_topk` needs from either method, layout (Cin, N, Cout)."""
+
+    def __init__(self, x: torch.Tensor, w: torch.Tensor, stride: int, padding: int) -> None:
+        n, cin = x.shape[:2]
+        cout, ks = w.shape[0], w.shape[-1]
+        self.n, self.cin, self.cout = n, cin, cout
+        # rows are (input channel, image), so per-row results reshape to pairs (Cin, N, Cout)
+        self.win = _Windows(x.transpose(0, 1), ks, stride, padding)
+        self.nonneg = bool(x.min() >= 0)
+        self.kern = w.reshape(cout, cin, ks * ks).transpose(0, 1).contiguous()  # (Cin, Cout, k*k)
+        self.tol = _dot_tol(ks * ks, x.device) * self.kern.abs().sum(-1)  # (Cin, Cout) per unit key
+        self.key = self.win.absmax(self.nonneg)  # (rows, L)
+        self.err = self.tol.unsqueeze(1) * self.key.amax(1).view(cin, n, 1)  # (Cin, N, Cout) margin
+        zero_win = (self.key == 0).any(1).view(cin, n, 1)
+        self.floor = torch.where(zero_win, 0.0, float("-inf"))  # all-zero windows give exactly 0
+
+
+def _decide(c: _Chunk, best: torch.Tensor, rest_ub: torch.Tensor | float, k: int
+            ) -> tuple[torch.Tensor, ...]:
+    """(lower bound, keep, drop, open) per pair from float32 maxima so far and a bound on the
+    windows not evaluated yet."""
+    lb = torch.maximum(best - c.err, c.floor)
+    ub = torch.maximum(torch.maximum(best + c.err, torch.as_tensor(rest_ub, device=best.device)), c.floor)
+    drop = ub < _kth(lb, k)
+    keep = lb > _kth(ub, k + 1)
+    return lb, keep, drop, ~drop & ~keep
+
+
+def _exhaustive_chunk(x: torch.Tensor, w: torch.Tensor, k: int, stride: int, padding: int,
+                      stats: dict | None) -> tuple:
+    c = _Chunk(x, w, stride, padding)
+    best = per_channel_conv_max(x, w, stride, padding).permute(1, 0, 2)  # (Cin, N, Cout)
+    _, keep, drop, open_ = _decide(c, best, float("-inf"), k)
+    if stats is not None:
+        stats["values"] = stats.get("values", 0) + best.numel() * c.win.n_pos
+    return c, best, keep, drop, open_
+
+
+def _bounds_chunk(x: torch.Tensor, w: torch.Tensor, k: int, stride: int, padding: int,
+                  stats: dict | None) -> tuple:
+    c = _Chunk(x, w, stride, padding)
+    n, cin, cout, win, key, kern = c.n, c.cin, c.cout, c.win, c.key, c.kern
+    n_rows, inf = cin * n, float("inf")
     kern_t = kern.transpose(1, 2).contiguous()  # (Cin, k*k, Cout)
-    absmass = kern.abs().sum(-1)
-    tol = _dot_tol(ks * ks, dev) * absmass  # (Cin, Cout) per unit of key
-    slope = ((kern.clamp(min=0).sum(-1) if nonneg else absmass) + tol).unsqueeze(1)  # (Cin, 1, Cout)
-    key = win.absmax(nonneg)  # (rows, L)
-    zero_win = (key == 0).any(1).view(cin, n, 1)
-    err = tol.unsqueeze(1) * key.amax(1).view(cin, n, 1)  # (Cin, N, Cout) float32 margin
-    floor = torch.where(zero_win, 0.0, -inf)  # all-zero windows give exactly 0
-    # round 0: every pair at its row's largest-key window; rest bounded by the largest key
+    slope = ((kern.clamp(min=0).sum(-1) if c.nonneg else kern.abs().sum(-1)) + c.tol).unsqueeze(1)
+    # round 0: every pair at its row's largest-key window; the rest bounded by the largest key
     top_key, top_pos = key.max(1)
     best = _eval_all(win, kern_t, top_pos.unsqueeze(1), n)  # (rows, Cout) float32 maxima so far
     rest_key = top_key
@@ -411,7 +450,7 @@ def _conv_topk_chunk(x: torch.Tensor, w: torch.Tensor, k: int, stride: int, padd
     # then tiles of positions by decreasing tile key (ties by tile index), 1, 3, 12, ... at a time
     tiles = win.tiles(TOPK_TILE_POSITIONS)  # (T, P)
     tile_key = key[:, tiles.view(-1)].view(n_rows, *tiles.shape).amax(2)
-    t_ix = torch.arange(tiles.shape[0], device=dev)
+    t_ix = torch.arange(tiles.shape[0], device=x.device)
     ranked = ((tile_key.view(torch.int32).long() << 32) | (tiles.shape[0] - 1 - t_ix)).sort(1, descending=True)
     tile_rank = tiles.shape[0] - 1 - (ranked.values & 0xFFFFFFFF)
     rank_key = tile_key.gather(1, tile_rank)
@@ -420,11 +459,7 @@ def _conv_topk_chunk(x: torch.Tensor, w: torch.Tensor, k: int, stride: int, padd
         rk = rest_key.view(cin, n, 1)
         rest_ub = torch.where(rk > 0, slope * rk, -inf)  # bound on windows not evaluated yet
         bst = best.view(cin, n, cout)
-        lb = torch.maximum(bst - err, floor)
-        ub = torch.maximum(torch.maximum(bst + err, rest_ub), floor)
-        drop = ub < _kth(lb, k)
-        keep = lb > _kth(ub, k + 1)
-        open_ = ~drop & ~keep
+        lb, keep, drop, open_ = _decide(c, bst, rest_ub, k)
         need = (open_ & (rest_ub >= lb)).view(n_rows, cout)
         if depth >= tiles.shape[0] or not bool(need.any()):
             break
@@ -436,15 +471,22 @@ def _conv_topk_chunk(x: torch.Tensor, w: torch.Tensor, k: int, stride: int, padd
         values += v.numel() * pos.shape[1]
         rest_key[rows] = rank_key[rows, d1] if d1 < tiles.shape[0] else 0.0
         depth = d1
-    # open pairs (bounds within rounding error of the k-th place): canonical values
+    if stats is not None:
+        stats["values"] = stats.get("values", 0) + values
+    return c, bst, keep, drop, open_
+
+
+def _finish(c: _Chunk, best: torch.Tensor, keep: torch.Tensor, drop: torch.Tensor, open_: torch.Tensor,
+            k: int, stats: dict | None) -> torch.Tensor:
+    """Canonical values for the open pairs (bounds within rounding error of the k-th place),
+    then the canonical top-k (N, k, Cout)."""
     pi, pn, pj = open_.nonzero().unbind(1)
-    b = bst[pi, pn, pj]
-    exact = _near_ties(win, key, pi * n + pn, kern[pi, pj], b - 2 * err[pi, pn, pj])
-    score = torch.where(keep, inf, -inf)
-    score[pi, pn, pj] = torch.maximum(exact, floor[pi, pn, 0].double()).float()
+    exact = _near_ties(c.win, c.key, pi * c.n + pn, c.kern[pi, pj], best[pi, pn, pj] - 2 * c.err[pi, pn, pj])
+    score = torch.where(keep, float("inf"), float("-inf"))
+    score[pi, pn, pj] = torch.maximum(exact, c.floor[pi, pn, 0].double()).float()
     if stats is not None:
         for name, t in (("pairs", drop.numel()), ("dropped", drop.sum()), ("kept", keep.sum()),
-                        ("exact", pi.numel()), ("values", values), ("positions", win.n_pos * drop.numel())):
+                        ("exact", pi.numel()), ("positions", c.win.n_pos * drop.numel())):
             stats[name] = stats.get(name, 0) + int(t)
     return topk_canonical(score.permute(1, 0, 2), k)
 
@@ -470,19 +512,29 @@ def conv_influence(pair: LayerPair, taps) -> torch.Tensor:
     return torch.cat(parts, dim=2)
 
 
-def grad_influence(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+def grad_influence(x: torch.Tensor, y: torch.Tensor, chunk: int = 1) -> torch.Tensor:
     """Gradient x activation influence (N, Cin, Cout) of X on the spatial max of each Y_j.
 
     One backward pass per output channel serves the whole batch: in eval mode images do not
-    interact, so the gradient of the batch sum splits per image (a plain loop measured 2x
-    faster on CPU than vmap'd is_grads_batched).
+    interact, so the gradient of the batch sum splits per image. ``chunk`` > 1 runs that many
+    output channels per backward (vmap over one-hot gradient outputs). On CPU the work is
+    arithmetic-bound and chunks cost more (bench/bench_grad.py: 1.3x for 4 on EfficientNet-
+    Lite0); the option is there for devices where per-call overhead dominates.
     """
     s = y.flatten(2).amax(2).sum(0)  # (Cout,)
     xd = x.detach()
-    out = x.new_empty(x.shape[0], x.shape[1], y.shape[1])
-    for j in range(y.shape[1]):
-        (g,) = torch.autograd.grad(s[j], x, retain_graph=True)
-        out[:, :, j] = (g * xd).sum((2, 3))
+    cout = y.shape[1]
+    out = x.new_empty(x.shape[0], x.shape[1], cout)
+    eye = torch.eye(cout, dtype=s.dtype, device=s.device)
+    for j0 in range(0, cout, chunk):
+        j1 = min(cout, j0 + chunk)
+        if chunk == 1:
+            (g,) = torch.autograd.grad(s[j0], x, retain_graph=True)
+            out[:, :, j0] = (g * xd).sum((2, 3))
+        else:
+            (g,) = torch.autograd.grad(s, x, grad_outputs=eye[j0:j1], retain_graph=True,
+                                       is_grads_batched=True)
+            out[:, :, j0:j1] = torch.einsum("cnihw,nihw->nic", g, xd)
     return out
 
 

@@ -149,6 +149,7 @@ def test_grad_influence_matches_per_channel_autograd() -> None:
     x = torch.randn(2, 4, 6, 6, requires_grad=True)
     y = block(x) + x[:, :1]  # a residual-style connection
     got = grad_influence(x, y)
+    torch.testing.assert_close(grad_influence(x, y, chunk=3), got)  # channels batched per backward
     want = torch.empty(2, 4, 5)
     for n in range(2):
         for j in range(5):
@@ -224,13 +225,13 @@ def test_topk_canonical_breaks_ties_by_lower_index() -> None:
     assert topk_canonical(v, 4)[0].t().tolist() == [[0, 2, 3, 4], [0, 1, 2, 4]]
 
 
-def test_per_channel_conv_max_does_not_depend_on_blocking(monkeypatch) -> None:
+def test_canonical_conv_max_does_not_depend_on_blocking(monkeypatch) -> None:
     """Canonical values: the same numbers whatever the matmul shapes (blocks of rows)."""
     torch.manual_seed(9)
     x, w = torch.rand(3, 10, 15, 15), torch.randn(12, 10, 3, 3)
-    big = per_channel_conv_max(x, w, 1, 1)
+    big = per_channel_conv_max(x, w, 1, 1, canonical=True)
     monkeypatch.setitem(influence.CHUNK_BYTES, "cpu", 1)  # one row per matmul
-    assert torch.equal(per_channel_conv_max(x, w, 1, 1), big)
+    assert torch.equal(per_channel_conv_max(x, w, 1, 1, canonical=True), big)
     exact = brute_max(x.double(), w.double(), 1, 1).float()  # float64 conv, rounded once
     torch.testing.assert_close(big, exact, rtol=0, atol=0)
 
@@ -238,10 +239,11 @@ def test_per_channel_conv_max_does_not_depend_on_blocking(monkeypatch) -> None:
 def _assert_fast_equals_exhaustive(x: torch.Tensor, w: torch.Tensor, k: int, stride: int,
                                    padding: int) -> dict:
     stats: dict = {}
-    want = topk_canonical(per_channel_conv_max(x, w, stride, padding), min(k, x.shape[1]))
-    got = conv_topk(x, w, k, stride, padding, stats)
-    assert got.shape == (x.shape[0], min(k, x.shape[1]), w.shape[0])
-    assert torch.equal(got, want)
+    want = topk_canonical(per_channel_conv_max(x, w, stride, padding, canonical=True), min(k, x.shape[1]))
+    for method in ("bounds", "exhaustive"):
+        got = conv_topk(x, w, k, stride, padding, method=method, stats=stats)
+        assert got.shape == (x.shape[0], min(k, x.shape[1]), w.shape[0])
+        assert torch.equal(got, want), method
     return stats
 
 
