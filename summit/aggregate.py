@@ -13,6 +13,7 @@ dataset -> model hooks -> accumulators (activation, influence, examples) -> Parq
 from __future__ import annotations
 
 import os
+import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -35,6 +36,7 @@ from .store import (ACTIVATION_SCHEMA, CLASS_SCHEMA, SCHEMA_VERSION, atomic_writ
                     write_influence, write_json, write_table)
 
 FIXED_POINT = 2**20
+INFLUENCE_MEMORY = 1 << 24  # counts per layer pair held in memory (16 bytes each) before spilling
 
 
 @dataclass
@@ -279,7 +281,8 @@ class Aggregator:
         write_table(pa.table({k: np.concatenate(v) for k, v in cols.items()}, schema=ACTIVATION_SCHEMA),
                     out / "activations.parquet", row_group_size=1 << 20)
         write_influence(out / "influence.parquet",
-                        [(p.name, *(t.numpy() for t in self.infl.decode(p.name))) for p in self.pairs])
+                        [(p.name, lambda c0, c1, name=p.name: tuple(t.numpy() for t in self.infl.decode(name, c0, c1)))
+                         for p in self.pairs], len(names))
         if self.cfg.examples_k:
             write_examples(self.examples, self.dataset, out, self.probe.rf, self.cfg.image_size, progress)
         write_json(self.metadata(), out / "run.json")
@@ -292,8 +295,11 @@ def _dist_env() -> tuple[int, int]:
 def aggregate(cfg: AggregateConfig, data: str | os.PathLike | None, out: str | os.PathLike, *,
               resume: bool = False, overwrite: bool = False, shard: tuple[int, int] | None = None,
               checkpoint_every: int = 1000, workers: int = 0, device: str = "auto",
-              progress: bool = True) -> dict:
-    """Run the whole pipeline; returns a small report (images, skipped, seconds, img/s)."""
+              progress: bool = True, influence_memory: int = INFLUENCE_MEMORY) -> dict:
+    """Run the whole pipeline; returns a small report (images, skipped, seconds, img/s).
+
+    influence_memory: influence counts kept in memory per layer pair; beyond that sorted runs
+    go to ``out/.spill-<rank>of<world>`` (kept by --shard runs until `merge` has read them)."""
     out = Path(out)
     spec = load_model(cfg.model, cfg.weights, cfg.layers)
     dataset = SafeImageFolder(data or BUNDLED_SAMPLE, cfg.image_size, spec.class_names)
@@ -317,8 +323,11 @@ def aggregate(cfg: AggregateConfig, data: str | os.PathLike | None, out: str | o
             raise SummitError(f"{out} holds a finished run; nothing to resume")
     out.mkdir(parents=True, exist_ok=True)
     agg = Aggregator(cfg, dataset, spec, device)
+    spill = out / f".spill-{rank}of{world}"
+    agg.infl.spill_to(spill, influence_memory)
     if ckpt.exists() and overwrite and not resume:
         ckpt.unlink()  # --overwrite starts afresh
+        shutil.rmtree(spill, ignore_errors=True)
     if ckpt.exists():
         if not resume:
             raise SummitError(f"{out} has a checkpoint of an interrupted run; pass --resume to continue it "
@@ -327,6 +336,8 @@ def aggregate(cfg: AggregateConfig, data: str | os.PathLike | None, out: str | o
     t0 = time.perf_counter()
     agg.run(rank, world, ckpt, checkpoint_every, workers, progress)
     seconds = time.perf_counter() - t0
+    if distributed or shard:
+        agg.infl.spill()  # states then carry run names, not tables
     if distributed:
         states = [None] * world
         dist.all_gather_object(states, agg.state())
@@ -342,6 +353,8 @@ def aggregate(cfg: AggregateConfig, data: str | os.PathLike | None, out: str | o
         dist.barrier()
     if ckpt.exists():
         ckpt.unlink()
+    if not (shard and world > 1):  # a shard's runs are read by `summit merge`
+        shutil.rmtree(spill, ignore_errors=True)
     done = int(agg.acts.n_images.sum())
     return {"images": done, "skipped": len(agg.skipped), "seconds": seconds,
             "images_per_s": done / seconds if seconds else 0.0, "out": str(out)}
@@ -365,9 +378,12 @@ def merge(shards: list[str | os.PathLike], out: str | os.PathLike, progress: boo
     spec = load_model(cfg.model, cfg.weights, cfg.layers)
     dataset = SafeImageFolder(metas[0]["dataset"]["root"], cfg.image_size, spec.class_names)
     agg = Aggregator(cfg, dataset, spec)
+    spill = Path(out) / ".spill-merge"
+    agg.infl.spill_to(spill, INFLUENCE_MEMORY)
     order = sorted(range(len(shards)), key=lambda i: metas[i]["shard"][0])
     agg.load(torch.load(Path(shards[order[0]]) / "shard.pt", weights_only=False))
     for i in order[1:]:
         agg.merge(torch.load(Path(shards[i]) / "shard.pt", weights_only=False))
     agg.write(Path(out), progress)
+    shutil.rmtree(spill, ignore_errors=True)
     return {"images": int(agg.acts.n_images.sum()), "skipped": len(agg.skipped), "out": str(out)}

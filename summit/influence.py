@@ -17,17 +17,22 @@ Gradient method ("grad", for residual nets, EfficientNet or non-consecutive laye
 ``infl[i, j] = sum_p X_i(p) * d(max_q Y_j(q)) / dX_i(p)`` (gradient x activation, the linear
 approximation of Building Blocks of Interpretability).
 
-Per image and per j the top-k i are kept; counts are accumulated sparsely by
-(class, i, j) key so memory is bounded by the number of distinct triples, not by images.
+Per image and per j the top-k i are kept (:func:`topk_canonical`: ties to the lower index;
+:func:`conv_topk` gives the same sets for a conv stage); counts are accumulated sparsely by
+(class, i, j) key (summit.counter: bounded memory, sorted runs spilled to disk).
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
+from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .counter import SparseCounter
 from .models import ModelSpec
 
 CHUNK_BYTES = {"cpu": 2**20, "cuda": 256 * 2**20}  # per block of per-channel products
@@ -404,39 +409,6 @@ def pair_taps(pairs: list[LayerPair]) -> tuple[set[str], set[str]]:
     return outs, inps
 
 
-class SparseCounter:
-    """Counts of int64 keys, kept sorted and unique; merging is exact and order-independent."""
-
-    def __init__(self, flush_at: int = 2_000_000) -> None:
-        self.keys = torch.empty(0, dtype=torch.long)
-        self.counts = torch.empty(0, dtype=torch.long)
-        self._pending: list[torch.Tensor] = []
-        self._pending_n = 0
-        self.flush_at = flush_at
-
-    def add(self, keys: torch.Tensor) -> None:
-        self._pending.append(keys.reshape(-1))
-        self._pending_n += keys.numel()
-        if self._pending_n >= self.flush_at:
-            self.flush()
-
-    def add_counts(self, keys: torch.Tensor, counts: torch.Tensor) -> None:
-        self.flush()
-        self._combine(torch.cat([self.keys, keys]), torch.cat([self.counts, counts]))
-
-    def flush(self) -> None:
-        if self._pending:
-            new = torch.cat(self._pending)
-            self._pending, self._pending_n = [], 0
-            self._combine(torch.cat([self.keys, new]),
-                          torch.cat([self.counts, torch.ones_like(new)]))
-
-    def _combine(self, keys: torch.Tensor, counts: torch.Tensor) -> None:
-        uniq, inv = torch.unique(keys, sorted=True, return_inverse=True)
-        self.counts = torch.zeros_like(uniq).scatter_add_(0, inv, counts)
-        self.keys = uniq
-
-
 class InfluenceAccumulator:
     """I[class, i, j]: images of the class for which i was among the top-k influences on j."""
 
@@ -458,28 +430,42 @@ class InfluenceAccumulator:
             keys = (labels.to(top.device).view(-1, 1, 1) * p.cin + top) * p.cout + j
             self.counters[p.name].add(keys.cpu())
 
+    def spill_to(self, directory: str | os.PathLike, max_entries: int) -> None:
+        """Let each pair's counter keep at most max_entries in memory, spilling sorted runs
+        to directory/pair<i> beyond that (summit.counter)."""
+        for i, c in enumerate(self.counters.values()):
+            c.spill_dir, c.max_entries = Path(directory) / f"pair{i}", max_entries
+            c.flush_at = min(c.flush_at, max_entries)
+
     def state(self) -> dict:
-        out = {}
-        for name, c in self.counters.items():
-            c.flush()
-            out[name] = (c.keys.clone(), c.counts.clone())
-        return out
+        return {name: c.state() for name, c in self.counters.items()}
 
     def load(self, state: dict) -> None:
-        for name, (keys, counts) in state.items():
-            c = self.counters[name] = SparseCounter()
-            c.keys, c.counts = keys, counts
+        for name, st in state.items():
+            self.counters[name].load(st)
 
     def merge(self, state: dict) -> None:
-        for name, (keys, counts) in state.items():
-            self.counters[name].add_counts(keys, counts)
+        for name, st in state.items():
+            self.counters[name].merge(st)
 
-    def decode(self, name: str) -> tuple[torch.Tensor, ...]:
-        """(class, src, dst, count) for one pair, sorted by class then src, dst."""
+    def decode(self, name: str, c0: int | None = None, c1: int | None = None) -> tuple[torch.Tensor, ...]:
+        """(class, src, dst, count) for one pair and classes c0 <= class < c1 (default all),
+        sorted by class then src, dst."""
         pair = next(p for p in self.pairs if p.name == name)
-        c = self.counters[name]
-        c.flush()
-        keys = c.keys
+        per_class = pair.cin * pair.cout
+        keys, counts = self.counters[name].range(None if c0 is None else c0 * per_class,
+                                                 None if c1 is None else c1 * per_class)
+        keys, counts = torch.from_numpy(np.asarray(keys)), torch.from_numpy(np.asarray(counts))
         dst = keys % pair.cout
         rest = keys // pair.cout
-        return rest // pair.cin, rest % pair.cin, dst, c.counts
+        return rest // pair.cin, rest % pair.cin, dst, counts
+
+    def spill(self) -> None:
+        """Move every in-memory table to disk (before a state travels to another process)."""
+        for c in self.counters.values():
+            c.spill()
+
+    def discard_files(self) -> None:
+        """Delete the spilled runs this accumulator wrote (other ranks' or shards' stay)."""
+        for c in self.counters.values():
+            c.discard_files()
