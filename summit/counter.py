@@ -24,13 +24,33 @@ import torch
 
 
 def _unique_sum(keys: np.ndarray, counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Sorted unique keys and the summed counts of each."""
+    """Sorted unique keys and the summed counts of each (any input order)."""
     if keys.size == 0:
         return keys.astype(np.int64), counts.astype(np.int64)
     order = np.argsort(keys, kind="stable")
     k, c = keys[order], counts[order]
     start = np.flatnonzero(np.r_[True, k[1:] != k[:-1]])
     return k[start], np.add.reduceat(c, start)
+
+
+def _count_keys(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Sorted unique keys and how often each occurs (a plain sort: much faster than argsort)."""
+    k = np.sort(keys)
+    start = np.flatnonzero(np.r_[True, k[1:] != k[:-1]]) if k.size else np.empty(0, np.int64)
+    return k[start], np.diff(np.r_[start, k.size]).astype(np.int64)
+
+
+def _merge(k1: np.ndarray, c1: np.ndarray, k2: np.ndarray, c2: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Merge two sorted unique (keys, counts) tables: linear in the larger one."""
+    if k2.size == 0:
+        return k1, c1
+    at = np.searchsorted(k1, k2)
+    hit = at < k1.size
+    hit[hit] = k1[at[hit]] == k2[hit]
+    c = c1.copy()
+    c[at[hit]] += c2[hit]
+    new = ~hit
+    return np.insert(k1, at[new], k2[new]), np.insert(c, at[new], c2[new])
 
 
 class _Run:
@@ -99,17 +119,17 @@ class SparseCounter:
     def add_counts(self, keys: torch.Tensor | np.ndarray, counts: torch.Tensor | np.ndarray) -> None:
         self.flush()
         k, c = (t.cpu().numpy() if isinstance(t, torch.Tensor) else np.asarray(t) for t in (keys, counts))
-        self._combine(np.concatenate([self.keys, k]), np.concatenate([self.counts, c]))
+        self._combine(*_unique_sum(k.astype(np.int64), c.astype(np.int64)))
 
     def flush(self) -> None:
         if self._pending:
             new = np.concatenate(self._pending)
             self._pending, self._pending_n = [], 0
-            self._combine(np.concatenate([self.keys, new]),
-                          np.concatenate([self.counts, np.ones(new.size, np.int64)]))
+            self._combine(*_count_keys(new))
 
     def _combine(self, keys: np.ndarray, counts: np.ndarray) -> None:
-        self.keys, self.counts = _unique_sum(keys, counts)
+        """Merge a sorted unique table into memory; spill when memory is full."""
+        self.keys, self.counts = _merge(self.keys, self.counts, keys, counts)
         if self.spill_dir is not None and self.keys.size > self.max_entries:
             self._spill()
 
@@ -155,13 +175,11 @@ class SparseCounter:
         inner = [b for b in self._bounds(runs) if (lo is None or b > lo) and (hi is None or b < hi)]
         edges = [lo, *inner, hi]
         for a, b in zip(edges, edges[1:]):
-            ks, cs = [], []
-            for k, c in sources:
-                i0 = 0 if a is None else int(np.searchsorted(k, a))
-                i1 = k.size if b is None else int(np.searchsorted(k, b))
-                ks.append(np.asarray(k[i0:i1]))
-                cs.append(np.asarray(c[i0:i1]))
-            k, c = _unique_sum(np.concatenate(ks), np.concatenate(cs))
+            k, c = np.empty(0, np.int64), np.empty(0, np.int64)
+            for sk, sc in sources:  # each source is sorted and unique
+                i0 = 0 if a is None else int(np.searchsorted(sk, a))
+                i1 = sk.size if b is None else int(np.searchsorted(sk, b))
+                k, c = _merge(k, c, np.asarray(sk[i0:i1]), np.asarray(sc[i0:i1]))
             if k.size:
                 yield k, c
 

@@ -425,7 +425,7 @@ class InfluenceAccumulator:
             else:
                 infl = grad_influence(taps.out[p.src_path], taps.out[p.dst_path])
             k = min(self.k, p.cin)
-            top = infl.topk(k, dim=1).indices  # (N, k, Cout)
+            top = topk_canonical(infl, k)  # (N, k, Cout)
             j = torch.arange(p.cout, device=top.device).view(1, 1, -1)
             keys = (labels.to(top.device).view(-1, 1, 1) * p.cin + top) * p.cout + j
             self.counters[p.name].add(keys.cpu())
