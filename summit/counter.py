@@ -209,15 +209,24 @@ class SparseCounter:
         return {"keys": self.keys.copy(), "counts": self.counts.copy(), "seq": self._seq,
                 "runs": [(str(r.path), r.level) for r in self.runs]}
 
-    def load(self, state: dict) -> None:
+    @staticmethod
+    def _state(state: dict | tuple) -> dict:
+        """A state; (keys, counts) tensors as written before runs existed are accepted too."""
+        if isinstance(state, tuple):
+            return {"keys": np.asarray(state[0], np.int64), "counts": np.asarray(state[1], np.int64)}
+        return state
+
+    def load(self, state: dict | tuple) -> None:
         """Continue from a state (runs written after it are overwritten as numbering resumes)."""
+        state = self._state(state)
         self.keys, self.counts = np.asarray(state["keys"]), np.asarray(state["counts"])
         self._pending, self._pending_n = [], 0
         self.runs = [_Run(Path(p), lvl) for p, lvl in state.get("runs", [])]
         self._seq = state.get("seq", 0)
 
-    def merge(self, state: dict) -> None:
+    def merge(self, state: dict | tuple) -> None:
         """Add another counter's state (its runs are read in place, not copied)."""
+        state = self._state(state)
         self.add_counts(state["keys"], state["counts"])
         self.runs += [_Run(Path(p), lvl) for p, lvl in state.get("runs", [])]
 

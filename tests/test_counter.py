@@ -62,3 +62,12 @@ def test_resume_from_last_state_and_merge_of_shards(tmp_path: Path) -> None:
     assert _same(merged.range(), ref.range())
     merged.discard_files()  # its own runs only: the shards' runs stay readable
     assert all(Path(f"{r.path}.keys").exists() for r in s1.runs + s2.runs)
+
+
+def test_states_of_the_previous_format_load() -> None:
+    keys, counts = torch.tensor([3, 7, 9]), torch.tensor([1, 2, 5])
+    c = SparseCounter()
+    c.load((keys, counts))
+    c.merge((keys, counts))
+    c.add(torch.tensor([7, 10]))
+    assert [a.tolist() for a in c.range()] == [[3, 7, 9, 10], [2, 5, 10, 1]]

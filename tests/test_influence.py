@@ -1,18 +1,17 @@
 """Influence against brute-force per-channel convolutions, on small random nets and real SqueezeNet."""
 from __future__ import annotations
 
+import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torchvision.models.googlenet import Inception
 
-from summit.hooks import Taps
-import pytest
-
 import summit.influence as influence
 from summit.data import BUNDLED_SAMPLE, SafeImageFolder, collate
 from summit.influence import (InfluenceAccumulator, _fold, build_pairs, conv_influence, conv_topk,
                               grad_influence, one_by_one, pair_taps, per_channel_conv_max, topk_canonical)
+from summit.hooks import Taps
 from summit.models import Classifier, ModelSpec, Normalize, load_model
 
 
