@@ -10,11 +10,7 @@ Variants, all over the same images (the bundled sample repeated via symlinks):
   loader        data loader (decode in worker processes) + forward
   activations   the streaming pass with influence off and no dataset examples
   no_influence  the streaming pass with influence off (activations + examples)
-  full          the streaming pass as `summit aggregate` runs it on this branch
-  stages        as full, but influence in issue 12's stage structure (every route stage --
-                previous layer -> bottleneck 1x1, bottleneck -> branch kxk, direct routes --
-                counts the top-k inputs of its own influence via conv_topk): a stand-in until
-                that structure lands, to time what it will cost
+  full          the streaming pass as `summit aggregate` runs it (Summit's stages, conv_topk)
 
 Every round times each variant once, in an order that rotates from round to round, and divides
 its rate by the bare rate of the same round; the bench prints each ratio's median and spread
@@ -40,13 +36,11 @@ from typing import Callable
 import torch
 
 from summit.aggregate import AggregateConfig, Aggregator
-from summit.counter import SparseCounter
 from summit.data import BUNDLED_SAMPLE, SafeImageFolder, collate
-from summit.influence import InfluenceAccumulator, conv_topk, grad_influence, topk_canonical
 from summit.models import load_model
 
 IMAGENET = 1_281_167
-VARIANTS = ["bare", "loader", "activations", "no_influence", "full", "stages"]
+VARIANTS = ["bare", "loader", "activations", "no_influence", "full"]
 
 
 def replicate(n: int, root: Path) -> Path:
@@ -58,39 +52,6 @@ def replicate(n: int, root: Path) -> Path:
         d.mkdir(parents=True, exist_ok=True)
         (d / f"{i:07d}_{src.name}").symlink_to(src)
     return root
-
-
-class StageInfluence(InfluenceAccumulator):
-    """Issue 12's stage structure for timing: each route stage counts its own top-k inputs."""
-
-    def __init__(self, pairs, n_classes: int, k: int) -> None:
-        super().__init__(pairs, n_classes, k)
-        self.stages: dict[str, SparseCounter] = {}
-
-    def update(self, taps, labels: torch.Tensor) -> None:
-        for p in self.pairs:
-            if p.method != "conv":
-                top = topk_canonical(grad_influence(taps.out[p.src_path], taps.out[p.dst_path]), min(self.k, p.cin))
-                self._count(p.name, top, labels, p.cin, p.cout)
-                continue
-            mids_done = set()
-            for i, r in enumerate(p.routes):
-                kind, path = r.src
-                x = taps.inp[path] if kind == "input" else taps.out[path]
-                stages = []
-                if r.w1 is not None:
-                    if r.mid not in mids_done:  # previous layer -> bottleneck, once per bottleneck
-                        stages.append((f"{p.name}/{r.mid}", x, r.w1[:, :, None, None], 1, 0))
-                        mids_done.add(r.mid)
-                    x = taps.out[r.mid]
-                stages.append((f"{p.name}/{i}", x, r.w2, r.stride, r.padding))
-                for name, xs, w, s, pad in stages:
-                    self._count(name, conv_topk(xs, w, self.k, s, pad), labels, xs.shape[1], w.shape[0])
-
-    def _count(self, name: str, top: torch.Tensor, labels: torch.Tensor, cin: int, cout: int) -> None:
-        j = torch.arange(cout, device=top.device).view(1, 1, -1)
-        self.stages.setdefault(name, SparseCounter()).add(
-            ((labels.to(top.device).view(-1, 1, 1) * cin + top) * cout + j).cpu())
 
 
 def measure(model: str, weights: str | None, n: int, batch: int, workers: int, rounds: int,
@@ -114,22 +75,20 @@ def measure(model: str, weights: str | None, n: int, batch: int, workers: int, r
 
         templates: dict[tuple, Aggregator] = {}
 
-        def pipeline(influence: str, examples_k: int = 8, stages: bool = False) -> Callable[[], None]:
+        def pipeline(influence: str, examples_k: int = 8) -> Callable[[], None]:
             """A fresh copy of a set-up aggregator (probe, receptive fields): only the
             streaming pass is timed."""
-            key = (influence, examples_k, stages)
+            key = (influence, examples_k)
             if key not in templates:
                 cfg = AggregateConfig(model=model, weights=weights, batch_size=batch, influence=influence,
                                       examples_k=examples_k)
                 templates[key] = Aggregator(cfg, ds, spec)
-                if stages:
-                    templates[key].infl = StageInfluence(templates[key].pairs, len(ds.classes), cfg.k_influence)
             agg = copy.deepcopy(templates[key])
             return lambda: agg.run(workers=workers, progress=False)
 
         make = {"bare": lambda: bare, "loader": lambda: loader_fwd,
                 "activations": lambda: pipeline("off", 0), "no_influence": lambda: pipeline("off"),
-                "full": lambda: pipeline("auto"), "stages": lambda: pipeline("auto", stages=True)}
+                "full": lambda: pipeline("auto")}
         bare()  # warm-up
         rates: dict[str, list[float]] = {v: [] for v in variants}
         for r in range(rounds):

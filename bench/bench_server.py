@@ -1,22 +1,29 @@
-"""Load test of `summit serve` on loopback: a bounded burst of concurrent API requests.
+"""Load test of `summit serve` on loopback: bursts of concurrent requests for different graphs.
 
-Starts the real app (the threaded werkzeug server `summit serve` runs) in its own process on
-127.0.0.1 at an ephemeral port, fires N requests at once from a thread pool (a mix of /api/graph
-for different classes and settings, /api/classes and /api/channel), and reports the error count
-and latency percentiles, overall and per endpoint. Round 1 meets empty caches; later rounds
-repeat the same requests warm. Nothing leaves the machine.
+Starts the real server (`summit serve`, waitress) in its own process on 127.0.0.1 and measures,
+in the same run:
 
-    python bench/bench_server.py --run runs/sample            # 200 requests, 200 at a time
+* single: one graph request at a time, each for a graph not computed before (median latency);
+* graphs: N concurrent requests, each for a different class graph (class x top_n; nothing
+  cached), reported as p50/p99/max and p99 as a ratio to the single-request latency;
+* compare: N concurrent requests for different class comparisons (cold);
+* mix: the UI's mix (graphs, /api/classes, /api/channel), cold then warm.
+
+Nothing leaves the machine; no test asserts a time.
+
+    python bench/bench_server.py --run runs/sample            # 200 requests per burst
     python bench/bench_server.py                              # builds the bundled sample first
 """
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
-import logging
-import multiprocessing as mp
-import multiprocessing.connection
+import os
 import random
+import socket
+import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -27,37 +34,50 @@ from pathlib import Path
 
 import numpy as np
 
-from summit.server import create_app, make_http_server
 from summit.store import Run
 
 HOST = "127.0.0.1"
 
 
-def request_mix(run: Run, n: int, seed: int) -> list[tuple[str, str]]:
-    """(kind, path) of n requests: half graphs (several classes and top_n), a quarter each of
-    /api/classes and /api/channel on random units."""
+def different_graphs(run: Run, n: int, seed: int, compare: bool = False) -> list[str]:
+    """n distinct graph (or comparison) URLs: classes x top_n x edges_per_node, shuffled."""
+    classes = range(len(run.class_names))
+    firsts = itertools.permutations(classes, 2) if compare else ((c,) for c in classes)
+    combos = itertools.product(firsts, range(4, 40), (3, 2, 4))
+    urls = []
+    for cls, top_n, epn in itertools.islice(combos, n * 4):
+        q = f"a={cls[0]}&b={cls[1]}" if compare else f"class={cls[0]}"
+        urls.append(f"/api/{'compare' if compare else 'graph'}?{q}&top_n={top_n}&edges_per_node={epn}")
+    random.Random(seed).shuffle(urls)
+    if len(urls) < n:
+        raise SystemExit(f"the run has too few classes for {n} different graphs")
+    return urls[:n]
+
+
+def ui_mix(run: Run, n: int, seed: int) -> list[str]:
+    """Half graphs (several classes and top_n), a quarter each of /api/classes and /api/channel."""
     rng = random.Random(seed)
     out = []
     for i in range(n):
         r = i % 4
         if r in (0, 1):
-            cls = rng.choice(run.class_names)
-            out.append(("graph", f"/api/graph?class={cls}&top_n={rng.choice((5, 10, 15))}&edges_per_node=3"))
+            out.append(f"/api/graph?class={rng.randrange(len(run.class_names))}&top_n={rng.choice((5, 10, 15))}")
         elif r == 2:
-            out.append(("classes", "/api/classes"))
+            out.append("/api/classes")
         else:
             layer = rng.choice(run.layers)
-            out.append(("channel", f"/api/channel/{layer}/{rng.randrange(run.channels[layer])}"))
+            out.append(f"/api/channel/{layer}/{rng.randrange(run.channels[layer])}")
     rng.shuffle(out)
     return out
 
 
-def fetch(base: str, path: str, start: threading.Event) -> tuple[float, str | None]:
+def fetch(base: str, path: str, start: threading.Event | None = None) -> tuple[float, str | None]:
     """(seconds, error or None) of one GET; waits for the common start signal first."""
-    start.wait()
+    if start is not None:
+        start.wait()
     t = time.perf_counter()
     try:
-        with urllib.request.urlopen(base + path, timeout=60) as r:
+        with urllib.request.urlopen(base + path, timeout=120) as r:
             r.read()
             err = None if r.status == 200 else f"HTTP {r.status}"
     except (urllib.error.URLError, OSError) as e:
@@ -71,78 +91,94 @@ def stats(seconds: list[float]) -> dict[str, float]:
             "max_ms": float(a.max())}
 
 
-def _serve(run_dir: Path, conn: mp.connection.Connection) -> None:
-    """Server process: the real app on an ephemeral loopback port, reported back through conn."""
-    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # no per-request log lines
-    srv = make_http_server(create_app(run_dir), HOST, 0)
-    conn.send(srv.server_port)
-    srv.serve_forever()
-
-
-def burst(base: str, mix: list[tuple[str, str]], concurrency: int) -> dict:
-    """Fire all requests of mix with `concurrency` in flight; latency and error report."""
+def burst(base: str, paths: list[str]) -> dict:
+    """All requests at once (one thread each); latency and error report."""
     start = threading.Event()
-    with ThreadPoolExecutor(max_workers=concurrency) as pool:
-        futures = [pool.submit(fetch, base, path, start) for _, path in mix]
+    with ThreadPoolExecutor(max_workers=len(paths)) as pool:
+        futures = [pool.submit(fetch, base, p, start) for p in paths]
         t0 = time.perf_counter()
         start.set()
         results = [f.result() for f in futures]
         wall = time.perf_counter() - t0
-    errors = [f"{path}: {err}" for (_, path), (_, err) in zip(mix, results, strict=True) if err]
-    by_kind: dict[str, list[float]] = {}
-    for (kind, _), (sec, _) in zip(mix, results, strict=True):
-        by_kind.setdefault(kind, []).append(sec)
+    errors = [f"{p}: {e}" for p, (_, e) in zip(paths, results, strict=True) if e]
     return {"errors": len(errors), "error_samples": errors[:5], "wall_s": wall,
-            "requests_per_s": len(mix) / wall, **stats([s for s, _ in results]),
-            "by_endpoint": {k: stats(v) for k, v in sorted(by_kind.items())}}
+            "requests_per_s": len(paths) / wall, **stats([s for s, _ in results])}
 
 
-def bench(run_dir: Path, n: int, concurrency: int, rounds: int, seed: int) -> dict:
-    ctx = mp.get_context("spawn")
-    parent, child = ctx.Pipe()
-    proc = ctx.Process(target=_serve, args=(run_dir, child), daemon=True)
-    proc.start()
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind((HOST, 0))
+        return s.getsockname()[1]
+
+
+def start_server(run_dir: Path, serve_args: list[str]) -> tuple[subprocess.Popen, str]:
+    """`summit serve` in its own process; returns it and its base URL once it answers."""
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "summit", "serve", "--run", str(run_dir), "--port", str(port),
+                             *serve_args], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    base = f"http://{HOST}:{port}"
+    deadline = time.time() + 300
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"summit serve exited: {proc.stderr.read() if proc.stderr else ''}")
+        if fetch(base, "/api/meta")[1] is None:
+            return proc, base
+        time.sleep(0.2)
+    proc.kill()
+    raise RuntimeError("summit serve did not answer within 300 s")
+
+
+def bench(run_dir: Path, n: int, seed: int, singles: int, serve_args: list[str]) -> dict:
+    run = Run(run_dir)
+    graphs = different_graphs(run, n + singles, seed)
+    single_urls, burst_urls = graphs[:singles], graphs[singles:]
+    proc, base = start_server(run_dir, serve_args)
     try:
-        if not parent.poll(120):
-            raise RuntimeError("server process did not start")
-        base = f"http://{HOST}:{parent.recv()}"
-        mix = request_mix(Run(run_dir), n, seed)
-        reps = [burst(base, mix, concurrency) for _ in range(rounds)]
+        single = [fetch(base, u) for u in single_urls]
+        if any(e for _, e in single):
+            raise RuntimeError(f"single requests failed: {[e for _, e in single if e][:3]}")
+        single_ms = float(np.median([s for s, _ in single]) * 1000)
+        rep = {"requests": n, "single_ms": single_ms, "graphs": burst(base, burst_urls),
+               "compare": burst(base, different_graphs(run, n, seed, compare=True)),
+               "mix_cold": burst(base, ui_mix(run, n, seed + 1))}
+        rep["mix_warm"] = burst(base, ui_mix(run, n, seed + 1))
     finally:
         proc.terminate()
-        proc.join()
-    return {"requests": n, "concurrency": concurrency, "rounds": reps}
+        proc.wait()
+    for k in ("graphs", "compare", "mix_cold", "mix_warm"):
+        rep[k]["p99_over_single"] = rep[k]["p99_ms"] / single_ms
+    return rep
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--run", type=Path, default=None, help="run directory (default: build the bundled sample)")
-    p.add_argument("-n", "--requests", type=int, default=200)
-    p.add_argument("-c", "--concurrency", type=int, default=200, help="requests in flight at once")
-    p.add_argument("--rounds", type=int, default=2, help="bursts; the first one meets cold caches")
+    p.add_argument("-n", "--requests", type=int, default=200, help="requests per burst (all concurrent)")
+    p.add_argument("--singles", type=int, default=9, help="one-at-a-time requests for the reference latency")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--serve-args", default="", help="extra `summit serve` options, e.g. '--processes 1'")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     a = p.parse_args()
-    if not 1 <= a.concurrency <= 1000 or not 1 <= a.requests <= 100_000 or not 1 <= a.rounds <= 20:
-        p.error("keep the load bounded: 1..1000 concurrent, 1..100000 requests, 1..20 rounds")
+    if not 1 <= a.requests <= 1000 or not 1 <= a.singles <= 100:
+        p.error("keep the load bounded: 1..1000 requests, 1..100 single requests")
     with tempfile.TemporaryDirectory() as tmp:
         run_dir = a.run
         if run_dir is None:
             from summit.aggregate import AggregateConfig, aggregate
             run_dir = Path(tmp) / "sample"
             aggregate(AggregateConfig(model="squeezenet1_1"), None, run_dir, progress=False)
-        rep = bench(run_dir, a.requests, a.concurrency, a.rounds, a.seed)
+        rep = bench(run_dir, a.requests, a.seed, a.singles, a.serve_args.split())
     if a.json:
         print(json.dumps(rep, indent=1))
         return
-    print(f"{rep['requests']} requests per round, {rep['concurrency']} concurrent, on {HOST}")
-    for i, r in enumerate(rep["rounds"], 1):
-        print(f"round {i} ({'cold' if i == 1 else 'warm'}): {r['errors']} errors, {r['wall_s']:.2f}s wall "
-              f"({r['requests_per_s']:.0f} req/s)")
-        print(f"  all       p50 {r['p50_ms']:7.1f} ms  p99 {r['p99_ms']:7.1f} ms  max {r['max_ms']:7.1f} ms")
-        for k, s in r["by_endpoint"].items():
-            print(f"  {k:<9} p50 {s['p50_ms']:7.1f} ms  p99 {s['p99_ms']:7.1f} ms  max {s['max_ms']:7.1f} ms"
-                  f"  (n={s['n']})")
+    print(f"summit serve {a.serve_args} on {HOST} ({os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f}): "
+          f"single graph request {rep['single_ms']:.1f} ms (median of {a.singles}, cold)")
+    for k, what in (("graphs", "different graphs"), ("compare", "different comparisons"),
+                    ("mix_cold", "UI mix, cold"), ("mix_warm", "UI mix, warm")):
+        r = rep[k]
+        print(f"{a.requests} concurrent, {what:<22}: p50 {r['p50_ms']:7.1f} ms  p99 {r['p99_ms']:7.1f} ms  "
+              f"max {r['max_ms']:7.1f} ms  p99/single {r['p99_over_single']:5.1f}x  "
+              f"{r['requests_per_s']:5.0f} req/s  {r['errors']} errors")
         for e in r["error_samples"]:
             print(f"  error: {e}")
 

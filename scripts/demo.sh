@@ -8,5 +8,6 @@ bash scripts/bootstrap.sh
 summit aggregate --out runs/sample --overwrite "$@"
 summit info --run runs/sample
 summit export --run runs/sample --all --format json --out-dir runs/sample/graphs
+summit export --run runs/sample --all --format summit --out-dir runs/sample/ag
 summit export --run runs/sample --embedding
 echo "explore it: .venv/bin/summit serve --run runs/sample   (http://127.0.0.1:5000)"

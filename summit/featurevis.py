@@ -28,7 +28,7 @@ from PIL import Image
 from torch import nn
 from tqdm import tqdm
 
-from .models import ModelSpec, SummitError
+from .models import ModelSpec, SummitError, resolve_device
 
 if TYPE_CHECKING:
     from .store import Run
@@ -71,6 +71,20 @@ class FourierImage(nn.Module):
         img = torch.fft.irfft2(spectrum, s=(self.size, self.size)) / 4.0
         img = torch.einsum("bchw,dc->bdhw", img, self.color)
         return torch.sigmoid(img)
+
+
+def fourier_from_images(images: torch.Tensor) -> FourierImage:
+    """A FourierImage whose ``forward()`` starts at `images` (B, 3, S, S) in [0, 1] (values are
+    clamped to [0.005, 0.995] so the sigmoid can be inverted)."""
+    b, _, h, w = images.shape
+    if h != w:
+        raise SummitError(f"Fourier images are square, got {h}x{w}")
+    image = FourierImage(h, [0] * b)
+    y = torch.logit(images.detach().float().clamp(0.005, 0.995))
+    z = torch.einsum("bdhw,cd->bchw", y, torch.linalg.inv(image.get_buffer("color")))
+    spectrum = torch.fft.rfft2(z * 4.0) / image.get_buffer("scale")[..., 0]
+    image.spectrum.data.copy_(torch.view_as_real(spectrum))
+    return image
 
 
 # ---------------------------------------------------------------------------------------------
@@ -190,6 +204,40 @@ def direction(layer: str, vector: Sequence[float] | torch.Tensor) -> Objective:
         t = a[layer]
         return (t * v.to(t).view(1, -1, 1, 1)).sum(1).mean((-2, -1))
     return Objective(fn, (layer,), f"direction({layer})")
+
+
+def direction_neuron(layer: str, vector: Sequence[float] | torch.Tensor, x: int | None = None,
+                     y: int | None = None) -> Objective:
+    """Dot product of the activation vector at one position (default: the centre) with `vector`."""
+    return directions(layer, torch.as_tensor(vector, dtype=torch.float32).view(1, -1), neuron=True,
+                      x=x, y=y, broadcast=True)
+
+
+def directions(layer: str, vectors: torch.Tensor, neuron: bool = False, x: int | None = None,
+               y: int | None = None, broadcast: bool = False) -> Objective:
+    """Batched direction objective: item b maximizes the dot product with ``vectors[b]``, averaged
+    over positions, or at one position (default: the centre) with ``neuron=True``. With
+    ``broadcast`` a single vector serves every item."""
+    v = torch.as_tensor(vectors, dtype=torch.float32)
+    if v.dim() != 2:
+        raise ValueError(f"directions wants a (B, C) matrix, got shape {tuple(v.shape)}")
+
+    def fn(a: Acts) -> torch.Tensor:
+        t = a[layer]
+        if not broadcast and t.shape[0] != len(v):
+            raise ValueError(f"directions objective for {len(v)} images got a batch of {t.shape[0]}")
+        if neuron:
+            h, w = t.shape[-2:]
+            t = t[..., h // 2 if y is None else y, w // 2 if x is None else x]
+            return (t * v.to(t)).sum(1)
+        return torch.einsum("bchw,bc->b", t, v.to(t).expand(t.shape[0], -1)) / t[0, 0].numel()
+    kind = "direction_neuron" if neuron else "directions"
+    return Objective(fn, (layer,), f"{kind}({layer}:{len(v)})")
+
+
+def dream(layer: str) -> Objective:
+    """DeepDream's objective: the mean squared activation of `layer` (amplify whatever it sees)."""
+    return Objective(lambda a: a[layer].pow(2).mean((1, 2, 3)), (layer,), f"dream({layer})")
 
 
 def channels(layer: str, chs: Sequence[int]) -> Objective:
@@ -340,16 +388,6 @@ def _capture(spec: ModelSpec, layers: Sequence[str]) -> Iterator[Callable[[torch
             h.remove()
 
 
-def resolve_device(device: str) -> torch.device:
-    """"auto" -> cuda when available, else cpu; anything else is parsed by torch."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        return torch.device(device)
-    except RuntimeError as e:
-        raise SummitError(f"invalid device {device!r}: {e}") from None
-
-
 @contextlib.contextmanager
 def _model_on(model: nn.Module, device: torch.device) -> Iterator[None]:
     """Model in eval mode on `device` for the block; mode and device restored after."""
@@ -366,14 +404,17 @@ def _model_on(model: nn.Module, device: torch.device) -> Iterator[None]:
 def visualize(spec: ModelSpec, objective: Objective, init_seeds: Sequence[int], size: int = 128,
               steps: int = 512, lr: float = 0.05, seed: int = 0, device: str = "auto",
               transforms: Transforms = STANDARD_TRANSFORMS,
-              on_step: Callable[[], object] | None = None) -> torch.Tensor:
+              on_step: Callable[[], object] | None = None,
+              start: FourierImage | None = None) -> torch.Tensor:
     """Optimize ``len(init_seeds)`` images for `objective`; returns (B, 3, size, size) in [0, 1], CPU.
 
-    `seed` drives the transforms; item i's initial spectrum comes from ``init_seeds[i]``.
+    `seed` drives the transforms; item i's initial spectrum comes from ``init_seeds[i]``, or
+    the images start from `start` (e.g. :func:`fourier_from_images`; then `size` and
+    `init_seeds` are ignored).
     """
     spec.check_layers(list(objective.layers))
     dev = resolve_device(device)
-    image = FourierImage(size, init_seeds).to(dev)
+    image = (FourierImage(size, init_seeds) if start is None else start).to(dev)
     opt = torch.optim.Adam([image.spectrum], lr=lr)
     g = torch.Generator().manual_seed(seed)
     with _model_on(spec.model, dev), redirected_relu(), _capture(spec, objective.layers) as run, \
@@ -416,12 +457,16 @@ def to_pil(img: torch.Tensor) -> Image.Image:
     return Image.fromarray(arr, "RGB")
 
 
+def _check_render_args(batch: int, steps: int, size: int) -> None:
+    if batch < 1 or steps < 0 or size < 8:
+        raise SummitError("render needs batch >= 1, steps >= 0 and size >= 8")
+
+
 def _render_chunks(spec: ModelSpec, layer: str, chs: Sequence[int], size: int, steps: int,
                    lr: float, seed: int, batch: int, device: str,
                    progress: bool) -> Iterator[tuple[list[int], list[Image.Image]]]:
     spec.check_layers([layer])
-    if batch < 1 or steps < 0 or size < 8:
-        raise SummitError("render needs batch >= 1, steps >= 0 and size >= 8")
+    _check_render_args(batch, steps, size)
     check_channels(layer, chs, channel_count(spec, layer, size))
     chunks = [list(chs[i:i + batch]) for i in range(0, len(chs), batch)]
     with tqdm(total=steps * len(chunks), desc=f"render {layer}", unit="step",
@@ -554,6 +599,80 @@ def render_run(run_dir: str | os.PathLike, nodes: dict[str, list[int]], *, size:
     return out
 
 
+# ---------------------------------------------------------------------------------------------
+# Directions (positions, neuron groups) and DeepDream
+
+
+def direction_id(vector: torch.Tensor) -> str:
+    """16 hex digits naming a direction (its float16 values: the same activations computed with
+    another thread count name the same file)."""
+    return hashlib.sha256(vector.detach().cpu().to(torch.float16).numpy().tobytes()).hexdigest()[:16]
+
+
+def directions_key(spec: ModelSpec, neuron: bool, size: int = 128, steps: int = 512, lr: float = 0.05,
+                   seed: int = 0) -> dict:
+    """What a cached direction image depends on besides (layer, direction): its settings hash names
+    the folder ``cache_dir/<hash>/`` of :func:`render_directions_cached`."""
+    return {**cache_key(spec, size, steps, lr, seed),
+            "objective": "direction_neuron" if neuron else "direction"}
+
+
+def direction_paths(spec: ModelSpec, layer: str, vectors: torch.Tensor, cache_dir: str | os.PathLike, *,
+                    neuron: bool = False, size: int = 128, steps: int = 512, lr: float = 0.05,
+                    seed: int = 0) -> list[Path]:
+    """Where :func:`render_directions_cached` keeps (or will keep) each direction's image."""
+    root = Path(cache_dir) / settings_hash(directions_key(spec, neuron, size, steps, lr, seed)) / layer
+    return [root / f"{direction_id(v)}.png" for v in torch.as_tensor(vectors, dtype=torch.float32)]
+
+
+def render_directions_cached(spec: ModelSpec, layer: str, vectors: torch.Tensor,
+                             cache_dir: str | os.PathLike, *, neuron: bool = False, size: int = 128,
+                             steps: int = 512, lr: float = 0.05, seed: int = 0, batch: int = 32,
+                             device: str = "auto", progress: bool = True) -> list[Path]:
+    """Feature visualizations of directions (N, C) of `layer`, `batch` per optimization:
+    PNG paths ``cache_dir/<hash>/<layer>/<direction_id>.png``, rendering only the missing ones.
+
+    ``neuron=True`` maximizes the dot product at the centre position (a position's activation
+    vector: "what the network sees" there), else averaged over positions (a neuron group).
+    <hash> covers the settings as in :func:`render_cached` plus the objective.
+    """
+    from .store import atomic_write_bytes, write_json
+    spec.check_layers([layer])
+    _check_render_args(batch, steps, size)
+    vectors = torch.as_tensor(vectors, dtype=torch.float32)
+    paths = direction_paths(spec, layer, vectors, cache_dir, neuron=neuron, size=size, steps=steps,
+                            lr=lr, seed=seed)
+    todo = list({p.stem: v for v, p in zip(vectors, paths) if not p.is_file()}.items())
+    if todo:
+        folder = paths[0].parent
+        folder.mkdir(parents=True, exist_ok=True)
+        if not (folder.parent / "settings.json").is_file():
+            write_json(directions_key(spec, neuron, size, steps, lr, seed), folder.parent / "settings.json")
+        chunks = [todo[i:i + batch] for i in range(0, len(todo), batch)]
+        with tqdm(total=steps * len(chunks), desc=f"render {layer} directions", unit="step",
+                  disable=not progress) as bar:
+            for chunk in chunks:
+                obj = directions(layer, torch.stack([v for _, v in chunk]), neuron=neuron)
+                imgs = visualize(spec, obj, [_item_seed(seed, int(n[:7], 16)) for n, _ in chunk],
+                                 size=size, steps=steps, lr=lr, seed=seed, device=device,
+                                 on_step=bar.update)
+                for (n, _), img in zip(chunk, imgs):
+                    atomic_write_bytes(folder / f"{n}.png", _png(to_pil(img)))
+    return paths
+
+
+def render_dream(spec: ModelSpec, image: torch.Tensor, layer: str, steps: int = 512, lr: float = 0.05,
+                 seed: int = 0, device: str = "auto", progress: bool = True) -> Image.Image:
+    """DeepDream: amplify what `layer` sees in `image` (3, S, S) in [0, 1], optimizing the image
+    with the feature-visualization parameterization (it starts as the image) and transforms."""
+    spec.check_layers([layer])
+    _check_render_args(1, steps, image.shape[-1])
+    with tqdm(total=steps, desc=f"dream {layer}", unit="step", disable=not progress) as bar:
+        out = visualize(spec, dream(layer), [seed], steps=steps, lr=lr, seed=seed, device=device,
+                        on_step=bar.update, start=fourier_from_images(image[None]))
+    return to_pil(out[0])
+
+
 def parse_channels(tokens: Sequence[str]) -> list[int]:
     """["0", "3-5"] -> [0, 3, 4, 5] (order kept, duplicates dropped)."""
     out: list[int] = []
@@ -572,10 +691,10 @@ def parse_channels(tokens: Sequence[str]) -> list[int]:
     return list(dict.fromkeys(out))
 
 
-def graph_channels(run: Run, cls: str | int, top_n: int = 10) -> dict[str, list[int]]:
-    """{layer: channels} of every node of a class's attribution graph (``summit.graph``)."""
+def graph_channels(run: Run, cls: str | int) -> dict[str, list[int]]:
+    """{layer: channels} of every node of a class's attribution graph (``summit.graph``, defaults)."""
     from .graph import class_graph
-    g = class_graph(run, cls, top_n=top_n)
+    g = class_graph(run, cls)
     nodes: dict[str, list[int]] = {}
     for _, d in g.nodes(data=True):
         nodes.setdefault(d["layer"], []).append(int(d["channel"]))

@@ -3,23 +3,28 @@
 Direct method ("conv"), per image: influence of input channel i on output channel j is
 ``max_p (X_i conv W_ji)(p)``, the 2D convolution of one input channel with its kernel slice
 (bias excluded, BatchNorm scale folded into W). 1x1 convolutions use
-``max_p w X_i(p) = w max X_i if w > 0 else w min X_i``; kxk convolutions run as a grouped
-convolution (one group per input channel), chunked to bound memory.
+``max_p w X_i(p) = w max X_i if w > 0 else w min X_i``; kxk convolutions as one matmul of
+each channel's unfolded windows with its kernels, in cache-sized blocks.
 
-Routes through a bottleneck (Inception 3x3/5x5 branches, SqueezeNet Fire expands) compose
-two exact per-channel stages along the strongest linear path (documented deviation: Summit
-does not specify this step):
+Routes through a 1x1 bottleneck (Inception 3x3/"5x5" branches, SqueezeNet Fire expands)
+follow Summit's rule by default (``bottleneck="summit"``): they are counted as two separate
+*stages*, previous layer -> bottleneck (1x1 max/min trick) and bottleneck -> branch output
+(exact per-channel max), and composed per class at graph time (summit.graph). Each stage is
+one counted matrix, stored under its own name in influence.parquet:
+``"a->b"`` (direct routes: 1x1, pool-proj, plain kxk), ``"a->b/branch2"`` (into the bottleneck
+``b/branch2``) and ``"b/branch2->b"`` (out of it). Our option ``bottleneck="linear"`` instead
+composes the two exact stages per image along the strongest linear path and counts one matrix:
 ``infl[i, j] = sum_m relu(a[i, m]) * g[m, j]``, where ``a`` is the exact 1x1 influence of i
-on bottleneck channel m and ``g[m, j] = max_q (B_m conv W_jm)(q) / max_p B_m(p)`` is m's
-exact influence on j per unit of m's activation in this image.
+on bottleneck channel m and ``g[m, j] = max_q (B_m conv W_jm)(q) / max_p B_m(p)``.
 
 Gradient method ("grad", for residual nets, EfficientNet or non-consecutive layers):
 ``infl[i, j] = sum_p X_i(p) * d(max_q Y_j(q)) / dX_i(p)`` (gradient x activation, the linear
 approximation of Building Blocks of Interpretability).
 
-Per image and per j the top-k i are kept (:func:`topk_canonical`: ties to the lower index;
-:func:`conv_topk` gives the same sets for a conv stage); counts are accumulated sparsely by
-(class, i, j) key (summit.counter: bounded memory, sorted runs spilled to disk).
+Per image, stage and destination j the top-k sources i are kept (:func:`topk_canonical`: ties
+to the lower index; :func:`stage_topk` gives the same sets as the exhaustive canonical values,
+at about the cost of the float32 maxima); counts are accumulated sparsely by (class, i, j) key
+(summit.counter: bounded memory, sorted runs spilled to disk and merged exactly).
 """
 from __future__ import annotations
 
@@ -49,6 +54,31 @@ class Route:
     padding: int = 0
     mid: str | None = None  # module path whose output is the bottleneck activation B
     w1: torch.Tensor | None = None  # (Cmid, Cin) 1x1 bottleneck weight, BN folded
+    bottleneck: str = ""  # the bottleneck's name inside the block ("branch2", "squeeze")
+
+    @property
+    def width(self) -> int:
+        return self.w2.shape[0]
+
+
+@dataclass
+class Stage:
+    """One counted influence matrix: per image and destination channel, its top-k sources."""
+
+    name: str
+    kind: str  # direct | bottleneck_in | bottleneck_out
+    n_src: int
+    n_dst: int
+    routes: list[Route]  # each fills destinations [out_start, out_start + width)
+    bottleneck: str | None = None  # "<dst layer>/<name>" for bottleneck stages
+
+    def dst_index(self, device: torch.device) -> torch.Tensor:
+        return torch.cat([torch.arange(r.out_start, r.out_start + r.width, device=device) for r in self.routes])
+
+    def describe(self, pair: str) -> dict:
+        return {"name": self.name, "pair": pair, "kind": self.kind, "bottleneck": self.bottleneck,
+                "src_channels": self.n_src, "dst_channels": self.n_dst,
+                "dst_ranges": [[r.out_start, r.out_start + r.width] for r in self.routes]}
 
 
 @dataclass
@@ -63,16 +93,36 @@ class LayerPair:
     routes: list[Route] = field(default_factory=list)
     src_path: str = ""  # module paths of the two layers (used by the grad method)
     dst_path: str = ""
+    stages: list[Stage] = field(default_factory=list)
 
     @property
     def name(self) -> str:
         return f"{self.src}->{self.dst}"
 
     def to(self, device: torch.device) -> "LayerPair":
-        """Move the routes' weights to the device the activations live on."""
-        for r in self.routes:
-            r.w2 = r.w2.to(device)
-            r.w1 = None if r.w1 is None else r.w1.to(device)
+        """Move the stages' weights to the device the activations live on."""
+        for st in self.stages:
+            for r in st.routes:
+                r.w2 = r.w2.to(device)
+                r.w1 = None if r.w1 is None else r.w1.to(device)
+        return self
+
+    def make_stages(self, bottleneck: str = "summit") -> "LayerPair":
+        """Split the routes into counted stages (see the module docstring)."""
+        whole = [Route((), torch.empty(self.cout, 0), 0)]  # grad: only the destinations' width
+        if self.method != "conv" or bottleneck == "linear":
+            self.stages = [Stage(self.name, "direct", self.cin, self.cout, self.routes if self.routes else whole)]
+            return self
+        direct = [r for r in self.routes if r.w1 is None]
+        self.stages = [Stage(self.name, "direct", self.cin, self.cout, direct)] if direct else []
+        for mid in dict.fromkeys(r.mid for r in self.routes if r.w1 is not None):
+            rs = [r for r in self.routes if r.mid == mid]
+            b = f"{self.dst}/{rs[0].bottleneck}"
+            w1 = rs[0].w1
+            self.stages.append(Stage(f"{self.src}->{b}", "bottleneck_in", self.cin, w1.shape[0],
+                                     [Route(rs[0].src, w1[:, :, None, None], 0)], b))
+            self.stages.append(Stage(f"{b}->{self.dst}", "bottleneck_out", w1.shape[0], self.cout,
+                                     [Route(("output", mid), r.w2, r.out_start, r.stride, r.padding) for r in rs], b))
         return self
 
 
@@ -98,7 +148,8 @@ def _inception_routes(spec: ModelSpec, path: str) -> list[Route]:
         br = getattr(blk, b)
         w1, _, _ = _fold(br[0])
         w2, s, p = _fold(br[1])
-        routes.append(Route(("input", path), w2, start, s, p, mid=f"{path}.{b}.0", w1=w1[:, :, 0, 0]))
+        routes.append(Route(("input", path), w2, start, s, p, mid=f"{path}.{b}.0", w1=w1[:, :, 0, 0],
+                            bottleneck=b))
         start += w2.shape[0]
     w, s, p = _fold(blk.branch4[1])
     routes.append(Route(("output", f"{path}.branch4.0"), w, start, s, p))
@@ -111,7 +162,8 @@ def _fire_routes(spec: ModelSpec, path: str) -> list[Route]:
     routes, start = [], 0
     for e in ("expand1x1", "expand3x3"):
         w2, s, p = _fold(getattr(fire, e))
-        routes.append(Route(("input", path), w2, start, s, p, mid=f"{path}.squeeze_activation", w1=w1))
+        routes.append(Route(("input", path), w2, start, s, p, mid=f"{path}.squeeze_activation", w1=w1,
+                            bottleneck="squeeze"))
         start += w2.shape[0]
     return routes
 
@@ -127,8 +179,9 @@ def _chain_conv_path(spec: ModelSpec, dst: str) -> str:
 
 
 def build_pairs(spec: ModelSpec, layers: list[str], channels: dict[str, int],
-                method: str = "auto") -> list[LayerPair]:
-    """Layer pairs for consecutive chosen layers, with direct routes when the model allows."""
+                method: str = "auto", bottleneck: str = "summit") -> list[LayerPair]:
+    """Layer pairs for consecutive chosen layers, with direct routes when the model allows,
+    split into counted stages by the bottleneck rule ("summit" or "linear")."""
     canonical = list(spec.layers)
     pairs = []
     for a, b in zip(layers, layers[1:]):
@@ -154,7 +207,7 @@ def build_pairs(spec: ModelSpec, layers: list[str], channels: dict[str, int],
                 pair.routes = []
         if method == "conv" and pair.method != "conv":
             raise ValueError(f"no direct convolution connects {a} and {b}; use --influence auto or grad")
-        pairs.append(pair)
+        pairs.append(pair.make_stages(bottleneck))
     return pairs
 
 
@@ -362,13 +415,30 @@ def route_influence(route: Route, x: torch.Tensor, mid: torch.Tensor | None) -> 
     return torch.bmm(torch.relu(a), g)
 
 
-def conv_influence(pair: LayerPair, taps) -> torch.Tensor:
-    """Per-image influence matrix (N, Cin, Cout) of a direct pair from captured tensors."""
+def _route_tensors(route: Route, taps) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(route input X, bottleneck activation B or None) from captured tensors."""
+    kind, path = route.src
+    return (taps.inp[path] if kind == "input" else taps.out[path]), (taps.out[route.mid] if route.mid else None)
+
+
+def stage_influence(stage: Stage, taps) -> torch.Tensor:
+    """Per-image influence (N, n_src, routes' destinations) of a conv stage from captured tensors."""
+    return torch.cat([route_influence(r, *_route_tensors(r, taps)) for r in stage.routes], dim=2)
+
+
+def stage_topk(stage: Stage, taps, k: int) -> torch.Tensor:
+    """Top-k sources (N, k, routes' destinations) per image of a conv stage.
+
+    Routes of exact per-channel maxima (every route of Summit's stages: direct, into and out of
+    a bottleneck) go through :func:`conv_topk`, equal to ``topk_canonical`` of the canonical
+    values; routes composed through a bottleneck (our ``linear`` option) rank their float32
+    composition with :func:`topk_canonical`. Each route fills its own destinations, so the
+    per-route sets are the stage's sets."""
     parts = []
-    for r in pair.routes:
-        kind, path = r.src
-        x = taps.inp[path] if kind == "input" else taps.out[path]
-        parts.append(route_influence(r, x, taps.out[r.mid] if r.mid else None))
+    for r in stage.routes:
+        x, mid = _route_tensors(r, taps)
+        parts.append(conv_topk(x, r.w2, k, r.stride, r.padding) if r.w1 is None
+                     else topk_canonical(route_influence(r, x, mid), k))
     return torch.cat(parts, dim=2)
 
 
@@ -378,8 +448,8 @@ def grad_influence(x: torch.Tensor, y: torch.Tensor, chunk: int = 1) -> torch.Te
     One backward pass per output channel serves the whole batch: in eval mode images do not
     interact, so the gradient of the batch sum splits per image. ``chunk`` > 1 runs that many
     output channels per backward (vmap over one-hot gradient outputs). On CPU the work is
-    arithmetic-bound and chunks cost more (bench/bench_grad.py: 1.3x for 4 on EfficientNet-
-    Lite0); the option is there for devices where per-call overhead dominates.
+    arithmetic-bound and chunks cost more (`bench/bench_influence.py grad`: 1.3x for 4 on
+    EfficientNet-Lite0); the option is there for devices where per-call overhead dominates.
     """
     s = y.flatten(2).amax(2).sum(0)  # (Cout,)
     xd = x.detach()
@@ -402,7 +472,7 @@ def pair_taps(pairs: list[LayerPair]) -> tuple[set[str], set[str]]:
     """Module paths whose (outputs, inputs) the direct routes need."""
     outs, inps = set(), set()
     for p in pairs:
-        for r in p.routes:
+        for r in (r for st in p.stages for r in st.routes if p.method == "conv"):
             (inps if r.src[0] == "input" else outs).add(r.src[1])
             if r.mid:
                 outs.add(r.mid)
@@ -410,31 +480,32 @@ def pair_taps(pairs: list[LayerPair]) -> tuple[set[str], set[str]]:
 
 
 class InfluenceAccumulator:
-    """I[class, i, j]: images of the class for which i was among the top-k influences on j."""
+    """I[class, i, j] per stage: images of the class for which i was among the top-k sources of j."""
 
     def __init__(self, pairs: list[LayerPair], n_classes: int, k: int = 5) -> None:
         self.pairs = pairs
+        self.stages = {st.name: st for p in pairs for st in p.stages}
         self.n_classes = n_classes
         self.k = k
-        self.counters = {p.name: SparseCounter() for p in pairs}
+        self.counters = {name: SparseCounter() for name in self.stages}
 
     def update(self, taps, labels: torch.Tensor) -> None:
         for p in self.pairs:
-            if p.method == "conv":
-                infl = conv_influence(p, taps)
-            else:
-                infl = grad_influence(taps.out[p.src_path], taps.out[p.dst_path])
-            k = min(self.k, p.cin)
-            top = topk_canonical(infl, k)  # (N, k, Cout)
-            j = torch.arange(p.cout, device=top.device).view(1, 1, -1)
-            keys = (labels.to(top.device).view(-1, 1, 1) * p.cin + top) * p.cout + j
-            self.counters[p.name].add(keys.cpu())
+            for st in p.stages:
+                k = min(self.k, st.n_src)
+                if p.method == "conv":
+                    top = stage_topk(st, taps, k)
+                else:
+                    top = topk_canonical(grad_influence(taps.out[p.src_path], taps.out[p.dst_path]), k)
+                dst = st.dst_index(top.device).view(1, 1, -1)  # (N, k, n_dst of the routes)
+                keys = (labels.to(top.device).view(-1, 1, 1) * st.n_src + top) * st.n_dst + dst
+                self.counters[st.name].add(keys.cpu())
 
     def spill_to(self, directory: str | os.PathLike, max_entries: int) -> None:
-        """Let each pair's counter keep at most max_entries in memory, spilling sorted runs
-        to directory/pair<i> beyond that (summit.counter)."""
+        """Let each stage's counter keep at most max_entries in memory, spilling sorted runs
+        to directory/stage<i> beyond that (summit.counter)."""
         for i, c in enumerate(self.counters.values()):
-            c.spill_dir, c.max_entries = Path(directory) / f"pair{i}", max_entries
+            c.spill_dir, c.max_entries = Path(directory) / f"stage{i}", max_entries
             c.flush_at = min(c.flush_at, max_entries)
 
     def state(self) -> dict:
@@ -449,16 +520,16 @@ class InfluenceAccumulator:
             self.counters[name].merge(st)
 
     def decode(self, name: str, c0: int | None = None, c1: int | None = None) -> tuple[torch.Tensor, ...]:
-        """(class, src, dst, count) for one pair and classes c0 <= class < c1 (default all),
+        """(class, src, dst, count) for one stage and classes c0 <= class < c1 (default all),
         sorted by class then src, dst."""
-        pair = next(p for p in self.pairs if p.name == name)
-        per_class = pair.cin * pair.cout
+        st = self.stages[name]
+        per_class = st.n_src * st.n_dst
         keys, counts = self.counters[name].range(None if c0 is None else c0 * per_class,
                                                  None if c1 is None else c1 * per_class)
         keys, counts = torch.from_numpy(np.asarray(keys)), torch.from_numpy(np.asarray(counts))
-        dst = keys % pair.cout
-        rest = keys // pair.cout
-        return rest // pair.cin, rest % pair.cin, dst, counts
+        dst = keys % st.n_dst
+        rest = keys // st.n_dst
+        return rest // st.n_src, rest % st.n_src, dst, counts
 
     def spill(self) -> None:
         """Move every in-memory table to disk (before a state travels to another process)."""

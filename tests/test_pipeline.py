@@ -25,8 +25,14 @@ SMALL = ["--layers", "fire2", "fire3", "fire4", "--limit", "48", "--batch-size",
 SPILL = ["--influence-memory", "300"]  # far below the run's distinct counts: many runs on disk
 
 
+# Byte-identical runs need the same per-process thread count (float kernels may reduce in another
+# order), so every run of this module is pinned to one thread, whatever earlier tests did to this process.
+ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
+
+
 def summit(*args: str, check: bool = True) -> subprocess.CompletedProcess:
-    p = subprocess.run([sys.executable, "-m", "summit", *args], capture_output=True, text=True, timeout=600)
+    p = subprocess.run([sys.executable, "-m", "summit", *args], capture_output=True, text=True, timeout=600,
+                       env=ENV)
     if check:
         assert p.returncode == 0, p.stderr
     return p
@@ -43,27 +49,49 @@ def reference(tmp_path_factory) -> Path:
     return out
 
 
+def summit_mass_channels(maxima: np.ndarray, tau: float) -> list[int]:
+    """Summit's loop, written as in its notebook: normalise, sort, add channels while mass < tau."""
+    share = maxima / maxima.sum()
+    order = sorted(range(len(share)), key=lambda c: -share[c])
+    chosen, mass = [], 0.0
+    while mass < tau:
+        chosen.append(order[len(chosen)])
+        mass += share[chosen[-1]]
+    return chosen
+
+
 def test_activation_matrix_matches_direct_forward(sample_run: Path) -> None:
     run = Run(sample_run)
     spec = load_model("squeezenet1_1")
     ds = SafeImageFolder(BUNDLED_SAMPLE, 224, spec.class_names)
     k = run.meta["k"]
-    counts = {l: np.zeros((len(ds.classes), run.channels[l]), np.int64) for l in run.layers}
+    assert run.selections == ["mass0.01", "mass0.03", f"top{k}"]
+    counts = {(sel, l): np.zeros((len(ds.classes), run.channels[l]), np.int64)
+              for sel in run.selections for l in run.layers}
     sums = {l: np.zeros((len(ds.classes), run.channels[l])) for l in run.layers}
+    hist = np.zeros((len(ds.classes), 10), np.int64)
     paths = [spec.layers[l] for l in run.layers]
     with Taps(spec.model.net, outputs=paths) as taps, torch.no_grad():
         for i in range(len(ds)):
             s = ds[i]
-            spec.model(s.image[None])
+            p = spec.model(s.image[None]).softmax(1).max().item()
+            hist[s.label, min(int(p * 10), 9)] += 1
             for l in run.layers:
-                m = taps.out[spec.layers[l]][0].amax((1, 2)).numpy()
-                counts[l][s.label, np.argsort(-m, kind="stable")[:k]] += 1
+                m = taps.out[spec.layers[l]][0].amax((1, 2)).double().numpy()
+                counts[(f"top{k}", l)][s.label, np.argsort(-m, kind="stable")[:k]] += 1
+                for tau in (0.01, 0.03):
+                    counts[(f"mass{tau:g}", l)][s.label, summit_mass_channels(m, tau)] += 1
                 sums[l][s.label] += m
+    n_images = run.classes.column("n_images").to_numpy()
+    for (sel, l), want in counts.items():
+        got = run.activation_matrix(l, "count", sel)
+        if sel.startswith("top"):
+            assert (got.sum(1) == k * n_images).all()
+        assert np.abs(got - want).sum() <= 2, (sel, l)  # float ties may order differently in batches
     for l in run.layers:
-        got = run.activation_matrix(l, "count")
-        assert (got.sum(1) == k * run.classes.column("n_images").to_numpy()).all()
-        assert np.abs(got - counts[l]).sum() <= 2, l  # float ties may order differently in batches
         np.testing.assert_allclose(run.activation_matrix(l, "sum"), sums[l], rtol=1e-4, atol=1e-3)
+    got_hist = np.array(run.classes.column("hist").to_pylist())
+    assert (got_hist.sum(1) == n_images).all() and np.abs(got_hist - hist).sum() <= 2
 
 
 def test_parquet_tables_round_trip(sample_run: Path) -> None:
@@ -71,19 +99,24 @@ def test_parquet_tables_round_trip(sample_run: Path) -> None:
     act = pq.read_table(sample_run / "activations.parquet").to_pandas()
     infl = pq.read_table(sample_run / "influence.parquet")
     classes = pq.read_table(sample_run / "classes.parquet").to_pandas()
-    assert list(act.columns) == ["layer", "class", "channel", "count", "sum"]
+    assert list(act.columns) == ["selection", "layer", "class", "channel", "count", "sum"]
     assert infl.schema.names == ["layer_pair", "class", "src", "dst", "count"]
-    assert len(act) == sum(l["channels"] for l in meta["layers"]) * len(classes)
+    assert len(act) == sum(l["channels"] for l in meta["layers"]) * len(classes) * len(meta["selections"])
+    assert set(act.selection) == set(meta["selections"])
     assert classes["n_images"].sum() == meta["dataset"]["n_images"] == 80
     assert (classes["n_correct"] <= classes["n_images"]).all() and classes["n_correct"].sum() > 40
     infl = infl.to_pandas()
     assert (infl["count"] > 0).all()
     kk = meta["k_influence"]
-    for p in meta["pairs"]:
-        dst_ch = next(l["channels"] for l in meta["layers"] if l["name"] == p["dst"])
-        per_class = infl[infl.layer_pair == p["name"]].groupby("class")["count"].sum()
-        want = classes.set_index("class")["n_images"] * kk * dst_ch
-        assert per_class.reindex(want.index, fill_value=0).equals(want), p["name"]
+    assert {st["pair"] for st in meta["stages"]} == {p["name"] for p in meta["pairs"]}
+    assert set(infl.layer_pair) == {st["name"] for st in meta["stages"]}
+    for st in meta["stages"]:  # each image adds k sources to every destination of the stage
+        dst_ch = sum(b - a for a, b in st["dst_ranges"])
+        per_class = infl[infl.layer_pair == st["name"]].groupby("class")["count"].sum()
+        want = classes.set_index("class")["n_images"] * min(kk, st["src_channels"]) * dst_ch
+        assert per_class.reindex(want.index, fill_value=0).equals(want), st["name"]
+        rows = infl[infl.layer_pair == st["name"]]
+        assert rows.src.max() < st["src_channels"] and rows.dst.max() < st["dst_channels"]
     assert (infl["class"].diff().fillna(0) >= 0).all()  # sorted by class for pushdown
     ex = pq.read_table(sample_run / "examples.parquet").to_pandas()
     assert len(ex) == sum(l["channels"] for l in meta["layers"]) * meta["examples_k"]
@@ -93,7 +126,7 @@ def test_parquet_tables_round_trip(sample_run: Path) -> None:
 def test_resume_after_kill_is_byte_identical(reference: Path, tmp_path: Path) -> None:
     out = tmp_path / "run"
     cmd = [sys.executable, "-m", "summit", "aggregate", "--out", str(out), "--checkpoint-every", "8", *SMALL]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=ENV)
     ckpt = out / "checkpoint-0of1.pt"
     deadline = time.time() + 300
     while not ckpt.exists() and proc.poll() is None and time.time() < deadline:
@@ -122,11 +155,9 @@ def test_shards_merge_to_single_process_result(reference: Path, tmp_path: Path) 
 
 def test_torchrun_two_gloo_ranks_equal_single_process(reference: Path, tmp_path: Path) -> None:
     out = tmp_path / "dist"
-    # same per-process thread count as the reference: float kernels may reduce in another order
-    env = {**os.environ, "OMP_NUM_THREADS": str(torch.get_num_threads())}
     p = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
                         "--standalone", "-m", "summit", "aggregate", "--out", str(out),
-                        "--device", "cpu", *SMALL, *SPILL], capture_output=True, text=True, timeout=600, env=env)
+                        "--device", "cpu", *SMALL, *SPILL], capture_output=True, text=True, timeout=600, env=ENV)
     assert p.returncode == 0, p.stderr[-3000:]
     assert tree_bytes(out) == tree_bytes(reference)  # rank 0 read rank 1's spilled runs; all removed
 
@@ -137,7 +168,7 @@ def test_spilled_influence_resumes_and_merges_byte_identical(reference: Path, tm
     out = tmp_path / "run"
     cmd = [sys.executable, "-m", "summit", "aggregate", "--out", str(out), "--checkpoint-every", "8",
            *SMALL, *SPILL]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=ENV)
     ckpt = out / "checkpoint-0of1.pt"
     deadline = time.time() + 300
     while proc.poll() is None and time.time() < deadline and not (
@@ -151,7 +182,8 @@ def test_spilled_influence_resumes_and_merges_byte_identical(reference: Path, tm
     for i in range(2):
         summit("aggregate", "--out", str(tmp_path / f"s{i}"), "--shard", f"{i}/2", *SMALL, *SPILL)
         assert list((tmp_path / f"s{i}" / f".spill-{i}of2").rglob("run-*.keys"))
-    summit("merge", str(tmp_path / "s1"), str(tmp_path / "s0"), "--out", str(tmp_path / "merged"), "--quiet")
+    (tmp_path / "s1").rename(tmp_path / "moved")  # a shard's runs travel with its folder
+    summit("merge", str(tmp_path / "moved"), str(tmp_path / "s0"), "--out", str(tmp_path / "merged"), "--quiet")
     assert tree_bytes(tmp_path / "merged") == tree_bytes(reference)
 
 

@@ -6,6 +6,8 @@ import json
 import os
 import re
 import shutil
+import signal
+import socket
 import threading
 import time
 from collections import Counter
@@ -15,12 +17,14 @@ from urllib.request import urlopen
 
 import numpy as np
 import pytest
+from cli_runner import CliRunner
 from flask.testing import FlaskClient
 from PIL import Image
 
 from summit.cli import build_parser
-from summit.graph import class_graph, compare_graph, to_json
-from summit.server import STATIC_DIR, Memo, create_app, make_http_server
+from summit.export import to_json
+from summit.graph import class_graph, compare_graph
+from summit.server import STATIC_DIR, HostCheck, Memo, create_app, make_http_server
 from summit.store import Run
 
 SECRET = "TOP-SECRET-OUTSIDE-THE-RUN"
@@ -69,6 +73,8 @@ def test_meta(client: FlaskClient, run: Run) -> None:
     assert m["dataset"]["n_images"] == sum(run.classes.column("n_images").to_pylist())
     assert m["dataset"]["n_classes"] == len(run.class_names) == 19
     assert m["has_examples"] is True
+    assert m["selections"] == ["mass0.01", "mass0.03", "top5"] and m["default_selection"] == "mass0.03"
+    assert m["ubiquitous"] == run.meta["ubiquitous"]["channels"]
     assert m["featurevis"]["fire5"] == [7]  # 8.png links out of the run: not listed
     assert all(m["featurevis"][l] == [] for l in run.layers if l != "fire5")
 
@@ -79,6 +85,7 @@ def test_classes(client: FlaskClient, run: Run) -> None:
     for r, ref in zip(rows, run.classes.to_pylist(), strict=True):
         assert (r["class"], r["n_images"], r["n_correct"]) == (ref["class"], ref["n_images"], ref["n_correct"])
         assert r["accuracy"] == pytest.approx(ref["n_correct"] / ref["n_images"])
+        assert r["hist"] == ref["hist"] and sum(r["hist"]) == r["n_images"]
 
 
 def test_graph_matches_library(client: FlaskClient, run: Run) -> None:
@@ -86,20 +93,21 @@ def test_graph_matches_library(client: FlaskClient, run: Run) -> None:
     g = get_json(client, f"/api/graph?class={name}")
     assert g == json.loads(json.dumps(to_json(class_graph(run, name))))
     assert g["nodes"] and g["links"] and g["summit"]["class"]["name"] == name
-    g2 = get_json(client, "/api/graph?class=3&top_n=2&edges_per_node=1&min_edge_count=1")
-    ref = to_json(class_graph(run, 3, top_n=2, edges_per_node=1))
+    assert g["summit"]["settings"]["method"] == "pagerank" and all("pagerank" in n for n in g["nodes"])
+    g2 = get_json(client, "/api/graph?class=3&method=topn&top_n=2&edges_per_node=1&min_edge_count=1")
+    ref = to_json(class_graph(run, 3, "topn", top_n=2, edges_per_node=1))
     assert g2 == json.loads(json.dumps(ref))
     per_layer = Counter(n["layer"] for n in g2["nodes"])
     assert max(per_layer.values()) <= 2
-    g3 = get_json(client, f"/api/graph?class={name}&layers=fire8,fire9&min_count=1")
+    g3 = get_json(client, f"/api/graph?class={name}&method=topn&layers=fire8,fire9&min_count=1")
     assert {n["layer"] for n in g3["nodes"]} <= {"fire8", "fire9"}
 
 
 def test_graph_results_are_cached(client: FlaskClient, run: Run) -> None:
     api = client.application.extensions["summit"]
-    get_json(client, f"/api/graph?class={run.class_names[5]}&top_n=4")
+    get_json(client, f"/api/graph?class={run.class_names[5]}&mass=0.1")
     hits, misses = api.graph.hits, api.graph.misses
-    get_json(client, "/api/graph?class=5&top_n=4")  # same graph by index: a cache hit
+    get_json(client, "/api/graph?class=5&mass=0.1&method=pagerank")  # same graph by index: a cache hit
     assert (api.graph.hits, api.graph.misses) == (hits + 1, misses)
 
 
@@ -133,14 +141,18 @@ def test_memo_computes_each_key_once_under_concurrency() -> None:
 
 def test_compare(client: FlaskClient, run: Run) -> None:
     a, b = run.class_names[1], run.class_names[4]
-    g = get_json(client, f"/api/compare?a={a}&b={b}&top_n=5")
-    assert g == json.loads(json.dumps(to_json(compare_graph(run, a, b, top_n=5))))
+    g = get_json(client, f"/api/compare?a={a}&b={b}&method=topn&top_n=5")
+    assert g == json.loads(json.dumps(to_json(compare_graph(run, a, b, "topn", top_n=5))))
+    g = get_json(client, f"/api/compare?a={a}&b={b}&ubiquitous=show")
+    assert g == json.loads(json.dumps(to_json(compare_graph(run, a, b, hide_ubiquitous=False))))
     assert {n["membership"] for n in g["nodes"]} <= {"a", "b", "both"}
     assert g["summit"]["class"]["name"] == a and g["summit"]["class_b"]["name"] == b
 
 
 def test_embedding(client: FlaskClient, run: Run) -> None:
-    pts = get_json(client, "/api/embedding")["points"]
+    e = get_json(client, "/api/embedding?method=pca&layer=fire7")
+    pts = e["points"]
+    assert (e["layer"], e["method"]) == ("fire7", "pca") and {p["layer"] for p in pts} == {"fire7"}
     assert [p["name"] for p in pts] == run.class_names
     assert all(np.isfinite([p["x"], p["y"]]).all() and p["n_images"] > 0 for p in pts)
 
@@ -195,10 +207,10 @@ def test_example_strip_and_featurevis(client: FlaskClient, run_dir: Path) -> Non
 
 def test_export_download(client: FlaskClient, run: Run) -> None:
     name = run.class_names[2]
-    r = client.get(f"/api/export/{name}.json?top_n=4")
+    r = client.get(f"/api/export/{name}.json?method=topn&top_n=4")
     assert r.status_code == 200 and r.mimetype == "application/json"
     assert r.headers["Content-Disposition"] == f"attachment; filename=summit-{name}.json"
-    assert json.loads(r.data) == get_json(client, f"/api/graph?class={name}&top_n=4")
+    assert json.loads(r.data) == get_json(client, f"/api/graph?class={name}&method=topn&top_n=4")
     b = run.class_names[6]
     r = client.get(f"/api/export/{name}.json?compare={b}")
     assert r.headers["Content-Disposition"] == f"attachment; filename=summit-{name}-vs-{b}.json"
@@ -222,7 +234,7 @@ def test_static_app_is_self_contained(client: FlaskClient) -> None:
 
 
 def test_http_server_on_loopback(run_dir: Path) -> None:
-    """The server `summit serve` runs: ephemeral port, real HTTP, deep listen backlog."""
+    """The server `summit serve` runs (waitress): ephemeral port, real HTTP, no Server banner."""
     srv = make_http_server(create_app(run_dir), "127.0.0.1", 0)
     t = threading.Thread(target=srv.serve_forever, daemon=True)
     t.start()
@@ -230,15 +242,15 @@ def test_http_server_on_loopback(run_dir: Path) -> None:
         assert srv.server_address[0] == "127.0.0.1" and srv.server_port > 0
         with urlopen(f"http://127.0.0.1:{srv.server_port}/api/classes") as r:
             assert len(json.load(r)["classes"]) == 19
+            assert "Server" not in r.headers
     finally:
         srv.shutdown()
         t.join()
-        srv.server_close()
 
 
 def test_serve_defaults_to_loopback() -> None:
     a = build_parser().parse_args(["serve", "--run", "somewhere"])
-    assert (a.host, a.port) == ("127.0.0.1", 5000)
+    assert (a.host, a.port, a.allow_host) == ("127.0.0.1", 5000, [])
     assert a.func.__name__ == "_cmd_serve"
 
 
@@ -247,14 +259,22 @@ def test_serve_defaults_to_loopback() -> None:
     ("/api/graph", 400, "missing parameter 'class'"),
     ("/api/graph?class=goose", 400, "unknown class 'goose'; close matches: 099_goose"),
     ("/api/graph?class=99", 400, "class index 99 out of range 0..18"),
-    ("/api/graph?class=099_goose&top_n=abc", 400, "top_n must be an integer, got 'abc'"),
-    ("/api/graph?class=099_goose&top_n=0", 400, "top_n must be in 1..512, got 0"),
-    ("/api/graph?class=099_goose&top_n=1e3", 400, "top_n must be an integer"),
-    ("/api/graph?class=099_goose&edges_per_node=-1", 400, "edges_per_node must be in 0..512, got -1"),
-    ("/api/graph?class=099_goose&min_count=0", 400, "min_count must be in 1.."),
-    ("/api/graph?class=099_goose&min_edge_count=99999999999", 400, "min_edge_count must be in 1.."),
-    ("/api/graph?class=099_goose&topn=3", 400, "unknown parameter(s) topn; valid: class, top_n"),
+    ("/api/graph?class=099_goose&method=topn&top_n=abc", 400, "top_n must be an integer, got 'abc'"),
+    ("/api/graph?class=099_goose&method=topn&top_n=0", 400, "top_n must be in 1..512, got 0"),
+    ("/api/graph?class=099_goose&method=topn&top_n=1e3", 400, "top_n must be an integer"),
+    ("/api/graph?class=099_goose&method=topn&edges_per_node=-1", 400, "edges_per_node must be in 0..512, got -1"),
+    ("/api/graph?class=099_goose&method=topn&min_count=0", 400, "min_count must be in 1.."),
+    ("/api/graph?class=099_goose&method=topn&min_edge_count=99999999999", 400, "min_edge_count must be in 1.."),
+    ("/api/graph?class=099_goose&method=topn&topn=3", 400, "unknown parameter(s) topn; valid: class, method, selection"),
     ("/api/graph?class=099_goose&layers=fire5,conv1", 400, "unknown layer 'conv1'; valid: fire2, fire3"),
+    ("/api/graph?class=099_goose&method=best", 400, "bad method 'best'; valid: pagerank, topn"),
+    ("/api/graph?class=099_goose&selection=top9", 400, "unknown selection 'top9'; valid: mass0.01, mass0.03"),
+    ("/api/graph?class=099_goose&mass=1.5", 400, "bad mass '1.5': need a number in (0, 1]"),
+    ("/api/graph?class=099_goose&mass=x", 400, "bad mass 'x'"),
+    ("/api/graph?class=099_goose&ubiquitous=maybe", 400, "bad ubiquitous 'maybe'; valid: hide, show"),
+    ("/api/graph?class=099_goose&exclude=fire5:999", 400, "need layer:channel with channel 0..255"),
+    ("/api/embedding?method=mds", 400, "bad method 'mds'; valid: umap, pca, tsne"),
+    ("/api/embedding?method=pca&layer=fire1", 400, "unknown layer 'fire1'"),
     ("/api/compare?a=099_goose", 400, "missing parameter 'b'"),
     ("/api/compare?a=099_goose&b=dalmatien", 400, "close matches: 251_dalmatian"),
     ("/api/layer/fire10", 404, "unknown layer 'fire10'; valid: fire2, fire3, fire4, fire5, fire6, fire7, fire8, fire9"),
@@ -267,7 +287,7 @@ def test_serve_defaults_to_loopback() -> None:
     ("/api/featurevis/fire9/512.png", 404, "channel must be in 0..511, got 512"),
     ("/api/export/not_a_class.json", 404, "unknown class 'not_a_class'"),
     ("/api/export/099_goose.json?compare=zzz", 400, "unknown class 'zzz'"),
-    ("/api/export/099_goose.json?top_n=x", 400, "top_n must be an integer, got 'x'"),
+    ("/api/export/099_goose.json?method=topn&top_n=x", 400, "top_n must be an integer, got 'x'"),
     ("/api/nothing", 404, "not found: /api/nothing"),
 ])
 def test_bad_input_messages(client: FlaskClient, url: str, status: int, message: str) -> None:
@@ -333,3 +353,144 @@ def test_served_files_stay_inside(client: FlaskClient, run_dir: Path) -> None:
     assert api.featurevis_file("fire5", 7).is_relative_to(root)
     assert api.featurevis_file("fire5", 8) is None
     assert os.path.realpath(run_dir / "featurevis" / "fire5" / "8.png").endswith("secret.txt")
+
+
+# -- hostile requests -------------------------------------------------------------------------
+@pytest.mark.parametrize("url", [
+    "/api/graph?class=%C2%B2", "/api/graph?class=%C2%B9", "/api/graph?class=%E2%91%A0", "/api/graph?class=%D9%A1",
+    "/api/compare?a=%C2%B2&b=1", "/api/compare?a=0&b=%E2%91%A0", "/api/export/%C2%B2.json",
+    "/api/export/0.json?compare=%C2%B9", "/api/graph?class=0&top_n=%C2%B2", "/api/channel/fire5/%C2%B2",
+])
+def test_unicode_digits_are_client_errors(client: FlaskClient, url: str) -> None:
+    r = client.get(url)
+    assert r.status_code in (400, 404) and r.mimetype == "application/json", (url, r.status_code)
+    assert "\n" not in r.get_json()["error"]
+
+
+def test_fuzzed_requests_never_fail_on_the_server(client: FlaskClient, run: Run) -> None:
+    """Random query values from a hostile alphabet on every endpoint: 2xx or a JSON 4xx, never 5xx."""
+    rng = np.random.default_rng(7)
+    pieces = ["0", "1", "18", "19", "-1", "²", "①", "١", "%00", "%ff", "%C2%B2", "..%2F", "\u202e", "1e9",
+              "99999999999999999999", " ", "+3", "0x10", "fire5", "fire2,fire9", "", "&", "=", "%", "goose",
+              run.class_names[4], "NaN", "inf", "[]", "{}", "'", '"', "<b>"]
+    params = ["class", "a", "b", "top_n", "min_count", "edges_per_node", "min_edge_count", "layers", "compare", "x"]
+    paths = ["/api/graph", "/api/compare", "/api/export/{v}.json", "/api/layer/{v}", "/api/channel/fire5/{v}",
+             "/api/channel/{v}/1", "/api/examples/fire5/{v}.jpg", "/api/featurevis/{v}/1.png", "/api/meta"]
+    statuses = Counter()
+    for _ in range(300):
+        value = "".join(rng.choice(pieces, size=rng.integers(1, 3)))
+        path = str(rng.choice(paths)).replace("{v}", value or "x")
+        query = "&".join(f"{rng.choice(params)}={''.join(rng.choice(pieces, size=rng.integers(1, 3)))}"
+                         for _ in range(rng.integers(0, 4)))
+        r = client.get(f"{path}?{query}")
+        statuses[r.status_code] += 1
+        assert r.status_code < 500, (path, query, r.data[:200])
+        if r.status_code >= 400:
+            assert r.mimetype == "application/json" and "error" in r.get_json(), (path, query)
+    assert statuses[200] > 10 and sum(v for k, v in statuses.items() if k >= 400) > 100
+
+
+@pytest.mark.parametrize("host,bound,allow,ok", [
+    ("localhost:5000", "127.0.0.1", [], True),
+    ("127.0.0.1:5000", "127.0.0.1", [], True),
+    ("[::1]:5000", "127.0.0.1", [], True),
+    ("LOCALHOST.", "127.0.0.1", [], True),
+    ("evil.example:5000", "127.0.0.1", [], False),  # a rebinding page sends its own name
+    ("localhost.evil.example", "127.0.0.1", [], False),
+    ("127.0.0.1.nip.io", "127.0.0.1", [], False),
+    ("", "127.0.0.1", [], False),
+    ("summit.lab:8080", "127.0.0.1", ["summit.lab"], True),
+    ("10.1.2.3:5000", "0.0.0.0", [], True),  # bound to every interface: IP literals are fine
+    ("evil.example", "0.0.0.0", [], False),
+    ("10.1.2.3", "10.1.2.3", [], True),
+    ("10.9.9.9", "10.1.2.3", [], False),
+])
+def test_host_check(host: str, bound: str, allow: list[str], ok: bool) -> None:
+    assert HostCheck(bound, allow)(host) is ok
+
+
+def test_foreign_host_header_is_refused(run_dir: Path) -> None:
+    client = create_app(run_dir, hosts=HostCheck("127.0.0.1", ["summit.lab"])).test_client()
+    r = client.get("/api/classes", headers={"Host": "attacker.example"})
+    assert r.status_code == 403 and "--allow-host" in r.get_json()["error"]
+    assert client.get("/", headers={"Host": "attacker.example"}).status_code == 403
+    assert client.get("/api/classes", headers={"Host": "summit.lab:5000"}).status_code == 200
+    assert client.get("/api/classes").status_code == 200  # localhost
+
+
+def raw_http(port: int, request: bytes) -> tuple[str, dict[str, str], bytes]:
+    """(status line, headers, body) of one raw request on a fresh connection."""
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as s:
+        s.sendall(request)
+        data = b""
+        while chunk := s.recv(65536):
+            data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    status, *lines = head.decode("latin-1").split("\r\n")
+    return status, dict(l.split(": ", 1) for l in lines), body
+
+
+def test_server_errors_are_json_without_banner(run_dir: Path) -> None:
+    srv = make_http_server(create_app(run_dir), "127.0.0.1", 0)
+    t = threading.Thread(target=srv.serve_forever, daemon=True)
+    t.start()
+    try:
+        cases = [
+            (b"GARBAGE\r\n\r\n", "400"),
+            (b"GET /api/classes HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: x\r\nConnection: close\r\n\r\n", "400"),
+            (b"GET /api/graph?class=" + b"a" * 70000 + b" HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n",
+             "414"),
+            (b"GET /api/classes HTTP/1.1\r\nHost: rebound.example\r\nConnection: close\r\n\r\n", "403"),
+            (b"GET /api/graph?class=%C2%B2 HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n", "400"),
+            (b"GET /api/classes HTTP/1.0\r\n\r\n", "200"),  # no Host header: the bound address
+        ]
+        for request, status in cases:
+            line, headers, body = raw_http(srv.server_port, request)
+            assert line.split()[1] == status, (request[:60], line, body[:200])
+            assert "Server" not in headers and b"Werkzeug" not in body and b"waitress" not in body.lower()
+            assert headers["Content-Type"].startswith("application/json"), (request[:60], headers)
+            if status != "200":
+                assert list(json.loads(body)) == ["error"], body
+    finally:
+        srv.shutdown()
+        t.join()
+
+
+def test_memo_is_bounded_by_weight() -> None:
+    memo = Memo(lambda n: b"x" * n, maxsize=100, weigh=len, max_weight=1000)
+    for n in (400, 400, 300, 100):
+        memo(n)
+    assert memo.weight <= 1000 and len(memo._done) == 3  # the first 400 evicted, 400 cached once
+    memo(5000)  # larger than the budget on its own: kept alone
+    assert list(memo._done) == [(5000,)] and memo.weight == 5000
+
+
+def test_summit_serve_runs_waitress_with_host_check(run_dir: Path, cli: CliRunner) -> None:
+    """`summit serve` itself (a real process): production server, two processes, --allow-host."""
+    port = free_port()
+    pid = cli.start("serve", "--run", str(run_dir), "--port", str(port), "--allow-host", "summit.lab",
+                    "--processes", "2")
+    try:
+        deadline = time.time() + 300
+        while True:
+            try:
+                line, headers, body = raw_http(port, b"GET /api/meta HTTP/1.1\r\nHost: summit.lab\r\n"
+                                                     b"Connection: close\r\n\r\n")
+                break
+            except OSError:
+                assert time.time() < deadline, "summit serve did not answer"
+                time.sleep(0.2)
+        assert line.split()[1] == "200" and "Server" not in headers and json.loads(body)["model"] == "squeezenet1_1"
+        for _ in range(10):
+            line, _, body = raw_http(port, b"GET /api/meta HTTP/1.1\r\nHost: evil.example\r\nConnection: close\r\n\r\n")
+            assert line.split()[1] == "403" and "--allow-host" in json.loads(body)["error"]
+    finally:
+        os.kill(pid, signal.SIGTERM)
+    p = cli.wait(pid, timeout=60)
+    assert f"on http://127.0.0.1:{port}/ (2 process(es) x 8 threads" in p.stdout, (p.stdout, p.stderr[-2000:])
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

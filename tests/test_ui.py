@@ -131,10 +131,19 @@ def test_pick_class_graph_and_channel_detail(page, server: str, artifacts: Path)
     # the sliders refetch
     page.locator("#top-n").fill("3")
     page.locator("#edges-per-node").fill("1")
+    page.wait_for_function("() => location.hash.includes('top_n=3') && location.hash.includes('edges_per_node=1')")
     g3 = api(server, f"/api/graph?class={name}&top_n=3&edges_per_node=1")
     page.wait_for_function(f"() => document.querySelectorAll('#graph svg g.node').length === {len(g3['nodes'])}"
                            f" && document.querySelectorAll('#graph svg path.edge').length === {len(g3['links'])}")
     assert "top_n=3" in page.url and "edges_per_node=1" in page.url
+    # Summit's PageRank rule is the default; the top N rule and ubiquitous units are one click away
+    assert page.locator("#graph-method").input_value() == "pagerank"
+    page.select_option("#graph-method", "topn")
+    page.locator("#show-ubiquitous").check()
+    gt = api(server, f"/api/graph?class={name}&method=topn&ubiquitous=show&top_n=3&edges_per_node=1")
+    assert gt["summit"]["settings"]["method"] == "topn" and gt["summit"]["settings"]["excluded"] == []
+    page.wait_for_function(f"() => document.querySelectorAll('#graph svg g.node').length === {len(gt['nodes'])}"
+                           f" && location.hash.includes('method=topn') && location.hash.includes('ubiquitous=show')")
 
 
 def test_unit_browser(page, server: str, artifacts: Path) -> None:

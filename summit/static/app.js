@@ -11,7 +11,7 @@ const state = {
   selected: null,               // class name
   compare: false,
   compareWith: null,
-  params: { top_n: 10, edges_per_node: 3 },
+  params: { method: "pagerank", ubiquitous: "hide", top_n: 10, edges_per_node: 3 },
   graph: null,
   graphSeq: 0,
   detail: null,                 // "layer:channel" shown in the detail panel
@@ -95,6 +95,8 @@ function writeHash() {
   const p = new URLSearchParams();
   if (state.selected) p.set("class", state.selected);
   if (state.compare && state.compareWith) p.set("compare", state.compareWith);
+  p.set("method", state.params.method);
+  if (state.params.ubiquitous === "show") p.set("ubiquitous", "show");
   p.set("top_n", state.params.top_n);
   p.set("edges_per_node", state.params.edges_per_node);
   if (state.tab !== "graph") p.set("tab", state.tab);
@@ -111,6 +113,8 @@ function readHash() {
   };
   state.params.top_n = int("top_n", 1, 30, 10);
   state.params.edges_per_node = int("edges_per_node", 0, 10, 3);
+  state.params.method = p.get("method") === "topn" ? "topn" : "pagerank";
+  state.params.ubiquitous = p.get("ubiquitous") === "show" ? "show" : "hide";
   if (p.get("compare") && classByName(p.get("compare"))) {
     state.compare = true;
     state.compareWith = p.get("compare");
@@ -205,8 +209,8 @@ function selectClass(name) {
 
 // ---------------------------------------------------------------- attribution graph
 function graphQuery() {
-  const p = new URLSearchParams({ top_n: state.params.top_n, edges_per_node: state.params.edges_per_node });
-  return p;
+  return new URLSearchParams({ method: state.params.method, ubiquitous: state.params.ubiquitous,
+                               top_n: state.params.top_n, edges_per_node: state.params.edges_per_node });
 }
 
 async function loadGraph() {
@@ -408,7 +412,7 @@ function renderLegend(compare) {
   const lg = $("#legend");
   if (!compare) {
     lg.replaceChildren(el("span", { class: "note", text:
-      "Rows: layers, input at the bottom. Node size: fraction of the class's images where the unit is in the top-k; " +
+      "Rows: layers, input at the bottom. Node size: fraction of the class's images where the unit is selected (the run's default selection, Summit's mass0.03); " +
       "edge width: influence count. Hover a node to trace its paths, click it for details." }));
     return;
   }
@@ -518,7 +522,7 @@ async function openChannel(layer, channel) {
   });
 
   const stats = el("table", { class: "stats-table" },
-    el("tr", {}, el("td", { text: "in top-k of" }), el("td", { text: `${d.count} of ${d.n_images} images` })),
+    el("tr", {}, el("td", { text: "selected in" }), el("td", { text: `${d.count} of ${d.n_images} images` })),
     el("tr", {}, el("td", { text: "mean activation (spatial max)" }), el("td", { text: fmt(d.mean_activation) })));
 
   const maxFrac = d3.max(d.top_classes, (c) => c.fraction) || 1;
@@ -614,6 +618,14 @@ function wire() {
       refetch();
     });
   }
+  const rule = $("#graph-method");  // top N and edges / unit apply to the top N rule
+  rule.value = state.params.method;
+  rule.addEventListener("change", () => { state.params.method = rule.value; refetch(); });
+  $("#show-ubiquitous").checked = state.params.ubiquitous === "show";
+  $("#show-ubiquitous").addEventListener("change", (ev) => {
+    state.params.ubiquitous = ev.target.checked ? "show" : "hide";
+    refetch();
+  });
   const sel = $("#compare-select");
   sel.replaceChildren(...state.classes.map((c) => el("option", { value: c.name, text: c.name })));
   $("#compare-toggle").checked = state.compare;

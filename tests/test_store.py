@@ -1,0 +1,108 @@
+"""Damaged or incomplete run directories: every reading command (info, graph, export, render,
+serve) refuses them with one line naming the file, instead of a traceback or silent nonsense."""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Callable
+
+import pytest
+from cli_runner import CliRunner
+
+CORE = ("run.json", "classes.parquet", "activations.parquet", "influence.parquet")
+
+
+def _edit_meta(fn: Callable[[dict], object]) -> Callable[[Path], None]:
+    def damage(run: Path) -> None:
+        meta = json.loads((run / "run.json").read_text())
+        fn(meta)
+        (run / "run.json").write_text(json.dumps(meta))
+    return damage
+
+
+def _truncate(name: str) -> Callable[[Path], None]:
+    def damage(run: Path) -> None:
+        data = (run / name).read_bytes()
+        (run / name).write_bytes(data[: len(data) // 2])
+    return damage
+
+
+def _remove(name: str) -> Callable[[Path], None]:
+    return lambda run: (run / name).unlink()
+
+
+def _write(name: str, text: str) -> Callable[[Path], None]:
+    return lambda run: (run / name).write_text(text)
+
+
+def _set_channels(layer: int, n: int) -> Callable[[dict], None]:
+    def fn(meta: dict) -> None:
+        meta["layers"][layer]["channels"] = n
+    return fn
+
+
+def _channels_moved(meta: dict) -> None:
+    """Same total (the row count still fits), but per layer the Parquet disagrees."""
+    meta["layers"][0]["channels"] -= 64
+    meta["layers"][1]["channels"] += 64
+
+
+DAMAGE: dict[str, tuple[Callable[[Path], None], str]] = {
+    "run.json not JSON": (_write("run.json", '{"model": "squeezenet1_1", '), "run.json: not valid JSON"),
+    "run.json empty": (_write("run.json", ""), "run.json: not valid JSON"),
+    "run.json a list": (_write("run.json", "[1, 2, 3]"), "run.json: expected a JSON object, got list"),
+    "run.json without layers": (_edit_meta(lambda m: m.pop("layers")), "run.json: 'layers' is missing or not list"),
+    "run.json without k": (_edit_meta(lambda m: m.pop("k")), "run.json: 'k' is missing or not int"),
+    "run.json channels text": (_edit_meta(_set_channels(0, "x")), "layers[0].'channels' is missing or not int"),
+    "run.json pairs wrong": (_edit_meta(lambda m: m.__setitem__("pairs", [{"name": 3}])), "pairs[0].'name'"),
+    "run.json dataset wrong": (_edit_meta(lambda m: m.__setitem__("dataset", [])), "'dataset' is missing or not dict"),
+    "images disagree": (_edit_meta(lambda m: m["dataset"].__setitem__("n_images", 160)),
+                        "holds 24 images but run.json says 160"),
+    "fewer channels": (_edit_meta(_set_channels(1, 100)),
+                       "activations.parquet: 14592 rows do not fit run.json's 19 classes x 228 channels"),
+    "channels moved": (_edit_meta(_channels_moved), "layer fire2 has channels 0..127 but run.json says 64"),
+    "classes truncated": (_truncate("classes.parquet"), "classes.parquet: unreadable"),
+    "classes missing": (_remove("classes.parquet"), "classes.parquet: missing"),
+    "activations truncated": (_truncate("activations.parquet"), "activations.parquet: unreadable"),
+    "activations missing": (_remove("activations.parquet"), "activations.parquet: missing"),
+    "influence truncated": (_truncate("influence.parquet"), "influence.parquet: unreadable"),
+    "influence missing": (_remove("influence.parquet"), "influence.parquet: missing"),
+    "classes not Parquet": (_write("classes.parquet", "class,name\n0,a\n"), "classes.parquet: unreadable"),
+}
+
+COMMANDS = {
+    "info": lambda run, tmp: ["info", "--run", run],
+    "graph": lambda run, tmp: ["graph", "--run", run, "--class", "0", "--out", f"{tmp}/g.json"],
+    "export": lambda run, tmp: ["export", "--run", run, "--all", "--out-dir", f"{tmp}/graphs"],
+    "render": lambda run, tmp: ["render", "--run", run, "--layer", "fire2", "--channels", "0", "--steps", "1",
+                                "--size", "32", "--device", "cpu"],
+    "serve": lambda run, tmp: ["serve", "--run", run, "--port", "1"],  # would fail to bind if it got that far
+}
+
+
+@pytest.mark.parametrize("case", list(DAMAGE))
+def test_damaged_run_is_refused_by_every_command(case: str, small_run: Path, cli: CliRunner, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    run.mkdir()
+    for f in CORE:
+        shutil.copy(small_run / f, run / f)
+    damage, message = DAMAGE[case]
+    damage(run)
+    for name, argv in COMMANDS.items():
+        p = cli.run(*argv(str(run), str(tmp_path)), timeout=120)
+        lines = p.stderr.splitlines()
+        assert p.returncode == 2 and len(lines) == 1, (name, p.returncode, p.stderr[-1500:])
+        assert lines[0].startswith("summit: error: ") and message in lines[0], (name, lines[0])
+    assert not (tmp_path / "g.json").exists() and not (tmp_path / "graphs").exists()
+
+
+def test_undamaged_copy_is_accepted(small_run: Path, cli: CliRunner, tmp_path: Path) -> None:
+    """The same copy, undamaged, passes every reading command that finishes on its own."""
+    run = tmp_path / "run"
+    run.mkdir()
+    for f in CORE:
+        shutil.copy(small_run / f, run / f)
+    for name in ("info", "graph", "export"):
+        p = cli.run(*COMMANDS[name](str(run), str(tmp_path)))
+        assert p.returncode == 0, (name, p.stderr)
