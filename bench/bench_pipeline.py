@@ -16,6 +16,8 @@ Every round times each variant once, in an order that rotates from round to roun
 its rate by the bare rate of the same round; the bench prints each ratio's median and spread
 (min..max) over rounds, so load that comes and goes hits all variants alike. no_influence does
 the bare forward plus more work: a median ratio above 1 is a measurement error and is flagged.
+Each ratio is also given in CPU time (this process and its loader workers; ``cpu_time_median``):
+less sensitive to other processes, but blind to idle waits and to parallelism across cores.
 ImageNet (1.28M images) wall time is projected from the median rates.
 """
 from __future__ import annotations
@@ -52,6 +54,13 @@ def replicate(n: int, root: Path) -> Path:
         d.mkdir(parents=True, exist_ok=True)
         (d / f"{i:07d}_{src.name}").symlink_to(src)
     return root
+
+
+def cpu_seconds() -> float:
+    """CPU time of this process and its finished children (loader workers): unlike wall time,
+    barely changed by other processes on the machine."""
+    ch = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return time.process_time() + ch.ru_utime + ch.ru_stime
 
 
 def measure(model: str, weights: str | None, n: int, batch: int, workers: int, rounds: int,
@@ -91,12 +100,14 @@ def measure(model: str, weights: str | None, n: int, batch: int, workers: int, r
                 "full": lambda: pipeline("auto")}
         bare()  # warm-up
         rates: dict[str, list[float]] = {v: [] for v in variants}
+        cpu_rates: dict[str, list[float]] = {v: [] for v in variants}
         for r in range(rounds):
             for v in variants[r % len(variants):] + variants[:r % len(variants)]:
                 fn = make[v]()
-                t = time.perf_counter()
+                t, c = time.perf_counter(), cpu_seconds()
                 fn()
                 rates[v].append(n / (time.perf_counter() - t))
+                cpu_rates[v].append(n / (cpu_seconds() - c))
             print(f"round {r + 1}/{rounds}: " + ", ".join(f"{v} {rates[v][-1]:.1f}" for v in variants) + " img/s",
                   file=sys.stderr, flush=True)
     res: dict = {"model": model, "weights": spec.weights, "images": n, "batch": batch, "workers": workers,
@@ -106,7 +117,9 @@ def measure(model: str, weights: str | None, n: int, batch: int, workers: int, r
         if v == "bare":
             continue
         ratios = [a / b for a, b in zip(rates[v], rates["bare"])]
+        cpu = [a / b for a, b in zip(cpu_rates[v], cpu_rates["bare"])]
         res["ratio_to_bare"][v] = {"median": round(statistics.median(ratios), 3),
+                                   "cpu_time_median": round(statistics.median(cpu), 3),
                                    "min": round(min(ratios), 3), "max": round(max(ratios), 3),
                                    "rounds_above_1": sum(r > 1 for r in ratios)}
     flags = []

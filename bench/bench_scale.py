@@ -43,6 +43,8 @@ from summit.models import load_model
 
 HERE = Path(__file__).resolve().parent
 IMAGENET, IMAGENET_CLASSES = 1_281_167, 1000
+GROWTH_FIELDS = ["pass", "images", "seconds", "rss_mib_process", "distinct", "counter_s_spill", "counter_s_memory",
+                 "held_mib_spill", "held_mib_memory", "disk_mib_spill"]
 
 
 def rss_mib() -> float:
@@ -103,7 +105,7 @@ class Twin:
 
 
 def growth_pass(spec, n: int, classes: int, size: int, batch: int, max_entries: int, tmp: Path,
-                rows: list[dict]) -> dict:
+                rows: list[dict], log) -> dict:
     fake = torchvision.datasets.FakeData(size=n, image_size=(3, size, size), num_classes=classes,
                                          random_offset=classes)
     ds = DatasetAdapter(fake, [f"c{i:04d}" for i in range(classes)], size=size)
@@ -125,6 +127,7 @@ def growth_pass(spec, n: int, classes: int, size: int, batch: int, max_entries: 
                      "held_mib_spill": round(sum(t.held_mib()[0] for t in tw), 1),
                      "held_mib_memory": round(sum(t.held_mib()[1] for t in tw), 1),
                      "disk_mib_spill": round(sum(t.spill.disk_bytes() for t in tw) / 2**20, 1)})
+        log(rows[-1])
     agg._step = timed_step  # type: ignore[method-assign]
     agg.run(progress=True)
     for t in twins.values():
@@ -180,13 +183,15 @@ def project(one_per_class: dict, per_class: dict, rows: list[dict], max_entries:
 def growth(a: argparse.Namespace) -> None:
     spec = load_model("googlenet", "random")
     rows: list[dict] = []
-    with tempfile.TemporaryDirectory() as tmp:
-        wide = growth_pass(spec, a.images, 1000, a.image_size, a.batch, a.memory, Path(tmp), rows)
-        deep = growth_pass(spec, a.images_deep, 10, a.image_size, a.batch, a.memory, Path(tmp), rows)
-    with open(HERE / "scale_growth.csv", "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+    with tempfile.TemporaryDirectory() as tmp, open(HERE / "scale_growth.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=GROWTH_FIELDS)
         w.writeheader()
-        w.writerows(rows)
+
+        def log(row: dict) -> None:  # row by row: a run cut short still leaves its curve
+            w.writerow(row)
+            f.flush()
+        wide = growth_pass(spec, a.images, 1000, a.image_size, a.batch, a.memory, Path(tmp), rows, log)
+        deep = growth_pass(spec, a.images_deep, 10, a.image_size, a.batch, a.memory, Path(tmp), rows, log)
     per_1000 = {}
     for p in ("1000 classes", "10 classes"):
         rs = [r for r in rows if r["pass"] == p]
