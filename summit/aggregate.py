@@ -45,7 +45,7 @@ from .store import (ACTIVATION_SCHEMA, CLASS_SCHEMA, SCHEMA_VERSION, atomic_writ
 
 FIXED_POINT = 2**20
 HIST_BINS = 10
-INFLUENCE_MEMORY = 1 << 23  # counts per stage held in memory (16 bytes each) before spilling
+INFLUENCE_MEMORY = 1 << 21  # counts per stage held in memory (16 bytes each) before spilling
 
 
 @dataclass

@@ -310,7 +310,7 @@ def build_parser() -> argparse.ArgumentParser:
     ag.add_argument("--shard", type=_parse_shard, default=None, help="i/N: this shard only (then `merge`)")
     ag.add_argument("--influence-memory", type=_int_in(1, 2**40), default=None, metavar="N",
                     help="influence counts per stage kept in memory (16 bytes each) before sorted runs "
-                         "are spilled to the run directory (default 8388608)")
+                         "are spilled to the run directory (default 2097152)")
     ag.add_argument("--quiet", action="store_true", help="no progress bars")
     ag.set_defaults(func=_cmd_aggregate)
 
