@@ -3,9 +3,11 @@
 Synthesizes a run directory with the schema of summit.aggregate.Aggregator.write (9 inception
 layers, 50 images per class, top-k=5 activation counts, sparse influence with ``--fanin``
 distinct sources per destination channel, class, and layer pair), then times opening the run,
-the first graph (loads the dense activation matrices), and the median per-class graph build.
+the first graph (loads the dense activation matrices), the median per-class graph build (with
+and without the server's JSON encoding), and with ``--store`` the stored graphs of every class
+(``summit graphs``: build time, and the time to answer one class from them).
 
-    python bench/bench_graph.py [--classes 1000] [--fanin 15] [--out DIR] [--reuse]
+    python bench/bench_graph.py [--classes 1000] [--fanin 15] [--out DIR] [--reuse] [--store]
 """
 from __future__ import annotations
 
@@ -91,12 +93,14 @@ def _ms(f) -> float:
 
 
 def main() -> None:
+    from summit.graphcache import GraphCache, build, graph_bytes  # (kept apart from the synthesis imports)
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--classes", type=int, default=1000)
     ap.add_argument("--images", type=int, default=50, help="images per class (default 50, ImageNet val)")
     ap.add_argument("--fanin", type=int, default=15, help="distinct sources per destination (default 15)")
     ap.add_argument("--out", type=Path, default=None, help="keep the synthetic run here")
     ap.add_argument("--reuse", action="store_true", help="use an existing --out run as is")
+    ap.add_argument("--store", action="store_true", help="also time `summit graphs` (every class) and a stored answer")
     a = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         out = a.out or Path(tmp) / "run"
@@ -111,11 +115,12 @@ def main() -> None:
         open_ms = (time.perf_counter() - t) * 1000
         first_ms = _ms(lambda: class_graph(run, 0))
         classes = np.random.default_rng(1).choice(np.arange(1, len(run.class_names)), 20, replace=False)
-        per_class, rows, sizes_g = [], [], []
+        per_class, as_json, rows, sizes_g = [], [], [], []
         for c in classes.tolist():
             t = time.perf_counter()
             G = class_graph(run, c)
             per_class.append((time.perf_counter() - t) * 1000)
+            as_json.append(per_class[-1] + _ms(lambda G=G: graph_bytes(G)))
             sizes_g.append((G.number_of_nodes(), G.number_of_edges()))
             rows.append(run.influence(c).num_rows)
         read_ms = statistics.median(_ms(lambda c=c: run.influence(c)) for c in classes.tolist())
@@ -128,7 +133,19 @@ def main() -> None:
               f"median {read_ms:.1f} ms for {int(statistics.median(rows))} rows")
         print(f"graph size (default settings) median: {statistics.median(n for n, _ in sizes_g)} nodes, "
               f"{statistics.median(e for _, e in sizes_g)} edges")
+        print(f"class_graph + server JSON median: {statistics.median(as_json):.1f} ms "
+              f"(p90 {np.percentile(as_json, 90):.1f})")
         print(f"compare_graph median over 10 pairs: {cmp_ms:.1f} ms; class_embedding pca (all layers): {emb_ms:.0f} ms")
+        if a.store:
+            t = time.perf_counter()
+            build(run, progress=False)
+            build_s = time.perf_counter() - t
+            stored = GraphCache(run)
+            stored.get(0)  # reads the file
+            get_ms = statistics.median(_ms(lambda c=c: stored.get(c)) for c in classes.tolist())
+            print(f"stored graphs (summit graphs) of {len(run.class_names)} classes: built in {build_s:.1f} s "
+                  f"({build_s * 1000 / len(run.class_names):.1f} ms per class); one stored answer "
+                  f"{get_ms * 1000:.1f} us median")
 
 
 if __name__ == "__main__":

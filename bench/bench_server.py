@@ -3,15 +3,23 @@
 Starts the real server (`summit serve`, waitress) in its own process on 127.0.0.1 and measures,
 in the same run:
 
-* single: one graph request at a time, each for a graph not computed before (median latency);
-* graphs: N concurrent requests, each for a different class graph (class x top_n; nothing
-  cached), reported as p50/p99/max and p99 as a ratio to the single-request latency;
+* start: seconds from starting the process to its first answer and to its first class graph;
+  when the run's stored graphs (graphs.parquet, `summit graphs`) are missing or stale, the
+  server builds them in the background: the bench waits until they are stored (build time);
+* single: one default-settings graph request at a time, each for a class not asked before
+  (median latency; answered from the stored graphs);
+* graphs: N concurrent requests, each for a different class's default graph (Summit's rule; one
+  class each, nothing asked before), reported as p50/p99/max and p99 as a ratio to the single
+  request;
+* on demand: the same with non-default settings (mass_step=0.006: computed per request), single
+  and burst;
 * compare: N concurrent requests for different class comparisons (cold);
 * mix: the UI's mix (graphs, /api/classes, /api/channel), cold then warm.
 
 Nothing leaves the machine; no test asserts a time.
 
     python bench/bench_server.py --run runs/sample            # 200 requests per burst
+    python bench/bench_server.py --run DIR --drop-stored      # delete graphs.parquet first
     python bench/bench_server.py                              # builds the bundled sample first
 """
 from __future__ import annotations
@@ -34,20 +42,22 @@ from pathlib import Path
 
 import numpy as np
 
+from summit.graphcache import CACHE_FILE, RECHECK_SECONDS, is_fresh
 from summit.store import Run
 
 HOST = "127.0.0.1"
 
 
-def different_graphs(run: Run, n: int, seed: int, compare: bool = False) -> list[str]:
-    """n distinct graph (or comparison) URLs: classes x top_n x edges_per_node, shuffled."""
+def different_graphs(run: Run, n: int, seed: int, compare: bool = False, query: str = "") -> list[str]:
+    """n distinct graph (or comparison) URLs, shuffled: one class (pair) each, with `query`
+    settings added; runs with fewer classes than n also vary the mass (then not the defaults)."""
     classes = range(len(run.class_names))
-    firsts = itertools.permutations(classes, 2) if compare else ((c,) for c in classes)
-    combos = itertools.product(firsts, range(4, 40), (3, 2, 4))
+    firsts = list(itertools.permutations(classes, 2) if compare else ((c,) for c in classes))
+    masses = [""] + [f"&mass={0.08 + i * 0.005:g}" for i in range(150)]
     urls = []
-    for cls, top_n, epn in itertools.islice(combos, n * 4):
+    for mass, cls in itertools.islice(itertools.product(masses, firsts), n * 4):
         q = f"a={cls[0]}&b={cls[1]}" if compare else f"class={cls[0]}"
-        urls.append(f"/api/{'compare' if compare else 'graph'}?{q}&top_n={top_n}&edges_per_node={epn}")
+        urls.append(f"/api/{'compare' if compare else 'graph'}?{q}{query}{mass}")
     random.Random(seed).shuffle(urls)
     if len(urls) < n:
         raise SystemExit(f"the run has too few classes for {n} different graphs")
@@ -114,8 +124,10 @@ def free_port() -> int:
 def start_server(run_dir: Path, serve_args: list[str]) -> tuple[subprocess.Popen, str]:
     """`summit serve` in its own process; returns it and its base URL once it answers."""
     port = free_port()
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).resolve().parents[1]),
+                                                        os.environ.get("PYTHONPATH", "")])}
     proc = subprocess.Popen([sys.executable, "-m", "summit", "serve", "--run", str(run_dir), "--port", str(port),
-                             *serve_args], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                             *serve_args], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
     base = f"http://{HOST}:{port}"
     deadline = time.time() + 300
     while time.time() < deadline:
@@ -128,25 +140,50 @@ def start_server(run_dir: Path, serve_args: list[str]) -> tuple[subprocess.Popen
     raise RuntimeError("summit serve did not answer within 300 s")
 
 
+def singles_ms(base: str, urls: list[str]) -> float:
+    """Median latency (ms) of the requests sent one at a time."""
+    single = [fetch(base, u) for u in urls]
+    if any(e for _, e in single):
+        raise RuntimeError(f"single requests failed: {[e for _, e in single if e][:3]}")
+    return float(np.median([s for s, _ in single]) * 1000)
+
+
 def bench(run_dir: Path, n: int, seed: int, singles: int, serve_args: list[str]) -> dict:
     run = Run(run_dir)
-    graphs = different_graphs(run, n + singles, seed)
-    single_urls, burst_urls = graphs[:singles], graphs[singles:]
+    stored_at_start = is_fresh(run)
+    if not stored_at_start and not os.access(run_dir, os.W_OK):
+        raise SystemExit(f"{run_dir} is read-only and has no fresh {CACHE_FILE}: run `summit graphs` "
+                         "on a writable copy")
+    graphs = different_graphs(run, n + singles + 1, seed)
+    first_url, single_urls, burst_urls = graphs[0], graphs[1:singles + 1], graphs[singles + 1:]
+    demand = different_graphs(run, n + singles, seed + 2, query="&mass_step=0.006")
+    t0 = time.perf_counter()
     proc, base = start_server(run_dir, serve_args)
     try:
-        single = [fetch(base, u) for u in single_urls]
-        if any(e for _, e in single):
-            raise RuntimeError(f"single requests failed: {[e for _, e in single if e][:3]}")
-        single_ms = float(np.median([s for s, _ in single]) * 1000)
-        rep = {"requests": n, "single_ms": single_ms, "graphs": burst(base, burst_urls),
-               "compare": burst(base, different_graphs(run, n, seed, compare=True)),
-               "mix_cold": burst(base, ui_mix(run, n, seed + 1))}
+        rep: dict = {"requests": n, "stored_at_start": stored_at_start, "ready_s": time.perf_counter() - t0}
+        _, err = fetch(base, first_url)
+        if err:
+            raise RuntimeError(f"first graph request failed: {err}")
+        rep["first_graph_s"] = time.perf_counter() - t0
+        while not is_fresh(run):  # the server stores the default graphs in the background
+            if time.perf_counter() - t0 > 3600:
+                raise RuntimeError("the stored graphs were not built within an hour")
+            time.sleep(0.5)
+        rep["stored_s"] = time.perf_counter() - t0
+        time.sleep(RECHECK_SECONDS + 0.5)  # every serving process has looked again
+        rep["single_ms"] = single_ms = singles_ms(base, single_urls)
+        rep["graphs"] = burst(base, burst_urls)
+        rep["demand_single_ms"] = singles_ms(base, demand[:singles])
+        rep["demand"] = burst(base, demand[singles:])
+        rep["compare"] = burst(base, different_graphs(run, n, seed, compare=True))
+        rep["mix_cold"] = burst(base, ui_mix(run, n, seed + 1))
         rep["mix_warm"] = burst(base, ui_mix(run, n, seed + 1))
     finally:
         proc.terminate()
         proc.wait()
     for k in ("graphs", "compare", "mix_cold", "mix_warm"):
         rep[k]["p99_over_single"] = rep[k]["p99_ms"] / single_ms
+    rep["demand"]["p99_over_single"] = rep["demand"]["p99_ms"] / rep["demand_single_ms"]
     return rep
 
 
@@ -157,6 +194,8 @@ def main() -> None:
     p.add_argument("--singles", type=int, default=9, help="one-at-a-time requests for the reference latency")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--serve-args", default="", help="extra `summit serve` options, e.g. '--processes 1'")
+    p.add_argument("--drop-stored", action="store_true",
+                   help=f"delete the run's {CACHE_FILE} first (the server then builds it in the background)")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     a = p.parse_args()
     if not 1 <= a.requests <= 1000 or not 1 <= a.singles <= 100:
@@ -167,14 +206,21 @@ def main() -> None:
             from summit.aggregate import AggregateConfig, aggregate
             run_dir = Path(tmp) / "sample"
             aggregate(AggregateConfig(model="squeezenet1_1"), None, run_dir, progress=False)
+        if a.drop_stored:
+            (run_dir / CACHE_FILE).unlink(missing_ok=True)
         rep = bench(run_dir, a.requests, a.seed, a.singles, a.serve_args.split())
     if a.json:
         print(json.dumps(rep, indent=1))
         return
     print(f"summit serve {a.serve_args} on {HOST} ({os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f}): "
-          f"single graph request {rep['single_ms']:.1f} ms (median of {a.singles}, cold)")
-    for k, what in (("graphs", "different graphs"), ("compare", "different comparisons"),
-                    ("mix_cold", "UI mix, cold"), ("mix_warm", "UI mix, warm")):
+          f"answers after {rep['ready_s']:.1f} s, first graph after {rep['first_graph_s']:.1f} s; stored graphs "
+          f"{'fresh at start' if rep['stored_at_start'] else 'built in the background'}, ready after "
+          f"{rep['stored_s']:.1f} s")
+    print(f"single graph request {rep['single_ms']:.1f} ms (default settings, stored), "
+          f"{rep['demand_single_ms']:.1f} ms (other settings, computed); medians of {a.singles}")
+    for k, what in (("graphs", "different graphs"), ("demand", "different, computed"),
+                    ("compare", "different comparisons"), ("mix_cold", "UI mix, cold"),
+                    ("mix_warm", "UI mix, warm")):
         r = rep[k]
         print(f"{a.requests} concurrent, {what:<22}: p50 {r['p50_ms']:7.1f} ms  p99 {r['p99_ms']:7.1f} ms  "
               f"max {r['max_ms']:7.1f} ms  p99/single {r['p99_over_single']:5.1f}x  "

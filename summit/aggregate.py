@@ -37,7 +37,8 @@ from .data import BUNDLED_SAMPLE, DatasetAdapter, SafeImageFolder, collate
 from .examples import ExamplesAccumulator, receptive_field, write_examples
 from .hooks import Taps
 from .influence import InfluenceAccumulator, LayerPair, build_pairs, pair_taps
-from .models import ModelSpec, SummitError, load_model, resolve_device
+from .errors import SummitError
+from .models import ModelSpec, load_model, resolve_device
 from .selection import (UBIQUITOUS_CLASSES, UBIQUITOUS_IMAGES, default_selection, mass_select, selection_names,
                         top_select, ubiquitous_channels)
 from .store import (ACTIVATION_SCHEMA, CLASS_SCHEMA, SCHEMA_VERSION, atomic_write_bytes, check_replaceable,

@@ -19,7 +19,8 @@ from typing import Sequence
 import torch
 
 from .hooks import Taps
-from .models import ModelSpec, SummitError
+from .errors import SummitError
+from .models import ModelSpec
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""Command line: `summit aggregate | merge | info` (and graph, export, render, serve, explain)."""
+"""Command line: `summit aggregate | merge | info` (and graph, export, render, serve, explain, figure)."""
 from __future__ import annotations
 
 import argparse
@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, NoReturn
 
-from .models import SummitError
+from .errors import SummitError
 
 if TYPE_CHECKING:
     from .store import Run
@@ -152,6 +152,21 @@ def _cmd_graph(a: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_graphs(a: argparse.Namespace) -> int:
+    import time
+
+    from .graphcache import build, is_fresh
+    from .store import Run
+    run = Run(a.run)
+    if is_fresh(run) and not a.force:
+        print(f"{run.path / 'graphs.parquet'} is up to date ({len(run.class_names)} class graphs)")
+        return 0
+    t = time.perf_counter()
+    path = build(run, progress=not a.quiet)
+    print(f"{len(run.class_names)} class graphs (default settings) -> {path} in {time.perf_counter() - t:.1f}s")
+    return 0
+
+
 def _cmd_export(a: argparse.Namespace) -> int:
     from .embedding import write_embedding
     from .store import Run, check_replaceable, output_dir, replacing
@@ -266,10 +281,32 @@ def _cmd_render(a: argparse.Namespace) -> int:
             raise SummitError("render --layer needs --channels A B C-D or --all")
     else:
         raise SummitError("render needs --layer L (with --channels or --all) or --graph-nodes CLASS")
+    if a.diversity:
+        from .featurevis import check_diversity
+        check_diversity(a.diversity)
     paths = render_run(run.path, nodes, size=a.size, steps=a.steps, lr=a.lr, seed=a.seed,
                        batch=a.batch, device=a.device, progress=not a.quiet)
     print(f"{len(paths)} images ({', '.join(f'{l}:{len(c)}' for l, c in nodes.items())}) "
           f"-> {run.path / 'featurevis'}")
+    if a.diversity:
+        _render_diversity(a, run.path, nodes)
+    return 0
+
+
+def _render_diversity(a: argparse.Namespace, run_dir: os.PathLike, nodes: dict[str, list[int]]) -> None:
+    from .featurevis import render_diversity_run
+    paths = render_diversity_run(run_dir, nodes, a.diversity, weight=a.diversity_weight, size=a.size,
+                                 steps=a.steps, lr=a.lr, seed=a.seed, batch=a.batch, device=a.device,
+                                 progress=not a.quiet)
+    print(f"{len(paths)} diversity images ({a.diversity} per channel) "
+          f"-> {run_dir}/featurevis/<layer>/<channel>_d<i>.png")
+
+
+def _cmd_figure(a: argparse.Namespace) -> int:
+    from .figure import render_figure
+    out = render_figure(a.run, a.cls, a.out, compare=a.compare, scale=a.scale, hash_params=a.param,
+                        chromium=a.chromium)
+    print(f"figure -> {out}")
     return 0
 
 
@@ -368,6 +405,13 @@ def build_parser() -> argparse.ArgumentParser:
     gr.add_argument("--out", required=True, help="output file")
     gr.set_defaults(func=_cmd_graph)
 
+    gs = sub.add_parser("graphs", help="precompute every class's default graph into the run (graphs.parquet), "
+                                       "which `summit serve` answers from")
+    gs.add_argument("--run", required=True, help="run directory")
+    gs.add_argument("--force", action="store_true", help="recompute even when the stored graphs are up to date")
+    gs.add_argument("--quiet", action="store_true", help="no progress bar")
+    gs.set_defaults(func=_cmd_graphs)
+
     ex = sub.add_parser("export", help="write every class's graph, or the class embedding")
     graph_options(ex)
     what = ex.add_mutually_exclusive_group(required=True)
@@ -392,6 +436,9 @@ def build_parser() -> argparse.ArgumentParser:
     rd.add_argument("--seed", type=_int_in(0, 2**63 - 1), default=0)
     rd.add_argument("--batch", type=_int_in(1, 4096), default=32, help="channels optimized together (default 32)")
     rd.add_argument("--device", default="auto", help="auto | cpu | cuda[:i]")
+    rd.add_argument("--diversity", type=_int_in(0, 64), default=0, metavar="N",
+                    help="also render N diverse images per channel (Summit shows 4; 0: off)")
+    rd.add_argument("--diversity-weight", type=_float_in(0.0, 1e6), default=100.0, help="weight of the diversity term")
     rd.add_argument("--quiet", action="store_true", help="no progress bar")
     rd.add_argument("--dream", metavar="IMAGE", default=None,
                     help="DeepDream: amplify --layer's activations on IMAGE (a file or a dataset path), "
@@ -414,6 +461,17 @@ def build_parser() -> argparse.ArgumentParser:
     xp.add_argument("--device", default="cpu", help="cpu | cuda[:i] | auto")
     xp.add_argument("--quiet", action="store_true", help="no progress bar")
     xp.set_defaults(func=_cmd_explain)
+    fg = sub.add_parser("figure", help="a class's graph as a paper figure (SVG or PNG, as the UI exports it)")
+    fg.add_argument("--run", required=True, help="run directory")
+    fg.add_argument("--class", dest="cls", required=True, help="class name or index")
+    fg.add_argument("--out", required=True, help="output file: .svg or .png")
+    fg.add_argument("--compare", default=None, metavar="CLASS", help="compare with this class")
+    fg.add_argument("--scale", type=_float_in(0.1, 16.0), default=2.0, help="PNG pixels per SVG unit (default 2)")
+    fg.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
+                    help="a UI setting as in the page's URL hash, e.g. top_n=5 (repeatable)")
+    fg.add_argument("--chromium", default=None, help="Chromium binary (default: /usr/bin/chromium, "
+                                                     "else Playwright's own)")
+    fg.set_defaults(func=_cmd_figure)
 
     return p
 

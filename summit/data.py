@@ -24,7 +24,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 from torchvision import transforms
 
-from .models import SummitError
+from .errors import SummitError
 
 BUNDLED_SAMPLE = Path(__file__).parent / "data" / "sample"
 ACCEPTED_MODES = {"RGB": None, "RGBA": "RGB", "P": "RGB", "PA": "RGB"}

@@ -17,7 +17,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from .graph import dense
-from .models import SummitError
+from .errors import SummitError
 from .store import Run, write_table
 
 EMBEDDING_METHODS = ("umap", "pca", "tsne")
@@ -27,7 +27,7 @@ EMBEDDING_SCHEMA = pa.schema([("layer", pa.string()), ("class", pa.int32()), ("n
 UMAP_NEIGHBORS, UMAP_MIN_DIST = 15, 0.1
 
 
-def _class_vectors(run: Run, layer: str, selection: str | None) -> np.ndarray:
+def class_vectors(run: Run, layer: str, selection: str | None) -> np.ndarray:
     """A counts of one layer per class, divided by the class's n_images."""
     d = dense(run, run.check_selection(selection, "embedding"))
     start = d.offsets[run.check_layer(layer)]
@@ -82,7 +82,7 @@ def class_embedding(run: Run, method: str = "umap", layer: str | None = None, se
     n_images = dense(run, run.check_selection(selection, "embedding")).n_images
     rows, prev = [], None
     for l in run.layers:
-        x = _class_vectors(run, l, selection)
+        x = class_vectors(run, l, selection)
         y = {"umap": lambda: _umap(x, prev, seed), "pca": lambda: _pca(x), "tsne": lambda: _tsne(x, seed)}[method]()
         prev = y
         if layer in (None, l):

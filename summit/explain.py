@@ -34,7 +34,8 @@ from torchvision.transforms.functional import to_tensor
 from . import attribution
 from .groups import DEFAULT_GROUPS, Groups, factorize
 from .images import CACHE_DIR, ImageInput, file_image, model_input
-from .models import SummitError, load_model
+from .errors import SummitError
+from .models import load_model
 from .store import Run
 
 SCHEMA_VERSION = 1

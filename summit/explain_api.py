@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING, Any
 
 from flask import Blueprint, Response, jsonify, request, send_file, send_from_directory
 
-from .models import SummitError
-from .server import ApiError, Memo, _file_inside, _parse_int
+from .errors import SummitError
+from .server import STATIC_DIR, ApiError, Memo, _file_inside, _parse_int
 
 if TYPE_CHECKING:
     from .explain import Explainer, Explanation
@@ -27,14 +27,6 @@ if TYPE_CHECKING:
 PAGE_FILES = ("blocks.html", "blocks.js", "vendor/d3.v7.min.js", "vendor/d3.LICENSE")
 RENDER_KINDS = ("positions", "groups")
 HEX16 = re.compile(r"[0-9a-f]{16}")
-
-
-def frontend_dir() -> Path:
-    """The UI folder: ``summit/frontend`` when packaged, else the checkout's ``frontend/``
-    (found from this file, whatever the working directory)."""
-    here = Path(__file__).resolve().parent
-    packaged = here / "frontend"
-    return packaged if (packaged / "blocks.html").is_file() else here.parent / "frontend"
 
 
 class BlocksApi:
@@ -141,7 +133,7 @@ def blocks_blueprint(api: Api) -> Blueprint:
         rel = request.path.lstrip("/")
         if rel not in PAGE_FILES:
             raise ApiError(404, f"not found: {request.path}")
-        root = frontend_dir()
+        root = STATIC_DIR
         if not (root / rel).is_file():
             raise ApiError(404, f"explorer page not installed ({root / rel} is missing)")
         return send_from_directory(root, rel, max_age=60)

@@ -17,7 +17,7 @@ from typing import Any
 
 import networkx as nx
 
-from .models import SummitError
+from .errors import SummitError
 from .store import atomic_write_bytes, write_json
 
 GRAPH_SCHEMA_VERSION = 2

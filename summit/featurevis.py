@@ -28,7 +28,8 @@ from PIL import Image
 from torch import nn
 from tqdm import tqdm
 
-from .models import ModelSpec, SummitError, resolve_device
+from .errors import SummitError
+from .models import ModelSpec, resolve_device
 
 if TYPE_CHECKING:
     from .store import Run
@@ -699,3 +700,109 @@ def graph_channels(run: Run, cls: str | int) -> dict[str, list[int]]:
     for _, d in g.nodes(data=True):
         nodes.setdefault(d["layer"], []).append(int(d["channel"]))
     return {layer: sorted(set(chs)) for layer, chs in nodes.items()}
+
+
+# ---------------------------------------------------------------------------------------------
+# Diversity: several different images per channel (Summit shows four per channel)
+
+DIVERSITY_WEIGHT = 100.0  # Lucid's tutorial objective: channel - 1e2 * diversity
+DIVERSITY_FILE = "diversity.json"
+
+
+def grouped_diversity(layer: str, n: int) -> Objective:
+    """``diversity(layer)`` within each run of n consecutive batch items (one run per channel)."""
+    div = diversity(layer)
+
+    def fn(a: Acts) -> torch.Tensor:
+        t = a[layer]
+        return torch.cat([div({layer: t[i:i + n]}) for i in range(0, t.shape[0], n)])
+    return Objective(fn, (layer,), f"grouped_diversity({layer}, {n})")
+
+
+def check_diversity(n: int) -> None:
+    """Refuse a number of diversity images per channel outside 2..16."""
+    if not 2 <= n <= 16:
+        raise SummitError(f"diversity wants 2..16 images per channel, got {n}")
+
+
+def diversity_path(run_dir: str | os.PathLike, layer: str, channel: int, i: int) -> Path:
+    """Path of a channel's i-th diversity image in a run directory."""
+    return Path(run_dir) / "featurevis" / layer / f"{channel}_d{i}.png"
+
+
+def render_diversity(spec: ModelSpec, layer: str, chs: Sequence[int], n: int = 4,
+                     weight: float = DIVERSITY_WEIGHT, size: int = 128, steps: int = 512,
+                     lr: float = 0.05, seed: int = 0, batch: int = 32, device: str = "auto",
+                     progress: bool = True) -> Iterator[tuple[int, list[Image.Image]]]:
+    """(channel, n images) per channel: the n images of a channel are optimized together, each
+    maximizing the channel while their Gram matrices at `layer` are pushed apart (Lucid's
+    diversity objective, times `weight`); ``batch // n`` channels per optimization."""
+    spec.check_layers([layer])
+    check_diversity(n)
+    if batch < 1 or steps < 0 or size < 8:
+        raise SummitError("render needs batch >= 1, steps >= 0 and size >= 8")
+    check_channels(layer, chs, channel_count(spec, layer, size))
+    per = max(1, batch // n)
+    chunks = [list(chs[i:i + per]) for i in range(0, len(chs), per)]
+    with tqdm(total=steps * len(chunks), desc=f"diversity {layer}", unit="step",
+              disable=not progress) as bar:
+        for chunk in chunks:
+            items = [c for c in chunk for _ in range(n)]
+            seeds = [_item_seed(seed, c) * 16 + i for c in chunk for i in range(n)]
+            obj = channels(layer, items) + weight * grouped_diversity(layer, n)
+            imgs = visualize(spec, obj, seeds, size=size, steps=steps, lr=lr, seed=seed,
+                             device=device, on_step=bar.update)
+            for j, c in enumerate(chunk):
+                yield c, [to_pil(im) for im in imgs[j * n:(j + 1) * n]]
+
+
+def diversity_counts(run_dir: str | os.PathLike, layer: str) -> dict[int, int]:
+    """{channel: number of diversity images d0, d1, ... present} of one layer of a run."""
+    d = Path(run_dir) / "featurevis" / layer
+    found: dict[int, set[int]] = {}
+    for p in d.glob("*_d*.png") if d.is_dir() else ():
+        ch, _, i = p.stem.partition("_d")
+        if ch.isdigit() and i.isdigit():
+            found.setdefault(int(ch), set()).add(int(i))
+    return {c: next(i for i in range(len(s) + 1) if i not in s) for c, s in sorted(found.items())
+            if 0 in s}
+
+
+def render_diversity_run(run_dir: str | os.PathLike, nodes: dict[str, list[int]], n: int = 4, *,
+                         weight: float = DIVERSITY_WEIGHT, size: int = 128, steps: int = 512,
+                         lr: float = 0.05, seed: int = 0, batch: int = 32, device: str = "auto",
+                         progress: bool = True) -> list[Path]:
+    """Render n diversity images per channel of {layer: channels} into
+    ``run_dir/featurevis/<layer>/<channel>_d<i>.png``; channels already rendered with the same
+    settings (``featurevis/diversity.json``) are skipped, each finished one is kept at once."""
+    from .models import load_model
+    from .store import Run, atomic_write_bytes, write_json
+    run = Run(run_dir)
+    for layer, chs in nodes.items():
+        run.check_layer(layer)
+        check_channels(layer, chs, run.channels[layer])
+    spec = load_model(run.meta["model"], run.meta["weights"], layers=run.layers)
+    key = {**cache_key(spec, size, steps, lr, seed), "diversity": n, "weight": weight}
+    digest = settings_hash(key)
+    manifest_path = run.path / "featurevis" / DIVERSITY_FILE
+    manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {}
+    manifest.setdefault("settings", {})[digest] = key
+    done = manifest.setdefault("channels", {})
+    out: list[Path] = []
+    for layer, chs in nodes.items():
+        paths = {c: [diversity_path(run.path, layer, c, i) for i in range(n)] for c in chs}
+        todo = [c for c in dict.fromkeys(chs) if done.get(layer, {}).get(str(c)) != digest
+                or not all(p.is_file() for p in paths[c])]
+        if todo:
+            (run.path / "featurevis" / layer).mkdir(parents=True, exist_ok=True)
+            before = diversity_counts(run.path, layer)
+            for c, imgs in render_diversity(spec, layer, todo, n, weight, size, steps, lr, seed,
+                                            batch, device, progress):
+                for p, img in zip(paths[c], imgs):
+                    atomic_write_bytes(p, _png(img))
+                for i in range(n, before.get(c, 0)):  # left over from an earlier, larger n
+                    diversity_path(run.path, layer, c, i).unlink()
+                done.setdefault(layer, {})[str(c)] = digest
+                write_json(manifest, manifest_path)
+        out += [p for c in chs for p in paths[c]]
+    return out

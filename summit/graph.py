@@ -26,7 +26,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import scipy.sparse as sp
 
-from .models import SummitError
+from .errors import SummitError
 from .selection import ubiquitous_channels
 from .store import Run
 
@@ -53,6 +53,7 @@ class _Dense:
     sum: np.ndarray  # (n_classes, total_channels) float64
     n_images: np.ndarray  # (n_classes,) int64
     n_correct: list[int | None]
+    ubiquitous: list[str]  # "layer:channel" of selection.ubiquitous_channels, per layer in run order
 
 
 _DENSE: weakref.WeakKeyDictionary[Run, dict[str, _Dense]] = weakref.WeakKeyDictionary()
@@ -71,17 +72,23 @@ def dense(run: Run, selection: str | None = None) -> _Dense:
         offs = offsets(run)
         total = sum(run.channels.values())
         t = run.activations()
-        if "selection" in t.column_names:
-            t = t.filter(pc.field("selection") == sel)
-        li = pc.index_in(t.column("layer"), value_set=pa.array(run.layers)).to_numpy(zero_copy_only=False)
-        col = np.asarray(list(offs.values()), dtype=np.int64)[li] + t.column("channel").to_numpy()
-        row = t.column("class").to_numpy()
+        keep = slice(None)
+        if "selection" in t.column_names:  # a boolean mask on numpy columns: no filtered copy of the table
+            eq = pc.equal(t.column("selection"), sel)
+            if not pc.all(eq).as_py():
+                keep = eq.to_numpy()
+        li = pc.index_in(t.column("layer"), value_set=pa.array(run.layers)).to_numpy(zero_copy_only=False)[keep]
+        cell = (t.column("class").to_numpy()[keep].astype(np.int64) * total
+                + np.asarray(list(offs.values()), dtype=np.int64)[li] + t.column("channel").to_numpy()[keep])
         count = np.zeros((len(run.class_names), total), dtype=np.int64)
         total_sum = np.zeros((len(run.class_names), total), dtype=np.float64)
-        count[row, col] = t.column("count").to_numpy()
-        total_sum[row, col] = t.column("sum").to_numpy()
-        cache[sel] = _Dense(offs, count, total_sum, run.classes.column("n_images").to_numpy(),
-                            run.classes.column("n_correct").to_pylist())
+        count.reshape(-1)[cell] = t.column("count").to_numpy()[keep]
+        total_sum.reshape(-1)[cell] = t.column("sum").to_numpy()[keep]
+        n_images = run.classes.column("n_images").to_numpy()
+        ubiquitous = [f"{l}:{c}" for l in run.layers for c in
+                      ubiquitous_channels(count[:, offs[l]:offs[l] + run.channels[l]], n_images)[0].tolist()]
+        cache[sel] = _Dense(offs, count, total_sum, n_images, run.classes.column("n_correct").to_pylist(),
+                            ubiquitous)
     return cache[sel]
 
 
@@ -94,12 +101,12 @@ class _Edges:
     src: np.ndarray
     dst: np.ndarray
     weight: np.ndarray
-    route: np.ndarray  # "direct" | "bottleneck"
+    bottleneck: np.ndarray  # bool: route "bottleneck" (composed through a 1x1 bottleneck), else "direct"
 
     @classmethod
     def concat(cls, parts: list[tuple]) -> _Edges:
         if not parts:
-            return cls(*(np.zeros(0, dtype=np.int64) for _ in range(4)), np.zeros(0, dtype=object))
+            return cls(*(np.zeros(0, dtype=np.int64) for _ in range(4)), np.zeros(0, dtype=bool))
         return cls(*(np.concatenate([p[i] for p in parts]) for i in range(5)))
 
     def lookup(self, pair: np.ndarray, src: np.ndarray, dst: np.ndarray) -> np.ndarray:
@@ -116,7 +123,9 @@ class _Edges:
 
 @dataclass
 class _ClassEdges:
-    """A class's full-graph edges and, per destination, its strongest raw inputs (attr_channels)."""
+    """A class's full-graph edges and the candidates for each destination's strongest raw inputs
+    (attr_channels: direct edges and every composed bottleneck edge; the same object as `full`
+    where no pair has a bottleneck)."""
 
     full: _Edges
     attr: _Edges
@@ -152,15 +161,15 @@ def compose_max_min(i_out: np.ndarray, i_in: np.ndarray, chunk_bytes: int = 1 <<
 
 
 def _pair_edges(run: Run, rows: dict[str, tuple], pair: dict) -> tuple[tuple, tuple]:
-    """(full-graph edges, attr candidates) of one pair as (src, dst, weight, route) arrays."""
+    """(full-graph edges, composed bottleneck edges before the cut or None) of one pair as
+    (src, dst, weight, bottleneck) arrays."""
     stages = [st for st in run.stages if st["pair"] == pair["name"]]
     direct = next((st for st in stages if st["kind"] == "direct"), None)
-    parts, attr = [], []
+    parts, composed_parts = [], []
     n_direct: list[int] = []
     if direct is not None:
         s, d, c = rows.get(direct["name"], (np.zeros(0, int),) * 3)
-        parts.append((s, d, c, np.full(len(c), "direct", dtype=object)))
-        attr.append(parts[-1])
+        parts.append((s, d, c, np.zeros(len(c), dtype=bool)))
         for a, b in direct["dst_ranges"]:  # Summit: the average number of inputs of direct channels
             n_direct += np.bincount(d[(d >= a) & (d < b)] - a, minlength=b - a).tolist()
     keep = int(np.mean(n_direct)) if n_direct else int(run.meta.get("k_influence") or 5)
@@ -178,20 +187,17 @@ def _pair_edges(run: Run, rows: dict[str, tuple], pair: dict) -> tuple[tuple, tu
         i_out[np.searchsorted(js, d), s] = c
         w = compose_max_min(i_out, i_in)
         jj, ii = np.nonzero(w)
-        cand = (ii, js[jj], w[jj, ii], np.full(len(ii), "bottleneck", dtype=object))
-        attr.append(cand)
+        cand = (ii, js[jj], w[jj, ii], np.ones(len(ii), dtype=bool))
+        composed_parts.append(cand)
         top = _top_per_dst(cand[:3], keep)
         parts.append(tuple(x[top] for x in cand))
     full = tuple(np.concatenate([p[i] for p in parts]) for i in range(4)) if parts else None
-    attr_all = tuple(np.concatenate([p[i] for p in attr]) for i in range(4)) if attr else None
-    if attr_all is not None:
-        top = _top_per_dst(attr_all[:3], ATTR_CHANNELS)
-        attr_all = tuple(x[top] for x in attr_all)
-    return full, attr_all
+    composed = tuple(np.concatenate([p[i] for p in composed_parts]) for i in range(4)) if composed_parts else None
+    return full, composed
 
 
 def class_edges(run: Run, class_index: int) -> _ClassEdges:
-    """The class's full graph (every pair) and its per-destination top raw inputs."""
+    """The class's full graph (every pair) and the candidates for its nodes' top raw inputs."""
     t = run.influence(class_index)
     stage = pc.index_in(t.column("layer_pair"), value_set=pa.array(run.stage_names, pa.string()))
     stage = stage.to_numpy(zero_copy_only=False)
@@ -202,12 +208,17 @@ def class_edges(run: Run, class_index: int) -> _ClassEdges:
             for name, a, b in zip(run.stage_names, bounds[:-1], bounds[1:]) if b > a}
     full, attr = [], []
     for pi, pair in enumerate(run.meta["pairs"]):
-        f, a = _pair_edges(run, rows, pair)
+        f, composed = _pair_edges(run, rows, pair)
         if f is not None:
             full.append((np.full(len(f[0]), pi), *f))
-        if a is not None:
-            attr.append((np.full(len(a[0]), pi), *a))
-    return _ClassEdges(_Edges.concat(full), _Edges.concat(attr))
+        if composed is not None:
+            attr.append((np.full(len(composed[0]), pi), *composed))
+    edges = _Edges.concat(full)
+    if not attr:
+        return _ClassEdges(edges, edges)
+    direct = ~edges.bottleneck
+    attr.append(tuple(x[direct] for x in (edges.pair, edges.src, edges.dst, edges.weight, edges.bottleneck)))
+    return _ClassEdges(edges, _Edges.concat(attr))
 
 
 # -- options ----------------------------------------------------------------------------------
@@ -275,13 +286,7 @@ def _options(run: Run, method: str = "pagerank", selection: str | None = None, l
     o = _Options(method, run.check_selection(selection), chosen, hide_ubiquitous,
                  _parse_exclude(run, exclude or []), mass, mass_step, top_n, min_count, edges_per_node,
                  min_edge_count, keep_dangling)
-    d = dense(run, o.selection)
-    found = []
-    if hide_ubiquitous:
-        for l in run.layers:
-            a = d.offsets[l]
-            chans, _ = ubiquitous_channels(d.count[:, a:a + run.channels[l]], d.n_images)
-            found += [f"{l}:{c}" for c in chans.tolist()]
+    found = dense(run, o.selection).ubiquitous if hide_ubiquitous else []
     o.excluded = list(dict.fromkeys(found + o.exclude))
     return o
 
@@ -294,42 +299,103 @@ def pagerank(n: int, u: np.ndarray, v: np.ndarray, w: np.ndarray, personalizatio
     a = sp.csr_array((np.r_[w, w].astype(np.float64), (np.r_[u, v], np.r_[v, u])), shape=(n, n))
     deg = np.asarray(a.sum(axis=1)).ravel()
     inv = np.divide(1.0, deg, out=np.zeros_like(deg), where=deg != 0)
-    a = sp.diags_array(inv) @ a
+    a.data *= np.repeat(inv, np.diff(a.indptr))  # rows divided by the degree
+    at = a.T.tocsr()  # x @ a as at @ x: the same sums in the same order, without a transpose per step
     p = personalization / personalization.sum() if personalization.sum() > 0 else np.full(n, 1.0 / n)
     dangling = deg == 0
     x = np.full(n, 1.0 / n)
     for _ in range(max_iter):
         last = x
-        x = alpha * (x @ a + x[dangling].sum() * p) + (1 - alpha) * p
+        x = alpha * (at @ x + x[dangling].sum() * p) + (1 - alpha) * p
         if np.abs(x - last).sum() < n * tol:
             return x
     raise SummitError(f"PageRank did not converge in {max_iter} iterations")
 
 
+def _cut_shares(pr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """PageRank values in descending order and their cumulative share."""
+    vals = np.sort(pr)[::-1]
+    return vals, np.cumsum(vals / vals.sum())
+
+
 def mass_threshold(pr: np.ndarray, mass: float) -> np.ndarray:
     """Summit's cut: accumulate PageRank values in descending order until the share reaches
     ``mass``; keep the nodes strictly above the next value (all nodes if none is left)."""
-    vals = np.sort(pr)[::-1]
-    cum = np.cumsum(vals / vals.sum())
+    vals, cum = _cut_shares(pr)
     cnt = int(np.searchsorted(cum, mass, side="left")) + 1
     return pr > vals[cnt] if cnt < len(vals) else np.ones(len(pr), dtype=bool)
 
 
-def _node_attrs(run: Run, d: _Dense, ci: int, layer: str, ch: int) -> dict:
-    col = d.offsets[layer] + ch
+def connected_mass(pr: np.ndarray, u: np.ndarray, v: np.ndarray, group: np.ndarray, mass: float,
+                   step: float) -> float:
+    """Summit's raised threshold: the first of ``mass``, ``round(mass + k * step, 10)`` (k = 1, 2, ...,
+    capped at 1) whose ``mass_threshold`` keeps both ends of an edge (u, v) of every group (layer pair).
+
+    One sort instead of a cut per step: node i is kept once the cut takes at least rank[i] values
+    (how many are >= pr[i]), so a group is joined once the cut takes the smallest max(rank[u],
+    rank[v]) of its edges; the cut grows with the mass, so a binary search finds the first step."""
+    vals, cum = _cut_shares(pr)
+    rank = len(pr) - np.searchsorted(vals[::-1], pr, side="left")
+    need = 0
+    if len(u):
+        joined = np.full(int(group.max()) + 1, len(pr))
+        np.minimum.at(joined, group, np.maximum(rank[u], rank[v]))
+        need = int(joined[np.bincount(group) > 0].max())
+
+    def at(k: int) -> float:
+        return mass if k == 0 else min(1.0, round(mass + k * step, 10))
+
+    def ok(k: int) -> bool:
+        m = at(k)
+        return m >= 1 or int(np.searchsorted(cum, m, side="left")) + 1 >= need
+
+    if ok(0):
+        return mass
+    lo, hi = 0, 1  # ok(lo) is false, ok(hi) true once the loop ends; ok is monotone for k >= 1
+    while not ok(hi):
+        lo, hi = hi, 2 * hi
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        lo, hi = (lo, mid) if ok(mid) else (mid, hi)
+    return at(hi)
+
+
+def _add_nodes(G: nx.DiGraph, run: Run, d: _Dense, ci: int, cols: np.ndarray,
+               pagerank: np.ndarray | None = None) -> None:
+    """Nodes for the given global channel columns, in that order (see docs/GRAPH.md)."""
+    starts = np.array(list(d.offsets.values()))
+    li = np.searchsorted(starts, cols, side="right") - 1
     n = int(d.n_images[ci])
-    return {"layer": layer, "layer_index": run.layers.index(layer), "channel": ch,
-            "count": int(d.count[ci, col]), "fraction": float(d.count[ci, col] / n) if n else 0.0,
-            "mean": float(d.sum[ci, col] / n) if n else 0.0}
+    count, total = d.count[ci, cols], d.sum[ci, cols]
+    for k, (col, l) in enumerate(zip(cols.tolist(), li.tolist())):
+        layer, ch = run.layers[l], col - int(starts[l])
+        attrs = {"layer": layer, "layer_index": l, "channel": ch, "count": int(count[k]),
+                 "fraction": float(count[k] / n) if n else 0.0, "mean": float(total[k] / n) if n else 0.0}
+        if pagerank is not None:
+            attrs["pagerank"] = float(pagerank[k])
+        G.add_node(f"{layer}:{ch}", **attrs)
 
 
-def _attr_channels(run: Run, e: _Edges) -> dict[str, list[dict]]:
+def _pair_offsets(run: Run, d: _Dense) -> tuple[np.ndarray, np.ndarray]:
+    """Global column offset of each pair's source and destination layer (plus a 0 sentinel)."""
     pairs = run.meta["pairs"]
+    return (np.array([d.offsets[p["src"]] for p in pairs] + [0], dtype=np.int64),
+            np.array([d.offsets[p["dst"]] for p in pairs] + [0], dtype=np.int64))
+
+
+def _attr_channels(run: Run, d: _Dense, e: _Edges, nodes: np.ndarray) -> dict[str, list[dict]]:
+    """Top ATTR_CHANNELS raw inputs of the given global destination columns, per layer pair."""
+    pairs = run.meta["pairs"]
+    wanted = np.zeros(d.count.shape[1], dtype=bool)
+    wanted[nodes] = True
+    rows = np.flatnonzero(wanted[_pair_offsets(run, d)[1][e.pair] + e.dst])
+    width = int(e.dst.max(initial=0)) + 1
+    rows = rows[_top_per_dst((e.src[rows], e.pair[rows] * width + e.dst[rows], e.weight[rows]), ATTR_CHANNELS)]
+    rows = rows[np.lexsort((e.src[rows], -e.weight[rows], e.dst[rows], e.pair[rows]))]
     out: dict[str, list[dict]] = {}
-    order = np.lexsort((e.src, -e.weight, e.dst, e.pair))
-    for r in order.tolist():
-        out.setdefault(f"{pairs[e.pair[r]]['dst']}:{e.dst[r]}", []).append(
-            {"channel": int(e.src[r]), "count": int(e.weight[r])})
+    for p, s, t, w in zip(e.pair[rows].tolist(), e.src[rows].tolist(), e.dst[rows].tolist(),
+                          e.weight[rows].tolist()):
+        out.setdefault(f"{pairs[p]['dst']}:{t}", []).append({"channel": s, "count": w})
     return out
 
 
@@ -337,20 +403,20 @@ def _edge_view(run: Run, d: _Dense, e: _Edges, o: _Options) -> tuple[np.ndarray,
     """(rows of active pairs without excluded ends, global src ids, global dst ids)."""
     pairs = run.meta["pairs"]
     active = np.array([p["src"] in o.layers and p["dst"] in o.layers for p in pairs] + [False])
-    src_off = np.array([d.offsets[p["src"]] for p in pairs] + [0], dtype=np.int64)
-    dst_off = np.array([d.offsets[p["dst"]] for p in pairs] + [0], dtype=np.int64)
+    src_off, dst_off = _pair_offsets(run, d)
     gs, gd = src_off[e.pair] + e.src, dst_off[e.pair] + e.dst
-    bad = np.zeros(d.count.shape[1], dtype=bool)
-    for v in o.excluded:
-        layer, ch = v.split(":")
-        bad[d.offsets[layer] + int(ch)] = True
+    bad = _excluded_columns(d, o)
     rows = np.flatnonzero(active[e.pair] & ~bad[gs] & ~bad[gd])
     return rows, gs, gd
 
 
-def _layer_of(run: Run, d: _Dense, gid: int) -> tuple[str, int]:
-    i = int(np.searchsorted(np.array(list(d.offsets.values())), gid, side="right")) - 1
-    return run.layers[i], gid - d.offsets[run.layers[i]]
+def _excluded_columns(d: _Dense, o: _Options) -> np.ndarray:
+    """Boolean mask over global columns of the excluded channels."""
+    bad = np.zeros(d.count.shape[1], dtype=bool)
+    for v in o.excluded:
+        layer, ch = v.split(":")
+        bad[d.offsets[layer] + int(ch)] = True
+    return bad
 
 
 def _new_graph(run: Run, d: _Dense, ci: int, o: _Options) -> nx.DiGraph:
@@ -362,11 +428,11 @@ def _new_graph(run: Run, d: _Dense, ci: int, o: _Options) -> nx.DiGraph:
 def _add_edges(G: nx.DiGraph, run: Run, ce: _ClassEdges, rows: np.ndarray, n: int) -> None:
     e = ce.full
     pairs = run.meta["pairs"]
-    for r in rows.tolist():
-        p = pairs[e.pair[r]]
-        c = int(e.weight[r])
-        G.add_edge(f"{p['src']}:{e.src[r]}", f"{p['dst']}:{e.dst[r]}", pair=p["name"], count=c,
-                   fraction=c / n if n else 0.0, route=str(e.route[r]))
+    for p, s, t, c, b in zip(e.pair[rows].tolist(), e.src[rows].tolist(), e.dst[rows].tolist(),
+                             e.weight[rows].tolist(), e.bottleneck[rows].tolist()):
+        pr = pairs[p]
+        G.add_edge(f"{pr['src']}:{s}", f"{pr['dst']}:{t}", pair=pr["name"], count=c,
+                   fraction=c / n if n else 0.0, route="bottleneck" if b else "direct")
 
 
 def _finish_nodes(G: nx.DiGraph, attr: dict[str, list[dict]]) -> None:
@@ -383,55 +449,51 @@ def _build_pagerank(run: Run, d: _Dense, ci: int, ce: _ClassEdges, o: _Options) 
     if not d.n_images[ci]:
         return G
     rows, gs, gd = _edge_view(run, d, ce.full, o)
-    excluded = {d.offsets[v.split(":")[0]] + int(v.split(":")[1]) for v in o.excluded}
+    bad = _excluded_columns(d, o)
+    present = np.zeros(d.count.shape[1], dtype=bool)
     if len(rows):
-        nodes = np.unique(np.r_[gs[rows], gd[rows]])
+        present[gs[rows]] = present[gd[rows]] = True
     else:  # no influence between chosen layers: PageRank is the personalization itself
-        cols = np.concatenate([np.arange(d.offsets[l], d.offsets[l] + run.channels[l]) for l in o.layers])
-        nodes = np.array([c for c in cols[d.count[ci, cols] > 0] if c not in excluded], dtype=np.int64)
+        for l in o.layers:
+            present[d.offsets[l]:d.offsets[l] + run.channels[l]] = True
+        present &= (d.count[ci] > 0) & ~bad
+    nodes = np.flatnonzero(present)
     if not len(nodes):
         return G
     pers = np.zeros(len(nodes))
     for l in o.layers:
         a, b = d.offsets[l], d.offsets[l] + run.channels[l]
-        ok = [c for c in range(a, b) if c not in excluded]
-        top = d.count[ci, ok].max() if ok else 0
+        ok = np.flatnonzero(~bad[a:b]) + a
+        top = d.count[ci, ok].max() if len(ok) else 0
         inl = (nodes >= a) & (nodes < b)
         pers[inl] = d.count[ci, nodes[inl]] / top if top > 0 else 0.0
-    u, v = np.searchsorted(nodes, gs[rows]), np.searchsorted(nodes, gd[rows])
+    index = np.cumsum(present) - 1
+    u, v = index[gs[rows]], index[gd[rows]]
     pr = pagerank(len(nodes), u, v, ce.full.weight[rows], pers)
-    pair_of = ce.full.pair[rows]
-    need = np.unique(pair_of)
-    mass, step = o.mass, 0
-    while True:
-        keep = mass_threshold(pr, mass)
-        both = keep[u] & keep[v]
-        if mass >= 1 or set(need.tolist()) <= set(pair_of[both].tolist()):
-            break
-        step += 1
-        mass = min(1.0, round(o.mass + step * o.mass_step, 10))
+    mass = connected_mass(pr, u, v, ce.full.pair[rows], o.mass, o.mass_step)
+    keep = mass_threshold(pr, mass)
     G.graph["settings"] = o.settings(mass)
-    for i in np.flatnonzero(keep)[np.argsort(-pr[keep], kind="stable")].tolist():
-        layer, ch = _layer_of(run, d, int(nodes[i]))
-        G.add_node(f"{layer}:{ch}", **_node_attrs(run, d, ci, layer, ch), pagerank=float(pr[i]))
-    _add_edges(G, run, ce, rows[both], int(d.n_images[ci]))
-    _finish_nodes(G, _attr_channels(run, ce.attr))
+    kept = np.flatnonzero(keep)[np.argsort(-pr[keep], kind="stable")]
+    _add_nodes(G, run, d, ci, nodes[kept], pr[kept])
+    _add_edges(G, run, ce, rows[keep[u] & keep[v]], int(d.n_images[ci]))
+    _finish_nodes(G, _attr_channels(run, d, ce.attr, nodes[kept]))
     return G
 
 
 def _build_topn(run: Run, d: _Dense, ci: int, ce: _ClassEdges, o: _Options) -> nx.DiGraph:
     G = _new_graph(run, d, ci, o)
     selected = np.zeros(d.count.shape[1], dtype=bool)
-    excluded = {d.offsets[v.split(":")[0]] + int(v.split(":")[1]) for v in o.excluded}
+    bad = _excluded_columns(d, o)
+    chosen = []
     for layer in o.layers:
         start = d.offsets[layer]
         count = d.count[ci, start:start + run.channels[layer]]
-        cand = np.array([c for c in np.flatnonzero(count >= (o.min_count or 1)) if start + c not in excluded],
-                        dtype=np.int64)
+        cand = np.flatnonzero((count >= (o.min_count or 1)) & ~bad[start:start + len(count)])
         order = np.lexsort((cand, -d.sum[ci, start + cand], -count[cand]))
-        for c in (cand[order] if o.min_count is not None else cand[order[:o.top_n]]).tolist():
-            selected[start + c] = True
-            G.add_node(f"{layer}:{c}", **_node_attrs(run, d, ci, layer, c))
+        chosen.append(start + (cand[order] if o.min_count is not None else cand[order[:o.top_n]]))
+    cols = np.concatenate(chosen)
+    selected[cols] = True
+    _add_nodes(G, run, d, ci, cols)
     rows, gs, gd = _edge_view(run, d, ce.full, o)
     e = ce.full
     if len(rows) and o.edges_per_node:
@@ -440,7 +502,7 @@ def _build_topn(run: Run, d: _Dense, ci: int, ce: _ClassEdges, o: _Options) -> n
         _add_edges(G, run, ce, rows[top], int(d.n_images[ci]))
     if any(p["src"] in o.layers and p["dst"] in o.layers for p in run.meta["pairs"]) and not o.keep_dangling:
         G.remove_nodes_from([v for v in list(G) if G.degree(v) == 0])
-    _finish_nodes(G, _attr_channels(run, ce.attr))
+    _finish_nodes(G, _attr_channels(run, d, ce.attr, cols))
     return G
 
 

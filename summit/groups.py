@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .models import SummitError
+from .errors import SummitError
 
 DEFAULT_GROUPS = 6
 MAX_GROUPS = 32

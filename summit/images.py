@@ -19,7 +19,7 @@ from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
 
-from .models import SummitError
+from .errors import SummitError
 from .store import Run, atomic_write_bytes
 
 CACHE_DIR = "blocks"  # per-run cache folder of the explorer (uploads, direction renders)

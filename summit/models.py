@@ -16,12 +16,10 @@ import torch
 import torchvision
 from torch import nn
 
+from .errors import SummitError
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-
-
-class SummitError(Exception):
-    """A user-facing error: printed as one line by the CLI, 4xx by the server."""
 
 
 class Normalize(nn.Module):

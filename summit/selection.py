@@ -11,8 +11,12 @@ mixed3b). We detect such *ubiquitous* channels per run instead: see ``ubiquitous
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import torch
+
+if TYPE_CHECKING:  # torch is imported where rows are selected: graphs and the server load without it
+    import torch
 
 UBIQUITOUS_IMAGES = 0.5  # a channel "belongs" to a class when selected for >= this share of its images
 UBIQUITOUS_CLASSES = 0.5  # ... and is ubiquitous when it belongs to more than this share of classes
@@ -30,6 +34,7 @@ def mass_select(maxval: torch.Tensor, tau: float) -> torch.Tensor:
     Ties are taken lower channel first; negative maxima count as 0; an image whose maxima are
     all <= 0 selects nothing.
     """
+    import torch
     v = maxval.double().clamp(min=0)
     total = v.sum(1, keepdim=True)
     srt, order = torch.sort(v, dim=1, descending=True, stable=True)
@@ -41,6 +46,7 @@ def mass_select(maxval: torch.Tensor, tau: float) -> torch.Tensor:
 
 def top_select(maxval: torch.Tensor, k: int) -> torch.Tensor:
     """(N, C) bool: the k largest spatial maxima per image (ties: lower channel first)."""
+    import torch
     order = torch.sort(maxval, dim=1, descending=True, stable=True).indices[:, :k]
     return torch.zeros(maxval.shape, dtype=torch.bool).scatter_(1, order, True)
 

@@ -6,7 +6,7 @@ production WSGI server (loopback by default, no ``Server`` banner). Every bad in
 ``{"error": "..."}``, and so do the server's own errors (malformed requests, oversized
 headers). Requests whose ``Host`` header names neither the bound address, a loopback name nor
 an ``--allow-host`` name are refused with 403 (DNS rebinding). Files are served only from the
-run directory and the package's static folder: paths are built from validated layer names and
+run directory and the UI folder ``frontend/`` (``STATIC_DIR``): paths are built from validated layer names and
 integers, then resolved and checked for containment.
 """
 from __future__ import annotations
@@ -32,10 +32,19 @@ from waitress.channel import HTTPChannel
 from waitress.task import ErrorTask
 from werkzeug.exceptions import HTTPException
 
-from .models import SummitError
+from .errors import SummitError
 from .store import Run
 
-STATIC_DIR = Path(__file__).resolve().parent / "static"
+
+def _frontend_dir() -> Path:
+    """The UI files: ``summit/frontend`` in an installed wheel, else the checkout's top-level
+    ``frontend/`` (source tree or editable install); independent of the working directory."""
+    here = Path(__file__).resolve().parent
+    packaged = here / "frontend"
+    return packaged if (packaged / "index.html").is_file() else here.parent / "frontend"
+
+
+STATIC_DIR = _frontend_dir()
 GRAPH_PARAMS = ("method", "selection", "mass", "mass_step", "ubiquitous", "exclude", "top_n", "min_count",
                 "edges_per_node", "min_edge_count", "keep_dangling", "layers")
 INT_MAX = 2**31 - 1
@@ -46,6 +55,7 @@ INFLUENCE_MEMORY_BYTES = 512 * 2**20  # smaller influence tables are served from
 GRAPH_CACHE_BYTES = 256 * 2**20  # graph JSON kept in memory (LRU), besides the entry limit
 MAX_URL_BYTES = 8192  # longer request targets get a JSON 414
 MAX_HEADER_BYTES = 256 * 1024  # request line plus headers; beyond it waitress answers a JSON 431
+EMBEDDING_DEFAULT = "umap"  # the layout the UI shows first (Summit's)
 
 
 class ApiError(Exception):
@@ -172,6 +182,10 @@ class Api:
         self.layer_matrices = Memo(self._layer_matrices, len(self.run.layers))
         self.layer_examples = Memo(self._layer_examples, len(self.run.layers))
         self.embedding = Memo(self._embedding, 3)
+        self.similarity_rows = Memo(self._similarity_rows, len(self.run.layers) + 1)
+        from .graphcache import GraphCache
+        self.stored_graphs = GraphCache(self.run)  # default-settings graphs precomputed by `summit graphs`
+        self.default_graph_params = self.graph_params({}, ())
 
     # --- validation -------------------------------------------------------------------------
     def cls(self, name: str, status: int = 400) -> int:
@@ -227,6 +241,8 @@ class Api:
         selection = args.get("selection") or None
         if selection is not None and selection not in self.run.selections:
             raise ApiError(400, f"unknown selection {selection!r}; valid: {', '.join(self.run.selections)}")
+        if selection == self.run.check_selection(None):
+            selection = None  # named default: the same graph (and the stored one)
         common: tuple = (("method", method), ("selection", selection), ("layers", layers),
                          ("hide_ubiquitous", choice("ubiquitous", ("hide", "show")) == "hide"),
                          ("exclude", tuple(args["exclude"].split(",")) if args.get("exclude") else None))
@@ -241,11 +257,13 @@ class Api:
     # --- cached computations ----------------------------------------------------------------
     def _graph(self, a: int, b: int | None, params: tuple) -> bytes:
         """node-link JSON (UTF-8 bytes) of a class graph (b is None) or of the comparison of a and b."""
-        from .export import to_json
         from .graph import class_graph, compare_graph
+        from .graphcache import graph_bytes
+        stored = self.stored_graphs.get(a) if b is None and params == self.default_graph_params else None
+        if stored is not None:
+            return stored
         kw: dict[str, Any] = {k: (list(v) if isinstance(v, tuple) else v) for k, v in params}
-        G = class_graph(self.run, a, **kw) if b is None else compare_graph(self.run, a, b, **kw)
-        return json.dumps(to_json(G), separators=(",", ":"), sort_keys=True).encode()
+        return graph_bytes(class_graph(self.run, a, **kw) if b is None else compare_graph(self.run, a, b, **kw))
 
     def _embedding(self, method: str) -> list[dict]:
         """Every layer's class layout: the stored one (computed and stored on first use); computed
@@ -305,6 +323,7 @@ class Api:
                         "n_classes": len(self.run.class_names)},
             "has_examples": (self.root / "examples.parquet").is_file(),
             "featurevis": {l: self.featurevis_channels(l) for l in self.run.layers},
+            "pages": sorted(p.name for p in STATIC_DIR.glob("*.html") if p.name != "index.html"),
         }
 
     def classes(self) -> list[dict]:
@@ -351,6 +370,53 @@ class Api:
             "featurevis_url": f"/api/featurevis/{layer}/{channel}.png" if fv else None,
         }
 
+    # --- class similarity, feature vis listing, warm-up --------------------------------------
+    def _similarity_rows(self, layer: str | None) -> np.ndarray:
+        """The embedding's class vectors (A rows of the embedding selection) of one layer, or of
+        all layers side by side, scaled to unit length: their dot products are cosine similarities."""
+        from .embedding import class_vectors
+        m = np.concatenate([class_vectors(self.run, l, None) for l in ([layer] if layer else self.run.layers)],
+                           axis=1)
+        norm = np.linalg.norm(m, axis=1, keepdims=True)
+        return np.divide(m, norm, out=np.zeros_like(m), where=norm > 0)
+
+    def similar(self, cls: int, layer: str | None) -> dict:
+        """Cosine similarity of every class's A row to class `cls`'s (in `layer`, None: all)."""
+        u = self.similarity_rows(layer)
+        return {"class": self.run.class_names[cls], "layer": layer,
+                "similarity": np.round(u @ u[cls], 6).tolist()}
+
+    def diversity_file(self, layer: str, channel: int, i: int) -> Path | None:
+        """A rendered diversity image of a validated unit, if inside the run."""
+        from .featurevis import diversity_path
+        return _file_inside(diversity_path(self.root, layer, channel, i), self.root)
+
+    def featurevis_listing(self) -> dict:
+        """Rendered feature vis and diversity images per layer, and a stamp that changes when
+        ``summit render`` adds or replaces images (pages poll it)."""
+        from .featurevis import diversity_counts
+        base = self.root / "featurevis"
+        watched = [base, *(base / l for l in self.run.layers), *base.glob("*.json")]
+        stamp = max((p.stat().st_mtime_ns for p in watched if p.exists()), default=0)
+        return {"featurevis": {l: self.featurevis_channels(l) for l in self.run.layers},
+                "diversity": {l: {str(c): n for c, n in diversity_counts(self.root, l).items()
+                                  if self.diversity_file(l, c, 0)} for l in self.run.layers},
+                "stamp": str(stamp)}
+
+    def warm_up(self) -> threading.Thread:
+        """Load what a first page view needs besides the graph tables (loaded by ``create_app``) in
+        the background: the stored embedding and the class similarity rows. Errors are left to the
+        requests."""
+        def work() -> None:
+            for step in (lambda: self.embedding(EMBEDDING_DEFAULT), lambda: self.similarity_rows(None)):
+                try:
+                    step()
+                except Exception:  # noqa: BLE001 - the request that needs it reports it
+                    pass
+        t = threading.Thread(target=work, name="summit-warm-up", daemon=True)
+        t.start()
+        return t
+
 
 def create_app(run_dir: str | os.PathLike, cache_size: int = 256, hosts: HostCheck | None = None) -> Flask:
     """The Flask app serving the run at ``run_dir`` (raises SummitError if it is not a run, or if
@@ -358,7 +424,8 @@ def create_app(run_dir: str | os.PathLike, cache_size: int = 256, hosts: HostChe
     app = Flask(__name__, static_folder=str(STATIC_DIR), static_url_path="/static")
     api = Api(run_dir, cache_size)
     api.run.preload_influence(INFLUENCE_MEMORY_BYTES)
-    api.graph(0, None, api.graph_params({}, ()))  # one-time set-up (dense matrices) before the first request
+    from .graph import dense
+    dense(api.run)  # one-time set-up (dense matrices) before the first computed graph
     app.extensions["summit"] = api
     host_ok = hosts or HostCheck()
     from .explain_api import blocks_blueprint
@@ -428,12 +495,34 @@ def create_app(run_dir: str | os.PathLike, cache_size: int = 256, hosts: HostChe
     @app.get("/api/embedding")
     def embedding() -> Response:
         from .embedding import EMBEDDING_METHODS
-        method = request.args.get("method") or "umap"
+        method = request.args.get("method") or EMBEDDING_DEFAULT
         if method not in EMBEDDING_METHODS:
             raise ApiError(400, f"bad method {method!r}; valid: {', '.join(EMBEDDING_METHODS)}")
         layer = request.args.get("layer") or api.run.layers[-1]
         api.layer(layer, status=400)
         return jsonify(layer=layer, method=method, points=[p for p in api.embedding(method) if p["layer"] == layer])
+        layer = request.args.get("layer") or None
+        return jsonify(api.embedding(None if layer is None else api.layer(layer, status=400),
+                                     request.args.get("method") or None))
+
+    @app.get("/api/similar")
+    def similar() -> Response:
+        layer = request.args.get("layer") or None
+        return jsonify(api.similar(api.cls(required("class")),
+                                   None if layer is None else api.layer(layer, status=400)))
+
+    @app.get("/api/featurevis")
+    def featurevis_listing() -> Response:
+        return jsonify(api.featurevis_listing())
+
+    @app.get("/api/diversity/<layer>/<channel>/<i>.png")
+    def diversity(layer: str, channel: str, i: str) -> Response:
+        layer, ch = api.channel(layer, channel)
+        p = api.diversity_file(layer, ch, _parse_int("image", i, 0, 15, status=404))
+        if p is None:
+            raise ApiError(404, f"no diversity image {i} rendered for {layer}:{ch} "
+                                f"(render them with `summit render --run DIR ... --diversity 4`)")
+        return send_file(p, mimetype="image/png", max_age=60)
 
     @app.get("/api/layer/<layer>")
     def layer(layer: str) -> Response:
@@ -563,8 +652,9 @@ def _worker(run_dir: str, host: str, port: int, allow_hosts: list[str], threads:
     if os.getppid() != parent:  # the parent ended before the line above
         return
     logging.getLogger("waitress.queue").setLevel(logging.ERROR)
-    srv = make_http_server(create_app(run_dir, hosts=HostCheck(host, allow_hosts)), host, port, threads,
-                           reuse_port=True)
+    app = create_app(run_dir, hosts=HostCheck(host, allow_hosts))
+    app.extensions["summit"].warm_up()
+    srv = make_http_server(app, host, port, threads, reuse_port=True)
     ready.set()
     srv.serve_forever()
 
@@ -576,6 +666,9 @@ def serve(run_dir: str | os.PathLike, host: str = "127.0.0.1", port: int = 5000,
     import multiprocessing as mp
     allow = list(allow_hosts)
     app = create_app(run_dir, hosts=HostCheck(host, allow))
+    app.extensions["summit"].warm_up()
+    from .graphcache import build_in_background
+    builder = build_in_background(app.extensions["summit"].run)  # default graphs, served once stored
     srv = make_http_server(app, host, port, threads, reuse_port=processes > 1)
     if host not in LOOPBACK_NAMES:
         print(f"summit: warning: serving on {host}: the UI has no authentication; anyone who can reach "
@@ -601,3 +694,5 @@ def serve(run_dir: str | os.PathLike, host: str = "127.0.0.1", port: int = 5000,
         srv.shutdown()
         for w, _ in workers:
             w.terminate()
+        if builder is not None:
+            builder.terminate()

@@ -36,7 +36,7 @@ import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
-from .models import SummitError
+from .errors import SummitError
 
 SCHEMA_VERSION = 2
 ACTIVATION_SCHEMA = pa.schema([("selection", pa.string()), ("layer", pa.string()), ("class", pa.int32()),
@@ -51,7 +51,8 @@ INFLUENCE_ROW_BYTES = 40  # in memory: 4 int columns plus the layer pair name
 
 
 RUN_FILES = {"run.json", "classes.parquet", "activations.parquet", "influence.parquet", "examples.parquet",
-             "examples", "embedding.parquet", "featurevis", "graphs", "shard.pt"}
+             "examples", "embedding.parquet", "featurevis", "graphs", "shard.pt",
+             "graphs.parquet"}
 STAGING = ".summit-tmp-"  # marks temporary files and directories: .<name>.summit-tmp-<pid>@<host>[~...]
 
 

@@ -15,7 +15,8 @@ import pytest
 
 from summit.cli import main
 from summit.export import to_json, to_summit, write_graph
-from summit.graph import class_graph, compare_graph, compose_max_min, mass_threshold, pagerank
+from summit.graph import (class_graph, compare_graph, compose_max_min, connected_mass, mass_threshold,
+                          pagerank)
 from summit.models import SummitError
 from summit.store import Run
 
@@ -353,3 +354,59 @@ def test_pagerank_graph_equals_summits_rule_on_inception(inception_run, cls):
     assert set(G) == kept and G.graph["settings"]["mass"] == pytest.approx(mass)
     assert {frozenset(e) for e in G.edges} == {frozenset(e) for e in edges}
     assert {d["route"] for *_, d in G.edges(data=True)} <= {"direct", "bottleneck"}
+
+
+def stepwise_mass(pr: np.ndarray, u: np.ndarray, v: np.ndarray, group: np.ndarray, mass: float,
+                  step: float) -> float:
+    """Summit's threshold loop as written: cut, test every group, raise the mass by one step."""
+    start, k = mass, 0
+    while True:
+        keep = mass_threshold(pr, mass)
+        both = keep[u] & keep[v]
+        if mass >= 1 or set(group.tolist()) <= set(group[both].tolist()):
+            return mass
+        k += 1
+        mass = min(1.0, round(start + k * step, 10))
+
+
+def test_connected_mass_equals_the_stepwise_loop():
+    rng = np.random.default_rng(3)
+    for trial in range(300):
+        n = int(rng.integers(2, 60))
+        m = int(rng.integers(0, 3 * n))
+        u, v = rng.integers(0, n, m), rng.integers(0, n, m)
+        group = rng.integers(0, int(rng.integers(1, 6)), m)
+        pr = rng.random(n) ** 4
+        if trial % 3 == 0:
+            pr = np.round(pr, 1) + 1e-3  # ties
+        pr /= pr.sum()
+        for mass, step in ((0.075, 0.005), (0.3, 0.1), (0.01, 0.0007), (0.9, 0.5), (1.0, 0.005)):
+            assert connected_mass(pr, u, v, group, mass, step) == stepwise_mass(pr, u, v, group, mass, step)
+
+
+def test_stored_graphs(sample_run, tmp_path):
+    """`summit graphs` stores every class's default graph as the server sends it; a changed run
+    makes the store stale, and readers ignore it until it is rebuilt."""
+    import os
+
+    from summit.graphcache import CACHE_FILE, GraphCache, graph_bytes, is_fresh, stored_key
+    path = private_copy(sample_run, tmp_path / "run")
+    run = Run(path)
+    reader = GraphCache(run)
+    assert reader.get(0) is None and not is_fresh(run)
+    assert main(["graphs", "--run", str(path), "--quiet"]) == 0
+    assert is_fresh(run)
+    t = pq.read_table(path / CACHE_FILE)
+    assert t.column("class").to_pylist() == list(range(len(run.class_names)))
+    for c, body in enumerate(t.column("json").to_pylist()):
+        assert body == graph_bytes(class_graph(run, c))
+    reader._checked = float("-inf")  # as if RECHECK_SECONDS had passed
+    assert reader.get(4) == graph_bytes(class_graph(run, 4))
+    key = stored_key(path / CACHE_FILE)
+    st = (path / "classes.parquet").stat()
+    os.utime(path / "classes.parquet", ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))  # the run changed
+    changed = Run(path)
+    assert not is_fresh(changed) and GraphCache(changed).get(4) is None
+    assert main(["graphs", "--run", str(path), "--quiet"]) == 0
+    assert stored_key(path / CACHE_FILE) != key and is_fresh(changed)
+    assert [p.name for p in path.iterdir() if p.name.startswith(".")] == []  # written atomically

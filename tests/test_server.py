@@ -8,6 +8,8 @@ import re
 import shutil
 import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections import Counter
@@ -22,6 +24,7 @@ from flask.testing import FlaskClient
 from PIL import Image
 
 from summit.cli import build_parser
+from summit.embedding import class_embedding
 from summit.export import to_json
 from summit.graph import class_graph, compare_graph
 from summit.server import STATIC_DIR, HostCheck, Memo, create_app, make_http_server
@@ -223,11 +226,13 @@ def test_static_app_is_self_contained(client: FlaskClient) -> None:
     html = r.data.decode()
     for src in re.findall(r'(?:src|href)="([^"]+)"', html):
         if not src.startswith("data:"):
-            assert src.startswith("/static/"), src
+            assert src.startswith(("/static/", "/api/")), src  # local: the app or its API
             assert client.get(src).status_code == 200, src
     assert "/static/vendor/d3.v7.min.js" in html
-    for f in ("index.html", "app.js", "style.css"):
-        text = (STATIC_DIR / f).read_text()
+    files = [p for p in STATIC_DIR.iterdir() if p.suffix in (".html", ".js", ".css")]
+    assert {"index.html", "app.js", "api.js", "graph.js", "style.css"} <= {p.name for p in files}
+    for p in files:
+        f, text = p.name, p.read_text()
         assert not re.search(r"https?://(?!www\.w3\.org/2000/svg)", text), f"{f} references a remote URL"
     assert "default-src 'self'" in r.headers["Content-Security-Policy"]
     assert r.headers["X-Content-Type-Options"] == "nosniff"
@@ -289,6 +294,14 @@ def test_serve_defaults_to_loopback() -> None:
     ("/api/export/099_goose.json?compare=zzz", 400, "unknown class 'zzz'"),
     ("/api/export/099_goose.json?method=topn&top_n=x", 400, "top_n must be an integer, got 'x'"),
     ("/api/nothing", 404, "not found: /api/nothing"),
+    ("/api/graph?class=099_goose&keep_dangling=2", 400, "bad keep_dangling '2'; valid: 0, 1"),
+    ("/api/similar", 400, "missing parameter 'class'"),
+    ("/api/similar?class=goose", 400, "unknown class 'goose'; close matches: 099_goose"),
+    ("/api/similar?class=099_goose&layer=conv1", 400, "unknown layer 'conv1'; valid: fire2"),
+    ("/api/embedding?layer=conv1", 400, "unknown layer 'conv1'; valid: fire2"),
+    ("/api/diversity/fire5/7/0.png", 404, "no diversity image 0 rendered for fire5:7"),
+    ("/api/diversity/fire5/7/16.png", 404, "image must be in 0..15, got 16"),
+    ("/api/diversity/fire5/256/0.png", 404, "channel must be in 0..255, got 256"),
 ])
 def test_bad_input_messages(client: FlaskClient, url: str, status: int, message: str) -> None:
     err = get_json(client, url, status)["error"]
@@ -319,6 +332,9 @@ TRAVERSALS = [
     "/api/featurevis/..%2F..%2Fsecret.txt/1.png",
     "/api/featurevis/fire5/..%2F..%2F..%2F..%2Fsecret.png",
     "/api/featurevis/fire5/8.png",  # a symlink in the run pointing outside it
+    "/api/diversity/..%2F..%2Fsecret.txt/1/0.png",
+    "/api/diversity/fire5/..%2F..%2Fsecret/0.png",
+    "/api/diversity/fire5/7/..%2F..%2F..%2Fsecret.png",
     "/api/channel/..%2F..%2F/1",
     "/api/layer/..%2F..%2Fsecret.txt",
     "/api/export/..%2F..%2Fsecret.txt.json",
@@ -494,3 +510,119 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+# -- class similarity, per-layer embedding, feature vis listing, diversity, warm-up --------------
+def test_similar_is_cosine_similarity_of_a_rows(client: FlaskClient, run: Run) -> None:
+    """Similarity of the A rows the embedding uses (Summit's tau 0.01 selection), per layer or all."""
+    from scipy.spatial.distance import cdist
+    i = run.class_index("099_goose")
+    for layer in ("fire5", None):
+        d = get_json(client, "/api/similar?class=099_goose" + (f"&layer={layer}" if layer else ""))
+        a = np.hstack([run.activation_matrix(l, "count", "mass0.01") for l in ([layer] if layer else run.layers)])
+        assert d["class"] == "099_goose" and d["layer"] == layer and len(d["similarity"]) == len(run.class_names)
+        np.testing.assert_allclose(d["similarity"], 1 - cdist(a, a[[i]], "cosine")[:, 0], atol=1e-6)
+        assert d["similarity"][i] == pytest.approx(1.0)
+    assert get_json(client, "/api/similar?class=5")["class"] == run.class_names[5]
+
+
+def test_embedding_of_one_layer(client: FlaskClient, run: Run) -> None:
+    d = get_json(client, "/api/embedding?layer=fire5&method=pca")
+    ref = [r for r in class_embedding(run, "pca") if r["layer"] == "fire5"]
+    assert d["layer"] == "fire5" and d["method"] == "pca"
+    assert [(p["name"], p["x"], p["y"]) for p in d["points"]] == [(r["name"], r["x"], r["y"]) for r in ref]
+    assert d["points"] != get_json(client, "/api/embedding?layer=fire9&method=pca")["points"]
+    top = get_json(client, "/api/embedding")
+    assert (top["layer"], top["method"]) == (run.layers[-1], "umap") and {p["layer"] for p in top["points"]} == {run.layers[-1]}
+
+
+def test_keep_dangling_keeps_units_without_edges(client: FlaskClient, run: Run) -> None:
+    g = get_json(client, "/api/graph?class=3&method=topn&top_n=2&edges_per_node=0&keep_dangling=1")
+    ref = class_graph(run, 3, method="topn", top_n=2, edges_per_node=0, keep_dangling=True)
+    assert g == json.loads(json.dumps(to_json(ref)))
+    assert not g["links"] and Counter(n["layer"] for n in g["nodes"]) == {l: 2 for l in run.layers}
+    assert get_json(client, "/api/graph?class=3&method=topn&top_n=2&edges_per_node=0")["nodes"] == []  # the default
+
+
+def test_meta_lists_extra_pages(client: FlaskClient) -> None:
+    pages = get_json(client, "/api/meta")["pages"]
+    assert pages == sorted(p.name for p in STATIC_DIR.glob("*.html") if p.name != "index.html")
+    assert "index.html" not in pages
+
+
+@pytest.fixture(scope="module")
+def div_dir(sample_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A copy of the sample run with diversity images: fire5:7 has d0..d3, fire5:9 d0..d1,
+    fire5:11 only d1 (no d0: not listed), fire5:12 a d0 linking out of the run."""
+    root = tmp_path_factory.mktemp("diversity")
+    (root / "secret.png").write_bytes(SECRET.encode())
+    out = Path(shutil.copytree(sample_run, root / "run"))
+    d = out / "featurevis" / "fire5"
+    d.mkdir(parents=True)
+    for ch, idx in ((7, range(4)), (9, range(2)), (11, [1])):
+        for i in idx:
+            Image.new("RGB", (16, 16), (40 * i, ch, 90)).save(d / f"{ch}_d{i}.png")
+    (d / "12_d0.png").symlink_to(root / "secret.png")
+    return out
+
+
+def test_featurevis_listing_and_diversity_images(div_dir: Path) -> None:
+    client = create_app(div_dir).test_client()
+    first = get_json(client, "/api/featurevis")
+    assert first["diversity"]["fire5"] == {"7": 4, "9": 2}
+    assert all(first["diversity"][l] == {} for l in first["diversity"] if l != "fire5")
+    assert first["featurevis"]["fire5"] == []  # diversity files are not channel images
+    r = client.get("/api/diversity/fire5/7/2.png")
+    assert r.status_code == 200 and r.mimetype == "image/png"
+    assert r.data == (div_dir / "featurevis" / "fire5" / "7_d2.png").read_bytes()
+    assert "no diversity image 2 rendered for fire5:9" in get_json(client, "/api/diversity/fire5/9/2.png", 404)["error"]
+    r = client.get("/api/diversity/fire5/12/0.png")
+    assert r.status_code == 404 and SECRET.encode() not in r.data
+    time.sleep(0.01)
+    Image.new("RGB", (16, 16)).save(div_dir / "featurevis" / "fire5" / "3.png")  # rendered later
+    second = get_json(client, "/api/featurevis")
+    assert second["featurevis"]["fire5"] == [3] and second["stamp"] != first["stamp"]
+    assert get_json(client, "/api/featurevis")["stamp"] == second["stamp"]
+
+
+def test_serving_does_not_import_torch() -> None:
+    """The server and the graph code load without torch (seconds of start-up on a busy machine)."""
+    code = ("import sys, summit.server, summit.graph, summit.graphcache, summit.embedding, summit.export, "
+            "summit.cli; print(sorted(m for m in ('torch', 'torchvision') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+
+
+def test_warm_up_loads_what_the_first_page_needs(run_dir: Path) -> None:
+    app = create_app(run_dir)
+    api, client = app.extensions["summit"], app.test_client()
+    t = api.warm_up()
+    t.join(120)
+    assert not t.is_alive() and (api.similarity_rows.misses, api.embedding.misses) == (1, 1)
+    get_json(client, "/api/similar?class=4")
+    get_json(client, "/api/embedding")
+    assert (api.similarity_rows.misses, api.embedding.misses) == (1, 1)  # computed by the warm-up
+
+
+def test_default_graphs_come_from_the_stored_graphs(sample_run: Path, tmp_path: Path) -> None:
+    """With `summit graphs` run, default-settings graphs are answered from graphs.parquet (here
+    with a planted body, to see where the answer comes from); other settings are computed."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from summit.graphcache import CACHE_FILE, build, graph_bytes
+    from summit.store import write_table
+    out = tmp_path / "run"
+    shutil.copytree(sample_run, out)
+    run = Run(out)
+    build(run, progress=False)
+    t = pq.read_table(out / CACHE_FILE)
+    bodies = t.column("json").to_pylist()
+    assert bodies[2] == graph_bytes(class_graph(run, 2))
+    bodies[2] = b'{"planted":true}'
+    write_table(t.set_column(1, t.schema.field("json"), pa.array(bodies, pa.binary())), out / CACHE_FILE)
+    client = create_app(out).test_client()
+    assert get_json(client, f"/api/graph?class={run.class_names[2]}") == {"planted": True}
+    assert get_json(client, "/api/graph?class=3").get("nodes")  # stored, the real graph
+    assert get_json(client, f"/api/graph?class=2&selection={run.check_selection(None)}") == {"planted": True}
+    computed = get_json(client, "/api/graph?class=2&mass=0.075&mass_step=0.01")
+    assert computed == json.loads(graph_bytes(class_graph(run, 2, mass_step=0.01)))
+    assert get_json(client, "/api/compare?a=2&b=3")["summit"]["kind"] == "compare"

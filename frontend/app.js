@@ -1,0 +1,158 @@
+// Summit UI entry point: loads the run's metadata, wires the views together, restores the URL
+// hash and keeps the feature visualizations current. Views are ES modules (sidebar, embedding,
+// graph, detail, units, compare, export); D3 v7 is the global `d3` from /static/vendor.
+
+import { api, showError } from "./api.js";
+import { $, debounce, el } from "./dom.js";
+import { actions, classByName, readHash, setFeaturevis, state, writeHash } from "./state.js";
+import { loadSimilarity, renderClassList, wireSidebar } from "./sidebar.js";
+import { markEmbedding, renderEmbedding, wireEmbedding } from "./embedding.js";
+import { drawGraph, fit, hidePopover, loadGraph, resizeGraph } from "./graph.js";
+import { closeChannel, openChannel } from "./detail.js";
+import { loadUnits, renderUnits, wireUnits } from "./units.js";
+import { wireCompare } from "./compare.js";
+import { drawFigure, setFigureMode, wireExport } from "./export.js";
+
+const POLL_MS = 15000;
+
+function selectClass(name) {
+  if (state.compare && state.selected && name !== state.selected && state.compareWith === name) {
+    state.compareWith = state.selected;        // swap instead of comparing a class with itself
+    $("#compare-select").value = state.compareWith;
+  }
+  state.selected = name;
+  loadGraph();            // requests first, then the DOM work while they run
+  loadSimilarity();
+  renderClassList();
+  markEmbedding();
+  showTab("graph");
+}
+
+/** First class shown: a well-classified one (within 10 points of the best accuracy, the one
+ * with most images), not merely the largest. */
+function startClass() {
+  const scored = state.classes.filter((c) => c.accuracy != null && c.n_images > 0);
+  const pool = scored.length ? scored.filter((c) => c.accuracy >= d3.max(scored, (c) => c.accuracy) - 0.1) : state.classes;
+  return pool.slice().sort((a, b) => b.n_images - a.n_images || (a.name < b.name ? -1 : 1))[0]?.name;
+}
+
+function showTab(tab) {
+  state.tab = tab;
+  document.querySelectorAll("#tabs button").forEach((b) => b.classList.toggle("active", b.dataset.tab === tab));
+  $("#graph-view").hidden = tab !== "graph";
+  $("#units-view").hidden = tab !== "units";
+  if (tab === "units" && (!state.units || state.units.layer !== state.layer)) loadUnits();
+  writeHash();
+}
+
+const redrawGraph = () => state.graph && drawGraph(state.graph);
+Object.assign(actions, { selectClass, openChannel, loadGraph, drawFigure });
+
+function showRuleControls() {
+  const topn = state.params.method === "topn";
+  document.querySelectorAll(".topn-only").forEach((e) => { e.hidden = !topn; });
+  document.querySelectorAll(".pagerank-only").forEach((e) => { e.hidden = topn; });
+}
+
+function wireGraphControls() {
+  $("#method").value = state.params.method;
+  const sel = $("#selection");
+  sel.replaceChildren(el("option", { value: "", text: `default (${state.meta.default_selection})` }),
+    ...state.meta.selections.map((s) => el("option", { value: s, text: s })));
+  sel.value = state.params.selection;
+  $("#ubiquitous").checked = state.params.ubiquitous;
+  const onRule = (key, value) => { state.params[key] = value; showRuleControls(); loadGraph(); };
+  $("#method").addEventListener("change", (ev) => onRule("method", ev.target.value));
+  sel.addEventListener("change", (ev) => onRule("selection", ev.target.value));
+  $("#ubiquitous").addEventListener("change", (ev) => onRule("ubiquitous", ev.target.checked));
+  showRuleControls();
+  const refetch = debounce(loadGraph, 150);
+  const mass = $("#mass");
+  const showMass = () => { $("#mass-value").textContent = `${+(state.params.mass * 100).toFixed(1)} %`; };
+  mass.value = state.params.mass * 100;
+  showMass();
+  mass.addEventListener("input", () => {
+    state.params.mass = Math.round(+mass.value * 10) / 1000;
+    showMass();
+    refetch();
+  });
+  for (const [id, key] of [["top-n", "top_n"], ["edges-per-node", "edges_per_node"]]) {
+    const input = $(`#${id}`);
+    input.value = state.params[key];
+    $(`#${id}-value`).textContent = input.value;
+    input.addEventListener("input", () => {
+      state.params[key] = +input.value;
+      $(`#${id}-value`).textContent = input.value;
+      refetch();
+    });
+  }
+  $("#hide-le").addEventListener("input", (ev) => {
+    state.hideLe = +ev.target.value;
+    $("#hide-le-value").textContent = state.hideLe;
+    writeHash();
+    redrawGraph();
+  });
+  $("#zoom-fit").addEventListener("click", () => fit("all"));
+  $("#zoom-width").addEventListener("click", () => fit("width"));
+  $("#zoom-reset").addEventListener("click", () => fit("reset"));
+  document.querySelectorAll("#tabs button").forEach((b) => b.addEventListener("click", () => showTab(b.dataset.tab)));
+  new ResizeObserver(debounce(resizeGraph, 50)).observe($("#graph"));
+  document.addEventListener("keydown", (ev) => {
+    if (ev.key === "Escape" && !state.figure && state.detail && !ev.target.closest?.("#search-box")) closeChannel();
+  });
+  $("#graph").addEventListener("mouseleave", hidePopover);
+}
+
+/** Pick up feature visualizations rendered while the page is open (poll and on focus). */
+async function refreshFeaturevis() {
+  let listing;
+  try {
+    listing = await api("/api/featurevis");
+  } catch {
+    return;   // the server may be restarting; the next poll tries again
+  }
+  if (!setFeaturevis(listing)) return;
+  redrawGraph();
+  renderUnits();
+  if (state.detail) {
+    const [, layer, ch] = /^(.+):(\d+)$/.exec(state.detail);
+    openChannel(layer, +ch);
+  }
+}
+
+async function main() {
+  try {
+    const [meta, cls, fv] = await Promise.all([api("/api/meta"), api("/api/classes"), api("/api/featurevis")]);
+    state.meta = meta;
+    state.classes = cls.classes;
+    setFeaturevis(fv);
+  } catch (err) {
+    showError(err);
+    return;
+  }
+  const m = state.meta;
+  $("#run-info").textContent = `${m.model} (${m.weights}) · ${m.dataset.n_images} images · ` +
+    `${m.dataset.n_classes} classes · ${m.layers.length} layers`;
+  if ((m.pages || []).includes("blocks.html")) {
+    $("#nav-blocks").href = "/static/blocks.html";
+    $("#nav-blocks").hidden = false;
+  }
+  const h = readHash();
+  wireSidebar(renderEmbedding);
+  wireEmbedding();
+  wireGraphControls();
+  wireCompare();
+  wireExport(redrawGraph);
+  wireUnits();
+  if (state.figure) setFigureMode(true);
+  renderEmbedding();
+  selectClass(classByName(h.cls) ? h.cls : startClass());
+  if (h.tab === "units") showTab("units");
+  const unit = /^(.+):(\d+)$/.exec(h.unit || "");
+  if (unit) openChannel(unit[1], +unit[2]);
+  setInterval(() => { if (!document.hidden) refreshFeaturevis(); }, POLL_MS);
+  window.addEventListener("focus", refreshFeaturevis);
+  document.body.dataset.ready = "1";
+}
+
+main();

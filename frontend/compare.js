@@ -1,0 +1,43 @@
+// Compare mode: a second class; the server's union of both graphs is drawn coloured by membership
+// (graph.js; its legend names both classes).
+
+import { $ } from "./dom.js";
+import { actions, state } from "./state.js";
+import { renderClassList } from "./sidebar.js";
+import { markEmbedding } from "./embedding.js";
+
+/** Membership colours (Okabe-Ito blue, orange, reddish purple: distinguishable with colour blindness). */
+export const COLORS = { a: "#0072b2", b: "#e69f00", both: "#cc79a7" };
+
+/** The second-class menu, shown and filled while comparing (a thousand options cost a cold start time). */
+function showSelect(sel, on) {
+  if (on && !sel.options.length) {
+    sel.append(...state.classes.map((c) => new Option(c.name, c.name)));
+    if (state.compareWith) sel.value = state.compareWith;
+  }
+  sel.hidden = !on;
+}
+
+export function wireCompare() {
+  const sel = $("#compare-select");
+  $("#compare-toggle").checked = state.compare;
+  showSelect(sel, state.compare);
+  const changed = () => {
+    renderClassList();
+    markEmbedding();
+    actions.loadGraph();
+  };
+  $("#compare-toggle").addEventListener("change", (ev) => {
+    state.compare = ev.target.checked;
+    showSelect(sel, state.compare);
+    if (state.compare && (!sel.value || sel.value === state.selected)) {
+      sel.value = state.classes.find((c) => c.name !== state.selected)?.name ?? "";
+    }
+    state.compareWith = state.compare ? sel.value : null;
+    changed();
+  });
+  sel.addEventListener("change", () => {
+    state.compareWith = sel.value;
+    changed();
+  });
+}

@@ -1,0 +1,119 @@
+// Channel detail panel (right): feature visualization and diversity images, dataset examples with
+// their classes, statistics, the unit's top inputs (attr_channels, also outside the graph) and
+// the classes whose images select it most often (the run's default selection). The panel collapses when empty.
+
+import { api, showError } from "./api.js";
+import { $, cropHtml, el, fmt, pct } from "./dom.js";
+import { actions, diversityOf, state, thumbOf, writeHash } from "./state.js";
+import { thumbHtml } from "./units.js";
+
+function markSelected(id) {
+  d3.selectAll("#graph g.node").classed("selected", (n) => n.id === id);
+  document.querySelectorAll(".unit").forEach((u) => u.classList.toggle("selected", u.dataset.node === id));
+}
+
+export function closeChannel() {
+  state.detail = null;
+  const panel = $("#channel-detail");
+  panel.dataset.node = "";
+  panel.replaceChildren();
+  document.body.classList.remove("detail-open");
+  markSelected(null);
+  writeHash();
+}
+
+/** A class name that may wrap after its underscores (<wbr>; no truncation, text unchanged). */
+function breakable(name, attrs = {}) {
+  const parts = name.split("_");
+  const last = parts.length - 1;
+  return el("span", attrs, ...parts.flatMap((p, i) => (i < last ? [`${p}_`, document.createElement("wbr")] : [p])));
+}
+
+/** The layer feeding `layer` (the previous one in the run's order). */
+const inputLayer = (layer) => {
+  const names = state.meta.layers.map((l) => l.name);
+  return names[names.indexOf(layer) - 1] ?? null;
+};
+
+function section(title, ...body) {
+  return [el("h2", { text: title }), ...body];
+}
+
+export async function openChannel(layer, channel) {
+  const id = `${layer}:${channel}`;
+  state.detail = id;
+  writeHash();
+  markSelected(id);
+  const panel = $("#channel-detail");
+  panel.dataset.node = id;
+  let d;
+  try {
+    d = await api(`/api/channel/${encodeURIComponent(layer)}/${channel}`);
+  } catch (err) {
+    showError(err);
+    return;
+  }
+  if (state.detail !== id) return;
+  document.body.classList.add("detail-open");
+  const head = el("div", { class: "detail-head" }, el("h3", { text: id }),
+    el("span", { class: "note", text: `unit ${channel} of ${layer}` }),
+    el("button", { title: "close (Esc)", "aria-label": "close the channel detail", text: "×", onclick: closeChannel }));
+
+  const t = thumbOf(layer, channel);
+  const divs = diversityOf(layer, channel);
+  const fv = [];
+  if (t?.kind === "fv") fv.push(el("img", { class: "fv-img", id: "detail-featurevis", src: t.url, alt: `feature visualization of ${id}` }));
+  if (divs.length) {
+    fv.push(el("div", { class: "diversity", id: "detail-diversity" },
+      ...divs.map((u, i) => el("img", { src: u, alt: `diversity image ${i + 1} of ${id}` }))));
+  }
+  if (!fv.length) fv.push(el("p", { class: "note", text: "Not rendered yet (summit render --run DIR [--diversity 4])." }));
+
+  const exBox = el("div", { class: "examples", id: "detail-examples" });
+  d.examples.forEach((r, i) => {
+    const name = state.classes[r.class]?.name ?? String(r.class);
+    exBox.append(el("div", { class: "example", title: `${r.image}\nclass ${name}\nactivation ${r.value.toFixed(2)}` },
+      cropHtml(d.examples_url, i, null), breakable(name)));
+  });
+
+  const stats = el("table", { class: "stats-table" },
+    el("tr", {}, el("td", { text: `selected (${state.meta.default_selection}) in` }), el("td", { text: `${d.count} of ${d.n_images} images` })),
+    el("tr", {}, el("td", { text: "mean activation (spatial max)" }), el("td", { text: fmt(d.mean_activation) })));
+
+  const node = state.graph?.nodes.find((n) => n.id === id);
+  const src = inputLayer(layer);
+  const attr = node?.attr_channels && src
+    ? el("ul", { class: "attr-channels", id: "detail-attr" }, ...node.attr_channels.map((a) => {
+      const li = el("li", { tabindex: 0, "data-node": `${src}:${a.channel}`, title: `open ${src}:${a.channel}`,
+        onclick: () => actions.openChannel(src, a.channel),
+        onkeydown: (ev) => { if (ev.key === "Enter") actions.openChannel(src, a.channel); } },
+      thumbHtml(src, a.channel, 44), el("span", { text: `${src}:${a.channel}` }),
+      el("span", { class: "note", text: `influence count ${a.count}` }));
+      li.classList.toggle("in-graph", state.graph.nodes.some((n) => n.id === `${src}:${a.channel}`));
+      return li;
+    }))
+    : null;
+
+  // ordered by count, drawn by count (the fraction of each class's own images is in the text)
+  const maxCount = d3.max(d.top_classes, (c) => c.count) || 1;
+  const tops = el("ul", { class: "top-classes", id: "detail-top-classes" }, ...d.top_classes.map((c) => {
+    const bar = el("div", { class: "bar" }, el("span"));
+    bar.firstChild.style.width = `${(100 * c.count) / maxCount}%`;
+    const li = el("li", { "data-class": c.name, tabindex: 0, title: `mean activation ${fmt(c.mean)}`,
+      onclick: () => actions.selectClass(c.name),
+      onkeydown: (ev) => { if (ev.key === "Enter") actions.selectClass(c.name); } },
+    breakable(c.name, { class: "cls" }),
+    el("span", { class: "note", text: `${c.count} image${c.count === 1 ? "" : "s"} · ${pct(c.fraction)} of the class` }), bar);
+    li.classList.toggle("current", c.name === state.selected || (state.compare && c.name === state.compareWith));
+    return li;
+  }));
+
+  panel.replaceChildren(head,
+    ...section(divs.length ? "Feature visualization and diversity" : "Feature visualization", ...fv),
+    ...section("Dataset examples",
+      d.examples.length ? exBox : el("p", { class: "note", text: "No dataset examples stored." })),
+    ...section("Statistics", stats),
+    ...(attr ? section("Top inputs (influence, also outside the graph)", attr) : []),
+    ...section("Top classes (images that select the unit)",
+      d.top_classes.length ? tops : el("p", { class: "note", text: "Never selected in any image." })));
+}

@@ -1,0 +1,104 @@
+// Class embedding: a 2-D layout of the classes from their A rows (one layout per layer, or all
+// layers together; the method named above it), coloured by top-1 accuracy on a colour-blind-safe
+// scale (cividis). Scroll to zoom, drag to pan; class names appear when zoomed in.
+
+import { api } from "./api.js";
+import { $, el, pct } from "./dom.js";
+import { actions, state } from "./state.js";
+
+const W = 280, H = 240, M = 12;
+const LABEL_K = 2.5, MAX_LABELS = 40;   // zoom from which labels show, and at most how many
+const NO_ACC = "#b9bec4";
+let emb = null;   // {svg, zoom, x0, y0, x, y, pts}
+let seq = 0;
+
+export async function renderEmbedding() {
+  const box = $("#embedding");
+  const layer = state.simLayer;
+  const my = ++seq;
+  let res;
+  try {
+    res = await api(`/api/embedding${layer ? `?layer=${encodeURIComponent(layer)}` : ""}`);
+  } catch (err) {
+    if (my === seq) box.replaceChildren(el("p", { class: "note", text: err.message }));
+    return;
+  }
+  if (my !== seq) return;
+  // one layout per layer (Summit's); with "all layers" chosen for similarity, the output layer's
+  const pts = res.points;
+  $("#embedding-method").textContent = `${String(res.method).toUpperCase()} of A rows · ${res.layer}`;
+  const x0 = d3.scaleLinear().domain(d3.extent(pts, (d) => d.x)).nice().range([M, W - M]);
+  const y0 = d3.scaleLinear().domain(d3.extent(pts, (d) => d.y)).nice().range([H - M, M]);
+  const r = d3.scaleSqrt().domain([0, d3.max(pts, (d) => d.n_images) || 1]).range([1.5, 5]);
+  const color = d3.scaleSequential(d3.interpolateCividis).domain([0, 1]);
+  const acc = new Map(state.classes.map((c) => [c.name, c.accuracy]));
+  const svg = d3.create("svg").attr("viewBox", `0 0 ${W} ${H}`).attr("id", "embedding-svg")
+    .attr("data-layer", res.layer).attr("data-method", res.method ?? "");
+  svg.append("rect").attr("width", W).attr("height", H).attr("fill", "#fafbfc").attr("rx", 4);
+  svg.append("g").attr("class", "points").selectAll("circle").data(pts).join("circle")
+    .attr("r", (d) => r(d.n_images))
+    .attr("fill", (d) => (acc.get(d.name) == null ? NO_ACC : color(acc.get(d.name))))
+    .attr("data-class", (d) => d.name)
+    .on("click", (ev, d) => actions.selectClass(d.name))
+    .append("title").text((d) => `${d.name} (${d.n_images} images, accuracy ${pct(acc.get(d.name))})`);
+  svg.append("g").attr("class", "labels");
+  const zoom = d3.zoom().scaleExtent([1, 60]).extent([[0, 0], [W, H]]).on("zoom", (ev) => {
+    emb.x = ev.transform.rescaleX(x0);
+    emb.y = ev.transform.rescaleY(y0);
+    emb.k = ev.transform.k;
+    svg.attr("data-k", ev.transform.k.toFixed(2));
+    place();
+  });
+  svg.call(zoom).on("dblclick.zoom", null);
+  box.replaceChildren(svg.node());
+  emb = { svg, zoom, x0, y0, x: x0, y: y0, k: 1, pts };
+  renderLegend(color);
+  place();
+}
+
+function place() {
+  emb.svg.selectAll("circle").attr("cx", (d) => emb.x(d.x)).attr("cy", (d) => emb.y(d.y));
+  markEmbedding();
+}
+
+/** Ring and label the selected and compared classes; when zoomed in, label the classes in view. */
+export function markEmbedding() {
+  if (!emb) return;
+  const { svg, x, y, pts } = emb;
+  const marked = (d) => d.name === state.selected || (state.compare && d.name === state.compareWith);
+  svg.selectAll("circle")
+    .classed("selected", (d) => d.name === state.selected)
+    .classed("compared", (d) => state.compare && d.name === state.compareWith);
+  svg.selectAll("circle.selected, circle.compared").raise();
+  const inView = (d) => x(d.x) >= 0 && x(d.x) <= W && y(d.y) >= 0 && y(d.y) <= H;
+  const shown = emb.k >= LABEL_K
+    ? pts.filter((d) => !marked(d) && inView(d)).sort((a, b) => b.n_images - a.n_images).slice(0, MAX_LABELS)
+    : [];
+  const labels = [...pts.filter(marked), ...shown];
+  svg.select("g.labels").raise().selectAll("text").data(labels, (d) => d.name).join("text")
+    .attr("data-class", (d) => d.name)
+    .classed("marked", marked)
+    .attr("x", (d) => x(d.x)).attr("y", (d) => y(d.y) - 7)
+    .attr("text-anchor", (d) => (x(d.x) < 70 ? "start" : x(d.x) > W - 70 ? "end" : "middle"))
+    .text((d) => d.name);
+  svg.attr("data-labels", labels.length);
+}
+
+function renderLegend(color) {
+  const w = 150, svg = d3.create("svg").attr("width", W).attr("height", 26).attr("font-size", 9).attr("fill", "#68717d");
+  const grad = svg.append("defs").append("linearGradient").attr("id", "acc-gradient");
+  d3.range(0, 1.01, 0.1).forEach((t) => grad.append("stop").attr("offset", t).attr("stop-color", color(t)));
+  svg.append("text").attr("x", 0).attr("y", 9).text("top-1 accuracy");
+  svg.append("rect").attr("x", 70).attr("y", 1).attr("width", w - 70).attr("height", 9).attr("fill", "url(#acc-gradient)");
+  svg.append("text").attr("x", 70).attr("y", 21).text("0%");
+  svg.append("text").attr("x", w).attr("y", 21).attr("text-anchor", "end").text("100%");
+  svg.append("circle").attr("cx", w + 16).attr("cy", 6).attr("r", 4).attr("fill", NO_ACC);
+  svg.append("text").attr("x", w + 24).attr("y", 9).text("no labels");
+  $("#embedding-legend").replaceChildren(svg.node());
+}
+
+export function wireEmbedding() {
+  $("#embedding-reset").addEventListener("click", () => {
+    if (emb) emb.svg.call(emb.zoom.transform, d3.zoomIdentity);
+  });
+}

@@ -1,0 +1,464 @@
+// Attribution graph view: one row per layer (input at the bottom), nodes drawn as thumbnails,
+// barycentric row order, zoom/pan and fit, a hover popover with the unit's feature vis and
+// dataset examples (as Summit), diversity images switched by the pointer's position over a
+// node, a client-side count filter, and the legend. `layoutGraph`, `graphContent`, `legendGroup`
+// and `ruleText` are shared with the figure export (export.js), so screen and figure agree.
+
+import { api, showError } from "./api.js";
+import { $, cropHtml, el, fmt, pct } from "./dom.js";
+import { actions, classByName, diversityOf, ruleParams, state, thumbOf, writeHash } from "./state.js";
+import { COLORS } from "./compare.js";
+
+const ROW_H = 100, LABEL_W = 104, PAD = 16, NODE_MIN = 14, NODE_MAX = 58, GAP = 16;
+/** The vendored font (style.css; embedded in figures), so screen and figure look alike. */
+export const FONT = "'Summit Sans', 'DejaVu Sans', system-ui, sans-serif";
+const MUTED = "#515b66", FAINT = "#9aa3ad", EDGE = "#8c96a1";
+
+let view = null;  // {svg, zoom, L, fitted}: the drawn graph; fitted: the last fit mode unless zoomed by hand
+
+/** Query parameters of the current graph rule. */
+export function graphQuery() {
+  const p = ruleParams();
+  if (state.params.method === "topn") p.set("keep_dangling", 1);  // edges / unit = 0 keeps every unit
+  return p;
+}
+
+export async function loadGraph() {
+  if (!state.selected) return;
+  const seq = ++state.graphSeq;
+  const q = graphQuery();
+  let url;
+  if (state.compare && state.compareWith) {
+    q.set("a", state.selected);
+    q.set("b", state.compareWith);
+    url = `/api/compare?${q}`;
+  } else {
+    q.set("class", state.selected);
+    url = `/api/graph?${q}`;
+  }
+  writeHash();
+  $("#graph").classList.add("busy");
+  try {
+    const g = await api(url);
+    if (seq !== state.graphSeq) return;
+    state.graph = g;
+    drawGraph(g, { refit: true });
+  } catch (err) {
+    if (seq === state.graphSeq) showError(err);
+  } finally {
+    if (seq === state.graphSeq) $("#graph").classList.remove("busy");
+  }
+}
+
+// ---------------------------------------------------------------- layout (shared with export)
+const isCompare = (g) => g.summit?.kind === "compare" || g.nodes.some((n) => n.membership);
+
+/** Order nodes inside each row by the barycenter of their neighbours (fewer crossings). */
+function orderRows(rows, preds, succs) {
+  const pos = new Map();
+  const place = () => rows.forEach((r) => r.forEach((n, i) => pos.set(n.id, i - (r.length - 1) / 2)));
+  place();
+  const bary = (n, nbrs) => {
+    const xs = (nbrs.get(n.id) || []).filter((m) => pos.has(m)).map((m) => pos.get(m));
+    return xs.length ? d3.mean(xs) : pos.get(n.id);
+  };
+  for (let it = 0; it < 3; it++) {
+    for (let i = 1; i < rows.length; i++) { rows[i].sort((a, b) => bary(a, preds) - bary(b, preds)); place(); }
+    for (let i = rows.length - 2; i >= 0; i--) { rows[i].sort((a, b) => bary(a, succs) - bary(b, succs)); place(); }
+  }
+}
+
+/** Geometry of a graph at 1:1 without the nodes whose count is <= hideLe (0: the filter is off;
+ * PageRank graphs may hold units of count 0, reached through their edges): rows centred on the
+ * widest row, node size by the share of images (sqrt), edge width linear from the graph's
+ * smallest to its largest influence count. */
+export function layoutGraph(g, hideLe) {
+  const compare = isCompare(g);
+  const countOf = (n) => (compare ? Math.max(n.count_a ?? 0, n.count_b ?? 0) : n.count);
+  const fracOf = (n) => (compare ? Math.max(n.fraction_a ?? 0, n.fraction_b ?? 0) : n.fraction);
+  const edgeCount = (e) => e.count ?? Math.max(e.count_a ?? 0, e.count_b ?? 0);
+  const kept = hideLe > 0 ? g.nodes.filter((n) => countOf(n) > hideLe) : g.nodes;
+  const ids = new Set(kept.map((n) => n.id));
+  const links = g.links.filter((e) => ids.has(e.source) && ids.has(e.target));
+  const layers = state.meta.layers.map((l) => l.name);
+  const byLayer = d3.group(kept, (n) => n.layer);
+  const rows = layers.map((l) => (byLayer.get(l) || []).slice()
+    .sort((a, b) => countOf(b) - countOf(a) || a.channel - b.channel));
+  const hiddenRows = layers.map((l) => g.nodes.some((n) => n.layer === l) && !byLayer.has(l));
+  const preds = new Map(), succs = new Map();
+  for (const e of links) {
+    if (!preds.has(e.target)) preds.set(e.target, []);
+    if (!succs.has(e.source)) succs.set(e.source, []);
+    preds.get(e.target).push(e.source);
+    succs.get(e.source).push(e.target);
+  }
+  orderRows(rows, preds, succs);
+
+  const maxFrac = d3.max(kept, fracOf) || 1;
+  const size = d3.scaleSqrt().domain([0, maxFrac]).range([NODE_MIN, NODE_MAX]).clamp(true);
+  const slot = NODE_MAX + GAP;
+  const widest = d3.max(rows, (r) => r.length) || 1;
+  const width = LABEL_W + widest * slot + PAD;
+  const height = layers.length * ROW_H;
+  const cx = LABEL_W + (widest * slot) / 2;
+  const nodes = new Map();
+  rows.forEach((r, i) => {
+    const y = (layers.length - 1 - i) * ROW_H + ROW_H / 2;   // input at the bottom
+    r.forEach((n, j) => nodes.set(n.id, { ...n, x: cx + (j - (r.length - 1) / 2) * slot, y,
+      s: size(fracOf(n)), n: countOf(n) }));
+  });
+  const ext = d3.extent(links, edgeCount);
+  const ew = ext[0] === ext[1] ? () => 3 : d3.scaleLinear().domain(ext).range([1, 8]);
+  return { g, compare, layers, rows, hiddenRows, nodes, links, preds, succs, width, height, size, maxFrac,
+    ew, edgeCount, edgeExtent: ext, countMax: d3.max(g.nodes, countOf) || 0, hideLe };
+}
+
+let drawings = 0;   // pattern ids stay unique across drawings
+
+/** Thumbnail of a node: a square filled with a pattern holding the image (for a dataset-example
+ * strip, K patches wide, so the square shows its first patch). */
+function appendThumb(gg, defs, n, K, pid) {
+  const t = thumbOf(n.layer, n.channel);
+  if (!t) return false;
+  const w = t.kind === "fv" ? 1 : K;
+  defs.append("pattern").attr("id", pid).attr("class", "node-thumb").attr("width", 1).attr("height", 1)
+    .attr("patternContentUnits", "objectBoundingBox")
+    .append("image").attr("href", t.url).attr("width", w).attr("height", 1).attr("preserveAspectRatio", "none")
+    .attr("data-kind", t.kind).attr("data-href", t.url).attr("data-width", w).attr("data-size", n.s);
+  gg.attr("data-pattern", pid);
+  gg.append("rect").attr("x", -n.s / 2).attr("y", -n.s / 2).attr("width", n.s).attr("height", n.s)
+    .attr("fill", "#e9ecef");
+  gg.append("rect").attr("class", "node-thumb").attr("x", -n.s / 2).attr("y", -n.s / 2)
+    .attr("width", n.s).attr("height", n.s).attr("fill", `url(#${pid})`);
+  return true;
+}
+
+/** The graph drawing at 1:1 (row bands, edges, nodes) as an SVG <g>. */
+export function graphContent(L) {
+  const root = d3.create("svg:g").attr("class", "content");
+  const band = root.append("g").attr("class", "rows");
+  L.layers.forEach((l, i) => {
+    const y0 = (L.layers.length - 1 - i) * ROW_H;
+    band.append("rect").attr("x", 0).attr("y", y0).attr("width", L.width).attr("height", ROW_H)
+      .attr("fill", i % 2 ? "#fafbfc" : "#f3f5f8");
+    band.append("text").attr("x", 12).attr("y", y0 + ROW_H / 2 + 4).attr("fill", MUTED)
+      .attr("font-weight", "bold").text(l);
+    if (!L.rows[i].length) {
+      band.append("text").attr("class", "row-note").attr("x", LABEL_W + 8).attr("y", y0 + ROW_H / 2 + 4)
+        .attr("fill", FAINT)
+        .text(L.hiddenRows[i] ? `all units hidden by the count filter (≤ ${L.hideLe})` : "no unit of this layer in the graph");
+    }
+  });
+  band.append("text").attr("x", 12).attr("y", 12).attr("fill", FAINT).attr("font-size", 9).text("output ↑");
+  band.append("text").attr("x", 12).attr("y", L.height - 5).attr("fill", FAINT).attr("font-size", 9).text("input ↓");
+
+  const linkPath = d3.linkVertical().x((p) => p[0]).y((p) => p[1]);
+  root.append("g").attr("class", "edges").attr("fill", "none").selectAll("path").data(L.links).join("path")
+    .attr("class", "edge")
+    .attr("data-source", (e) => e.source).attr("data-target", (e) => e.target)
+    .attr("d", (e) => {
+      const a = L.nodes.get(e.source), b = L.nodes.get(e.target);
+      return linkPath({ source: [a.x, a.y - a.s / 2], target: [b.x, b.y + b.s / 2] });
+    })
+    .attr("stroke", (e) => (L.compare ? COLORS[e.membership] || EDGE : EDGE))
+    .attr("stroke-opacity", 0.75)
+    .attr("stroke-width", (e) => L.ew(L.edgeCount(e)))
+    .append("title").text((e) => `${e.source} → ${e.target}: influence count ` +
+      (L.compare ? `a ${e.count_a}, b ${e.count_b}` : e.count));
+
+  const K = Math.max(1, state.meta.examples_k || 1);
+  const info = L.g.summit?.class || {};
+  const defs = root.append("defs");
+  const prefix = `t${++drawings}-`;
+  root.append("g").attr("class", "nodes").selectAll("g").data([...L.nodes.values()]).join("g")
+    .attr("class", "node")
+    .attr("data-node", (n) => n.id)
+    .attr("data-count", (n) => n.n)
+    .attr("data-membership", (n) => n.membership ?? null)
+    .attr("transform", (n) => `translate(${n.x},${n.y})`)
+    .each(function (n) {
+      const gg = d3.select(this);
+      const stroke = L.compare ? COLORS[n.membership] || "#555" : "#59636e";
+      if (appendThumb(gg, defs, n, K, prefix + n.id.replace(/[^\w-]/g, "_"))) {
+        gg.append("rect").attr("class", "frame").attr("x", -n.s / 2).attr("y", -n.s / 2)
+          .attr("width", n.s).attr("height", n.s).attr("rx", 2)
+          .attr("fill", "none").attr("stroke", stroke).attr("stroke-width", L.compare ? 3 : 1.5);
+      } else {
+        gg.append("circle").attr("class", "frame").attr("r", n.s / 2)
+          .attr("fill", L.compare ? COLORS[n.membership] || "#b7c0ca" : "#b7c0ca").attr("stroke", stroke);
+      }
+      gg.append("text").attr("y", n.s / 2 + 11).attr("text-anchor", "middle").attr("fill", "#3c4550")
+        .attr("font-size", 10).attr("paint-order", "stroke").attr("stroke", "#fff").attr("stroke-width", 3)
+        .text(n.channel);
+      gg.append("title").text(`${n.id}\n${nodeCounts(n, L.compare, info)}`);
+    });
+  return root.node();
+}
+
+function nodeCounts(n, compare, info) {
+  return compare
+    ? `a: ${n.count_a ?? 0}, b: ${n.count_b ?? 0} images (${n.membership}); mean activation a ${fmt(n.mean_a)}, b ${fmt(n.mean_b)}`
+    : `${n.count} of ${info.n_images ?? "?"} images (${pct(n.fraction)}); mean activation ${fmt(n.mean)}`;
+}
+
+/** Legend as an SVG <g>: node size, edge width and (compare) the membership colours. */
+export function legendGroup(L, names) {
+  const g = d3.create("svg:g").attr("class", "legend").attr("font-size", 10).attr("fill", MUTED);
+  let x = 0;
+  const title = (t) => g.append("text").attr("x", x).attr("y", 10).attr("font-weight", "bold").text(t);
+  title("node size: share of images selecting the unit");
+  const fracs = [...new Set([L.maxFrac / 4, L.maxFrac / 2, L.maxFrac].map((f) => +f.toPrecision(2)))];
+  let xi = x;
+  for (const f of fracs) {
+    const s = L.size(f);
+    g.append("rect").attr("class", "size-key").attr("x", xi).attr("y", 18 + (NODE_MAX - s) / 2)
+      .attr("width", s).attr("height", s).attr("fill", "#e9ecef").attr("stroke", "#59636e");
+    g.append("text").attr("x", xi + s / 2).attr("y", 18 + NODE_MAX + 12).attr("text-anchor", "middle").text(pct(f));
+    xi += s + 14;
+  }
+  x = Math.max(xi, x + 290) + 24;
+  title("edge width: influence count");
+  const [lo, hi] = L.edgeExtent;
+  const counts = lo == null ? [] : [...new Set([lo, Math.round((lo + hi) / 2), hi])];
+  counts.forEach((c, i) => {
+    const y = 18 + 10 + i * 16;
+    g.append("line").attr("class", "width-key").attr("x1", x).attr("x2", x + 44).attr("y1", y).attr("y2", y)
+      .attr("stroke", EDGE).attr("stroke-width", L.ew(c));
+    g.append("text").attr("x", x + 52).attr("y", y + 3).text(c);
+  });
+  if (!counts.length) g.append("text").attr("x", x).attr("y", 34).text("no edges");
+  x += 180;
+  if (L.compare) {
+    title("colour: graph membership");
+    [["a", `only ${names.a}`], ["b", `only ${names.b}`], ["both", "both"]].forEach(([m, label], i) => {
+      const y = 18 + 4 + i * 16;
+      g.append("rect").attr("class", "membership-key").attr("data-membership", m).attr("x", x).attr("y", y)
+        .attr("width", 12).attr("height", 12).attr("fill", COLORS[m]);
+      g.append("text").attr("x", x + 18).attr("y", y + 10).text(label);
+    });
+  }
+  return g.node();
+}
+export const LEGEND_H = 18 + NODE_MAX + 16;
+const LEGEND_W = 700;
+
+/** One line naming the graph rule and its thresholds (from the graph's `summit.settings`). */
+export function ruleText(g) {
+  const s = g.summit?.settings || {};
+  const parts = [];
+  if (s.method === "pagerank") {
+    parts.push("rule: PageRank (Summit)");
+    const share = (v) => `${+(v * 100).toFixed(1)} %`;
+    if (s.mass != null) {
+      parts.push(s.mass > s.mass_start + 1e-9
+        ? `mass ${share(s.mass)} (raised from ${share(s.mass_start)} until every layer is present and connected)`
+        : `mass ${share(s.mass)}`);
+    }
+  } else {
+    parts.push(s.min_count != null ? `rule: units with count ≥ ${s.min_count}` : `rule: top ${s.top_n} units per layer`);
+    parts.push(`${s.edges_per_node} strongest inputs per unit`, `edge count ≥ ${s.min_edge_count}`);
+    parts.push(s.keep_dangling ? "units without edges kept" : "units without edges dropped");
+  }
+  if (s.selection) parts.push(`selection ${s.selection}`);
+  if (s.excluded?.length) parts.push(`${s.excluded.length} ubiquitous units hidden`);
+  if (state.hideLe) parts.push(`count > ${state.hideLe} shown`);
+  return parts.join(" · ");
+}
+
+// ---------------------------------------------------------------- the view
+export function drawGraph(g, { refit = false } = {}) {
+  if (state.figure) {
+    actions.drawFigure().catch(showError);
+    return;
+  }
+  const box = $("#graph");
+  const L = layoutGraph(g, state.hideLe);
+  const names = { a: state.selected, b: state.compareWith };
+  renderGraphTitle(g, L);
+  $("#rule-settings").textContent = ruleText(g);
+  // the legend is drawn at the graph's zoom, so its node sizes and edge widths are the ones on screen
+  const lg = d3.create("svg").attr("class", "legend-svg").attr("font-family", FONT);
+  lg.append(() => legendGroup(L, names));
+  $("#legend").replaceChildren(lg.node(), el("span", { class: "note", text:
+    "Hover a node for its examples and paths (move across it to switch diversity images); click for details; " +
+    "scroll to zoom, drag to pan." }));
+  const hide = $("#hide-le");
+  hide.max = Math.max(1, L.countMax);
+  hide.value = state.hideLe;
+  $("#hide-le-value").textContent = state.hideLe;
+
+  const old = view;
+  const svg = d3.create("svg")
+    .attr("width", box.clientWidth).attr("height", box.clientHeight)
+    .attr("font-family", FONT).attr("font-size", 11)
+    .attr("data-class", state.selected)
+    .attr("data-compare", L.compare ? state.compareWith : null);
+  svg.append("rect").attr("width", "100%").attr("height", "100%").attr("fill", "#fff");
+  const vp = svg.append("g").attr("class", "viewport");
+  vp.append(() => graphContent(L));
+  wireNodes(vp, L);
+  const zoom = d3.zoom().scaleExtent([0.05, 4]).on("zoom", (ev) => {
+    if (ev.sourceEvent) {   // zoomed or panned by hand: no longer fitted; the popover would float
+      if (view) view.fitted = null;
+      hidePopover();
+    }
+    vp.attr("transform", ev.transform);
+    svg.attr("data-k", ev.transform.k.toFixed(3));
+    scaleLegend(ev.transform.k);
+  });
+  svg.call(zoom).on("dblclick.zoom", null);
+  box.replaceChildren(svg.node());
+  view = { svg, zoom, L, fitted: old?.fitted ?? "all" };
+  if (refit || !old) fit("all");
+  else if (view.fitted) fit(view.fitted);
+  else svg.call(zoom.transform, d3.zoomTransform(old.svg.node()));
+  if (state.detail) svg.select(`g.node[data-node="${state.detail}"]`).classed("selected", true);
+}
+
+function scaleLegend(k) {
+  const k1 = Math.max(0.7, Math.min(1, k));   // readable at any zoom
+  d3.select("#legend svg.legend-svg").attr("width", LEGEND_W * k1).attr("height", LEGEND_H * k1)
+    .select("g.legend").attr("transform", `scale(${k1})`);
+}
+
+/** Zoom the drawn graph: "all" fits it whole, "width" fits its width (top aligned), "reset" is 1:1. */
+export function fit(mode) {
+  if (!view) return;
+  const node = view.svg.node();
+  const W = node.width.baseVal.value, H = node.height.baseVal.value, { width, height } = view.L;
+  const k = mode === "reset" ? 1 : Math.min(1, mode === "width" ? W / width : Math.min(W / width, H / height));
+  const tx = Math.max(0, (W - width * k) / 2), ty = mode === "all" ? Math.max(0, (H - height * k) / 2) : 0;
+  view.svg.call(view.zoom.transform, d3.zoomIdentity.translate(tx, ty).scale(k));
+  view.fitted = mode;
+}
+
+/** Keep the drawing's size in step with its box (the detail panel opens and closes); a fitted
+ * graph is fitted again. */
+export function resizeGraph() {
+  const box = $("#graph");
+  const node = view?.svg.node();
+  if (!node?.isConnected || (+node.getAttribute("width") === box.clientWidth && +node.getAttribute("height") === box.clientHeight)) return;
+  view.svg.attr("width", box.clientWidth).attr("height", box.clientHeight);
+  if (view.fitted) fit(view.fitted);
+}
+
+function wireNodes(vp, L) {
+  vp.selectAll("g.node")
+    .attr("tabindex", 0).attr("role", "button")
+    .attr("aria-label", (n) => `${n.id}: ${nodeCounts(n, L.compare, L.g.summit?.class || {})}`)
+    .on("mouseenter focus", function (ev, n) {
+      highlight(vp, n.id, L);
+      showPopover(n, this);
+    })
+    .on("mousemove", function (ev, n) { showDiversity(this, n, d3.pointer(ev, this)[0]); })
+    .on("mouseleave blur", function () {
+      highlight(vp, null, L);
+      hidePopover();
+      restoreThumb(this);
+    })
+    .on("click", (ev, n) => actions.openChannel(n.layer, n.channel))
+    .on("keydown", (ev, n) => {
+      if (ev.key === "Enter" || ev.key === " ") {
+        ev.preventDefault();
+        actions.openChannel(n.layer, n.channel);
+      }
+    });
+}
+
+function highlight(vp, id, L) {
+  if (!id) {
+    vp.selectAll(".node, .edge").classed("faded", false).classed("active", false).classed("focus", false);
+    return;
+  }
+  const walk = (start, nbrs) => {
+    const seen = new Set(), stack = [start];
+    while (stack.length) {
+      for (const m of nbrs.get(stack.pop()) || []) if (!seen.has(m)) { seen.add(m); stack.push(m); }
+    }
+    return seen;
+  };
+  const up = walk(id, L.preds), down = walk(id, L.succs);
+  const on = new Set([id, ...up, ...down]);
+  vp.selectAll(".node").classed("faded", (n) => !on.has(n.id)).classed("focus", (n) => n.id === id);
+  vp.selectAll(".edge").each(function (e) {
+    const act = ((e.target === id || up.has(e.target)) && up.has(e.source))
+      || ((e.source === id || down.has(e.source)) && down.has(e.target));
+    d3.select(this).classed("active", act).classed("faded", !act);
+  });
+}
+
+/** The <image> inside a node's thumbnail pattern. */
+const nodeImage = (nodeEl) => document.getElementById(nodeEl.dataset.pattern ?? "")?.querySelector("image");
+
+/** Summit's diversity hover: the pointer's horizontal position over a node picks one of its
+ * diversity images (left quarter: the first of four, and so on). */
+function showDiversity(nodeEl, n, x) {
+  const urls = diversityOf(n.layer, n.channel);
+  const img = nodeImage(nodeEl);
+  if (!urls.length || !img) return;
+  const i = Math.max(0, Math.min(urls.length - 1, Math.floor((urls.length * (x + n.s / 2)) / n.s)));
+  if (nodeEl.dataset.diversity === String(i)) return;
+  nodeEl.dataset.diversity = i;
+  img.setAttribute("href", urls[i]);
+  img.setAttribute("width", 1);
+  document.querySelectorAll("#popover .div-img").forEach((d, j) => d.classList.toggle("active", j === i));
+}
+
+function restoreThumb(nodeEl) {
+  const img = nodeImage(nodeEl);
+  if (!img || nodeEl.dataset.diversity === undefined) return;
+  delete nodeEl.dataset.diversity;
+  img.setAttribute("href", img.dataset.href);
+  img.setAttribute("width", img.dataset.width);
+}
+
+// ---------------------------------------------------------------- hover popover
+function showPopover(n, anchor) {
+  const pop = $("#popover");
+  const info = state.graph?.summit?.class || {};
+  const parts = [el("div", { class: "pop-head" }, el("b", { text: n.id }),
+    el("span", { class: "note", text: nodeCounts(n, !!n.membership, info) }))];
+  const fv = thumbOf(n.layer, n.channel);
+  const divs = diversityOf(n.layer, n.channel);
+  if (fv?.kind === "fv" || divs.length) {
+    const row = el("div", { class: "pop-fv" });
+    if (fv?.kind === "fv") row.append(el("img", { class: "fv-main", src: fv.url, alt: `feature visualization of ${n.id}` }));
+    divs.forEach((u, i) => row.append(el("img", { class: "div-img", src: u, alt: `diversity image ${i + 1}`, "data-i": i })));
+    parts.push(el("div", { class: "pop-label", text: divs.length
+      ? `feature visualization and ${divs.length} diversity images (move across the node to switch)`
+      : "feature visualization" }), row);
+  }
+  if (state.meta.has_examples) {
+    const K = Math.max(1, state.meta.examples_k || 1);
+    const url = `/api/examples/${encodeURIComponent(n.layer)}/${n.channel}.jpg`;
+    parts.push(el("div", { class: "pop-label", text: "dataset examples (strongest activations)" }),
+      el("div", { class: "pop-examples" }, ...d3.range(K).map((i) => cropHtml(url, i, 52))));
+  }
+  pop.replaceChildren(...parts);
+  pop.dataset.node = n.id;
+  pop.hidden = false;
+  const r = anchor.getBoundingClientRect(), v = $("#graph-view").getBoundingClientRect();
+  const pw = pop.offsetWidth, ph = pop.offsetHeight;
+  let left = r.right - v.left + 12;
+  if (left + pw > v.width - 4) left = Math.max(4, r.left - v.left - pw - 12);
+  const top = Math.max(4, Math.min(v.height - ph - 4, r.top - v.top + r.height / 2 - ph / 2));
+  pop.style.left = `${left}px`;
+  pop.style.top = `${top}px`;
+}
+
+export function hidePopover() {
+  const pop = $("#popover");
+  pop.hidden = true;
+  pop.dataset.node = "";
+}
+
+function renderGraphTitle(g, L) {
+  const t = $("#graph-title");
+  const c = classByName(state.selected);
+  const sub = L.compare
+    ? `${g.nodes.length} units, ${g.links.length} edges`
+    : `${c?.n_images ?? g.summit?.class?.n_images} images · accuracy ${pct(c?.accuracy)} · ${g.nodes.length} units, ${g.links.length} edges`;
+  const shown = L.nodes.size < g.nodes.length ? ` (${L.nodes.size} shown)` : "";
+  t.replaceChildren(document.createTextNode(L.compare ? `${state.selected} vs ${state.compareWith}` : state.selected),
+    el("span", { class: "sub", text: sub + shown }));
+}

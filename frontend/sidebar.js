@@ -1,0 +1,196 @@
+// Class sidebar (Summit's class list): the selected class pinned on top, the others ordered by the
+// cosine similarity of their A rows to it in the chosen layer (or by accuracy, images, name);
+// each row shows the top-1 probability histogram of its images and a similarity bar. The search
+// ignores case and treats spaces and underscores alike, with an autocomplete list.
+
+import { api, showError } from "./api.js";
+import { $, el, pct } from "./dom.js";
+import { actions, state, writeHash } from "./state.js";
+
+/** "022_Bald  eagle" -> "022 bald eagle": the form search compares. */
+const normalize = (s) => String(s).toLowerCase().replace(/[\s_]+/g, " ").trim();
+
+/** Classes matching a query, best first: names starting with it, then a word starting with it,
+ * then containing it anywhere. */
+function matches(query) {
+  const q = normalize(query);
+  if (!q) return state.classes.slice();
+  const rank = (c) => {
+    const n = c.key ?? (c.key = normalize(c.name));
+    if (n.startsWith(q)) return 0;
+    if (n.includes(` ${q}`)) return 1;
+    return n.includes(q) ? 2 : -1;
+  };
+  return state.classes.map((c) => [rank(c), c]).filter(([r]) => r >= 0)
+    .sort((a, b) => a[0] - b[0]).map(([, c]) => c);
+}
+
+/** Similarity of class c to the selected class in the chosen layer (null until it is loaded). */
+function simOf(c) {
+  const s = state.similarity;
+  if (!s || s.class !== state.selected || (s.layer ?? "") !== state.simLayer) return null;
+  return s.similarity[c.class];
+}
+
+export async function loadSimilarity() {
+  if (!state.selected) return;
+  const q = new URLSearchParams({ class: state.selected });
+  if (state.simLayer) q.set("layer", state.simLayer);
+  try {
+    const s = await api(`/api/similar?${q}`);
+    if (s.class === state.selected && (s.layer ?? "") === state.simLayer) {
+      state.similarity = s;
+      renderClassList();
+    }
+  } catch (err) {
+    showError(err);
+  }
+}
+
+/** Top-1 probability histogram (10 bins on [0, 1]) as a small bar chart. */
+function histSvg(hist) {
+  const w = 64, h = 16, bw = w / hist.length, max = Math.max(1, ...hist);
+  const svg = d3.create("svg").attr("class", "hist").attr("width", w).attr("height", h)
+    .attr("viewBox", `0 0 ${w} ${h}`);
+  svg.append("title").text(`top-1 probability of the class's images (10 bins, 0 to 1): ${hist.join(", ")}`);
+  svg.append("line").attr("x1", 0).attr("x2", w).attr("y1", h - 0.5).attr("y2", h - 0.5).attr("stroke", "#c5ccd4");
+  hist.forEach((v, i) => {
+    const bh = ((h - 1) * v) / max;
+    svg.append("rect").attr("x", i * bw + 0.5).attr("y", h - 1 - bh).attr("width", bw - 1).attr("height", bh);
+  });
+  return svg.node();
+}
+
+function classRow(c, pinned) {
+  const sim = simOf(c);
+  const simBar = el("div", { class: "sim", title: sim == null ? "similarity: loading" :
+    `cosine similarity of A rows to ${state.selected} (${state.simLayer || "all layers"}): ${sim.toFixed(3)}` },
+  el("span"));
+  simBar.firstChild.style.width = `${Math.max(0, 100 * (sim ?? 0))}%`;
+  const li = el("li", {
+    "data-class": c.name, tabindex: 0, role: "option", "aria-selected": pinned ? "true" : "false",
+    title: `${c.name}: ${c.n_images} images, top-1 accuracy ${pct(c.accuracy)}`,
+    onclick: () => actions.selectClass(c.name),
+  }, el("span", { class: "name", text: c.name }),
+  el("span", { class: "stats", text: `${c.n_images} · ${pct(c.accuracy)}` }),
+  c.hist ? histSvg(c.hist) : el("span", { class: "hist none" }), simBar);
+  li.classList.toggle("selected", pinned);
+  li.classList.toggle("compared", state.compare && c.name === state.compareWith);
+  return li;
+}
+
+const CHUNK = 100;   // rows drawn at once; more as the list scrolls (1000 classes stay fast)
+let pending = [];
+
+function appendRows() {
+  const list = $("#class-list");
+  list.append(...pending.slice(0, CHUNK).map((c) => classRow(c, false)));
+  pending = pending.slice(CHUNK);
+}
+
+export function renderClassList() {
+  const byName = (a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0);
+  const cmp = {
+    similarity: (a, b) => (simOf(b) ?? -2) - (simOf(a) ?? -2) || byName(a, b),
+    accuracy: (a, b) => (b.accuracy ?? -1) - (a.accuracy ?? -1) || byName(a, b),
+    count: (a, b) => b.n_images - a.n_images || byName(a, b),
+    name: byName,
+  }[state.classSort];
+  const query = $("#class-search").value;
+  const rows = matches(query).filter((c) => c.name !== state.selected);
+  if (state.classSort !== "similarity" || !normalize(query)) rows.sort(cmp);
+  const sel = state.classes.find((c) => c.name === state.selected);
+  $("#class-pinned").replaceChildren(...(sel ? [classRow(sel, true)] : []));
+  const list = $("#class-list");
+  list.replaceChildren();
+  list.dataset.total = rows.length;
+  pending = rows;
+  appendRows();
+  if (!rows.length) list.append(el("li", { class: "empty", text: "no other class matches" }));
+}
+
+// ---------------------------------------------------------------- search with autocomplete
+let active = -1;
+
+function renderSuggest() {
+  const input = $("#class-search"), box = $("#class-suggest");
+  const hits = normalize(input.value) ? matches(input.value).slice(0, 8) : [];
+  active = Math.min(active, hits.length - 1);
+  box.replaceChildren(...hits.map((c, i) => el("li", {
+    role: "option", id: `suggest-${i}`, "data-class": c.name, class: i === active ? "active" : null,
+    "aria-selected": i === active ? "true" : "false",
+    onmousedown: (ev) => { ev.preventDefault(); pick(c.name); },
+  }, c.name)));
+  box.hidden = !hits.length;
+  input.setAttribute("aria-expanded", String(!box.hidden));
+  if (active >= 0) input.setAttribute("aria-activedescendant", `suggest-${active}`);
+  else input.removeAttribute("aria-activedescendant");
+}
+
+function pick(name) {
+  $("#class-search").value = "";
+  active = -1;
+  renderSuggest();
+  actions.selectClass(name);
+}
+
+function onSearchKey(ev) {
+  const items = [...document.querySelectorAll("#class-suggest li")];
+  if (ev.key === "ArrowDown" || ev.key === "ArrowUp") {
+    if (!items.length) return;
+    ev.preventDefault();
+    active = (active + (ev.key === "ArrowDown" ? 1 : items.length - 1 + (active < 0 ? 1 : 0))) % items.length;
+    renderSuggest();
+  } else if (ev.key === "Enter") {
+    const first = items[Math.max(0, active)] || $("#class-list li[data-class]");
+    if (first) pick(first.dataset.class);
+  } else if (ev.key === "Escape") {
+    active = -1;
+    $("#class-suggest").hidden = true;
+  }
+}
+
+/** Arrow keys move the focus along the class rows; Enter or Space picks the focused one. */
+function onListKey(ev) {
+  const li = ev.target.closest("li[data-class]");
+  if (!li) return;
+  if (ev.key === "Enter" || ev.key === " ") {
+    ev.preventDefault();
+    actions.selectClass(li.dataset.class);
+  } else if (ev.key === "ArrowDown" || ev.key === "ArrowUp") {
+    ev.preventDefault();
+    const rows = () => [...document.querySelectorAll("#class-pinned li[data-class], #class-list li[data-class]")];
+    const i = rows().indexOf(li) + (ev.key === "ArrowDown" ? 1 : -1);
+    if (i >= rows().length && pending.length) appendRows();
+    rows()[i]?.focus();
+  }
+}
+
+export function wireSidebar(onLayer) {
+  const search = $("#class-search");
+  search.addEventListener("input", () => { active = -1; renderSuggest(); renderClassList(); });
+  search.addEventListener("keydown", onSearchKey);
+  search.addEventListener("blur", () => { $("#class-suggest").hidden = true; });
+  $("#class-sort").value = state.classSort;
+  $("#class-sort").addEventListener("change", (ev) => {
+    state.classSort = ev.target.value;
+    renderClassList();
+    writeHash();
+  });
+  const layer = $("#sim-layer");
+  layer.replaceChildren(el("option", { value: "", text: "all layers" }),
+    ...state.meta.layers.map((l) => el("option", { value: l.name, text: l.name })));
+  layer.value = state.simLayer;
+  layer.addEventListener("change", () => {
+    state.simLayer = layer.value;
+    writeHash();
+    loadSimilarity();
+    onLayer();
+  });
+  $("#class-pinned").addEventListener("keydown", onListKey);
+  const list = $("#class-list");
+  list.addEventListener("keydown", onListKey);
+  list.addEventListener("scroll", () => {
+    if (pending.length && list.scrollTop + list.clientHeight > list.scrollHeight - 200) appendRows();
+  });
+}

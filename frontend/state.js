@@ -1,0 +1,126 @@
+// Application state shared by the views, its URL-hash form, and the actions views may call.
+
+import { diversityUrl, examplesUrl, fvUrl } from "./api.js";
+
+export const MASS_DEFAULT = 0.075;  // Summit's PageRank mass threshold (the server's default)
+
+export const state = {
+  meta: null,
+  classes: [],
+  fv: {},                       // layer -> Set of channels with a rendered feature vis
+  div: {},                      // layer -> Map channel -> number of diversity images
+  fvStamp: "0",                 // changes when `summit render` adds images (cache-busting)
+  selected: null,               // class name
+  compare: false,
+  compareWith: null,
+  // server-side graph rule (mass: PageRank rule, top_n / edges_per_node: top-N rule)
+  params: { method: "pagerank", selection: "", ubiquitous: false, mass: MASS_DEFAULT, top_n: 10, edges_per_node: 3 },
+  hideLe: 0,                    // client-side filter: hide nodes with count <= hideLe
+  graph: null,
+  graphSeq: 0,
+  detail: null,                 // "layer:channel" shown in the detail panel
+  tab: "graph",
+  layer: null,                  // unit browser layer
+  unitSort: "count",
+  unitActive: false,
+  units: null,                  // /api/layer response shown in the unit browser
+  simLayer: "",                 // layer for class similarity and the embedding ("" = all layers)
+  classSort: "similarity",
+  similarity: null,             // {class, layer, similarity: [per class index]}
+  figure: false,                // figure mode: the exported figure without the UI chrome
+};
+
+/** Cross-view actions, filled in by app.js (views call them without importing each other). */
+export const actions = {
+  selectClass: (name) => {},
+  openChannel: (layer, channel) => {},
+  loadGraph: () => {},
+  drawFigure: async () => {},
+};
+
+export const classByName = (name) => state.classes.find((c) => c.name === name);
+
+/** The graph rule's parameters as the server takes them (the URL hash keeps the same ones). */
+export function ruleParams() {
+  const p = new URLSearchParams({ method: state.params.method });
+  if (state.params.selection) p.set("selection", state.params.selection);
+  if (state.params.ubiquitous) p.set("ubiquitous", "show");
+  if (state.params.method === "topn") {
+    p.set("top_n", state.params.top_n);
+    p.set("edges_per_node", state.params.edges_per_node);
+  } else if (state.params.mass !== MASS_DEFAULT) {
+    p.set("mass", state.params.mass);
+  }
+  return p;
+}
+
+/** Thumbnail of a unit: its feature vis if rendered, else the first dataset-example patch. */
+export function thumbOf(layer, ch) {
+  if (state.fv[layer]?.has(ch)) return { kind: "fv", url: fvUrl(layer, ch, state.fvStamp) };
+  if (state.meta.has_examples) return { kind: "ex", url: examplesUrl(layer, ch) };
+  return null;
+}
+
+/** URLs of a unit's diversity images (empty when none are rendered). */
+export function diversityOf(layer, ch) {
+  const n = state.div[layer]?.get(ch) || 0;
+  return d3.range(n).map((i) => diversityUrl(layer, ch, i, state.fvStamp));
+}
+
+/** Store /api/featurevis (or meta.featurevis) in the state; true when something changed. */
+export function setFeaturevis(listing) {
+  const stamp = String(listing.stamp ?? state.fvStamp);
+  const changed = stamp !== state.fvStamp;
+  state.fvStamp = stamp;
+  state.fv = Object.fromEntries(Object.entries(listing.featurevis).map(([l, chs]) => [l, new Set(chs)]));
+  state.div = Object.fromEntries(Object.entries(listing.diversity || {})
+    .map(([l, m]) => [l, new Map(Object.entries(m).map(([c, n]) => [+c, n]))]));
+  return changed;
+}
+
+export function writeHash() {
+  const p = new URLSearchParams();
+  if (state.selected) p.set("class", state.selected);
+  if (state.compare && state.compareWith) p.set("compare", state.compareWith);
+  for (const [k, v] of ruleParams()) p.set(k, v);
+  if (state.hideLe) p.set("hide_le", state.hideLe);
+  if (state.simLayer) p.set("slayer", state.simLayer);
+  if (state.classSort !== "similarity") p.set("csort", state.classSort);
+  if (state.tab !== "graph") p.set("tab", state.tab);
+  if (state.layer) p.set("layer", state.layer);
+  if (state.unitSort !== "count") p.set("usort", state.unitSort);
+  if (state.unitActive) p.set("active", "1");
+  if (state.detail) p.set("unit", state.detail);
+  if (state.figure) p.set("figure", "1");
+  history.replaceState(null, "", `#${p}`);
+}
+
+/** Read the hash into `state`; returns what needs the views (class, tab, unit). */
+export function readHash() {
+  const p = new URLSearchParams(location.hash.slice(1));
+  const int = (k, lo, hi, dflt) => {
+    const v = parseInt(p.get(k), 10);
+    return Number.isFinite(v) ? Math.min(hi, Math.max(lo, v)) : dflt;
+  };
+  const oneOf = (k, values, dflt) => (values.includes(p.get(k)) ? p.get(k) : dflt);
+  const layers = state.meta.layers.map((l) => l.name);
+  state.params.top_n = int("top_n", 1, 30, 10);
+  state.params.edges_per_node = int("edges_per_node", 0, 10, 3);
+  state.params.method = oneOf("method", ["pagerank", "topn"], "pagerank");
+  const mass = parseFloat(p.get("mass"));
+  state.params.mass = mass > 0 && mass <= 0.5 ? Math.round(mass * 1000) / 1000 : MASS_DEFAULT;
+  state.params.selection = oneOf("selection", state.meta.selections, "");
+  state.params.ubiquitous = p.get("ubiquitous") === "show";
+  state.hideLe = int("hide_le", 0, 1e9, 0);
+  if (p.get("compare") && classByName(p.get("compare"))) {
+    state.compare = true;
+    state.compareWith = p.get("compare");
+  }
+  state.layer = oneOf("layer", layers, null);
+  state.simLayer = oneOf("slayer", layers, "");
+  state.classSort = oneOf("csort", ["similarity", "accuracy", "count", "name"], "similarity");
+  state.unitSort = oneOf("usort", ["count", "channel"], "count");
+  state.unitActive = p.get("active") === "1";
+  state.figure = p.get("figure") === "1";
+  return { cls: p.get("class"), tab: p.get("tab"), unit: p.get("unit") };
+}
