@@ -31,7 +31,7 @@ def channel_thumbnail(run_dir: str | os.PathLike, layer: str, channel: int, px: 
     """A channel's face: its rendered feature visualization, else its best dataset-example patch
     (first patch of the example strip), else None."""
     from .examples import PATCH_PX
-    from .featurevis import featurevis_path
+    from .featurevis_files import featurevis_path
     fv = featurevis_path(run_dir, layer, channel)
     if fv.is_file():
         with Image.open(fv) as im:

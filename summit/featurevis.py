@@ -29,6 +29,7 @@ from torch import nn
 from tqdm import tqdm
 
 from .errors import SummitError
+from .featurevis_files import diversity_counts, diversity_path, featurevis_path
 from .models import ModelSpec, resolve_device
 
 if TYPE_CHECKING:
@@ -543,11 +544,6 @@ def render_cached(spec: ModelSpec, layer: str, channels: list[int], cache_dir: s
     return paths
 
 
-def featurevis_path(run_dir: str | os.PathLike, layer: str, channel: int) -> Path:
-    """Stable path of a channel's latest rendered visualization in a run directory."""
-    return Path(run_dir) / "featurevis" / layer / f"{channel}.png"
-
-
 def _place(src: Path, dst: Path) -> None:
     """Atomically make `dst` a hardlink to `src` (a copy where links are not possible)."""
     dst.parent.mkdir(parents=True, exist_ok=True)
@@ -725,11 +721,6 @@ def check_diversity(n: int) -> None:
         raise SummitError(f"diversity wants 2..16 images per channel, got {n}")
 
 
-def diversity_path(run_dir: str | os.PathLike, layer: str, channel: int, i: int) -> Path:
-    """Path of a channel's i-th diversity image in a run directory."""
-    return Path(run_dir) / "featurevis" / layer / f"{channel}_d{i}.png"
-
-
 def render_diversity(spec: ModelSpec, layer: str, chs: Sequence[int], n: int = 4,
                      weight: float = DIVERSITY_WEIGHT, size: int = 128, steps: int = 512,
                      lr: float = 0.05, seed: int = 0, batch: int = 32, device: str = "auto",
@@ -754,18 +745,6 @@ def render_diversity(spec: ModelSpec, layer: str, chs: Sequence[int], n: int = 4
                              device=device, on_step=bar.update)
             for j, c in enumerate(chunk):
                 yield c, [to_pil(im) for im in imgs[j * n:(j + 1) * n]]
-
-
-def diversity_counts(run_dir: str | os.PathLike, layer: str) -> dict[int, int]:
-    """{channel: number of diversity images d0, d1, ... present} of one layer of a run."""
-    d = Path(run_dir) / "featurevis" / layer
-    found: dict[int, set[int]] = {}
-    for p in d.glob("*_d*.png") if d.is_dir() else ():
-        ch, _, i = p.stem.partition("_d")
-        if ch.isdigit() and i.isdigit():
-            found.setdefault(int(ch), set()).add(int(i))
-    return {c: next(i for i in range(len(s) + 1) if i not in s) for c, s in sorted(found.items())
-            if 0 in s}
 
 
 def render_diversity_run(run_dir: str | os.PathLike, nodes: dict[str, list[int]], n: int = 4, *,

@@ -295,7 +295,7 @@ class Api:
 
     def featurevis_file(self, layer: str, channel: int) -> Path | None:
         """The rendered feature visualization of a validated unit, if inside the run."""
-        from .featurevis import featurevis_path
+        from .featurevis_files import featurevis_path
         return _file_inside(Path(featurevis_path(self.root, layer, channel)), self.root)
 
     def featurevis_channels(self, layer: str) -> list[int]:
@@ -388,13 +388,13 @@ class Api:
 
     def diversity_file(self, layer: str, channel: int, i: int) -> Path | None:
         """A rendered diversity image of a validated unit, if inside the run."""
-        from .featurevis import diversity_path
+        from .featurevis_files import diversity_path
         return _file_inside(diversity_path(self.root, layer, channel, i), self.root)
 
     def featurevis_listing(self) -> dict:
         """Rendered feature vis and diversity images per layer, and a stamp that changes when
         ``summit render`` adds or replaces images (pages poll it)."""
-        from .featurevis import diversity_counts
+        from .featurevis_files import diversity_counts
         base = self.root / "featurevis"
         watched = [base, *(base / l for l in self.run.layers), *base.glob("*.json")]
         stamp = max((p.stat().st_mtime_ns for p in watched if p.exists()), default=0)

@@ -583,12 +583,18 @@ def test_featurevis_listing_and_diversity_images(div_dir: Path) -> None:
     assert get_json(client, "/api/featurevis")["stamp"] == second["stamp"]
 
 
-def test_serving_does_not_import_torch() -> None:
-    """The server and the graph code load without torch (seconds of start-up on a busy machine)."""
-    code = ("import sys, summit.server, summit.graph, summit.graphcache, summit.embedding, summit.export, "
-            "summit.cli; print(sorted(m for m in ('torch', 'torchvision') if m in sys.modules))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    assert out.strip() == "[]"
+def test_serving_does_not_import_torch(run_dir: Path) -> None:
+    """The server, the graph code and what the first page view asks for run without torch
+    (seconds of start-up on a busy machine)."""
+    urls = ["/", "/api/meta", "/api/classes", "/api/featurevis", "/api/graph?class=3", "/api/compare?a=1&b=2",
+            "/api/embedding", "/api/similar?class=3", "/api/layer/fire5", "/api/channel/fire5/3",
+            "/api/export/3.json", "/api/diversity/fire5/3/0.png"]
+    code = ("import sys, summit.cli, summit.server as s; c = s.create_app(sys.argv[1]).test_client(); "
+            f"print([c.get(u).status_code for u in {urls!r}]); "
+            "print(sorted(m for m in ('torch', 'torchvision') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code, str(run_dir)], capture_output=True, text=True,
+                         check=True).stdout.splitlines()
+    assert out[0] == str([200] * (len(urls) - 1) + [404]) and out[1] == "[]", out
 
 
 def test_warm_up_loads_what_the_first_page_needs(run_dir: Path) -> None:
