@@ -22,7 +22,7 @@ import pyarrow as pa
 
 from summit.embedding import class_embedding
 from summit.graph import class_graph, compare_graph
-from summit.store import (ACTIVATION_SCHEMA, CLASS_SCHEMA, SCHEMA_VERSION, Run, write_influence, write_json,
+from summit.store import (ACTIVATION_SCHEMA, CLASS_SCHEMA, SCHEMA_VERSION, Run, array_rows, write_influence, write_json,
                           write_table)
 
 LAYERS = {"inception3a": 256, "inception3b": 480, "inception4a": 512, "inception4b": 512, "inception4c": 512,
@@ -71,9 +71,9 @@ def synthesize(out: Path, n_classes: int, n_images: int, fanin: int, seed: int =
             src_l.append((key % cin).astype(np.int32))
             dst_l.append((key // cin).astype(np.int32))
             cnt_l.append(np.minimum(rng.geometric(0.15, len(key)), n_images))
-        parts.append((f"{src}->{dst}", np.concatenate(cls_l), np.concatenate(src_l), np.concatenate(dst_l),
-                      np.concatenate(cnt_l)))
-    write_influence(out / "influence.parquet", parts)
+        parts.append((f"{src}->{dst}", array_rows(np.concatenate(cls_l), np.concatenate(src_l),
+                                                  np.concatenate(dst_l), np.concatenate(cnt_l))))
+    write_influence(out / "influence.parquet", parts, n_classes)
     write_json({"schema_version": SCHEMA_VERSION, "partial": False, "shard": None, "model": "googlenet",
                 "weights": "synthetic", "k": K, "k_influence": K, "examples_k": 0, "image_size": 224,
                 "config": {"model": "googlenet", "synthetic": True, "classes": n_classes, "fanin": fanin,

@@ -1,29 +1,48 @@
-"""Throughput of the aggregation pipeline as a ratio to the bare model forward, and peak RSS.
+"""Throughput of the aggregation pipeline as ratios to the bare model forward, measured so that
+a noisy (shared) machine cannot fake them; peak RSS at two dataset sizes.
 
-    python bench/bench_pipeline.py [--model squeezenet1_1] [--images 256] [--sizes 256 1024]
+    python bench/bench_pipeline.py [--model squeezenet1_1] [--weights random] [--images 64]
+                                   [--rounds 5] [--variants bare loader full] [--sizes 256 1024]
 
-All figures come from this one process on this machine: the bare forward (model only, on
-already decoded batches), the same data loader + forward, and the full pipeline with and
-without influence. Peak RSS is measured in fresh subprocesses on two dataset sizes (the
-bundled sample repeated via symlinks) to show memory does not grow with the dataset.
+Variants, all over the same images (the bundled sample repeated via symlinks):
+
+  bare          model forward on already decoded batches: the reference
+  loader        data loader (decode in worker processes) + forward
+  activations   the streaming pass with influence off and no dataset examples
+  no_influence  the streaming pass with influence off (activations + examples)
+  full          the streaming pass as `summit aggregate` runs it (Summit's stages, conv_topk)
+
+Every round times each variant once, in an order that rotates from round to round, and divides
+its rate by the bare rate of the same round; the bench prints each ratio's median and spread
+(min..max) over rounds, so load that comes and goes hits all variants alike. no_influence does
+the bare forward plus more work: a median ratio above 1 is a measurement error and is flagged.
+Each ratio is also given in CPU time (this process and its loader workers; ``cpu_time_median``):
+less sensitive to other processes, but blind to idle waits and to parallelism across cores.
+ImageNet (1.28M images) wall time is projected from the median rates.
 """
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import os
 import resource
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Callable
 
 import torch
 
 from summit.aggregate import AggregateConfig, Aggregator
 from summit.data import BUNDLED_SAMPLE, SafeImageFolder, collate
 from summit.models import load_model
+
+IMAGENET = 1_281_167
+VARIANTS = ["bare", "loader", "activations", "no_influence", "full"]
 
 
 def replicate(n: int, root: Path) -> Path:
@@ -37,13 +56,15 @@ def replicate(n: int, root: Path) -> Path:
     return root
 
 
-def timed(fn, n_images: int) -> float:
-    t = time.perf_counter()
-    fn()
-    return n_images / (time.perf_counter() - t)
+def cpu_seconds() -> float:
+    """CPU time of this process and its finished children (loader workers): unlike wall time,
+    barely changed by other processes on the machine."""
+    ch = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return time.process_time() + ch.ru_utime + ch.ru_stime
 
 
-def throughput(model: str, weights: str | None, n: int, batch: int, workers: int, influence: str) -> dict:
+def measure(model: str, weights: str | None, n: int, batch: int, workers: int, rounds: int,
+            variants: list[str]) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         data = replicate(n, Path(tmp) / "data")
         spec = load_model(model, weights)
@@ -61,24 +82,54 @@ def throughput(model: str, weights: str | None, n: int, batch: int, workers: int
                 for b in loader:
                     spec.model(b["image"])
 
-        def pipeline(infl: str, examples_k: int = 8):
-            """The streaming pass only (set-up such as the receptive-field probe is excluded)."""
-            cfg = AggregateConfig(model=model, weights=weights, batch_size=batch, influence=infl,
-                                  examples_k=examples_k)
-            agg = Aggregator(cfg, ds, spec)
+        templates: dict[tuple, Aggregator] = {}
+
+        def pipeline(influence: str, examples_k: int = 8) -> Callable[[], None]:
+            """A fresh copy of a set-up aggregator (probe, receptive fields): only the
+            streaming pass is timed."""
+            key = (influence, examples_k)
+            if key not in templates:
+                cfg = AggregateConfig(model=model, weights=weights, batch_size=batch, influence=influence,
+                                      examples_k=examples_k)
+                templates[key] = Aggregator(cfg, ds, spec)
+            agg = copy.deepcopy(templates[key])
             return lambda: agg.run(workers=workers, progress=False)
 
+        make = {"bare": lambda: bare, "loader": lambda: loader_fwd,
+                "activations": lambda: pipeline("off", 0), "no_influence": lambda: pipeline("off"),
+                "full": lambda: pipeline("auto")}
         bare()  # warm-up
-        res = {"model": model, "weights": spec.weights, "images": n, "batch": batch, "threads": torch.get_num_threads(),
-               "bare_forward_img_s": timed(bare, n), "loader_forward_img_s": timed(loader_fwd, n),
-               "activations_only_img_s": timed(pipeline("off", 0), n),
-               "pipeline_no_influence_img_s": timed(pipeline("off"), n),
-               "pipeline_img_s": timed(pipeline(influence), n)}
-        res["ratio_pipeline_vs_bare"] = res["pipeline_img_s"] / res["bare_forward_img_s"]
-        res["ratio_pipeline_vs_loader_forward"] = res["pipeline_img_s"] / res["loader_forward_img_s"]
-        res["ratio_no_influence_vs_bare"] = res["pipeline_no_influence_img_s"] / res["bare_forward_img_s"]
-        res["examples_slowdown"] = 1 - res["pipeline_no_influence_img_s"] / res["activations_only_img_s"]
-        return res
+        rates: dict[str, list[float]] = {v: [] for v in variants}
+        cpu_rates: dict[str, list[float]] = {v: [] for v in variants}
+        for r in range(rounds):
+            for v in variants[r % len(variants):] + variants[:r % len(variants)]:
+                fn = make[v]()
+                t, c = time.perf_counter(), cpu_seconds()
+                fn()
+                rates[v].append(n / (time.perf_counter() - t))
+                cpu_rates[v].append(n / (cpu_seconds() - c))
+            print(f"round {r + 1}/{rounds}: " + ", ".join(f"{v} {rates[v][-1]:.1f}" for v in variants) + " img/s",
+                  file=sys.stderr, flush=True)
+    res: dict = {"model": model, "weights": spec.weights, "images": n, "batch": batch, "workers": workers,
+                 "threads": torch.get_num_threads(), "rounds": rounds,
+                 "bare_img_s_median": statistics.median(rates["bare"]), "ratio_to_bare": {}}
+    for v in variants:
+        if v == "bare":
+            continue
+        ratios = [a / b for a, b in zip(rates[v], rates["bare"])]
+        cpu = [a / b for a, b in zip(cpu_rates[v], cpu_rates["bare"])]
+        res["ratio_to_bare"][v] = {"median": round(statistics.median(ratios), 3),
+                                   "cpu_time_median": round(statistics.median(cpu), 3),
+                                   "min": round(min(ratios), 3), "max": round(max(ratios), 3),
+                                   "rounds_above_1": sum(r > 1 for r in ratios)}
+    flags = []
+    ni = res["ratio_to_bare"].get("no_influence")
+    if ni and ni["median"] > 1:
+        flags.append(f"MEASUREMENT ERROR: no_influence runs at {ni['median']}x the bare forward "
+                     "(it does the same forward plus more work); the machine's load changed under the bench")
+    res["flags"] = flags
+    res["imagenet_hours"] = {v: round(IMAGENET / statistics.median(rates[v]) / 3600, 1) for v in variants}
+    return res
 
 
 def peak_rss_child(model: str, weights: str | None, n: int, batch: int) -> None:
@@ -86,7 +137,8 @@ def peak_rss_child(model: str, weights: str | None, n: int, batch: int) -> None:
     from summit.aggregate import aggregate
     with tempfile.TemporaryDirectory() as tmp:
         data = replicate(n, Path(tmp) / "data")
-        aggregate(AggregateConfig(model=model, weights=weights, batch_size=batch), data, Path(tmp) / "run", progress=False)
+        aggregate(AggregateConfig(model=model, weights=weights, batch_size=batch), data, Path(tmp) / "run",
+                  progress=False)
     print(json.dumps({"images": n, "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
 
 
@@ -94,17 +146,22 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="squeezenet1_1")
     ap.add_argument("--weights", default=None, help="e.g. random for googlenet offline")
-    ap.add_argument("--images", type=int, default=256)
+    ap.add_argument("--images", type=int, default=64, help="images per variant and round")
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1))
-    ap.add_argument("--influence", default="auto")
-    ap.add_argument("--sizes", type=int, nargs=2, default=[256, 1024], help="dataset sizes for peak RSS")
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--variants", nargs="+", default=VARIANTS, choices=VARIANTS)
+    ap.add_argument("--sizes", type=int, nargs="*", default=[256, 1024], help="dataset sizes for peak RSS")
     ap.add_argument("--rss-child", type=int, default=None, help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.rss_child is not None:
         peak_rss_child(a.model, a.weights, a.rss_child, a.batch)
         return
-    print(json.dumps(throughput(a.model, a.weights, a.images, a.batch, a.workers, a.influence), indent=1))
+    variants = ["bare"] + [v for v in a.variants if v != "bare"]
+    res = measure(a.model, a.weights, a.images, a.batch, a.workers, a.rounds, variants)
+    print(json.dumps(res, indent=1))
+    for flag in res["flags"]:
+        print(flag, file=sys.stderr)
     for n in a.sizes:
         out = subprocess.run([sys.executable, __file__, "--model", a.model, "--batch", str(a.batch),
                               *(["--weights", a.weights] if a.weights else []), "--rss-child", str(n)],

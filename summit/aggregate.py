@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -45,6 +46,7 @@ from .store import (ACTIVATION_SCHEMA, CLASS_SCHEMA, SCHEMA_VERSION, atomic_writ
 
 FIXED_POINT = 2**20
 HIST_BINS = 10
+INFLUENCE_MEMORY = 1 << 21  # counts per stage held in memory (16 bytes each) before spilling
 
 
 @dataclass
@@ -344,7 +346,8 @@ class Aggregator:
         write_table(pa.table({k: np.concatenate(v) for k, v in cols.items()}, schema=ACTIVATION_SCHEMA),
                     out / "activations.parquet", row_group_size=1 << 20)
         write_influence(out / "influence.parquet",
-                        [(n, *(t.numpy() for t in self.infl.decode(n))) for n in self.infl.stages])
+                        [(n, lambda c0, c1, n=n: tuple(t.numpy() for t in self.infl.decode(n, c0, c1)))
+                         for n in self.infl.stages], len(names))
         if self.cfg.examples_k:
             write_examples(self.examples, self.dataset, out, self.probe.rf, self.cfg.image_size, progress)
         write_json(self.metadata(), out / "run.json")
@@ -409,11 +412,13 @@ def _no_images(dataset: SafeImageFolder | DatasetAdapter, skipped: list[tuple[in
 def aggregate(cfg: AggregateConfig, data: str | os.PathLike | None, out: str | os.PathLike, *,
               resume: bool = False, overwrite: bool = False, shard: tuple[int, int] | None = None,
               checkpoint_every: int = 1000, workers: int = 0, device: str = "auto",
-              progress: bool = True) -> dict:
+              progress: bool = True, influence_memory: int = INFLUENCE_MEMORY) -> dict:
     """Run the whole pipeline; returns a small report (images, skipped, seconds, img/s).
 
     The run is built in a temporary sibling directory and swapped into ``out`` atomically, so a
-    crash leaves either the old run or the new one; checkpoints live in ``out`` itself."""
+    crash leaves either the old run or the new one; checkpoints live in ``out`` itself.
+    influence_memory: influence counts kept in memory per stage; beyond that sorted runs go to
+    ``out/.spill-<rank>of<world>`` (a --shard run keeps them next to its shard.pt for `merge`)."""
     shown, out = str(out), output_dir(out)
     rank, world = _dist_env()
     distributed = world > 1
@@ -432,8 +437,12 @@ def aggregate(cfg: AggregateConfig, data: str | os.PathLike | None, out: str | o
         dist.init_process_group("nccl" if dev.type == "cuda" else "gloo")
     out.mkdir(parents=True, exist_ok=True)
     agg = Aggregator(cfg, dataset, spec, str(dev))
+    spill = out / f".spill-{rank}of{world}"
+    agg.infl.spill_to(spill, influence_memory)
     if ckpt.exists() and overwrite and not resume:
         ckpt.unlink()  # --overwrite starts afresh
+    if not ckpt.exists():  # runs of an earlier, unfinished pass are not ours
+        shutil.rmtree(spill, ignore_errors=True)
     if ckpt.exists():
         agg.load(load_state(ckpt, (rank, world)))
     before = int(agg.acts.n_images.sum())
@@ -441,6 +450,8 @@ def aggregate(cfg: AggregateConfig, data: str | os.PathLike | None, out: str | o
     agg.run(rank, world, ckpt, checkpoint_every, workers, progress)
     seconds = time.perf_counter() - t0
     new = int(agg.acts.n_images.sum()) - before
+    if distributed or shard:
+        agg.infl.spill()  # states then carry run names, not tables
     if distributed:
         states = [None] * world
         dist.all_gather_object(states, agg.state())
@@ -458,6 +469,8 @@ def aggregate(cfg: AggregateConfig, data: str | os.PathLike | None, out: str | o
         with replacing(out) as stage:
             agg.save_state(stage / "shard.pt", (rank, world))
             write_json(agg.metadata(partial=True, shard=(rank, world)), stage / "run.json")
+            if spill.exists():  # the state names its runs under `out`, which `stage` becomes
+                os.rename(spill, stage / spill.name)
     elif rank == 0:
         with replacing(out) as stage:
             agg.write(stage, progress)
@@ -465,6 +478,8 @@ def aggregate(cfg: AggregateConfig, data: str | os.PathLike | None, out: str | o
         dist.barrier()
     if ckpt.exists():
         ckpt.unlink()
+    if not (shard and world > 1):  # a shard's runs are read by `summit merge`
+        shutil.rmtree(spill, ignore_errors=True)
     done = int(agg.acts.n_images.sum())
     return {"images": done, "images_this_run": new, "resumed_images": before, "skipped": len(agg.skipped),
             "seconds": seconds, "images_per_s": new / seconds if seconds and new else 0.0, "out": shown,
@@ -501,6 +516,14 @@ def _read_shard(d: Path) -> tuple[dict, dict]:
                           f"says {split[0]}/{split[1]} (a shard.pt copied between folders?)")
     if state["key"].get("fingerprint") != meta["config"].get("fingerprint"):
         raise SummitError(f"{state_file} and its run.json describe different datasets")
+    for counter in state["infl"].values():  # spilled runs live beside shard.pt, wherever it moved
+        if isinstance(counter, dict):
+            counter["runs"] = [(str(d.joinpath(*Path(p).parts[-3:])), level)  # .spill-<i>of<N>/stage<s>/run-<n>
+                               for p, level in counter["runs"]]
+            missing = [p for p, _ in counter["runs"] if not Path(f"{p}.keys").is_file()]
+            if missing:
+                raise SummitError(f"{missing[0]}.keys: missing (a spilled influence run of this shard); "
+                                  "re-run that shard")
     return meta, state
 
 

@@ -77,7 +77,8 @@ def _cmd_aggregate(a: argparse.Namespace) -> int:
                           batch_size=a.batch_size, image_size=a.image_size, limit=a.limit)
     rep = aggregate(cfg, a.data, a.out, resume=a.resume, overwrite=a.overwrite, shard=a.shard,
                     checkpoint_every=a.checkpoint_every, workers=a.workers, device=a.device,
-                    progress=not a.quiet)
+                    progress=not a.quiet,
+                    **({"influence_memory": a.influence_memory} if a.influence_memory else {}))
     if os.environ.get("RANK", "0") == "0":
         _warn_dataset(rep)
         speed = f"{rep['images_per_s']:.1f} img/s" if rep["images_this_run"] else "no new images"
@@ -344,6 +345,9 @@ def build_parser() -> argparse.ArgumentParser:
     ag.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
     ag.add_argument("--overwrite", action="store_true", help="replace an existing run in --out")
     ag.add_argument("--shard", type=_parse_shard, default=None, help="i/N: this shard only (then `merge`)")
+    ag.add_argument("--influence-memory", type=_int_in(1, 2**40), default=None, metavar="N",
+                    help="influence counts per stage kept in memory (16 bytes each) before sorted runs "
+                         "are spilled to the run directory (default 2097152)")
     ag.add_argument("--quiet", action="store_true", help="no progress bars")
     ag.set_defaults(func=_cmd_aggregate)
 

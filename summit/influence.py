@@ -3,8 +3,8 @@
 Direct method ("conv"), per image: influence of input channel i on output channel j is
 ``max_p (X_i conv W_ji)(p)``, the 2D convolution of one input channel with its kernel slice
 (bias excluded, BatchNorm scale folded into W). 1x1 convolutions use
-``max_p w X_i(p) = w max X_i if w > 0 else w min X_i``; kxk convolutions run as a grouped
-convolution (one group per input channel), chunked to bound memory.
+``max_p w X_i(p) = w max X_i if w > 0 else w min X_i``; kxk convolutions as one matmul of
+each channel's unfolded windows with its kernels, in cache-sized blocks.
 
 Routes through a 1x1 bottleneck (Inception 3x3/"5x5" branches, SqueezeNet Fire expands)
 follow Summit's rule by default (``bottleneck="summit"``): they are counted as two separate
@@ -21,17 +21,23 @@ Gradient method ("grad", for residual nets, EfficientNet or non-consecutive laye
 ``infl[i, j] = sum_p X_i(p) * d(max_q Y_j(q)) / dX_i(p)`` (gradient x activation, the linear
 approximation of Building Blocks of Interpretability).
 
-Per image, stage and destination j the top-k sources i are kept; counts are accumulated
-sparsely by (class, i, j) key so memory is bounded by the number of distinct triples, not by images.
+Per image, stage and destination j the top-k sources i are kept (:func:`topk_canonical`: ties
+to the lower index; :func:`stage_topk` gives the same sets as the exhaustive canonical values,
+at about the cost of the float32 maxima); counts are accumulated sparsely by (class, i, j) key
+(summit.counter: bounded memory, sorted runs spilled to disk and merged exactly).
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
+from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .counter import SparseCounter
 from .models import ModelSpec
 
 CHUNK_BYTES = {"cpu": 2**20, "cuda": 256 * 2**20}  # per block of per-channel products
@@ -214,29 +220,188 @@ def one_by_one(x: torch.Tensor, w: torch.Tensor, padded: bool = False) -> torch.
     return mx.unsqueeze(2) * wt.clamp(min=0) + mn.unsqueeze(2) * wt.clamp(max=0)
 
 
-def per_channel_conv_max(x: torch.Tensor, w: torch.Tensor, stride: int = 1,
-                         padding: int = 0) -> torch.Tensor:
-    """max over positions of each single-channel convolution X_i * W_ji -> (N, Cin, Cout)."""
+def topk_canonical(v: torch.Tensor, k: int) -> torch.Tensor:
+    """The top-k inputs (dim 1) of v (N, Cin, Cout) per (image, output channel) -> (N, k, Cout).
+
+    Larger value first, ties to the lower input index; each set is listed in ascending index
+    order. Both the exhaustive and the fast path (:func:`conv_topk`) end here.
+    """
+    n, cin, cout = v.shape
+    kth = v.topk(k, dim=1, sorted=False).values.amin(1, keepdim=True)
+    above, tie = v > kth, v == kth
+    take = above | (tie & (tie.cumsum(1) <= k - above.sum(1, keepdim=True)))
+    return take.transpose(1, 2).nonzero()[:, 2].view(n, cout, k).transpose(1, 2)
+
+
+def _dot_tol(k2: int, device: torch.device) -> float:
+    """Relative bound (per unit of sum |w| * max |x|) on the float32 rounding error of a
+    k2-term dot product and of the bounds built from it, with a 4x margin; TF32 on CUDA
+    gets a 2^-11 unit. Float32 values are only ever compared with this margin."""
+    tf32 = device.type == "cuda" and torch.backends.cuda.matmul.allow_tf32
+    u = 2.0 ** (-11 if tf32 else -24)
+    return 4 * (k2 + 2) * u
+
+
+class _Windows:
+    """The k x k windows of a zero-padded input, one row per (image, input channel)."""
+
+    def __init__(self, x: torch.Tensor, ks: int, stride: int, padding: int) -> None:
+        n, cin, h, wd = x.shape
+        xp = F.pad(x, (padding,) * 4) if padding else x
+        hp, wp = h + 2 * padding, wd + 2 * padding
+        ho, wo = (hp - ks) // stride + 1, (wp - ks) // stride + 1
+        dev = x.device
+        self.padded = xp
+        self.rows = xp.reshape(n * cin, hp * wp)
+        self.flat = self.rows.view(-1)
+        self.base = (torch.arange(ho, device=dev)[:, None] * (stride * wp)
+                     + torch.arange(wo, device=dev)[None, :] * stride).reshape(-1)  # window origins
+        self.taps = (torch.arange(ks, device=dev)[:, None] * wp + torch.arange(ks, device=dev)).reshape(-1)
+        self.n_pos, self.ks, self.stride = ho * wo, ks, stride
+
+    def at(self, rows: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
+        """Window values (R, P, k*k) of the given rows (R,) at output positions pos (R, P)."""
+        start = rows.unsqueeze(1) * self.rows.shape[1] + self.base[pos]  # (R, P)
+        return self.flat[start.unsqueeze(2) + self.taps]
+
+    def absmax(self, rows: torch.Tensor) -> torch.Tensor:
+        """Largest |x| in each window of the given rows (R, L); 0: an all-zero window."""
+        m = self.padded.reshape(-1, 1, *self.padded.shape[2:])[rows].abs()
+        ks, s = self.ks, self.stride
+        for dim in (2, 3):  # separable: k-wide running max along each axis
+            size = m.shape[dim] - ks + 1
+            part = m.narrow(dim, 0, size)
+            for o in range(1, ks):
+                part = torch.maximum(part, m.narrow(dim, o, size))
+            m = part.narrow(dim, 0, (size - 1) // s * s + 1)[(slice(None),) * dim + (slice(None, None, s),)]
+        return m.reshape(rows.numel(), self.n_pos)
+
+    def exact(self, rows: torch.Tensor, pos: torch.Tensor, kern: torch.Tensor) -> torch.Tensor:
+        """Canonical values (M,) float64 of window (rows, pos) . kern (M, k*k): exact float64
+        products summed left to right in float64 by elementwise ops, so a value never depends
+        on what else is computed with it (a matmul's rounding varies with its shape)."""
+        prod = self.at(rows, pos.unsqueeze(1)).squeeze(1).double() * kern.double()
+        acc = prod[:, 0].clone()
+        for u in range(1, prod.shape[1]):
+            acc += prod[:, u]
+        return acc
+
+
+def _canonical_max(win: _Windows, rows: torch.Tensor, pos: torch.Tensor, kern: torch.Tensor,
+                   pair: torch.Tensor, n_pairs: int) -> torch.Tensor:
+    """Per pair (n_pairs,) float64: the largest canonical value among its candidate windows."""
+    out = torch.full((n_pairs,), float("-inf"), dtype=torch.float64, device=kern.device)
+    if pair.numel():
+        out.scatter_reduce_(0, pair, win.exact(rows, pos, kern), "amax")
+    return out
+
+
+def per_channel_conv_max(x: torch.Tensor, w: torch.Tensor, stride: int = 1, padding: int = 0,
+                         canonical: bool = False) -> torch.Tensor:
+    """max over positions of each single-channel convolution X_i * W_ji -> (N, Cin, Cout).
+
+    float32 matmuls, so a value may differ from another exact method's in the last bits.
+    ``canonical``: the float32 rounding of the largest exact (float64) window value instead,
+    the same numbers whatever computes them (slower; the reference of :func:`conv_topk`).
+    """
+    x, w = x.float(), w.float()
     n, cin, h, wd = x.shape
     cout, k = w.shape[0], w.shape[-1]
-    if k == 1:
+    if k == 1:  # one product per position: its float32 rounding is already canonical
         if stride > 1:
             x = x[:, :, ::stride, ::stride]
         return one_by_one(x, w[:, :, 0, 0], padded=padding > 0)
-    ho = (h + 2 * padding - k) // stride + 1
-    wo = (wd + 2 * padding - k) // stride + 1
-    # One row per (image, input channel): its patches (k*k, L) times its kernels (Cout, k*k),
-    # reduced over positions right away. Rows go in blocks whose (Cout, L) products stay
-    # cache-sized: 2-3x faster on CPU than one big einsum or a grouped conv (same result).
-    patches = F.unfold(x.reshape(n * cin, 1, h, wd), k, padding=padding, stride=stride)
-    kernels = w.reshape(cout, cin, k * k).transpose(0, 1)  # (Cin, Cout, k*k)
-    rows = max(1, CHUNK_BYTES.get(x.device.type, 2**20) // (cout * ho * wo * 4))
+    # One row per (image, input channel): its patches (L, k*k) times its kernels (k*k, Cout),
+    # reduced over positions right away. Rows go in blocks whose (L, Cout) products stay
+    # cache-sized: 2-3x faster on CPU than one big einsum or a grouped conv, and positions as
+    # the outer axis (a max across rows of Cout values) 1.3-3x faster than the transpose.
+    patches = F.unfold(x.reshape(n * cin, 1, h, wd), k, padding=padding, stride=stride).transpose(1, 2)
+    kernels = w.reshape(cout, cin, k * k).permute(1, 2, 0).contiguous()  # (Cin, k*k, Cout)
+    rows = max(1, CHUNK_BYTES.get(x.device.type, 2**20) // (cout * patches.shape[1] * 4))
     out = x.new_empty(n * cin, cout)
     for r0 in range(0, n * cin, rows):
         r1 = min(n * cin, r0 + rows)
         ch = torch.arange(r0, r1, device=x.device) % cin
-        out[r0:r1] = torch.bmm(kernels[ch], patches[r0:r1]).amax(-1)
+        out[r0:r1] = torch.bmm(patches[r0:r1], kernels[ch]).amax(1)
+    if canonical:
+        kernels = kernels.transpose(1, 2)  # (Cin, Cout, k*k)
+        rows = torch.arange(n * cin, device=x.device)
+        err = _dot_tol(k * k, x.device) * kernels.abs().sum(-1)[rows % cin] * x.abs().amax((2, 3)).view(-1, 1)
+        out = _canonical(_Windows(x, k, stride, padding), rows.repeat_interleave(cout),
+                         kernels[rows % cin].reshape(-1, k * k), (out - 2 * err).view(-1)).view(n * cin, cout)
     return out.view(n, cin, cout)
+
+
+def conv_topk(x: torch.Tensor, w: torch.Tensor, k: int, stride: int = 1, padding: int = 0) -> torch.Tensor:
+    """Top-k inputs per (image, output channel) of per-channel conv influence -> (N, k, Cout).
+
+    Equal to ``topk_canonical(per_channel_conv_max(x, w, stride, padding, canonical=True), k)``
+    at the cost of the float32 maxima and one topk: a column (image, output channel) whose
+    k-th and (k+1)-th float32 values are further apart than twice the rounding margin has the
+    same top-k set under any exact arithmetic. The other columns (near-ties, e.g. duplicated
+    or dead channels) get canonical values for the pairs within the margin of the k-th place.
+    """
+    x, w = x.float(), w.float()
+    n, cin = x.shape[:2]
+    k = min(k, cin)
+    if k == cin:
+        return torch.arange(cin, device=x.device).view(1, cin, 1).expand(n, cin, w.shape[0]).clone()
+    v = per_channel_conv_max(x, w, stride, padding)  # (N, Cin, Cout) float32
+    if w.shape[-1] == 1:  # 1x1: float32 products are the canonical values
+        return topk_canonical(v, k)
+    top = v.topk(k + 1, dim=1)
+    tol = _dot_tol(w[0, 0].numel(), x.device) * w.abs().sum((2, 3)).t()  # (Cin, Cout) per unit |x|
+    xmax = x.abs().amax((2, 3))  # (N, Cin)
+    margin = tol.amax(0) * xmax.amax(1, keepdim=True)  # (N, Cout) >= every pair's rounding error
+    clear = top.values[:, k - 1] - top.values[:, k] > 2 * margin
+    out = top.indices[:, :k].sort(dim=1).values
+    if not bool(clear.all()):
+        cn, cj = (~clear).nonzero().unbind(1)
+        out[cn, :, cj] = _near_tie_topk(x, w, v[cn, :, cj], tol[:, cj].t() * xmax[cn], cn, cj, k,
+                                        stride, padding)
+    return out
+
+
+def _kth(v: torch.Tensor, k: int) -> torch.Tensor:
+    """k-th largest along dim 1, keepdim."""
+    return v.topk(k, dim=1, sorted=False).values.amin(1, keepdim=True)
+
+
+def _near_tie_topk(x: torch.Tensor, w: torch.Tensor, v: torch.Tensor, err: torch.Tensor,
+                   cn: torch.Tensor, cj: torch.Tensor, k: int, stride: int, padding: int) -> torch.Tensor:
+    """Canonical top-k (M, k) of columns (image cn, output channel cj) from float32 values
+    v (M, Cin) and rounding margins err (M, Cin): pairs sure in or out by the margins stay so,
+    the others get canonical values."""
+    lb, ub = v - err, v + err
+    keep = lb > _kth(ub, k + 1)
+    drop = ub < _kth(lb, k)
+    m, i = (~keep & ~drop).nonzero().unbind(1)
+    cin = x.shape[1]
+    kern = w.reshape(w.shape[0], cin, -1)[cj[m], i]
+    exact = _canonical(_Windows(x, w.shape[-1], stride, padding), cn[m] * cin + i, kern, v[m, i] - 2 * err[m, i])
+    score = torch.where(keep, float("inf"), float("-inf"))
+    score[m, i] = exact
+    return topk_canonical(score.t().unsqueeze(0), k)[0].t()
+
+
+def _canonical(win: _Windows, rows: torch.Tensor, kern: torch.Tensor, low: torch.Tensor) -> torch.Tensor:
+    """Canonical values (M,) of pairs (row, kernel (M, k*k)) whose float32 maximum less twice
+    its rounding margin is ``low``: the largest exact value over the windows that are not all
+    zero and reach ``low`` in float32, and 0 if the row has an all-zero window (exactly 0)."""
+    uniq, inv = torch.unique(rows, return_inverse=True)
+    key = win.absmax(uniq)  # (U, L)
+    zero_win = (key == 0).any(1)
+    out = torch.empty(rows.numel(), dtype=torch.float64, device=kern.device)
+    block = max(1, CHUNK_BYTES.get(kern.device.type, 2**20) // (win.n_pos * kern.shape[1] * 4))
+    for r0 in range(0, rows.numel(), block):
+        sl = slice(r0, r0 + block)
+        r, km = rows[sl], kern[sl]
+        allpos = torch.arange(win.n_pos, device=kern.device).expand(r.numel(), -1)
+        vals = torch.bmm(win.at(r, allpos), km.unsqueeze(2)).squeeze(2)
+        vals.masked_fill_(key[inv[sl]] == 0, float("-inf"))
+        m, p = (vals >= low[sl].unsqueeze(1)).nonzero().unbind(1)
+        out[sl] = _canonical_max(win, r[m], p, km[m], m, r.numel())
+    return torch.where(zero_win[inv], out.clamp(min=0), out).float()
 
 
 def route_influence(route: Route, x: torch.Tensor, mid: torch.Tensor | None) -> torch.Tensor:
@@ -250,29 +415,56 @@ def route_influence(route: Route, x: torch.Tensor, mid: torch.Tensor | None) -> 
     return torch.bmm(torch.relu(a), g)
 
 
+def _route_tensors(route: Route, taps) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(route input X, bottleneck activation B or None) from captured tensors."""
+    kind, path = route.src
+    return (taps.inp[path] if kind == "input" else taps.out[path]), (taps.out[route.mid] if route.mid else None)
+
+
 def stage_influence(stage: Stage, taps) -> torch.Tensor:
     """Per-image influence (N, n_src, routes' destinations) of a conv stage from captured tensors."""
+    return torch.cat([route_influence(r, *_route_tensors(r, taps)) for r in stage.routes], dim=2)
+
+
+def stage_topk(stage: Stage, taps, k: int) -> torch.Tensor:
+    """Top-k sources (N, k, routes' destinations) per image of a conv stage.
+
+    Routes of exact per-channel maxima (every route of Summit's stages: direct, into and out of
+    a bottleneck) go through :func:`conv_topk`, equal to ``topk_canonical`` of the canonical
+    values; routes composed through a bottleneck (our ``linear`` option) rank their float32
+    composition with :func:`topk_canonical`. Each route fills its own destinations, so the
+    per-route sets are the stage's sets."""
     parts = []
     for r in stage.routes:
-        kind, path = r.src
-        x = taps.inp[path] if kind == "input" else taps.out[path]
-        parts.append(route_influence(r, x, taps.out[r.mid] if r.mid else None))
+        x, mid = _route_tensors(r, taps)
+        parts.append(conv_topk(x, r.w2, k, r.stride, r.padding) if r.w1 is None
+                     else topk_canonical(route_influence(r, x, mid), k))
     return torch.cat(parts, dim=2)
 
 
-def grad_influence(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+def grad_influence(x: torch.Tensor, y: torch.Tensor, chunk: int = 1) -> torch.Tensor:
     """Gradient x activation influence (N, Cin, Cout) of X on the spatial max of each Y_j.
 
     One backward pass per output channel serves the whole batch: in eval mode images do not
-    interact, so the gradient of the batch sum splits per image (a plain loop measured 2x
-    faster on CPU than vmap'd is_grads_batched).
+    interact, so the gradient of the batch sum splits per image. ``chunk`` > 1 runs that many
+    output channels per backward (vmap over one-hot gradient outputs). On CPU the work is
+    arithmetic-bound and chunks cost more (`bench/bench_influence.py grad`: 1.3x for 4 on
+    EfficientNet-Lite0); the option is there for devices where per-call overhead dominates.
     """
     s = y.flatten(2).amax(2).sum(0)  # (Cout,)
     xd = x.detach()
-    out = x.new_empty(x.shape[0], x.shape[1], y.shape[1])
-    for j in range(y.shape[1]):
-        (g,) = torch.autograd.grad(s[j], x, retain_graph=True)
-        out[:, :, j] = (g * xd).sum((2, 3))
+    cout = y.shape[1]
+    out = x.new_empty(x.shape[0], x.shape[1], cout)
+    eye = torch.eye(cout, dtype=s.dtype, device=s.device)
+    for j0 in range(0, cout, chunk):
+        j1 = min(cout, j0 + chunk)
+        if chunk == 1:
+            (g,) = torch.autograd.grad(s[j0], x, retain_graph=True)
+            out[:, :, j0] = (g * xd).sum((2, 3))
+        else:
+            (g,) = torch.autograd.grad(s, x, grad_outputs=eye[j0:j1], retain_graph=True,
+                                       is_grads_batched=True)
+            out[:, :, j0:j1] = torch.einsum("cnihw,nihw->nic", g, xd)
     return out
 
 
@@ -285,39 +477,6 @@ def pair_taps(pairs: list[LayerPair]) -> tuple[set[str], set[str]]:
             if r.mid:
                 outs.add(r.mid)
     return outs, inps
-
-
-class SparseCounter:
-    """Counts of int64 keys, kept sorted and unique; merging is exact and order-independent."""
-
-    def __init__(self, flush_at: int = 2_000_000) -> None:
-        self.keys = torch.empty(0, dtype=torch.long)
-        self.counts = torch.empty(0, dtype=torch.long)
-        self._pending: list[torch.Tensor] = []
-        self._pending_n = 0
-        self.flush_at = flush_at
-
-    def add(self, keys: torch.Tensor) -> None:
-        self._pending.append(keys.reshape(-1))
-        self._pending_n += keys.numel()
-        if self._pending_n >= self.flush_at:
-            self.flush()
-
-    def add_counts(self, keys: torch.Tensor, counts: torch.Tensor) -> None:
-        self.flush()
-        self._combine(torch.cat([self.keys, keys]), torch.cat([self.counts, counts]))
-
-    def flush(self) -> None:
-        if self._pending:
-            new = torch.cat(self._pending)
-            self._pending, self._pending_n = [], 0
-            self._combine(torch.cat([self.keys, new]),
-                          torch.cat([self.counts, torch.ones_like(new)]))
-
-    def _combine(self, keys: torch.Tensor, counts: torch.Tensor) -> None:
-        uniq, inv = torch.unique(keys, sorted=True, return_inverse=True)
-        self.counts = torch.zeros_like(uniq).scatter_add_(0, inv, counts)
-        self.keys = uniq
 
 
 class InfluenceAccumulator:
@@ -333,38 +492,51 @@ class InfluenceAccumulator:
     def update(self, taps, labels: torch.Tensor) -> None:
         for p in self.pairs:
             for st in p.stages:
-                if p.method == "conv":
-                    infl, dst = stage_influence(st, taps), st.dst_index(labels.device)
-                else:
-                    infl = grad_influence(taps.out[p.src_path], taps.out[p.dst_path])
-                    dst = torch.arange(p.cout, device=infl.device)
                 k = min(self.k, st.n_src)
-                top = infl.topk(k, dim=1).indices  # (N, k, n_dst of the routes)
-                keys = (labels.to(top.device).view(-1, 1, 1) * st.n_src + top) * st.n_dst + dst.view(1, 1, -1)
+                if p.method == "conv":
+                    top = stage_topk(st, taps, k)
+                else:
+                    top = topk_canonical(grad_influence(taps.out[p.src_path], taps.out[p.dst_path]), k)
+                dst = st.dst_index(top.device).view(1, 1, -1)  # (N, k, n_dst of the routes)
+                keys = (labels.to(top.device).view(-1, 1, 1) * st.n_src + top) * st.n_dst + dst
                 self.counters[st.name].add(keys.cpu())
 
+    def spill_to(self, directory: str | os.PathLike, max_entries: int) -> None:
+        """Let each stage's counter keep at most max_entries in memory, spilling sorted runs
+        to directory/stage<i> beyond that (summit.counter)."""
+        for i, c in enumerate(self.counters.values()):
+            c.spill_dir, c.max_entries = Path(directory) / f"stage{i}", max_entries
+            c.flush_at = min(c.flush_at, max_entries)
+
     def state(self) -> dict:
-        out = {}
-        for name, c in self.counters.items():
-            c.flush()
-            out[name] = (c.keys.clone(), c.counts.clone())
-        return out
+        return {name: c.state() for name, c in self.counters.items()}
 
     def load(self, state: dict) -> None:
-        for name, (keys, counts) in state.items():
-            c = self.counters[name] = SparseCounter()
-            c.keys, c.counts = keys, counts
+        for name, st in state.items():
+            self.counters[name].load(st)
 
     def merge(self, state: dict) -> None:
-        for name, (keys, counts) in state.items():
-            self.counters[name].add_counts(keys, counts)
+        for name, st in state.items():
+            self.counters[name].merge(st)
 
-    def decode(self, name: str) -> tuple[torch.Tensor, ...]:
-        """(class, src, dst, count) for one stage, sorted by class then src, dst."""
+    def decode(self, name: str, c0: int | None = None, c1: int | None = None) -> tuple[torch.Tensor, ...]:
+        """(class, src, dst, count) for one stage and classes c0 <= class < c1 (default all),
+        sorted by class then src, dst."""
         st = self.stages[name]
-        c = self.counters[name]
-        c.flush()
-        keys = c.keys
+        per_class = st.n_src * st.n_dst
+        keys, counts = self.counters[name].range(None if c0 is None else c0 * per_class,
+                                                 None if c1 is None else c1 * per_class)
+        keys, counts = torch.from_numpy(np.asarray(keys)), torch.from_numpy(np.asarray(counts))
         dst = keys % st.n_dst
         rest = keys // st.n_dst
-        return rest // st.n_src, rest % st.n_src, dst, c.counts
+        return rest // st.n_src, rest % st.n_src, dst, counts
+
+    def spill(self) -> None:
+        """Move every in-memory table to disk (before a state travels to another process)."""
+        for c in self.counters.values():
+            c.spill()
+
+    def discard_files(self) -> None:
+        """Delete the spilled runs this accumulator wrote (other ranks' or shards' stay)."""
+        for c in self.counters.values():
+            c.discard_files()

