@@ -104,14 +104,17 @@ function wireGraphControls() {
 }
 
 /** Pick up feature visualizations rendered while the page is open (poll and on focus). */
+let fvSeq = 0;   // a poll and a focus refresh may overlap: only the newest answer counts
+
 async function refreshFeaturevis() {
+  const my = ++fvSeq;
   let listing;
   try {
     listing = await api("/api/featurevis");
   } catch {
     return;   // the server may be restarting; the next poll tries again
   }
-  if (!setFeaturevis(listing)) return;
+  if (my !== fvSeq || !setFeaturevis(listing)) return;
   redrawGraph();
   renderUnits();
   if (state.detail) {

@@ -728,9 +728,17 @@ def test_new_featurevis_and_diversity_hover(browser, sample_run: Path, tmp_path:
         render_diversity_run(run, {"fire4": [n["channel"]]}, 4, **kw)
         page.evaluate("() => window.dispatchEvent(new Event('focus'))")
         page.wait_for_function(f"() => {href}.startsWith('/api/featurevis/fire4/{n['channel']}.png')")
-        box = page.locator(sel).bounding_box()
-        page.mouse.move(box["x"] + 2, box["y"] + box["height"] / 2)
-        page.wait_for_selector("#popover:not([hidden]) .div-img")
+        from playwright.sync_api import TimeoutError as PlaywrightTimeout
+        for attempt in range(5):  # the refresh redraws the graph: a pointer already there gets no mouseenter
+            page.mouse.move(5, 5)
+            box = page.locator(sel).bounding_box()
+            page.mouse.move(box["x"] + 2, box["y"] + box["height"] / 2)
+            try:
+                page.wait_for_selector("#popover:not([hidden]) .div-img", timeout=5000 if attempt < 4 else 30000)
+                break
+            except PlaywrightTimeout:
+                if attempt == 4:
+                    raise
         assert page.locator("#popover .div-img").count() == 4 and page.locator("#popover .fv-main").count() == 1
         frame = page.locator(f"{sel} rect.frame").bounding_box()
         for i in range(4):  # left quarter: image 0 ... right quarter: image 3
