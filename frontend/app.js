@@ -103,9 +103,9 @@ function wireGraphControls() {
   $("#graph").addEventListener("mouseleave", hidePopover);
 }
 
-/** Pick up feature visualizations rendered while the page is open (poll and on focus). */
 let fvSeq = 0;   // a poll and a focus refresh may overlap: only the newest answer counts
 
+/** Pick up feature visualizations rendered while the page is open (poll and on focus). */
 async function refreshFeaturevis() {
   const my = ++fvSeq;
   let listing;

@@ -67,7 +67,7 @@ export function diversityOf(layer, ch) {
   return d3.range(n).map((i) => diversityUrl(layer, ch, i, state.fvStamp));
 }
 
-/** Store /api/featurevis (or meta.featurevis) in the state; true when something changed. */
+/** Store /api/featurevis in the state; true when something changed. */
 export function setFeaturevis(listing) {
   const stamp = String(listing.stamp ?? state.fvStamp);
   const changed = stamp !== state.fvStamp;

@@ -508,9 +508,6 @@ def create_app(run_dir: str | os.PathLike, cache_size: int = 256, hosts: HostChe
         layer = request.args.get("layer") or api.run.layers[-1]
         api.layer(layer, status=400)
         return jsonify(layer=layer, method=method, points=[p for p in api.embedding(method) if p["layer"] == layer])
-        layer = request.args.get("layer") or None
-        return jsonify(api.embedding(None if layer is None else api.layer(layer, status=400),
-                                     request.args.get("method") or None))
 
     @app.get("/api/similar")
     def similar() -> Response:
