@@ -253,6 +253,8 @@ export function ruleText(g) {
       parts.push(s.mass > s.mass_start + 1e-9
         ? `mass ${share(s.mass)} (raised from ${share(s.mass_start)} until every layer is present and connected)`
         : `mass ${share(s.mass)}`);
+    } else if (s.mass_a != null) {   // a comparison: each class's graph has its own raised mass
+      parts.push(`mass ${share(s.mass_a)} (a), ${share(s.mass_b)} (b), from ${share(s.mass_start)}`);
     }
   } else {
     parts.push(s.min_count != null ? `rule: units with count ≥ ${s.min_count}` : `rule: top ${s.top_n} units per layer`);

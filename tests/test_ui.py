@@ -604,6 +604,9 @@ def test_compare_mode(page, server: str, artifacts: Path) -> None:
     assert f"only {a}" in legend and f"only {b}" in legend and "both" in legend
     assert page.locator("#legend rect.membership-key").count() == 3
     assert page.locator(f'#class-list li.compared[data-class="{b}"]').count() == 1
+    st = g["summit"]["settings"]
+    share = lambda v: f"{round(v * 100, 1):g} %"  # noqa: E731 - the page's format
+    assert f"mass {share(st['mass_a'])} (a), {share(st['mass_b'])} (b)" in page.inner_text("#rule-settings")
     page.mouse.move(5, 5)
     shot(page, artifacts, "ui_compare.png")
 
