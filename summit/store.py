@@ -51,8 +51,8 @@ INFLUENCE_ROW_BYTES = 40  # in memory: 4 int columns plus the layer pair name
 
 
 RUN_FILES = {"run.json", "classes.parquet", "activations.parquet", "influence.parquet", "examples.parquet",
-             "examples", "embedding.parquet", "featurevis", "graphs", "shard.pt",
-             "graphs.parquet"}
+             "examples", "embedding.parquet", "featurevis", "graphs", "ag", "shard.pt",
+             "graphs.parquet", "blocks", "dream"}  # graphs/, ag/: the demo's exports into the run
 STAGING = ".summit-tmp-"  # marks temporary files and directories: .<name>.summit-tmp-<pid>@<host>[~...]
 
 

@@ -153,6 +153,16 @@ def test_output_folders_with_foreign_files_are_not_replaced(cli: CliRunner, tmp_
     assert (tmp_path / "mine" / "thesis.tex").read_text() == "keep me"
 
 
+def test_run_with_derived_outputs_can_be_overwritten(cli: CliRunner, runs: dict[str, Path], tmp_path: Path) -> None:
+    """What other commands write into a run (the demo's exports, explorer, DeepDream) is summit's."""
+    out = Path(shutil.copytree(runs["new"], tmp_path / "run"))
+    for sub in ("graphs", "ag", "blocks", "dream"):
+        (out / sub).mkdir()
+        (out / sub / "x.json").write_text("{}")
+    ok(cli.run("aggregate", "--out", str(out), "--overwrite", *SMALL))
+    assert not (out / "ag").exists() and (out / "run.json").is_file()
+
+
 def test_shard_states_carry_their_identity(cli: CliRunner, runs: dict[str, Path], tmp_path: Path) -> None:
     s0, s1 = (tmp_path / "s0", tmp_path / "s1")
     shutil.copytree(runs["s0"], s0)

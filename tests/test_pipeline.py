@@ -189,8 +189,10 @@ def test_spilled_influence_resumes_and_merges_byte_identical(reference: Path, tm
 
 def test_cli_errors_are_one_line(tmp_path: Path, reference: Path) -> None:
     cases = [
-        (["aggregate", "--model", "googlenett"], "unknown model 'googlenett'; close matches: googlenet"),
-        (["aggregate", "--layers", "fire99"], "unknown layer 'fire99' for squeezenet1_1; valid: fire2"),
+        (["aggregate", "--model", "googlenett", "--out", str(tmp_path / "a")],  # never the checkout's runs/
+         "unknown model 'googlenett'; close matches: googlenet"),
+        (["aggregate", "--layers", "fire99", "--out", str(tmp_path / "b")],
+         "unknown layer 'fire99' for squeezenet1_1; valid: fire2"),
         (["aggregate", str(tmp_path / "nope")], "dataset directory not found"),
         (["aggregate", "--out", str(reference), *SMALL], "already holds a run"),
         (["aggregate", "--out", str(reference), "--resume", *SMALL], "finished run; nothing to resume"),
