@@ -193,7 +193,7 @@ def test_cli_errors_are_one_line(tmp_path: Path, reference: Path) -> None:
          "unknown model 'googlenett'; close matches: googlenet"),
         (["aggregate", "--layers", "fire99", "--out", str(tmp_path / "b")],
          "unknown layer 'fire99' for squeezenet1_1; valid: fire2"),
-        (["aggregate", str(tmp_path / "nope")], "dataset directory not found"),
+        (["aggregate", str(tmp_path / "nope"), "--out", str(tmp_path / "c")], "dataset directory not found"),
         (["aggregate", "--out", str(reference), *SMALL], "already holds a run"),
         (["aggregate", "--out", str(reference), "--resume", *SMALL], "finished run; nothing to resume"),
         (["info", "--run", str(tmp_path)], "not a summit run directory"),
