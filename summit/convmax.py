@@ -19,6 +19,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+# numba's OpenMP layer shares torch's OpenMP runtime and, in a one-thread process, changes the
+# float results of torch's later convolutions: runs would stop being byte-identical across
+# resume, shards and ranks. Its own thread pool ("workqueue") leaves torch alone.
+if numba.config.THREADING_LAYER == "default":
+    numba.config.THREADING_LAYER = "workqueue"
+
 CHUNK_BYTES = {"cpu": 2**20, "cuda": 256 * 2**20}  # per block of per-channel products
 
 

@@ -1,6 +1,10 @@
 """Exact per-channel convolution maxima and their top-k against brute-force convolutions."""
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -138,3 +142,14 @@ def test_topk_canonical_equals_index_tie_break_on_ties() -> None:
     for k in (1, 3, 5, 11, 12):
         assert torch.equal(topk_canonical(v, k), convmax._ties_to_lower_index(v, k) if k < 12
                            else torch.arange(12).view(1, 12, 1).expand(5, 12, 40))
+
+
+def test_kernel_leaves_torch_results_alone() -> None:
+    """In a one-thread process (as in byte-identical resume, shard and rank runs) torch's forward
+    gives the same bits after the numba kernel has run as before."""
+    code = ("import torch\nfrom summit.convmax import conv_topk\nfrom summit.models import load_model\n"
+            "net, x = load_model('squeezenet1_1').model, torch.rand(2, 3, 96, 96)\n"
+            "with torch.no_grad():\n    a = net(x)\n"
+            "    conv_topk(torch.rand(2, 8, 10, 10), torch.randn(6, 8, 3, 3), 3, 1, 1)\n"
+            "    assert torch.equal(a, net(x))\n")
+    subprocess.run([sys.executable, "-c", code], check=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
