@@ -100,14 +100,23 @@ class _Windows:
     def absmax(self, rows: torch.Tensor) -> torch.Tensor:
         """Largest |x| in each window of the given rows (R, L); 0: an all-zero window."""
         m = self.padded.reshape(-1, 1, *self.padded.shape[2:])[rows].abs()
+        return self.reduce(m, torch.maximum).reshape(rows.numel(), self.n_pos)
+
+    def norms(self) -> torch.Tensor:
+        """L2 norm of every window (N * Cin, L), float32 rounded up: + 4e-19 covers the squares
+        lost to underflow (at most k*k * 2^-126)."""
+        return self.reduce(self.padded.square(), torch.add).sqrt_().add_(4e-19).reshape(-1, self.n_pos)
+
+    def reduce(self, m: torch.Tensor, op) -> torch.Tensor:
+        """op over each k x k window of m (..., Hp, Wp), separably along each axis."""
         ks, s = self.ks, self.stride
-        for dim in (2, 3):  # separable: k-wide running max along each axis
+        for dim in (m.dim() - 2, m.dim() - 1):
             size = m.shape[dim] - ks + 1
             part = m.narrow(dim, 0, size)
             for o in range(1, ks):
-                part = torch.maximum(part, m.narrow(dim, o, size))
+                part = op(part, m.narrow(dim, o, size))
             m = part.narrow(dim, 0, (size - 1) // s * s + 1)[(slice(None),) * dim + (slice(None, None, s),)]
-        return m.reshape(rows.numel(), self.n_pos)
+        return m
 
     def exact(self, rows: torch.Tensor, pos: torch.Tensor, kern: torch.Tensor) -> torch.Tensor:
         """Canonical values (M,) float64 of window (rows, pos) . kern (M, k*k): exact float64
@@ -209,7 +218,7 @@ def _pruned_max(x: torch.Tensor, w: torch.Tensor, k: int, stride: int, padding: 
     Lower bounds: each pair's exact value at its input channel's strongest windows (largest
     L2 norm). Their k-th largest per column, less three rounding margins, is the column's
     threshold t. Upper bound of a window: ||W_ji|| * ||window|| (Cauchy-Schwarz; with the
-    kernel's positive part when the channel is non-negative), in float64 with a 1e-4 slack.
+    kernel's positive part when the channel is non-negative), with a 1e-4 slack for rounding.
     The kernel evaluates a window for a pair only if that bound reaches t. A pair whose
     maximum over the evaluated windows is at least t + margin has its true maximum there; the
     others are below t + 2 margins, under the k lower-bound pairs, and set to -inf.
@@ -217,12 +226,12 @@ def _pruned_max(x: torch.Tensor, w: torch.Tensor, k: int, stride: int, padding: 
     n, cin = x.shape[:2]
     cout, ks = w.shape[0], w.shape[-1]
     win = _Windows(x.contiguous(), ks, stride, padding)
-    norms = (F.avg_pool2d(win.padded.double().square(), ks, stride) * (ks * ks)).sqrt().reshape(n * cin, -1)
+    norms = win.norms()
     kern = w.reshape(cout, cin, ks * ks)
     kernels = kern.permute(1, 2, 0).contiguous()  # (Cin, k*k, Cout)
     nonneg = (x.amin((2, 3)) >= 0).unsqueeze(2)
     knorm = torch.where(nonneg, kern.clamp(min=0).double().norm(dim=2).t(), kern.double().norm(dim=2).t())
-    cand = norms.topk(min(win.n_pos, max(2, min(32, win.n_pos // 32))), dim=1).indices  # (R, P)
+    cand = norms.topk(min(win.n_pos, 8), dim=1).indices  # (R, P)
     wins = win.at(torch.arange(n * cin, device=x.device), cand).view(n, cin, -1, ks * ks)
     lower = torch.einsum("nipt,itj->nipj", wins, kernels).amax(2)  # (N, Cin, Cout)
     t = (_kth(lower, k) - 3 * margin.unsqueeze(1)).squeeze(1)  # (N, Cout)
