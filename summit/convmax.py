@@ -34,7 +34,10 @@ def one_by_one(x: torch.Tensor, w: torch.Tensor, padded: bool = False) -> torch.
     if padded:  # zero padding adds zero-valued positions
         mx, mn = mx.clamp(min=0), mn.clamp(max=0)
     wt = w.t()
-    return mx.unsqueeze(2) * wt.clamp(min=0) + mn.unsqueeze(2) * wt.clamp(max=0)
+    out = mx.unsqueeze(2) * wt.clamp(min=0)
+    if bool(mn.any()):  # else (post-ReLU maps reach 0) the negative weights add exact zeros
+        out += mn.unsqueeze(2) * wt.clamp(max=0)
+    return out
 
 
 def topk_canonical(v: torch.Tensor, k: int) -> torch.Tensor:

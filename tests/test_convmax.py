@@ -38,7 +38,8 @@ def test_per_channel_conv_matches_brute_force() -> None:
 def test_one_by_one_max_min_trick() -> None:
     torch.manual_seed(1)
     x, w = torch.randn(4, 6, 7, 7), torch.randn(5, 6)
-    torch.testing.assert_close(one_by_one(x, w), brute_max(x, w[:, :, None, None]))
+    for xs in (x, x.relu()):  # post-ReLU maps reach 0: the negative weights' term is skipped
+        torch.testing.assert_close(one_by_one(xs, w), brute_max(xs, w[:, :, None, None]))
 
 
 def test_topk_canonical_breaks_ties_by_lower_index() -> None:
