@@ -24,7 +24,7 @@ import torch
 
 from summit.data import BUNDLED_SAMPLE, SafeImageFolder, collate
 from summit.hooks import Taps
-from summit.convmax import _dot_tol, _pruned_max, conv_topk
+from summit.convmax import _pruned_max, conv_topk, rounding_margins
 from summit.aggregate import probe_layers
 from summit.influence import InfluenceAccumulator, _fold, build_pairs, grad_influence, pair_taps
 from summit.models import load_model
@@ -54,8 +54,7 @@ def kth(v: torch.Tensor, k: int) -> torch.Tensor:
 def kept_pairs(x: torch.Tensor, w: torch.Tensor, stride: int, padding: int) -> float:
     """Share of (image, input, output) pairs whose maxima the pruned path computes (the others
     are settled as out of the top k by their bounds)."""
-    tol = _dot_tol(w[0, 0].numel(), x.device) * w.abs().sum((2, 3)).t()
-    margin = tol.amax(0) * x.abs().amax((2, 3)).amax(1, keepdim=True)
+    margin = rounding_margins(x, w)[2]
     return float((_pruned_max(x, w, K, stride, padding, margin) > float("-inf")).float().mean())
 
 

@@ -466,7 +466,7 @@ def build_parser() -> argparse.ArgumentParser:
     fg.add_argument("--class", dest="cls", required=True, help="class name or index")
     fg.add_argument("--out", required=True, help="output file: .svg or .png")
     fg.add_argument("--compare", default=None, metavar="CLASS", help="compare with this class")
-    fg.add_argument("--scale", type=_float_in(0.1, 16.0), default=2.0, help="PNG pixels per SVG unit (default 2)")
+    fg.add_argument("--scale", type=_float_in(0.1, 8.0), default=2.0, help="PNG pixels per SVG unit (default 2)")
     fg.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
                     help="a UI setting as in the page's URL hash, e.g. top_n=5 (repeatable)")
     fg.add_argument("--chromium", default=None, help="Chromium binary (default: /usr/bin/chromium, "

@@ -196,9 +196,7 @@ def conv_topk(x: torch.Tensor, w: torch.Tensor, k: int, stride: int = 1, padding
         return torch.arange(cin, device=x.device).view(1, cin, 1).expand(n, cin, w.shape[0]).clone()
     if w.shape[-1] == 1:  # 1x1: float32 products are the canonical values
         return topk_canonical(per_channel_conv_max(x, w, stride, padding), k)
-    tol = _dot_tol(w[0, 0].numel(), x.device) * w.abs().sum((2, 3)).t()  # (Cin, Cout) per unit |x|
-    xmax = x.abs().amax((2, 3))  # (N, Cin)
-    margin = tol.amax(0) * xmax.amax(1, keepdim=True)  # (N, Cout) >= every pair's rounding error
+    tol, xmax, margin = rounding_margins(x, w)
     if prune and x.device.type == "cpu":
         v = _pruned_max(x, w, k, stride, padding, margin)
     else:
@@ -211,6 +209,15 @@ def conv_topk(x: torch.Tensor, w: torch.Tensor, k: int, stride: int = 1, padding
         out[cn, :, cj] = _near_tie_topk(x, w, v[cn, :, cj], tol[:, cj].t() * xmax[cn], cn, cj, k,
                                         stride, padding)
     return out
+
+
+def rounding_margins(x: torch.Tensor, w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Bounds on the float32 rounding error of per-channel window values: ``tol`` (Cin, Cout) per
+    unit of |x|, ``xmax`` (N, Cin) the largest |x| of each channel, and ``margin`` (N, Cout) at
+    least every pair's error in a column (image, output channel)."""
+    tol = _dot_tol(w[0, 0].numel(), x.device) * w.abs().sum((2, 3)).t()
+    xmax = x.abs().amax((2, 3))
+    return tol, xmax, tol.amax(0) * xmax.amax(1, keepdim=True)
 
 
 def _pruned_max(x: torch.Tensor, w: torch.Tensor, k: int, stride: int, padding: int,

@@ -399,13 +399,14 @@ def _attr_channels(run: Run, d: _Dense, e: _Edges, nodes: np.ndarray) -> dict[st
     return out
 
 
-def _edge_view(run: Run, d: _Dense, e: _Edges, o: _Options) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(rows of active pairs without excluded ends, global src ids, global dst ids)."""
+def _edge_view(run: Run, d: _Dense, e: _Edges, o: _Options,
+               bad: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(rows of active pairs without excluded ends (``bad``: :func:`_excluded_columns`), global src
+    ids, global dst ids)."""
     pairs = run.meta["pairs"]
     active = np.array([p["src"] in o.layers and p["dst"] in o.layers for p in pairs] + [False])
     src_off, dst_off = _pair_offsets(run, d)
     gs, gd = src_off[e.pair] + e.src, dst_off[e.pair] + e.dst
-    bad = _excluded_columns(d, o)
     rows = np.flatnonzero(active[e.pair] & ~bad[gs] & ~bad[gd])
     return rows, gs, gd
 
@@ -448,8 +449,8 @@ def _build_pagerank(run: Run, d: _Dense, ci: int, ce: _ClassEdges, o: _Options) 
     G = _new_graph(run, d, ci, o)
     if not d.n_images[ci]:
         return G
-    rows, gs, gd = _edge_view(run, d, ce.full, o)
     bad = _excluded_columns(d, o)
+    rows, gs, gd = _edge_view(run, d, ce.full, o, bad)
     present = np.zeros(d.count.shape[1], dtype=bool)
     if len(rows):
         present[gs[rows]] = present[gd[rows]] = True
@@ -494,7 +495,7 @@ def _build_topn(run: Run, d: _Dense, ci: int, ce: _ClassEdges, o: _Options) -> n
     cols = np.concatenate(chosen)
     selected[cols] = True
     _add_nodes(G, run, d, ci, cols)
-    rows, gs, gd = _edge_view(run, d, ce.full, o)
+    rows, gs, gd = _edge_view(run, d, ce.full, o, bad)
     e = ce.full
     if len(rows) and o.edges_per_node:
         rows = rows[selected[gs[rows]] & selected[gd[rows]] & (e.weight[rows] >= o.min_edge_count)]

@@ -510,6 +510,8 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
 # -- class similarity, per-layer embedding, feature vis listing, diversity, warm-up --------------
 def test_similar_is_cosine_similarity_of_a_rows(client: FlaskClient, run: Run) -> None:
     """Similarity of the A rows the embedding uses (Summit's tau 0.01 selection), per layer or all."""
