@@ -117,10 +117,13 @@ async function refreshFeaturevis() {
   if (my !== fvSeq || !setFeaturevis(listing)) return;
   redrawGraph();
   renderUnits();
-  if (state.detail) {
-    const [, layer, ch] = /^(.+):(\d+)$/.exec(state.detail);
-    openChannel(layer, +ch);
-  }
+  openUnit(state.detail);
+}
+
+/** Open the detail panel of a "layer:channel" id (nothing for a null or malformed one). */
+function openUnit(id) {
+  const m = /^(.+):(\d+)$/.exec(id || "");
+  if (m) openChannel(m[1], +m[2]);
 }
 
 async function main() {
@@ -151,8 +154,7 @@ async function main() {
   renderEmbedding();
   selectClass(classByName(h.cls) ? h.cls : startClass());
   if (h.tab === "units") showTab("units");
-  const unit = /^(.+):(\d+)$/.exec(h.unit || "");
-  if (unit) openChannel(unit[1], +unit[2]);
+  openUnit(h.unit);
   setInterval(() => { if (!document.hidden) refreshFeaturevis(); }, POLL_MS);
   window.addEventListener("focus", refreshFeaturevis);
   document.body.dataset.ready = "1";

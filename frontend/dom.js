@@ -23,13 +23,19 @@ export function debounce(fn, ms) {
   return (...a) => { clearTimeout(t); t = setTimeout(() => fn(...a), ms); };
 }
 
-/** Save a blob under a file name through a temporary link. */
-export function download(blob, name) {
-  const a = el("a", { href: URL.createObjectURL(blob), download: name });
+/** Save a URL's content under a file name through a temporary link. */
+export function downloadUrl(href, name) {
+  const a = el("a", { href, download: name });
   document.body.append(a);
   a.click();
   a.remove();
-  setTimeout(() => URL.revokeObjectURL(a.href), 10000);
+}
+
+/** Save a blob under a file name. */
+export function download(blob, name) {
+  const href = URL.createObjectURL(blob);
+  downloadUrl(href, name);
+  setTimeout(() => URL.revokeObjectURL(href), 10000);
 }
 
 /** CSS crop of patch `i` out of a dataset-example strip (K square patches side by side). */

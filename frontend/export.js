@@ -6,7 +6,7 @@
 // headless Chromium, so the command line and the browser produce the same file.
 
 import { showError } from "./api.js";
-import { $, download, el, pct } from "./dom.js";
+import { $, download, downloadUrl, el, pct } from "./dom.js";
 import { classByName, state, writeHash } from "./state.js";
 import { FONT, LEGEND_H, graphContent, graphQuery, layoutGraph, legendGroup, ruleText } from "./graph.js";
 
@@ -127,10 +127,7 @@ function downloadJson() {
   if (!state.selected) return showError(new Error("pick a class first"));
   const q = graphQuery();
   if (state.compare && state.compareWith) q.set("compare", state.compareWith);
-  const a = el("a", { href: `/api/export/${encodeURIComponent(state.selected)}.json?${q}`, download: `${baseName()}.json` });
-  document.body.append(a);
-  a.click();
-  a.remove();
+  downloadUrl(`/api/export/${encodeURIComponent(state.selected)}.json?${q}`, `${baseName()}.json`);
 }
 
 // ---------------------------------------------------------------- figure mode

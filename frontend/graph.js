@@ -4,7 +4,7 @@
 // node, a client-side count filter, and the legend. `layoutGraph`, `graphContent`, `legendGroup`
 // and `ruleText` are shared with the figure export (export.js), so screen and figure agree.
 
-import { api, showError } from "./api.js";
+import { api, examplesUrl, showError } from "./api.js";
 import { $, cropHtml, el, fmt, pct } from "./dom.js";
 import { actions, classByName, diversityOf, ruleParams, state, thumbOf, writeHash } from "./state.js";
 import { COLORS } from "./compare.js";
@@ -432,7 +432,7 @@ function showPopover(n, anchor) {
   }
   if (state.meta.has_examples) {
     const K = Math.max(1, state.meta.examples_k || 1);
-    const url = `/api/examples/${encodeURIComponent(n.layer)}/${n.channel}.jpg`;
+    const url = examplesUrl(n.layer, n.channel);
     parts.push(el("div", { class: "pop-label", text: "dataset examples (strongest activations)" }),
       el("div", { class: "pop-examples" }, ...d3.range(K).map((i) => cropHtml(url, i, 52))));
   }

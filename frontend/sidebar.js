@@ -1,11 +1,12 @@
-// Class sidebar (Summit's class list): the selected class pinned on top, the others ordered by the
-// cosine similarity of their A rows to it in the chosen layer (or by accuracy, images, name);
+// Class sidebar (Summit's class list): the selected class pinned on top, the others ordered by
+// cosine similarity to it (as Summit; the vectors compared, A rows of the chosen layer, are our
+// choice), or by accuracy, images, name;
 // each row shows the top-1 probability histogram of its images and a similarity bar. The search
 // ignores case and treats spaces and underscores alike, with an autocomplete list.
 
 import { api, showError } from "./api.js";
 import { $, el, pct } from "./dom.js";
-import { actions, state, writeHash } from "./state.js";
+import { actions, classByName, state, writeHash } from "./state.js";
 
 /** "022_Bald  eagle" -> "022 bald eagle": the form search compares. */
 const normalize = (s) => String(s).toLowerCase().replace(/[\s_]+/g, " ").trim();
@@ -99,7 +100,7 @@ export function renderClassList() {
   const query = $("#class-search").value;
   const rows = matches(query).filter((c) => c.name !== state.selected);
   if (state.classSort !== "similarity" || !normalize(query)) rows.sort(cmp);
-  const sel = state.classes.find((c) => c.name === state.selected);
+  const sel = classByName(state.selected);
   $("#class-pinned").replaceChildren(...(sel ? [classRow(sel, true)] : []));
   const list = $("#class-list");
   list.replaceChildren();
