@@ -20,8 +20,8 @@ from typing import Callable
 import torch
 from torchvision.transforms.functional import to_tensor
 
-from summit.explain import Explainer
-from summit.groups import factorize
+from summit.explain.explainer import Explainer
+from summit.explain.groups import factorize
 
 
 def median_s(fn: Callable[[], object], reps: int) -> float:
@@ -45,7 +45,7 @@ def main() -> None:
     if a.threads:
         torch.set_num_threads(a.threads)
     if a.run is None:
-        from summit.aggregate import AggregateConfig, aggregate
+        from summit.pipeline.aggregator import AggregateConfig, aggregate
         a.run = str(Path(tempfile.mkdtemp()) / "sample")
         aggregate(AggregateConfig(model="squeezenet1_1", batch_size=8, limit=16), None, a.run, workers=0,
                   progress=False)

@@ -13,8 +13,8 @@ import time
 
 import torch
 
-from summit import featurevis as fv
-from summit.models import ModelSpec, load_model
+from summit.model.models import ModelSpec, load_model
+from summit.vis import render as fv
 
 
 def _sync(dev: torch.device) -> None:

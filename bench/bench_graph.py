@@ -20,10 +20,10 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from summit.embedding import class_embedding
-from summit.graph import class_graph, compare_graph
-from summit.store import (ACTIVATION_SCHEMA, CLASS_SCHEMA, SCHEMA_VERSION, Run, array_rows, write_influence, write_json,
-                          write_table)
+from summit.graph.build import class_graph, compare_graph
+from summit.graph.embedding import class_embedding
+from summit.run.files import write_json, write_table
+from summit.run.store import ACTIVATION_SCHEMA, CLASS_SCHEMA, SCHEMA_VERSION, Run, array_rows, write_influence
 
 LAYERS = {"inception3a": 256, "inception3b": 480, "inception4a": 512, "inception4b": 512, "inception4c": 512,
           "inception4d": 528, "inception4e": 832, "inception5a": 832, "inception5b": 1024}
@@ -93,7 +93,7 @@ def _ms(f) -> float:
 
 
 def main() -> None:
-    from summit.graphcache import GraphCache, build, graph_bytes  # (kept apart from the synthesis imports)
+    from summit.graph.cache import GraphCache, graph_bytes, store_graphs  # (kept apart from the synthesis imports)
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--classes", type=int, default=1000)
     ap.add_argument("--images", type=int, default=50, help="images per class (default 50, ImageNet val)")
@@ -138,7 +138,7 @@ def main() -> None:
         print(f"compare_graph median over 10 pairs: {cmp_ms:.1f} ms; class_embedding pca (all layers): {emb_ms:.0f} ms")
         if a.store:
             t = time.perf_counter()
-            build(run, progress=False)
+            store_graphs(run, progress=False)
             build_s = time.perf_counter() - t
             stored = GraphCache(run)
             stored.get(0)  # reads the file

@@ -8,7 +8,7 @@ conv: every kxk conv stage whose input channels outnumber k (SqueezeNet 1.1 sque
 with the ndf weights on the bundled sample and with random weights; GoogLeNet bottleneck ->
 3x3 branches, random weights; EfficientNet-Lite0 has none: its kxk convs are depthwise and its
 stem sees 3 channels). Per stage: time of conv_topk (CPU: windows pruned by Cauchy-Schwarz
-bounds, summit.convmax) and of conv_topk over every pair and window (its float32 maxima as
+bounds, summit.pipeline.convmax) and of conv_topk over every pair and window (its float32 maxima as
 batched matmuls), and the share of pairs whose maxima the pruned path computes.
 
 grad: per EfficientNet-Lite0 layer pair, one backward per output channel (the method in use)
@@ -22,12 +22,12 @@ import time
 
 import torch
 
-from summit.data import BUNDLED_SAMPLE, SafeImageFolder, collate
-from summit.hooks import Taps
-from summit.convmax import _pruned_max, conv_topk, rounding_margins
-from summit.aggregate import probe_layers
-from summit.influence import InfluenceAccumulator, _fold, build_pairs, grad_influence, pair_taps
-from summit.models import load_model
+from summit.model.hooks import Taps
+from summit.model.models import load_model
+from summit.pipeline.aggregator import probe_layers
+from summit.pipeline.convmax import _pruned_max, conv_topk, rounding_margins
+from summit.pipeline.data import BUNDLED_SAMPLE, SafeImageFolder, collate
+from summit.pipeline.influence import InfluenceAccumulator, _fold, build_pairs, grad_influence, pair_taps
 
 K = 5
 

@@ -37,9 +37,9 @@ from typing import Callable
 
 import torch
 
-from summit.aggregate import AggregateConfig, Aggregator
-from summit.data import BUNDLED_SAMPLE, SafeImageFolder, collate
-from summit.models import load_model
+from summit.model.models import load_model
+from summit.pipeline.aggregator import AggregateConfig, Aggregator
+from summit.pipeline.data import BUNDLED_SAMPLE, SafeImageFolder, collate
 
 IMAGENET = 1_281_167
 VARIANTS = ["bare", "loader", "activations", "no_influence", "full"]
@@ -134,7 +134,7 @@ def measure(model: str, weights: str | None, n: int, batch: int, workers: int, r
 
 def peak_rss_child(model: str, weights: str | None, n: int, batch: int) -> None:
     """Run one full aggregation in this (fresh) process and print its peak RSS in MiB."""
-    from summit.aggregate import aggregate
+    from summit.pipeline.aggregator import aggregate
     with tempfile.TemporaryDirectory() as tmp:
         data = replicate(n, Path(tmp) / "data")
         aggregate(AggregateConfig(model=model, weights=weights, batch_size=batch), data, Path(tmp) / "run",

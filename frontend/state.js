@@ -2,7 +2,8 @@
 
 import { diversityUrl, examplesUrl, fvUrl } from "./api.js";
 
-export const MASS_DEFAULT = 0.075;  // Summit's PageRank mass threshold (the server's default)
+/** The server's graph defaults (graph.options.DEFAULTS, sent in /api/meta): the one source of them. */
+export const graphDefaults = () => state.meta.graph_defaults;
 
 export const state = {
   meta: null,
@@ -13,8 +14,9 @@ export const state = {
   selected: null,               // class name
   compare: false,
   compareWith: null,
-  // server-side graph rule (mass: PageRank rule, top_n / edges_per_node: top-N rule)
-  params: { method: "pagerank", selection: "", ubiquitous: false, mass: MASS_DEFAULT, top_n: 10, edges_per_node: 3 },
+  // server-side graph rule (mass: PageRank rule, top_n / edges_per_node: top-N rule); set from
+  // the server's defaults and the URL hash by readHash
+  params: { method: null, selection: "", ubiquitous: false, mass: null, top_n: null, edges_per_node: null },
   hideLe: 0,                    // client-side filter: hide nodes with count <= hideLe
   graph: null,
   graphSeq: 0,
@@ -42,13 +44,14 @@ export const classByName = (name) => state.classes.find((c) => c.name === name);
 
 /** The graph rule's parameters as the server takes them (the URL hash keeps the same ones). */
 export function ruleParams() {
+  const d = graphDefaults();
   const p = new URLSearchParams({ method: state.params.method });
   if (state.params.selection) p.set("selection", state.params.selection);
-  if (state.params.ubiquitous) p.set("ubiquitous", "show");
+  if (state.params.ubiquitous === d.hide_ubiquitous) p.set("ubiquitous", state.params.ubiquitous ? "show" : "hide");
   if (state.params.method === "topn") {
     p.set("top_n", state.params.top_n);
     p.set("edges_per_node", state.params.edges_per_node);
-  } else if (state.params.mass !== MASS_DEFAULT) {
+  } else if (state.params.mass !== d.mass) {
     p.set("mass", state.params.mass);
   }
   return p;
@@ -104,13 +107,14 @@ export function readHash() {
   };
   const oneOf = (k, values, dflt) => (values.includes(p.get(k)) ? p.get(k) : dflt);
   const layers = state.meta.layers.map((l) => l.name);
-  state.params.top_n = int("top_n", 1, 30, 10);
-  state.params.edges_per_node = int("edges_per_node", 0, 10, 3);
-  state.params.method = oneOf("method", ["pagerank", "topn"], "pagerank");
+  const d = graphDefaults();
+  state.params.top_n = int("top_n", 1, 30, d.top_n);
+  state.params.edges_per_node = int("edges_per_node", 0, 10, d.edges_per_node);
+  state.params.method = oneOf("method", state.meta.graph_methods, d.method);
   const mass = parseFloat(p.get("mass"));
-  state.params.mass = mass > 0 && mass <= 0.5 ? Math.round(mass * 1000) / 1000 : MASS_DEFAULT;
-  state.params.selection = oneOf("selection", state.meta.selections, "");
-  state.params.ubiquitous = p.get("ubiquitous") === "show";
+  state.params.mass = mass > 0 && mass <= 0.5 ? Math.round(mass * 1000) / 1000 : d.mass;
+  state.params.selection = oneOf("selection", state.meta.selections, d.selection || "");
+  state.params.ubiquitous = p.has("ubiquitous") ? p.get("ubiquitous") === "show" : !d.hide_ubiquitous;
   state.hideLe = int("hide_le", 0, 1e9, 0);
   if (p.get("compare") && classByName(p.get("compare"))) {
     state.compare = true;

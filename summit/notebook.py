@@ -1,9 +1,10 @@
 """Inline pictures for Jupyter, as Lucid's users work: class graphs (SVG), channel cards and
 image explanations (HTML with the images inlined as data URLs, so a saved notebook stands alone).
 
-Class graphs returned by ``summit.graph`` display through ``ClassGraph._repr_svg_``, an
-:class:`~summit.explain.Explanation` through ``_repr_html_``; ``ChannelCard(run, layer, ch)``
-shows a unit's feature visualization, dataset examples and top classes.
+Importing this module (or ``%load_ext summit.notebook``) registers IPython display formatters:
+class graphs (``summit.graph.ClassGraph``) show as SVG, an :class:`~summit.explain.Explanation`
+as HTML; ``ChannelCard(run, layer, ch)`` shows a unit's feature visualization, dataset examples
+and top classes. The data types themselves know nothing of drawing.
 """
 from __future__ import annotations
 
@@ -12,18 +13,15 @@ import html
 import io
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Any
 
-import networkx as nx
 from PIL import Image
 
-from .drawing import PALETTE, dictionary, group_map, heatmap
-from .store import Run
-
-if TYPE_CHECKING:
-    from .explain import Explanation
-
-MEMBERSHIP_COLORS = {"a": "#4e79a7", "b": "#f28e2c", "both": "#59a14f", None: "#4e79a7"}
+from .explain.drawing import PALETTE, dictionary, group_map, heatmap
+from .explain.result import Explanation
+from .graph.build import ClassGraph
+from .graph.svg import graph_svg
+from .run.store import Run
 
 
 def data_url(img: Image.Image | str | os.PathLike, fmt: str = "PNG") -> str:
@@ -42,53 +40,13 @@ def _img(src: str, width: int, title: str = "") -> str:
             f'style="image-rendering:auto;margin:2px">')
 
 
-def graph_svg(G: nx.DiGraph, width: int = 720, row_height: int = 70) -> str:
-    """A class graph (or comparison) as SVG: one row per layer (input at the bottom), node area
-    by fraction of the class's images, edge width by influence count."""
-    layers: dict[int, list[str]] = {}
-    for v, d in G.nodes(data=True):
-        layers.setdefault(d["layer_index"], []).append(v)
-    rows = sorted(layers, reverse=True)
-    height = row_height * max(len(rows), 1) + 40
-    pos: dict[str, tuple[float, float]] = {}
-    for r, li in enumerate(rows):
-        members = sorted(layers[li], key=lambda v: G.nodes[v]["channel"])
-        for i, v in enumerate(members):
-            pos[v] = (110 + (width - 130) * (i + 0.5) / len(members), 40 + row_height * (r + 0.5))
-    g = G.graph
-    title = g.get("class_name") or f"{g.get('class_name_a')} vs {g.get('class_name_b')}"
-    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
-           f'viewBox="0 0 {width} {height}" font-family="sans-serif" font-size="10">',
-           f'<text x="8" y="18" font-size="14" font-weight="bold">{html.escape(str(title))} '
-           f'({G.number_of_nodes()} nodes, {G.number_of_edges()} edges)</text>']
-    counts = [d.get("count", d.get("count_a", 0)) or 0 for _, _, d in G.edges(data=True)]
-    top = max(counts, default=1) or 1
-    for (u, v, d), c in zip(G.edges(data=True), counts):
-        (x1, y1), (x2, y2) = pos[u], pos[v]
-        color = MEMBERSHIP_COLORS.get(d.get("membership"), "#888")
-        out.append(f'<line x1="{x1:.1f}" y1="{y1:.1f}" x2="{x2:.1f}" y2="{y2:.1f}" stroke="{color}" '
-                   f'stroke-opacity="0.5" stroke-width="{0.5 + 4 * c / top:.2f}"/>')
-    for r, li in enumerate(rows):
-        name = G.nodes[layers[li][0]]["layer"]
-        out.append(f'<text x="8" y="{40 + row_height * (r + 0.5) + 4:.1f}">{html.escape(name)}</text>')
-    for v, d in G.nodes(data=True):
-        x, y = pos[v]
-        frac = d.get("fraction", max(d.get("fraction_a", 0), d.get("fraction_b", 0)))
-        color = MEMBERSHIP_COLORS.get(d.get("membership"), "#4e79a7")
-        out.append(f'<circle cx="{x:.1f}" cy="{y:.1f}" r="{3 + 12 * frac ** 0.5:.1f}" fill="{color}">'
-                   f'<title>{html.escape(v)}</title></circle>'
-                   f'<text x="{x:.1f}" y="{y + 24:.1f}" text-anchor="middle">{d["channel"]}</text>')
-    out.append("</svg>")
-    return "".join(out)
-
-
 class ChannelCard:
     """One unit of a run: feature visualization, dataset examples, top classes (like the UI's
     channel detail, from the same ``Api.channel_detail``)."""
 
     def __init__(self, run: Run | str | os.PathLike, layer: str, channel: int) -> None:
-        from .featurevis import check_channels
-        from .server import Api
+        from .serve.api import Api
+        from .vis.render import check_channels
         self.api = Api(run.path if isinstance(run, Run) else run)
         self.api.run.check_layer(layer)
         check_channels(layer, [channel], self.api.run.channels[layer])
@@ -137,3 +95,24 @@ def explanation_html(expl: Explanation) -> str:
         parts.append(f"<br>groups → classes: {swatches}</div>")
     parts.append("</div>")
     return "".join(parts)
+
+
+def load_ipython_extension(ip: Any) -> None:
+    """Show class graphs as SVG and explanations as HTML in this IPython session."""
+    formatters = ip.display_formatter.formatters
+    formatters["image/svg+xml"].for_type(ClassGraph, graph_svg)
+    formatters["text/html"].for_type(Explanation, explanation_html)
+
+
+def _register() -> None:
+    """Register the formatters when imported inside IPython (a no-op elsewhere)."""
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return
+    ip = get_ipython()
+    if ip is not None:
+        load_ipython_extension(ip)
+
+
+_register()

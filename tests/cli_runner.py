@@ -108,11 +108,11 @@ def _serve() -> None:
     import torchvision  # noqa: F401
     import waitress  # noqa: F401
 
-    import summit.aggregate  # noqa: F401
     import summit.cli  # noqa: F401
-    import summit.featurevis  # noqa: F401
-    import summit.graph  # noqa: F401
-    import summit.server  # noqa: F401
+    import summit.graph.build  # noqa: F401
+    import summit.pipeline.aggregator  # noqa: F401
+    import summit.serve.app  # noqa: F401
+    import summit.vis.render  # noqa: F401
     tmp = tempfile.mkdtemp(prefix="summit-cli-")
     reply = sys.stdout
     files: dict[int, tuple[str, str]] = {}

@@ -1,0 +1,25 @@
+"""Attribution graphs from a run: settings and defaults (options), dense matrices, a class's
+full graph (edges), Summit's PageRank rule and our top-N rule (build), exports, the stored
+default graphs (cache), the class embedding and SVG drawing.
+"""
+from __future__ import annotations
+
+from ..lazy import exports
+
+_HOMES = {
+    "GraphOptions": "options", "DEFAULTS": "options", "METHODS": "options", "defaults": "options",
+    "graph_options": "options",
+    "ClassGraph": "build", "class_graph": "build", "compare_graph": "build", "graph_channels": "build",
+    "pagerank": "build",
+    "Dense": "matrices", "dense": "matrices",
+    "compose_max_min": "edges", "class_edges": "edges",
+    "FORMATS": "export", "write_graph": "export", "to_json": "export", "to_summit": "export",
+    "to_dot": "export", "safe_filename": "export",
+    "GraphCache": "cache", "store_graphs": "cache", "build_in_background": "cache", "is_fresh": "cache",
+    "graph_bytes": "cache",
+    "EMBEDDING_METHODS": "embedding", "class_embedding": "embedding", "class_vectors": "embedding",
+    "write_embedding": "embedding", "load_embedding": "embedding",
+    "graph_svg": "svg",
+}
+__all__ = sorted(_HOMES)
+__getattr__, __dir__ = exports(__name__, _HOMES)

