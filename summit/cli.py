@@ -211,7 +211,7 @@ def _cmd_export(a: argparse.Namespace) -> int:
 
 def _is_export_file(name: str) -> bool:
     """Names `export --all` writes (what it may replace in an existing --out-dir)."""
-    from .graph.export import FORMATS
+    from .graph.formats import FORMATS
     from .run.files import is_temp
     return name == "index.json" or is_temp(name) or re.fullmatch(
         r"([0-9]{4}_.*\.(" + "|".join(FORMATS) + r")|ag-[0-9]+\.json)", name) is not None
@@ -334,7 +334,7 @@ def _cmd_figure(a: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .graph.export import FORMATS
+    from .graph.formats import FORMATS
     from .graph.options import METHODS, defaults
     from .model import DEFAULT_MODEL
     p = _Parser(prog="summit", description=__doc__)

@@ -13,7 +13,7 @@ _HOMES = {
     "pagerank": "build",
     "Dense": "matrices", "dense": "matrices",
     "compose_max_min": "edges", "class_edges": "edges",
-    "FORMATS": "export", "write_graph": "export", "to_json": "export", "to_summit": "export",
+    "FORMATS": "formats", "write_graph": "export", "to_json": "export", "to_summit": "export",
     "to_dot": "export", "safe_filename": "export",
     "GraphCache": "cache", "store_graphs": "cache", "build_in_background": "cache", "is_fresh": "cache",
     "graph_bytes": "cache",

@@ -19,9 +19,9 @@ import networkx as nx
 
 from ..errors import SummitError
 from ..run.files import atomic_write_bytes, write_json
+from .formats import FORMATS
 
 GRAPH_SCHEMA_VERSION = 2
-FORMATS = ("json", "summit", "graphml", "gexf", "dot")
 
 
 def _class_info(g: dict, suffix: str = "") -> dict:

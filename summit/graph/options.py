@@ -1,4 +1,5 @@
-"""Every graph setting and its default, in one place.
+"""Every graph setting and its default, in one place (light: the CLI builds its options from it
+without loading the graph code).
 
 ``DEFAULTS`` is the one source of the defaults: the graph builder, the CLI's options, the server's
 query parsing, the stored default graphs (``summit graphs``: their freshness key) and the UI (sent
@@ -9,12 +10,10 @@ build.py); ``method="topn"`` and its fields are our option.
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
 from ..errors import SummitError
-from ..run.store import Run
-from .matrices import dense
 
 METHODS = ("pagerank", "topn")
 PAGERANK_ALPHA = 0.85
@@ -91,64 +90,3 @@ def defaults() -> GraphOptions:
 def graph_options(options: GraphOptions | None = None, **changes: Any) -> GraphOptions:
     """``options`` (default: the defaults in force) with ``changes`` applied."""
     return (options or defaults()).replace(**changes)
-
-
-@dataclass
-class Resolved:
-    """GraphOptions checked against one run: the selection named, the layers in run order and the
-    excluded channels (ubiquitous + explicit) listed."""
-
-    method: str
-    selection: str
-    layers: list[str]
-    hide_ubiquitous: bool
-    exclude: list[str]
-    mass: float
-    mass_step: float
-    top_n: int
-    min_count: int | None
-    edges_per_node: int
-    min_edge_count: int
-    keep_dangling: bool
-    excluded: list[str] = field(default_factory=list)  # resolved: ubiquitous + explicit
-
-    def settings(self, final_mass: float | None = None) -> dict[str, Any]:
-        """The settings a graph records (``graph["settings"]``; docs/GRAPH.md)."""
-        s: dict[str, Any] = {"method": self.method, "selection": self.selection, "layers": self.layers,
-                             "hide_ubiquitous": self.hide_ubiquitous, "excluded": self.excluded}
-        if self.method == "pagerank":
-            return {**s, "mass_start": self.mass, "mass_step": self.mass_step, "mass": final_mass,
-                    "alpha": PAGERANK_ALPHA}
-        return {**s, "top_n": self.top_n, "min_count": self.min_count, "edges_per_node": self.edges_per_node,
-                "min_edge_count": self.min_edge_count, "keep_dangling": self.keep_dangling}
-
-
-def parse_exclude(run: Run, items: list[str] | tuple[str, ...]) -> list[str]:
-    """Validated "layer:channel" ids of a run."""
-    out = []
-    for it in items:
-        layer, _, ch = str(it).partition(":")
-        run.check_layer(layer)
-        if not ch.isascii() or not ch.isdigit() or int(ch) >= run.channels[layer]:
-            raise SummitError(f"bad channel in --exclude {it!r}: need layer:channel with channel "
-                              f"0..{run.channels[layer] - 1}")
-        out.append(f"{layer}:{int(ch)}")
-    return out
-
-
-def resolve(run: Run, o: GraphOptions) -> Resolved:
-    """``o`` checked against ``run``, with the selection's ubiquitous channels listed as excluded
-    when ``o.hide_ubiquitous``."""
-    if o.layers is None:
-        chosen = list(run.layers)
-    else:
-        wanted = {run.check_layer(l) for l in o.layers}
-        chosen = [l for l in run.layers if l in wanted]
-        if not chosen:
-            raise SummitError(f"no layers chosen; valid: {', '.join(run.layers)}")
-    explicit = parse_exclude(run, o.exclude)
-    selection = run.check_selection(o.selection)
-    found = dense(run, selection).ubiquitous if o.hide_ubiquitous else []
-    return Resolved(o.method, selection, chosen, o.hide_ubiquitous, explicit, o.mass,
-                    o.mass_step, o.top_n, o.min_count, o.edges_per_node, o.min_edge_count, o.keep_dangling,
-                    list(dict.fromkeys(found + explicit)))
