@@ -454,6 +454,10 @@ def open_source(data: str | os.PathLike | None, size: int = 224, model_class_nam
         raise SummitError(f"unknown dataset format {fmt!r}; valid: {', '.join(FORMATS)}")
     if data is None and fmt != "imagefolder":
         raise SummitError(f"--format {fmt} needs a DATA path")
+    given = [o for o, v, f in (("--labels", labels, "imagenet-val"), ("--image-column", image_column, "hf"),
+                               ("--label-column", label_column, "hf")) if v is not None and f != fmt]
+    if given:
+        raise SummitError(f"{given[0]} applies to another format, not {fmt}")
     if fmt == "imagefolder":
         root = Path(data) if data is not None else BUNDLED_SAMPLE
         if root.is_dir() and _is_torchvision_imagenet(root):

@@ -269,9 +269,15 @@ def test_imagenet_val_label_mismatch_is_listed(cli: CliRunner, tmp_path: Path) -
     assert p.returncode == 0, p.stderr
     meta = json.loads((out / "run.json").read_text())["dataset"]
     assert meta["n_images"] == 2 and {s["path"]: s["reason"] for s in meta["skipped"]} == reasons
-    (tmp_path / "LOC_val_solution.csv").unlink()
+    (tmp_path / "LOC_val_solution.csv").rename(tmp_path / "gt.csv")
     with pytest.raises(SummitError, match="no ground-truth file for .*LOC_val_solution.csv"):
         ImageNetVal(val)
+    assert len(open_source(val, labels=tmp_path / "gt.csv")) == len(ds)  # --labels FILE
+    with pytest.raises(SummitError, match="^--labels applies to another format, not webdataset$"):
+        open_source(val, format="webdataset", labels=tmp_path / "gt.csv")
+    (tmp_path / "gt.csv").write_text("id,label\n")
+    with pytest.raises(SummitError, match="not a LOC_val_solution.csv"):
+        open_source(val, labels=tmp_path / "gt.csv")
 
 
 def test_torchrun_ranks_read_webdataset_like_imagefolder(inputs: dict, reference: Path, tmp_path: Path) -> None:
