@@ -12,9 +12,10 @@ Problems that belong to no item (a shard that breaks off mid-header) go to ``unr
 - ``imagefolder``: ``root/<class>/<image>``; torchvision's ``ImageNet`` root (``meta.bin``,
   ``train/``, ``val/``) is read as the ImageFolder ``root/val``.
 - ``imagenet-val``: one folder of images plus ``LOC_val_solution.csv`` (``ImageId,PredictionString``,
-  the class is the first token, a WordNet id in ImageNet's file) found in the folder or beside
-  it, or given as ``labels``. Items are the union of image files and ground-truth rows, sorted by
-  name.
+  the class is the first token, a WordNet id in ImageNet's file) or the devkit's
+  ``ILSVRC2012_validation_ground_truth.txt`` (1-based ILSVRC2012 ids, mapped to wnids by the
+  devkit's ``meta.mat`` beside it), found in the folder or beside it, or given as ``labels``.
+  Items are the union of image files and ground-truth rows, sorted by name.
 - ``webdataset``: ``.tar`` files, brace patterns (``shards-{000000..000009}.tar``) or a folder of
   ``.tar``; records are the members sharing a key (webdataset's rule); image under
   jpg/jpeg/png/webp, label under ``cls`` (an integer or a class name).
@@ -44,7 +45,7 @@ FORMATS = ("imagefolder", "imagenet-val", "webdataset", "hf")
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff")
 WDS_IMAGE_KEYS = ("jpg", "jpeg", "png", "webp")
 LABEL_NAMES = ("label", "labels", "class", "cls", "target")
-VAL_LABEL_FILES = ("LOC_val_solution.csv",)
+VAL_LABEL_FILES = ("LOC_val_solution.csv", "ILSVRC2012_validation_ground_truth.txt")
 
 
 def _model_index(classes: Sequence[str], model_class_names: Sequence[str]) -> list[int | None]:
@@ -116,12 +117,13 @@ def _find_val_labels(root: Path) -> Path:
         for name in VAL_LABEL_FILES:
             if (d / name).is_file():
                 return d / name
-    raise SummitError(f"no ground-truth file for {root}: put {VAL_LABEL_FILES[0]} in it or beside it, "
-                      "or pass --labels FILE")
+    raise SummitError(f"no ground-truth file for {root}: put {' or '.join(VAL_LABEL_FILES)} in it or "
+                      "beside it, or pass --labels FILE")
 
 
 class ImageNetVal(IndexedSource):
-    """ImageNet validation images in one folder, labelled by LOC_val_solution.csv."""
+    """ImageNet validation images in one folder, labelled by LOC_val_solution.csv or the devkit's
+    ILSVRC2012_validation_ground_truth.txt (with its meta.mat)."""
 
     format = "imagenet-val"
 
@@ -133,7 +135,7 @@ class ImageNetVal(IndexedSource):
         gt = Path(labels) if labels else _find_val_labels(self.folder)
         images = {os.path.splitext(f)[0]: f for f in sorted(os.listdir(self.folder))
                   if f.lower().endswith(IMAGE_EXTS) and not f.startswith(".")}
-        truth, bad = self._read_csv(gt)
+        truth, bad = self._read_devkit(gt) if gt.suffix == ".txt" else self._read_csv(gt)
         self.unreadable = []
         classes = sorted({c for c in truth.values() if c is not None})
         index = {c: i for i, c in enumerate(classes)}
@@ -149,6 +151,33 @@ class ImageNetVal(IndexedSource):
                 problems[i] = f"listed in {gt.name} but no image file"
         super().__init__(str(self.folder.resolve()), size, model_class_names, classes, items, problems,
                          {"labels": str(gt.resolve())})
+
+    @staticmethod
+    def _read_devkit(gt: Path) -> tuple[dict[str, str], dict[str, str]]:
+        """{ImageId: wnid} and {ImageId: problem} of the devkit's ground truth: line n holds the
+        1-based ILSVRC2012_ID of ILSVRC2012_val_<n>, mapped to its wnid by the meta.mat beside it."""
+        meta = gt.parent / "meta.mat"
+        if not meta.is_file():
+            raise SummitError(f"{gt.name} needs the devkit's meta.mat beside it (ILSVRC2012 ids to wnids): "
+                              f"{meta} not found")
+        from scipy.io import loadmat
+        try:
+            synsets = loadmat(str(meta), squeeze_me=True)["synsets"]
+            wnid = {int(x["ILSVRC2012_ID"]): str(x["WNID"]) for x in synsets if int(x["num_children"]) == 0}
+            lines = gt.read_text().splitlines()
+        except Exception as e:
+            raise SummitError(f"cannot read the devkit ground truth {gt} / {meta.name}: {e}".split("\n")[0]) from None
+        truth: dict[str, str] = {}
+        bad: dict[str, str] = {}
+        for n, line in enumerate(lines, start=1):
+            image_id, raw = f"ILSVRC2012_val_{n:08d}", line.strip()
+            if not re.fullmatch(r"\d+", raw):
+                bad[image_id] = f"{gt.name} line {n}: not an ILSVRC2012 id: {raw[:40]!r}"
+            elif int(raw) not in wnid:
+                bad[image_id] = f"{gt.name} line {n}: unknown ILSVRC2012 id {raw}"
+            else:
+                truth[image_id] = wnid[int(raw)]
+        return truth, bad
 
     @staticmethod
     def _read_csv(gt: Path) -> tuple[dict[str, str], dict[str, str]]:

@@ -301,3 +301,30 @@ def test_sources_travel_to_loader_workers(inputs: dict) -> None:
         for i in (0, 9, len(src) - 1):
             a, b = src[i], copy[i]
             assert a.error is None and torch.equal(a.image, b.image) and a.label == b.label == REF.files[i][1]
+
+
+def test_imagenet_val_devkit_ground_truth(tmp_path: Path) -> None:
+    """ILSVRC2012_validation_ground_truth.txt: 1-based ILSVRC2012 ids, wnids from meta.mat (leaves only)."""
+    import numpy as np
+    from scipy.io import savemat
+    fields = [("ILSVRC2012_ID", "O"), ("WNID", "O"), ("words", "O"), ("num_children", "O")]
+    synsets = np.array([(1, "n01751748", "sea snake", 0), (2, "n01440764", "tench", 0),
+                        (1001, "n00001740", "entity", 5)], dtype=fields)
+    data = tmp_path / "devkit" / "data"
+    data.mkdir(parents=True)
+    savemat(str(data / "meta.mat"), {"synsets": synsets})
+    val = tmp_path / "val"
+    val.mkdir()
+    for i in range(5):
+        (val / f"ILSVRC2012_val_{i + 1:08d}.JPEG").write_bytes(jpeg(i))
+    gt = data / "ILSVRC2012_validation_ground_truth.txt"
+    gt.write_text("2\n1\n1001\n2\nx\n")
+    ds = open_source(val, labels=gt)
+    assert ds.format == "imagenet-val" and ds.classes == ["n01440764", "n01751748"]
+    assert [lab for _, lab in ds.files] == [0, 1, -1, 0, -1]
+    assert [ds[i].error for i in range(5)] == [
+        None, None, "ILSVRC2012_validation_ground_truth.txt line 3: unknown ILSVRC2012 id 1001", None,
+        "ILSVRC2012_validation_ground_truth.txt line 5: not an ILSVRC2012 id: 'x'"]
+    (data / "meta.mat").unlink()
+    with pytest.raises(SummitError, match="needs the devkit's meta.mat beside it"):
+        open_source(val, labels=gt)
