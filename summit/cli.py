@@ -97,6 +97,8 @@ def _cmd_aggregate(a: argparse.Namespace) -> int:
     rep = aggregate(cfg, a.data, a.out, resume=a.resume, overwrite=a.overwrite, shard=a.shard,
                     checkpoint_every=a.checkpoint_every, workers=a.workers, device=a.device,
                     progress=not a.quiet,
+                    source={"format": a.format, "labels": a.labels, "image_column": a.image_column,
+                            "label_column": a.label_column},
                     **({"influence_memory": a.influence_memory} if a.influence_memory else {}))
     if os.environ.get("RANK", "0") == "0":
         _warn_dataset(rep)
@@ -342,7 +344,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     ag = sub.add_parser("aggregate", help="stream a dataset through a model, write Parquet matrices")
     ag.add_argument("data", nargs="?", default=None,
-                    help="ImageFolder root (ImageNet layout); default: the bundled sample")
+                    help="ImageFolder root, ImageNet val folder, WebDataset .tar/{a..b} pattern, Hugging Face "
+                         "save_to_disk folder or .parquet (see docs/INPUTS.md); default: the bundled sample")
+    ag.add_argument("--format", default=None, metavar="FORMAT",
+                    help="imagefolder | imagenet-val | webdataset | hf (default: detected from DATA)")
+    ag.add_argument("--labels", default=None, metavar="FILE",
+                    help="imagenet-val ground truth (default: LOC_val_solution.csv in or beside DATA)")
+    ag.add_argument("--image-column", default=None, help="hf: the image column (default: the only one)")
+    ag.add_argument("--label-column", default=None, help="hf: the label column (default: the only one)")
     ag.add_argument("--out", default="runs/sample", help="run directory (default runs/sample)")
     ag.add_argument("--model", default=DEFAULT_MODEL,
                     help=f"torchvision model name or efficientnet_lite0 (default {DEFAULT_MODEL})")

@@ -1,6 +1,6 @@
-"""The aggregation pipeline: dataset -> model hooks -> accumulators (activations, influence,
-dataset examples) -> the run's Parquet tables, streamed with flat memory, exact resume, shards
-and torchrun.
+"""The aggregation pipeline: dataset (ImageFolder, ImageNet val, WebDataset, Hugging Face) -> model
+hooks -> accumulators (activations, influence, dataset examples) -> the run's Parquet tables,
+streamed with flat memory, exact resume, shards and torchrun.
 """
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from ..lazy import exports
 _HOMES = {
     "AggregateConfig": "aggregator", "Aggregator": "aggregator", "aggregate": "aggregator", "merge": "aggregator",
     "BUNDLED_SAMPLE": "data", "SafeImageFolder": "data", "DatasetAdapter": "data", "collate": "data",
+    "FORMATS": "sources", "detect_format": "sources", "open_source": "sources",
     "ActivationAccumulator": "activations",
     "InfluenceAccumulator": "influence", "LayerPair": "influence", "build_pairs": "influence",
     "conv_topk": "convmax", "per_channel_conv_max": "convmax", "topk_canonical": "convmax",

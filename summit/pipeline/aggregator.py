@@ -55,9 +55,10 @@ from ..run.selection import (
 )
 from ..run.store import ACTIVATION_SCHEMA, CLASS_SCHEMA, SCHEMA_VERSION, write_influence
 from .activations import FIXED_POINT, ActivationAccumulator
-from .data import BUNDLED_SAMPLE, DatasetAdapter, SafeImageFolder, collate
+from .data import DatasetAdapter, SafeImageFolder, collate
 from .examples import ExamplesAccumulator, receptive_field, write_examples
 from .influence import InfluenceAccumulator, LayerPair, build_pairs, pair_taps
+from .sources import open_source, reopen, source_meta
 
 INFLUENCE_MEMORY = 1 << 21  # counts per stage held in memory (16 bytes each) before spilling
 
@@ -281,7 +282,8 @@ class Aggregator:
             "selections": selection_names(self.cfg.masses, self.cfg.k),
             "ubiquitous": self.ubiquitous(),
             "influence_method": sorted({p.method for p in self.pairs}),
-            "dataset": {"root": str(ds.root) if ds.root else None, "fingerprint": self.key["fingerprint"],
+            "dataset": {"root": str(ds.root) if ds.root else None, **source_meta(ds),
+                        "fingerprint": self.key["fingerprint"],
                         "n_files": self.n, "n_images": int(self.acts.n_images.sum()),
                         "n_skipped": len(self.skipped),
                         "skipped": [{"path": ds.name(i), "reason": r} for i, r in sorted(self.skipped)],
@@ -381,13 +383,14 @@ def _no_images(dataset: SafeImageFolder | DatasetAdapter, skipped: list[tuple[in
 def aggregate(cfg: AggregateConfig, data: str | os.PathLike | None, out: str | os.PathLike, *,
               resume: bool = False, overwrite: bool = False, shard: tuple[int, int] | None = None,
               checkpoint_every: int = 1000, workers: int = 0, device: str = "auto",
-              progress: bool = True, influence_memory: int = INFLUENCE_MEMORY) -> dict:
+              progress: bool = True, influence_memory: int = INFLUENCE_MEMORY, source: dict | None = None) -> dict:
     """Run the whole pipeline; returns a small report (images, skipped, seconds, img/s).
 
     The run is built in a temporary sibling directory and swapped into ``out`` atomically, so a
     crash leaves either the old run or the new one; checkpoints live in ``out`` itself.
     influence_memory: influence counts kept in memory per stage; beyond that sorted runs go to
-    ``out/.spill-<rank>of<world>`` (a --shard run keeps them next to its shard.pt for `merge`)."""
+    ``out/.spill-<rank>of<world>`` (a --shard run keeps them next to its shard.pt for `merge`).
+    source: how to read ``data`` (``sources.open_source``'s format, labels, image_column, label_column)."""
     shown, out = str(out), output_dir(out)
     rank, world = _dist_env()
     distributed = world > 1
@@ -401,7 +404,7 @@ def aggregate(cfg: AggregateConfig, data: str | os.PathLike | None, out: str | o
     ckpt = out / f"checkpoint-{rank}of{world}.pt"
     _check_out(out, ckpt, world, resume, overwrite)
     spec = load_model(cfg.model, cfg.weights, cfg.layers)
-    dataset = SafeImageFolder(data or BUNDLED_SAMPLE, cfg.image_size, spec.class_names)
+    dataset = open_source(data, cfg.image_size, spec.class_names, **(source or {}))
     if distributed and not dist.is_initialized():
         dist.init_process_group("nccl" if dev.type == "cuda" else "gloo")
     out.mkdir(parents=True, exist_ok=True)
@@ -521,7 +524,7 @@ def merge(shards: list[str | os.PathLike], out: str | os.PathLike, progress: boo
     key = read[0][0]["config"]
     cfg = AggregateConfig(**{k: v for k, v in key.items() if k != "fingerprint"})
     spec = load_model(cfg.model, cfg.weights, cfg.layers)
-    dataset = SafeImageFolder(read[0][0]["dataset"]["root"], cfg.image_size, spec.class_names)
+    dataset = reopen(read[0][0]["dataset"], cfg.image_size, spec.class_names)
     agg = Aggregator(cfg, dataset, spec)
     order = sorted(range(len(read)), key=lambda i: read[i][0]["shard"][0])
     agg.load(read[order[0]][1])

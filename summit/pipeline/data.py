@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import io
 import os
 import re
 from dataclasses import dataclass
@@ -50,12 +51,12 @@ def _mode_reason(mode: str) -> str:
             "F": "grayscale (32-bit float)", "CMYK": "CMYK"}.get(mode, f"unsupported mode {mode}")
 
 
-def open_rgb(path: str | os.PathLike) -> Image.Image:
-    """Open and fully decode an image as RGB, or raise ValueError with a short reason."""
+def open_rgb(path: str | os.PathLike | bytes) -> Image.Image:
+    """Open and fully decode an image (a file, or its bytes) as RGB, or raise ValueError with a short reason."""
     try:
-        if os.path.getsize(path) == 0:
+        if (len(path) if isinstance(path, bytes) else os.path.getsize(path)) == 0:
             raise ValueError("zero-byte file")
-        with Image.open(path) as im:
+        with Image.open(io.BytesIO(path) if isinstance(path, bytes) else path) as im:
             w, h = im.size
             if max(w, h) > MAX_ASPECT_RATIO * max(1, min(w, h)):
                 raise ValueError(f"extreme aspect ratio {w}x{h} (more than {MAX_ASPECT_RATIO}:1)")
