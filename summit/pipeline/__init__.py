@@ -9,7 +9,7 @@ from ..lazy import exports
 _HOMES = {
     "AggregateConfig": "aggregator", "Aggregator": "aggregator", "aggregate": "aggregator", "merge": "aggregator",
     "BUNDLED_SAMPLE": "data", "SafeImageFolder": "data", "DatasetAdapter": "data", "collate": "data",
-    "ActivationAccumulator": "activations",
+    "ActivationAccumulator": "activations", "PredictionsAccumulator": "predictions",
     "InfluenceAccumulator": "influence", "LayerPair": "influence", "build_pairs": "influence",
     "conv_topk": "convmax", "per_channel_conv_max": "convmax", "topk_canonical": "convmax",
     "SparseCounter": "counter",
