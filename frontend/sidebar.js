@@ -48,17 +48,22 @@ export async function loadSimilarity() {
   }
 }
 
-/** Top-1 probability histogram (10 bins on [0, 1]) as a small bar chart. */
-function histSvg(hist) {
+/** Top-1 probability histogram (10 bins on [0, 1]) as a small bar chart; where the run has
+ * per-image predictions, each bar's correctly classified images are drawn darker at its foot. */
+function histSvg(hist, correct) {
   const w = 64, h = 16, bw = w / hist.length, max = Math.max(1, ...hist);
-  const svg = d3.create("svg").attr("class", "hist").attr("width", w).attr("height", h)
-    .attr("viewBox", `0 0 ${w} ${h}`);
-  svg.append("title").text(`top-1 probability of the class's images (10 bins, 0 to 1): ${hist.join(", ")}`);
+  const svg = d3.create("svg").attr("class", "hist").classed("split", !!correct).attr("width", w)
+    .attr("height", h).attr("viewBox", `0 0 ${w} ${h}`);
+  const split = correct ? ` (correct: ${correct.join(", ")})` : "";
+  svg.append("title").text(`top-1 probability of the class's images (10 bins, 0 to 1): ${hist.join(", ")}${split}`);
   svg.append("line").attr("x1", 0).attr("x2", w).attr("y1", h - 0.5).attr("y2", h - 0.5).attr("stroke", "#c5ccd4");
-  hist.forEach((v, i) => {
+  const bar = (cls, v, i) => {
     const bh = ((h - 1) * v) / max;
-    svg.append("rect").attr("x", i * bw + 0.5).attr("y", h - 1 - bh).attr("width", bw - 1).attr("height", bh);
-  });
+    svg.append("rect").attr("class", cls).attr("x", i * bw + 0.5).attr("y", h - 1 - bh)
+      .attr("width", bw - 1).attr("height", bh);
+  };
+  hist.forEach((v, i) => bar("all", v, i));
+  if (correct) correct.forEach((v, i) => bar("correct", v, i));
   return svg.node();
 }
 
@@ -74,7 +79,7 @@ function classRow(c, pinned) {
     onclick: () => actions.selectClass(c.name),
   }, el("span", { class: "name", text: c.name }),
   el("span", { class: "stats", text: `${c.n_images} · ${pct(c.accuracy)}` }),
-  c.hist ? histSvg(c.hist) : el("span", { class: "hist none" }), simBar);
+  c.hist ? histSvg(c.hist, c.hist_correct) : el("span", { class: "hist none" }), simBar);
   li.classList.toggle("selected", pinned);
   li.classList.toggle("compared", state.compare && c.name === state.compareWith);
   return li;

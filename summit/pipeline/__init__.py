@@ -10,7 +10,7 @@ _HOMES = {
     "AggregateConfig": "aggregator", "Aggregator": "aggregator", "aggregate": "aggregator", "merge": "aggregator",
     "BUNDLED_SAMPLE": "data", "SafeImageFolder": "data", "DatasetAdapter": "data", "collate": "data",
     "FORMATS": "sources", "detect_format": "sources", "open_source": "sources",
-    "ActivationAccumulator": "activations",
+    "ActivationAccumulator": "activations", "PredictionsAccumulator": "predictions",
     "InfluenceAccumulator": "influence", "LayerPair": "influence", "build_pairs": "influence",
     "conv_topk": "convmax", "per_channel_conv_max": "convmax", "topk_canonical": "convmax",
     "SparseCounter": "counter",

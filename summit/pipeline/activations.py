@@ -9,9 +9,9 @@ from __future__ import annotations
 import torch
 
 from ..run.selection import mass_select, selection_names, top_select
+from ..run.store import HIST_BINS
 
 FIXED_POINT = 2**20
-HIST_BINS = 10
 
 
 class ActivationAccumulator:

@@ -45,7 +45,7 @@ from ..run.files import (
     write_json,
     write_table,
 )
-from ..run.layout import is_run_file
+from ..run.layout import PREDICTIONS_FILE, is_run_file
 from ..run.selection import (
     UBIQUITOUS_CLASSES,
     UBIQUITOUS_IMAGES,
@@ -58,6 +58,7 @@ from .activations import FIXED_POINT, ActivationAccumulator
 from .data import DatasetAdapter, SafeImageFolder, collate
 from .examples import ExamplesAccumulator, receptive_field, write_examples
 from .influence import InfluenceAccumulator, LayerPair, build_pairs, pair_taps
+from .predictions import PredictionsAccumulator, check_state
 from .sources import open_source, reopen, source_meta
 
 INFLUENCE_MEMORY = 1 << 21  # counts per stage held in memory (16 bytes each) before spilling
@@ -108,6 +109,7 @@ class Probe:
 
     channels: dict[str, int]
     hw: dict[str, tuple[int, int]]
+    outputs: int  # model outputs (logits per image)
     rf: dict[str, int] = field(default_factory=dict)
 
 
@@ -133,7 +135,7 @@ def probe_layers(spec: ModelSpec, layers: list[str], size: int) -> Probe:
     paths = {l: spec.layers[l] for l in layers}
     with Taps(spec.model.net, outputs=paths.values()) as taps, torch.no_grad():
         try:
-            spec.model(torch.zeros(1, 3, size, size))
+            outputs = int(spec.model(torch.zeros(1, 3, size, size)).shape[1])
         except RuntimeError:
             raise SummitError(f"--image-size {size} is too small for {spec.name}: its minimum is "
                               f"{min_image_size(spec)}") from None
@@ -143,7 +145,7 @@ def probe_layers(spec: ModelSpec, layers: list[str], size: int) -> Probe:
     if bad:
         raise SummitError(f"layer(s) {', '.join(bad)} do not output (N, C, H, W) feature maps")
     rf = {l: receptive_field(spec.model, spec.module(l), size) for l in layers}
-    return Probe(channels, hw, rf)
+    return Probe(channels, hw, outputs, rf)
 
 
 class Aggregator:
@@ -167,6 +169,7 @@ class Aggregator:
         self.acts = ActivationAccumulator(self.probe.channels, n_classes, cfg.masses, cfg.k)
         self.infl = InfluenceAccumulator(self.pairs, n_classes, cfg.k_influence)
         self.examples = ExamplesAccumulator(self.probe.channels, cfg.examples_k)
+        self.preds = PredictionsAccumulator(self.n, self.probe.outputs)
         self.skipped: list[tuple[int, str]] = []
         self.position = 0  # batches of this rank done
         self.key = cfg.key(dataset.fingerprint())
@@ -177,17 +180,20 @@ class Aggregator:
     # -- state --------------------------------------------------------------------------
     def state(self) -> dict:
         return {"key": self.key, "position": self.position, "skipped": list(self.skipped),
-                "acts": self.acts.state(), "infl": self.infl.state(), "examples": self.examples.state()}
+                "acts": self.acts.state(), "infl": self.infl.state(), "examples": self.examples.state(),
+                "preds": self.preds.state()}
 
     def load(self, state: dict) -> None:
         self.check_key(state["key"], "checkpoint")
         self.position, self.skipped = state["position"], list(state["skipped"])
         self.acts.load(state["acts"]); self.infl.load(state["infl"]); self.examples.load(state["examples"])
+        self.preds.load(check_state(state, "checkpoint"))
 
     def merge(self, state: dict) -> None:
         self.check_key(state["key"], "shard")
         self.skipped = sorted(set(self.skipped) | set(map(tuple, state["skipped"])))
         self.acts.merge(state["acts"]); self.infl.merge(state["infl"]); self.examples.merge(state["examples"])
+        self.preds.merge(check_state(state, "shard"))
 
     def check_key(self, other: dict, what: str) -> None:
         diff = [k for k in self.key if self.key[k] != other.get(k)]
@@ -239,10 +245,11 @@ class Aggregator:
         x = x.to(self.device, non_blocking=True)
         with torch.set_grad_enabled(grad):
             logits = self.spec.model(x)
-        top1, pred = logits.detach().float().softmax(1).max(1)
-        pred = pred.cpu()
+        probs = logits.detach().float().softmax(1).cpu()
+        top1, pred = probs.max(1)
+        self.preds.update(indices, labels, probs)
         mi = self.model_index[labels]
-        self.acts.count_images(labels, (pred == mi) & (mi >= 0), top1.cpu())
+        self.acts.count_images(labels, (pred == mi) & (mi >= 0), top1)
         for layer in self.layers:
             act = taps.out[self.spec.layers[layer]].detach()
             mv, am = act.flatten(2).max(2)
@@ -303,6 +310,7 @@ class Aggregator:
             "n_correct": pa.array(self.acts.n_correct.numpy(), mask=~has),
             "hist": list(self.acts.hist.numpy())}, schema=CLASS_SCHEMA),
             out / "classes.parquet")
+        write_table(self.preds.table(self.dataset.name, mi.tolist()), out / PREDICTIONS_FILE)
         cols: dict[str, list] = {k: [] for k in ACTIVATION_SCHEMA.names}
         for s, sel in enumerate(selection_names(self.cfg.masses, self.cfg.k)):
             for l in self.layers:

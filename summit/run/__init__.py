@@ -7,13 +7,15 @@ from __future__ import annotations
 from ..lazy import exports
 
 _HOMES = {
-    "Run": "store", "SCHEMA_VERSION": "store", "ACTIVATION_SCHEMA": "store", "INFLUENCE_SCHEMA": "store",
+    "Run": "store", "HIST_BINS": "store",
+    "SCHEMA_VERSION": "store", "ACTIVATION_SCHEMA": "store", "INFLUENCE_SCHEMA": "store",
     "CLASS_SCHEMA": "store", "write_influence": "store", "array_rows": "store",
     "atomic_file": "files", "atomic_write_bytes": "files", "write_table": "files", "write_json": "files",
     "output_dir": "files", "output_file": "files", "check_replaceable": "files", "replacing": "files",
     "staging_dir": "files", "replace_dir": "files", "is_temp": "files",
     "RUN_JSON": "layout", "CLASSES_FILE": "layout", "ACTIVATIONS_FILE": "layout", "INFLUENCE_FILE": "layout",
-    "EXAMPLES_FILE": "layout", "EMBEDDING_FILE": "layout", "GRAPHS_FILE": "layout", "RUN_FILES": "layout",
+    "EXAMPLES_FILE": "layout", "PREDICTIONS_FILE": "layout", "EMBEDDING_FILE": "layout",
+    "GRAPHS_FILE": "layout", "RUN_FILES": "layout",
     "is_run_file": "layout", "examples_path": "layout", "featurevis_path": "layout",
     "diversity_path": "layout", "diversity_counts": "layout",
     "UBIQUITOUS_CLASSES": "selection", "UBIQUITOUS_IMAGES": "selection", "selection_names": "selection",

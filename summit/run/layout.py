@@ -14,14 +14,15 @@ CLASSES_FILE = "classes.parquet"
 ACTIVATIONS_FILE = "activations.parquet"
 INFLUENCE_FILE = "influence.parquet"
 EXAMPLES_FILE = "examples.parquet"
+PREDICTIONS_FILE = "predictions.parquet"  # per image: class, the model's top-5 outputs, correct
 EXAMPLES_DIR = "examples"  # examples/<layer>/<channel>.jpg: dataset-example strips
 EMBEDDING_FILE = "embedding.parquet"
 GRAPHS_FILE = "graphs.parquet"  # every class's default graph (summit graphs)
 FEATUREVIS_DIR = "featurevis"
 BLOCKS_DIR = "blocks"  # the Building Blocks explorer's cache (uploads, direction renders)
 DREAM_DIR = "dream"
-RUN_FILES = {RUN_JSON, CLASSES_FILE, ACTIVATIONS_FILE, INFLUENCE_FILE, EXAMPLES_FILE, EXAMPLES_DIR,
-             EMBEDDING_FILE, FEATUREVIS_DIR, "graphs", "ag", "shard.pt", GRAPHS_FILE, BLOCKS_DIR,
+RUN_FILES = {RUN_JSON, CLASSES_FILE, ACTIVATIONS_FILE, INFLUENCE_FILE, EXAMPLES_FILE, PREDICTIONS_FILE,
+             EXAMPLES_DIR, EMBEDDING_FILE, FEATUREVIS_DIR, "graphs", "ag", "shard.pt", GRAPHS_FILE, BLOCKS_DIR,
              DREAM_DIR}  # graphs/, ag/: the demo's exports into the run
 
 

@@ -32,6 +32,7 @@ import pyarrow.parquet as pq
 
 from ..errors import SummitError, reason
 from .files import atomic_file
+from .layout import PREDICTIONS_FILE
 
 SCHEMA_VERSION = 2
 ACTIVATION_SCHEMA = pa.schema([("selection", pa.string()), ("layer", pa.string()), ("class", pa.int32()),
@@ -41,6 +42,7 @@ INFLUENCE_SCHEMA = pa.schema([("layer_pair", pa.string()), ("class", pa.int32())
 CLASS_SCHEMA = pa.schema([("class", pa.int32()), ("name", pa.string()), ("model_index", pa.int32()),
                           ("n_images", pa.int64()), ("n_correct", pa.int64()),
                           ("hist", pa.list_(pa.int64()))])
+HIST_BINS = 10  # classes.parquet hist: images per tenth of top-1 probability
 INFLUENCE_ROW_GROUP_CLASSES = 2
 INFLUENCE_ROW_BYTES = 40  # in memory: 4 int columns plus the layer pair name
 
@@ -297,3 +299,11 @@ class Run:
             return ds.dataset(p).to_table(filter=None if layer is None else pc.field("layer") == layer)
         except (OSError, pa.ArrowException) as e:
             raise _unreadable(p, e) from None
+
+    def predictions(self) -> pa.Table | None:
+        """Per image: dataset index, path, run class, the model's top outputs and probabilities,
+        correct (``predictions.parquet``); None for runs written before it existed."""
+        p = self.path / PREDICTIONS_FILE
+        if not p.is_file():
+            return None
+        return _read_parquet(p)

@@ -8,6 +8,7 @@ import threading
 from pathlib import Path
 
 import numpy as np
+import pyarrow.compute as pc
 
 from ..errors import SummitError
 from ..graph.cache import GraphCache
@@ -18,7 +19,7 @@ from ..run.layout import (
     examples_path,
     featurevis_path,
 )
-from ..run.store import Run
+from ..run.store import HIST_BINS, Run
 from .common import INT_MAX, STATIC_DIR, Memo, file_inside, parse_int
 
 GRAPH_PARAMS = ("method", "selection", "mass", "mass_step", "ubiquitous", "exclude", "top_n", "min_count",
@@ -185,10 +186,26 @@ class Api:
     def classes(self) -> list[dict]:
         cols = [c for c in ("class", "name", "n_images", "n_correct", "hist") if c in self.run.classes.column_names]
         rows = self.run.classes.select(cols).to_pylist()
+        correct = self._correct_hist()
         for r in rows:
             ok = r["n_correct"] is not None and r["n_images"]
             r["accuracy"] = r["n_correct"] / r["n_images"] if ok else None
+            r["hist_correct"] = None if correct is None or r["n_correct"] is None else correct[r["class"]].tolist()
         return rows
+
+    def _correct_hist(self) -> np.ndarray | None:
+        """(n_classes, HIST_BINS) top-1 probability histogram of each class's correctly classified
+        images (predictions.parquet; None for runs without it). With ``hist`` it splits the
+        class's histogram into correct and mistaken images."""
+        t = self.run.predictions()
+        if t is None:
+            return None
+        top1 = pc.list_element(t.column("top_prob"), 0).to_numpy(zero_copy_only=False).astype(np.float64)
+        ok = t.column("correct").fill_null(False).to_numpy(zero_copy_only=False)
+        bins = np.clip((top1 * HIST_BINS).astype(np.int64), 0, HIST_BINS - 1)
+        out = np.zeros((len(self.run.class_names), HIST_BINS), dtype=np.int64)
+        np.add.at(out, (t.column("class").to_numpy()[ok], bins[ok]), 1)
+        return out
 
     def layer_units(self, layer: str, top: int = 3) -> dict:
         count, _ = self.layer_matrices(layer)

@@ -637,3 +637,17 @@ def test_default_graphs_come_from_the_stored_graphs(sample_run: Path, tmp_path: 
     computed = get_json(client, "/api/graph?class=2&mass=0.075&mass_step=0.01")
     assert computed == json.loads(graph_bytes(class_graph(run, 2, mass_step=0.01)))
     assert get_json(client, "/api/compare?a=2&b=3")["summit"]["kind"] == "compare"
+
+
+def test_classes_split_histograms_by_correctness(client: FlaskClient, run: Run, tmp_path: Path) -> None:
+    """/api/classes: hist_correct counts, per top-1 bin, the images predictions.parquet marks correct."""
+    rows = get_json(client, "/api/classes")["classes"]
+    preds = run.predictions().to_pylist()
+    for r in rows:
+        mine = [p for p in preds if p["class"] == r["class"] and p["correct"]]
+        want = [sum(1 for p in mine if min(9, int(p["top_prob"][0] * 10)) == b) for b in range(10)]
+        assert r["hist_correct"] == want and sum(want) == r["n_correct"]
+        assert all(c <= h for c, h in zip(r["hist_correct"], r["hist"]))
+    old = Path(shutil.copytree(run.path, tmp_path / "old"))
+    (old / "predictions.parquet").unlink()  # a run written before predictions existed
+    assert all(r["hist_correct"] is None for r in get_json(create_app(old).test_client(), "/api/classes")["classes"])

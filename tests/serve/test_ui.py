@@ -503,13 +503,23 @@ def test_embedding_zoom_shows_labels(page, server: str, artifacts: Path) -> None
 
 
 def test_class_histograms(page, server: str) -> None:
+    """Each class row draws its top-1 histogram; the correctly classified images of each bin
+    (from predictions.parquet) at the foot of the bar, the mistaken ones above them."""
     cls = classes(server)
     assert "hist" in cls[0], "the classes carry no top-1 probability histogram"
-    c = next(c for c in cls if sum(c["hist"]) > 0)
-    heights = page.eval_on_selector_all(f'li[data-class="{c["name"]}"] svg.hist rect',
-                                        "els => els.map(e => +e.getAttribute('height'))")
-    assert len(heights) == 10
-    assert np.allclose(np.array(heights) / max(heights), np.array(c["hist"]) / max(c["hist"]), atol=0.01)
+    c = next(c for c in cls if sum(c["hist"]) > 0 and 0 < sum(c["hist_correct"]) < sum(c["hist"]))
+    heights = {k: np.array(page.eval_on_selector_all(f'li[data-class="{c["name"]}"] svg.hist rect.{k}',
+                                                     "els => els.map(e => +e.getAttribute('height'))"))
+               for k in ("all", "correct")}
+    assert len(heights["all"]) == len(heights["correct"]) == 10
+    scale = max(heights["all"]) / max(c["hist"])
+    assert np.allclose(heights["all"], np.array(c["hist"]) * scale, atol=0.01)
+    assert np.allclose(heights["correct"], np.array(c["hist_correct"]) * scale, atol=0.01)
+    assert all(0 <= k <= a for k, a in zip(c["hist_correct"], c["hist"]))
+    wrong = next(x for x in cls if x["n_correct"] == 0 and x["n_images"])  # a 0 %-accuracy class: no dark bars
+    dark = page.eval_on_selector_all(f'li[data-class="{wrong["name"]}"] svg.hist rect.correct',
+                                     "els => els.map(e => +e.getAttribute('height'))")
+    assert max(dark) == 0
 
 
 # -- unit browser, keyboard -----------------------------------------------------------------------
