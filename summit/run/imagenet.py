@@ -15,7 +15,7 @@ from typing import NamedTuple
 
 IMAGENET_TABLE_FILE = Path(__file__).resolve().parent.parent / "data" / "imagenet1k.tsv"
 WNID_RE = re.compile(r"n\d{8}")
-_INDEX_RE = re.compile(r"(\d+)(?:[_\-\s].*)?")
+_INDEX_RE = re.compile(r"(\d+)(?:[_\-\s](.*))?")
 
 
 class ImagenetClass(NamedTuple):
@@ -54,15 +54,19 @@ def _lookup() -> tuple[dict[str, int], dict[str, int]]:
     return by_wnid, by_label
 
 
-def resolve_folder(folder: str) -> int | None:
-    """The model output index a class folder names (see the module doc), or None."""
+def resolve_folder(folder: str, strict: bool = False) -> int | None:
+    """The model output index a class folder names (see the module doc), or None. Strict (for
+    what a user types): the name of "243_bull_mastiff" must be that index's, so a typo is no match."""
     folder = folder.strip()
     by_wnid, by_label = _lookup()
     if WNID_RE.fullmatch(folder):
         return by_wnid.get(folder)
     m = _INDEX_RE.fullmatch(folder)
     if m and int(m.group(1)) < len(by_wnid):
-        return int(m.group(1))
+        i = int(m.group(1))
+        if strict and m.group(2) is not None and by_label.get(label_key(m.group(2))) != i:
+            return None
+        return i
     return by_label.get(label_key(folder))
 
 

@@ -214,7 +214,7 @@ class Run:
         hits = [i for i, l in enumerate(self.class_labels) if label_key(l) == key] or \
                [i for i, n in enumerate(self.class_names) if label_key(n) == key]
         if not hits and "model_index" in self.classes.column_names:
-            m = resolve_folder(text)
+            m = resolve_folder(text, strict=True)
             hits = [i for i, x in enumerate(self.classes.column("model_index").to_pylist()) if m is not None and x == m]
         if len(hits) == 1:
             return hits[0]

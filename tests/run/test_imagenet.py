@@ -32,6 +32,11 @@ def test_resolve_folder(folder: str, index: int | None) -> None:
     assert resolve_folder(folder) == index
 
 
+def test_strict_resolution_checks_the_name_of_index_name() -> None:
+    assert resolve_folder("022_bald_egle") == 22 and resolve_folder("022_bald_egle", strict=True) is None
+    assert resolve_folder("022_Bald_Eagle", strict=True) == 22 and resolve_folder("22", strict=True) == 22
+
+
 def test_wnid_of_and_label_key() -> None:
     assert wnid_of(243) == "n02108422" and wnid_of(None) is None and wnid_of(1000) is None
     assert label_key("Bull_Mastiff ") == label_key("bull  mastiff") == "bull mastiff"
