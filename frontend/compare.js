@@ -12,7 +12,7 @@ export const COLORS = { a: "#0072b2", b: "#e69f00", both: "#cc79a7" };
 /** The second-class menu, shown and filled while comparing (a thousand options cost a cold start time). */
 function showSelect(sel, on) {
   if (on && !sel.options.length) {
-    sel.append(...state.classes.map((c) => new Option(c.name, c.name)));
+    sel.append(...state.classes.map((c) => new Option(c.label ?? c.name, c.name)));
     if (state.compareWith) sel.value = state.compareWith;
   }
   sel.hidden = !on;

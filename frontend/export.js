@@ -7,7 +7,7 @@
 
 import { showError } from "./api.js";
 import { $, download, downloadUrl, el, pct } from "./dom.js";
-import { classByName, state, writeHash } from "./state.js";
+import { classByName, classLabel, state, writeHash } from "./state.js";
 import { FONT, LEGEND_H, graphContent, graphQuery, layoutGraph, legendGroup, ruleText } from "./graph.js";
 
 const FONT_FILES = [["normal", "/static/vendor/DejaVuSans-subset.woff"],
@@ -66,7 +66,7 @@ function captionLines(g) {
   const m = state.meta;
   const cls = (info) => {
     const acc = classByName(info.name)?.accuracy ?? (info.n_correct != null && info.n_images ? info.n_correct / info.n_images : null);
-    return `${info.name}: ${info.n_images} images, top-1 accuracy ${pct(acc)}`;
+    return `${info.label ?? classLabel(info.name)}: ${info.n_images} images, top-1 accuracy ${pct(acc)}`;
   };
   const s = g.summit || {};
   return [`${m.model} (${m.weights} weights), ${m.dataset.n_images} images of ${m.dataset.n_classes} classes`,
@@ -90,9 +90,9 @@ async function figureSvg({ inline = true } = {}) {
   svg.append("rect").attr("width", W).attr("height", H).attr("fill", "#fff");
   svg.append("text").attr("class", "title").attr("x", PAD).attr("y", 22).attr("font-size", 15)
     .attr("font-weight", "bold").attr("fill", "#1d232b")
-    .text(L.compare ? `${state.selected} vs ${state.compareWith}` : state.selected);
+    .text(L.compare ? `${classLabel(state.selected)} vs ${classLabel(state.compareWith)}` : classLabel(state.selected));
   svg.append(() => graphContent(L)).attr("transform", `translate(${(W - L.width) / 2},${TITLE_H})`);
-  svg.append(() => legendGroup(L, { a: state.selected, b: state.compareWith }))
+  svg.append(() => legendGroup(L, { a: classLabel(state.selected), b: classLabel(state.compareWith) }))
     .attr("transform", `translate(${PAD},${TITLE_H + L.height + 14})`);
   const cap = svg.append("g").attr("class", "caption").attr("font-size", 10.5).attr("fill", "#3c4550")
     .attr("transform", `translate(${PAD},${TITLE_H + L.height + 14 + LEGEND_H + 10})`);

@@ -6,7 +6,7 @@
 
 import { api, examplesUrl, showError } from "./api.js";
 import { $, cropHtml, el, fmt, pct } from "./dom.js";
-import { actions, classByName, diversityOf, ruleParams, state, thumbOf, writeHash } from "./state.js";
+import { actions, classByName, classLabel, diversityOf, ruleParams, state, thumbOf, writeHash } from "./state.js";
 import { COLORS } from "./compare.js";
 
 const ROW_H = 100, LABEL_W = 104, PAD = 16, NODE_MIN = 14, NODE_MAX = 58, GAP = 16;
@@ -275,7 +275,7 @@ export function drawGraph(g, { refit = false } = {}) {
   }
   const box = $("#graph");
   const L = layoutGraph(g, state.hideLe);
-  const names = { a: state.selected, b: state.compareWith };
+  const names = { a: classLabel(state.selected), b: classLabel(state.compareWith) };
   renderGraphTitle(g, L);
   $("#rule-settings").textContent = ruleText(g);
   // the legend is drawn at the graph's zoom, so its node sizes and edge widths are the ones on screen
@@ -461,6 +461,8 @@ function renderGraphTitle(g, L) {
     ? `${g.nodes.length} units, ${g.links.length} edges`
     : `${c?.n_images ?? g.summit?.class?.n_images} images · accuracy ${pct(c?.accuracy)} · ${g.nodes.length} units, ${g.links.length} edges`;
   const shown = L.nodes.size < g.nodes.length ? ` (${L.nodes.size} shown)` : "";
-  t.replaceChildren(document.createTextNode(L.compare ? `${state.selected} vs ${state.compareWith}` : state.selected),
-    el("span", { class: "sub", text: sub + shown }));
+  const ids = L.compare ? "" : [...new Set([state.selected, c?.wnid].filter((x) => x && x !== c?.label))]
+    .map((x) => `${x} · `).join("");
+  t.replaceChildren(document.createTextNode(L.compare ? `${classLabel(state.selected)} vs ${classLabel(state.compareWith)}`
+    : classLabel(state.selected)), el("span", { class: "sub", text: ids + sub + shown }));
 }

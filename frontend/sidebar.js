@@ -6,21 +6,25 @@
 
 import { api, showError } from "./api.js";
 import { $, el, pct } from "./dom.js";
-import { actions, classByName, state, writeHash } from "./state.js";
+import { actions, classByName, classLabel, state, writeHash } from "./state.js";
 
 /** "022_Bald  eagle" -> "022 bald eagle": the form search compares. */
 const normalize = (s) => String(s).toLowerCase().replace(/[\s_]+/g, " ").trim();
 
-/** Classes matching a query, best first: names starting with it, then a word starting with it,
- * then containing it anywhere. */
+/** Classes matching a query (its label, name or wnid), best first: starting with it, then a word
+ * starting with it, then containing it anywhere. */
 function matches(query) {
   const q = normalize(query);
   if (!q) return state.classes.slice();
-  const rank = (c) => {
-    const n = c.key ?? (c.key = normalize(c.name));
+  const rank1 = (n) => {
     if (n.startsWith(q)) return 0;
     if (n.includes(` ${q}`)) return 1;
     return n.includes(q) ? 2 : -1;
+  };
+  const rank = (c) => {
+    const keys = c.keys ?? (c.keys = [...new Set([c.label ?? c.name, c.name, c.wnid ?? ""].map(normalize))]);
+    const r = keys.map(rank1).filter((x) => x >= 0);
+    return r.length ? Math.min(...r) : -1;
   };
   return state.classes.map((c) => [rank(c), c]).filter(([r]) => r >= 0)
     .sort((a, b) => a[0] - b[0]).map(([, c]) => c);
@@ -67,17 +71,24 @@ function histSvg(hist, correct) {
   return svg.node();
 }
 
+/** "goose (099_goose, n01855672)": the label with the folder name and wnid where they differ. */
+function labelAndName(c) {
+  const label = c.label ?? c.name;
+  const more = [...new Set([c.name, c.wnid].filter((x) => x && x !== label))];
+  return more.length ? `${label} (${more.join(", ")})` : label;
+}
+
 function classRow(c, pinned) {
   const sim = simOf(c);
   const simBar = el("div", { class: "sim", title: sim == null ? "similarity: loading" :
-    `cosine similarity of A rows to ${state.selected} (${state.simLayer || "all layers"}): ${sim.toFixed(3)}` },
+    `cosine similarity of A rows to ${classLabel(state.selected)} (${state.simLayer || "all layers"}): ${sim.toFixed(3)}` },
   el("span"));
   simBar.firstChild.style.width = `${Math.max(0, 100 * (sim ?? 0))}%`;
   const li = el("li", {
     "data-class": c.name, tabindex: 0, role: "option", "aria-selected": pinned ? "true" : "false",
-    title: `${c.name}: ${c.n_images} images, top-1 accuracy ${pct(c.accuracy)}`,
+    title: `${labelAndName(c)}: ${c.n_images} images, top-1 accuracy ${pct(c.accuracy)}`,
     onclick: () => actions.selectClass(c.name),
-  }, el("span", { class: "name", text: c.name }),
+  }, el("span", { class: "name", text: c.label ?? c.name }),
   el("span", { class: "stats", text: `${c.n_images} · ${pct(c.accuracy)}` }),
   c.hist ? histSvg(c.hist, c.hist_correct) : el("span", { class: "hist none" }), simBar);
   li.classList.toggle("selected", pinned);
@@ -126,7 +137,7 @@ function renderSuggest() {
     role: "option", id: `suggest-${i}`, "data-class": c.name, class: i === active ? "active" : null,
     "aria-selected": i === active ? "true" : "false",
     onmousedown: (ev) => { ev.preventDefault(); pick(c.name); },
-  }, c.name)));
+  }, c.label ?? c.name)));
   box.hidden = !hits.length;
   input.setAttribute("aria-expanded", String(!box.hidden));
   if (active >= 0) input.setAttribute("aria-activedescendant", `suggest-${active}`);

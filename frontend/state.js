@@ -42,6 +42,10 @@ export const actions = {
 
 export const classByName = (name) => state.classes.find((c) => c.name === name);
 
+/** How the page shows a class: its readable label ("goose", "bull mastiff"); the name (the folder:
+ * "099_goose", "n01855672") stays its identifier in URLs and data attributes. */
+export const classLabel = (name) => classByName(name)?.label ?? name;
+
 /** The graph rule's parameters as the server takes them (the URL hash keeps the same ones). */
 export function ruleParams() {
   const d = graphDefaults();

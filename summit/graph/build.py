@@ -227,7 +227,8 @@ def _excluded_columns(d: Dense, o: Resolved) -> np.ndarray:
 
 
 def _new_graph(run: Run, d: Dense, ci: int, o: Resolved) -> ClassGraph:
-    return ClassGraph(kind="class", class_index=ci, class_name=run.class_names[ci], n_images=int(d.n_images[ci]),
+    return ClassGraph(kind="class", class_index=ci, class_name=run.class_names[ci],
+                      class_wnid=run.class_wnids[ci], class_label=run.class_labels[ci], n_images=int(d.n_images[ci]),
                       n_correct=d.n_correct[ci], model=run.meta.get("model"), weights=run.meta.get("weights"),
                       k=run.meta.get("k"), selection=o.selection, settings=o.settings())
 
@@ -353,9 +354,10 @@ def compare_graph(run: Run, a: str | int, b: str | int, options: GraphOptions | 
                    k=run.meta.get("k"), selection=o.selection,
                    settings={**o.settings(), "mass_a": ga.graph["settings"].get("mass"),
                              "mass_b": gb.graph["settings"].get("mass")},
-                   class_index_a=ia, class_name_a=run.class_names[ia], n_images_a=na,
-                   n_correct_a=d.n_correct[ia], class_index_b=ib, class_name_b=run.class_names[ib],
-                   n_images_b=nb, n_correct_b=d.n_correct[ib])
+                   class_index_a=ia, class_name_a=run.class_names[ia], class_wnid_a=run.class_wnids[ia],
+                   class_label_a=run.class_labels[ia], n_images_a=na, n_correct_a=d.n_correct[ia],
+                   class_index_b=ib, class_name_b=run.class_names[ib], class_wnid_b=run.class_wnids[ib],
+                   class_label_b=run.class_labels[ib], n_images_b=nb, n_correct_b=d.n_correct[ib])
     nodes = sorted(set(ga) | set(gb), key=lambda v: ((ga.nodes.get(v) or gb.nodes[v])["layer_index"],
                                                      (ga.nodes.get(v) or gb.nodes[v])["channel"]))
     for v in nodes:

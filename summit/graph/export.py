@@ -25,8 +25,12 @@ GRAPH_SCHEMA_VERSION = 2
 
 
 def _class_info(g: dict, suffix: str = "") -> dict:
-    return {k: g.get(f"{k2}{suffix}") for k, k2 in (("index", "class_index"), ("name", "class_name"),
+    info = {k: g.get(f"{k2}{suffix}") for k, k2 in (("index", "class_index"), ("name", "class_name"),
+                                                    ("wnid", "class_wnid"), ("label", "class_label"),
                                                     ("n_images", "n_images"), ("n_correct", "n_correct"))}
+    if info["label"] is None:  # a graph stored before labels: the name is the label
+        info["label"] = info["name"]
+    return info
 
 
 def _summit_meta(G: nx.DiGraph) -> dict:
@@ -47,7 +51,8 @@ def to_json(G: nx.DiGraph) -> dict:
 
 def _title(G: nx.DiGraph) -> str:
     g = G.graph
-    names = g.get("class_name") or f"{g.get('class_name_a')} vs {g.get('class_name_b')}"
+    names = g.get("class_label") or g.get("class_name") or \
+        f"{g.get('class_label_a') or g.get('class_name_a')} vs {g.get('class_label_b') or g.get('class_name_b')}"
     return f"{g.get('model')} {names}"
 
 

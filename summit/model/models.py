@@ -18,6 +18,7 @@ import torchvision
 from torch import nn
 
 from ..errors import SummitError, reason
+from ..run.imagenet import imagenet_table
 from . import DEFAULT_MODEL
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -79,8 +80,9 @@ class ModelSpec:
 
 
 def imagenet_class_names() -> list[str]:
-    """The 1000 ImageNet class names in model output order (torchvision's weights metadata)."""
-    return list(torchvision.models.GoogLeNet_Weights.IMAGENET1K_V1.meta["categories"])
+    """The 1000 ImageNet class labels in model output order (summit/data/imagenet1k.tsv: torchvision's
+    weights metadata, checked by tests/run/test_imagenet.py)."""
+    return [c.label for c in imagenet_table()]
 
 
 def _googlenet_layers() -> dict[str, str]:

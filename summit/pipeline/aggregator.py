@@ -45,6 +45,7 @@ from ..run.files import (
     write_json,
     write_table,
 )
+from ..run.imagenet import imagenet_table, wnid_of
 from ..run.layout import PREDICTIONS_FILE, is_run_file
 from ..run.selection import (
     UBIQUITOUS_CLASSES,
@@ -303,8 +304,12 @@ class Aggregator:
         names = list(self.dataset.classes)
         mi = self.model_index.numpy()
         has = mi >= 0
+        model_names = self.spec.class_names
+        imagenet = len(model_names) == len(imagenet_table())
         write_table(pa.table({
             "class": np.arange(len(names), dtype=np.int32), "name": names,
+            "wnid": [wnid_of(int(m)) if imagenet and m >= 0 else None for m in mi],
+            "label": [model_names[m] if 0 <= m < len(model_names) else n for n, m in zip(names, mi)],
             "model_index": pa.array(np.where(has, mi, 0).astype(np.int32), mask=~has),
             "n_images": self.acts.n_images.numpy(),
             "n_correct": pa.array(self.acts.n_correct.numpy(), mask=~has),

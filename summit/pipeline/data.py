@@ -27,6 +27,7 @@ from torchvision import transforms
 
 from ..errors import SummitError
 from ..model.pixels import image_transform
+from ..run.imagenet import imagenet_table, resolve_folder
 
 BUNDLED_SAMPLE = Path(__file__).resolve().parent.parent / "data" / "sample"
 ACCEPTED_MODES = {"RGB": None, "RGBA": "RGB", "P": "RGB", "PA": "RGB"}
@@ -79,9 +80,12 @@ def open_rgb(path: str | os.PathLike | bytes) -> Image.Image:
 def class_to_model_index(folder: str, class_names: Sequence[str]) -> int | None:
     """Map an ImageFolder class folder to a model output index, if recognisable.
 
-    Accepted: "243", "243_bull_mastiff", or an exact class name ("bull mastiff").
-    WordNet ids (n02108422) map by position only when all 1000 folders are present.
+    For a 1000-class (ImageNet) model: a WordNet id ("n02108422"), "243", "243_bull_mastiff" or a
+    name ("bull_mastiff", "bull mastiff"), for any subset of the classes (run.imagenet). For other
+    models: "243", "243_name" or an exact class name. Anything else: None.
     """
+    if len(class_names) == len(imagenet_table()):
+        return resolve_folder(folder)
     m = re.match(r"^(\d+)(?:[_\-\s].*)?$", folder)
     if m and int(m.group(1)) < len(class_names):
         return int(m.group(1))
@@ -143,9 +147,6 @@ class SafeImageFolder(Dataset):
         n_model = len(model_class_names)
         self.model_index = [class_to_model_index(c, model_class_names) if n_model else None
                             for c in self.classes]
-        if n_model == 1000 and len(self.classes) == 1000 and all(
-                re.match(r"^n\d{8}$", c) for c in self.classes):
-            self.model_index = list(range(1000))  # ImageNet wnids, sorted = model order
 
     def _unreadable(self, e: OSError) -> None:
         self.unreadable.append((os.path.relpath(e.filename, self.root), _os_reason(e)))

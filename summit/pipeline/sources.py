@@ -49,9 +49,7 @@ VAL_LABEL_FILES = ("LOC_val_solution.csv", "ILSVRC2012_validation_ground_truth.t
 
 
 def _model_index(classes: Sequence[str], model_class_names: Sequence[str]) -> list[int | None]:
-    """Model output index per class name (ImageFolder's rule, wnids in order when all 1000)."""
-    if len(model_class_names) == 1000 and len(classes) == 1000 and all(re.match(r"^n\d{8}$", c) for c in classes):
-        return list(range(1000))
+    """Model output index per class name (ImageFolder's rule: ``class_to_model_index``)."""
     return [class_to_model_index(c, model_class_names) if len(model_class_names) else None for c in classes]
 
 

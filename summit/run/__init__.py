@@ -1,6 +1,6 @@
 """Run directories: the Parquet tables and ``run.json`` a run holds (store), how files are
-written safely (files), every name inside a run folder (layout) and Summit's activation
-selections (selection).
+written safely (files), every name inside a run folder (layout), Summit's activation
+selections (selection) and the ImageNet-1k class table (imagenet).
 """
 from __future__ import annotations
 
@@ -21,6 +21,8 @@ _HOMES = {
     "UBIQUITOUS_CLASSES": "selection", "UBIQUITOUS_IMAGES": "selection", "selection_names": "selection",
     "mass_select": "selection", "top_select": "selection", "default_selection": "selection",
     "ubiquitous_channels": "selection",
+    "ImagenetClass": "imagenet", "imagenet_table": "imagenet", "resolve_folder": "imagenet",
+    "label_key": "imagenet", "wnid_of": "imagenet", "IMAGENET_TABLE_FILE": "imagenet",
 }
 __all__ = sorted(_HOMES)
 __getattr__, __dir__ = exports(__name__, _HOMES)

@@ -4,7 +4,9 @@ Layout (all tables readable with pyarrow/pandas; see docs/SCHEMA.md):
 
 - ``run.json``         model, weights, layers (name, module, channels), layer pairs (method),
                        k, dataset (root, fingerprint, counts, skipped files with reasons)
-- ``classes.parquet``  class:int32, name:string, model_index:int32 (null if unknown),
+- ``classes.parquet``  class:int32, name:string (the class folder), wnid:string (ImageNet WordNet
+                       id, null if not ImageNet), label:string (readable: the model's class name,
+                       else the folder name), model_index:int32 (null if unknown),
                        n_images:int64, n_correct:int64 (top-1, null if model_index unknown),
                        hist:list<int64> (images per bin of top-1 probability, 10 bins on [0, 1])
 - ``activations.parquet``  selection:string ("mass0.03", "top5", ...), layer:string, class:int32,
@@ -32,6 +34,7 @@ import pyarrow.parquet as pq
 
 from ..errors import SummitError, reason
 from .files import atomic_file
+from .imagenet import label_key, resolve_folder
 from .layout import PREDICTIONS_FILE
 
 SCHEMA_VERSION = 2
@@ -39,7 +42,8 @@ ACTIVATION_SCHEMA = pa.schema([("selection", pa.string()), ("layer", pa.string()
                                ("channel", pa.int32()), ("count", pa.int64()), ("sum", pa.float64())])
 INFLUENCE_SCHEMA = pa.schema([("layer_pair", pa.string()), ("class", pa.int32()), ("src", pa.int32()),
                               ("dst", pa.int32()), ("count", pa.int64())])
-CLASS_SCHEMA = pa.schema([("class", pa.int32()), ("name", pa.string()), ("model_index", pa.int32()),
+CLASS_SCHEMA = pa.schema([("class", pa.int32()), ("name", pa.string()), ("wnid", pa.string()),
+                          ("label", pa.string()), ("model_index", pa.int32()),
                           ("n_images", pa.int64()), ("n_correct", pa.int64()),
                           ("hist", pa.list_(pa.int64()))])
 HIST_BINS = 10  # classes.parquet hist: images per tenth of top-1 probability
@@ -179,6 +183,15 @@ class Run:
         n = len(self.class_names)
         if n == 0 or self.classes.column("class").to_pylist() != list(range(n)) or None in self.class_names:
             raise SummitError(f"{file}: expected classes 0..N-1 with names; the run is damaged")
+        names = self.classes.schema.names
+        if "wnid" not in names:  # a run written before wnid and label (schema 2): not known
+            self.classes = self.classes.add_column(names.index("name") + 1, "wnid", pa.nulls(n, pa.string()))
+        if "label" not in self.classes.schema.names:
+            self.classes = self.classes.add_column(self.classes.schema.names.index("wnid") + 1, "label",
+                                                   pa.array(self.class_names, pa.string()))
+        self.class_wnids: list[str | None] = self.classes.column("wnid").to_pylist()
+        self.class_labels: list[str] = [l if l is not None else n
+                                        for l, n in zip(self.classes.column("label").to_pylist(), self.class_names)]
         held = int(pc.sum(self.classes.column("n_images")).as_py() or 0)
         said = self.meta["dataset"]["n_images"]
         if held != said:
@@ -186,16 +199,33 @@ class Run:
                               "different runs (an interrupted write?); re-run `summit aggregate`")
 
     def class_index(self, name_or_index: str | int) -> int:
-        """Resolve a class by name (or index); unknown names list close matches."""
+        """Resolve a class by index, name (its folder), WordNet id, readable label (case-insensitive,
+        "_" as " ") or any ImageNet form of its model output ("243_bull_mastiff"); unknown ones
+        are refused in one line listing close matches."""
         if isinstance(name_or_index, int) or re.fullmatch(r"[0-9]+", str(name_or_index)):
             i = int(name_or_index)
             if 0 <= i < len(self.class_names):
                 return i
             raise SummitError(f"class index {i} out of range 0..{len(self.class_names) - 1}")
-        if name_or_index in self.class_names:
-            return self.class_names.index(name_or_index)
+        text = str(name_or_index).strip()
+        if text in self.class_names:
+            return self.class_names.index(text)
+        if text in self.class_wnids:
+            return self.class_wnids.index(text)
+        key = label_key(text)
+        hits = [i for i, l in enumerate(self.class_labels) if label_key(l) == key] or \
+               [i for i, n in enumerate(self.class_names) if label_key(n) == key]
+        if not hits and "model_index" in self.classes.column_names:
+            m = resolve_folder(text, strict=True)
+            hits = [i for i, x in enumerate(self.classes.column("model_index").to_pylist()) if m is not None and x == m]
+        if len(hits) == 1:
+            return hits[0]
+        if hits:
+            raise SummitError(f"class {text!r} is ambiguous: {', '.join(self.class_names[i] for i in hits)}; "
+                              "give its name or index")
         import difflib
-        close = difflib.get_close_matches(str(name_or_index), self.class_names, n=5, cutoff=0.4)
+        choices = list(dict.fromkeys([*self.class_names, *self.class_labels]))
+        close = difflib.get_close_matches(text, choices, n=5, cutoff=0.4)
         raise SummitError(f"unknown class {name_or_index!r}; close matches: {', '.join(close) or 'none'}"
                           f" ({len(self.class_names)} classes, see `summit info --run`)")
 

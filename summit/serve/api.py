@@ -184,7 +184,8 @@ class Api:
         }
 
     def classes(self) -> list[dict]:
-        cols = [c for c in ("class", "name", "n_images", "n_correct", "hist") if c in self.run.classes.column_names]
+        cols = [c for c in ("class", "name", "wnid", "label", "n_images", "n_correct", "hist")
+                if c in self.run.classes.column_names]
         rows = self.run.classes.select(cols).to_pylist()
         correct = self._correct_hist()
         for r in rows:

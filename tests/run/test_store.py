@@ -10,6 +10,8 @@ from typing import Callable
 import pytest
 from cli_runner import CliRunner
 
+from summit.errors import SummitError
+
 CORE = ("run.json", "classes.parquet", "activations.parquet", "influence.parquet")
 
 
@@ -106,3 +108,32 @@ def test_undamaged_copy_is_accepted(small_run: Path, cli: CliRunner, tmp_path: P
     for name in ("info", "graph", "export"):
         p = cli.run(*COMMANDS[name](str(run), str(tmp_path)))
         assert p.returncode == 0, (name, p.stderr)
+
+
+def test_run_written_before_wnid_and_label_opens_unchanged(small_run: Path, tmp_path: Path) -> None:
+    """classes.parquet of schema 2 had no wnid or label: Run fills them (wnid null, label = name)."""
+    import pyarrow.parquet as pq
+
+    from summit.run.store import Run
+    run = Path(shutil.copytree(small_run, tmp_path / "run"))
+    new = pq.read_table(run / "classes.parquet")
+    assert new.schema.names[:4] == ["class", "name", "wnid", "label"]
+    old = new.drop_columns(["wnid", "label"])
+    pq.write_table(old, run / "classes.parquet")
+    r = Run(run)
+    assert r.classes.schema.names == new.schema.names
+    assert r.class_wnids == [None] * len(r.class_names) and r.class_labels == r.class_names
+    assert r.classes.drop_columns(["wnid", "label"]).equals(old)
+    name = r.class_names[1]
+    assert r.class_index(name) == r.class_index(name.upper()) == r.class_index(1) == 1
+    assert r.class_index("n01855672") == r.class_names.index("099_goose")  # through its model_index
+    with pytest.raises(SummitError, match=r"^unknown class 'n09999999'; close matches: .*classes, see"):
+        r.class_index("n09999999")
+
+
+def test_class_index_accepts_every_form_of_a_class(small_run: Path) -> None:
+    from summit.run.store import Run
+    r = Run(small_run)  # the bundled sample's index_name folders: 022_bald_eagle, ...
+    i = r.class_names.index("022_bald_eagle")
+    assert {r.class_index(x) for x in ("022_bald_eagle", "n01614925", "bald eagle", "Bald_Eagle", "bald_eagle", i)} == {i}
+    assert r.class_labels[i] == "bald eagle" and r.class_wnids[i] == "n01614925"

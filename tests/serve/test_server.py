@@ -91,6 +91,15 @@ def test_classes(client: FlaskClient, run: Run) -> None:
         assert (r["class"], r["n_images"], r["n_correct"]) == (ref["class"], ref["n_images"], ref["n_correct"])
         assert r["accuracy"] == pytest.approx(ref["n_correct"] / ref["n_images"])
         assert r["hist"] == ref["hist"] and sum(r["hist"]) == r["n_images"]
+        assert (r["wnid"], r["label"]) == (ref["wnid"], ref["label"])
+    goose = next(r for r in rows if r["name"] == "099_goose")  # the bundled sample's index_name folders
+    assert (goose["wnid"], goose["label"]) == ("n01855672", "goose")
+
+
+def test_class_by_wnid_or_label(client: FlaskClient) -> None:
+    for q in ("099_goose", "n01855672", "goose", "Goose"):
+        c = get_json(client, f"/api/graph?class={q}")["summit"]["class"]
+        assert (c["name"], c["wnid"], c["label"]) == ("099_goose", "n01855672", "goose"), q
 
 
 def test_graph_matches_library(client: FlaskClient, run: Run) -> None:
@@ -264,7 +273,7 @@ def test_serve_defaults_to_loopback() -> None:
 # -- bad input --------------------------------------------------------------------------------
 @pytest.mark.parametrize("url,status,message", [
     ("/api/graph", 400, "missing parameter 'class'"),
-    ("/api/graph?class=goose", 400, "unknown class 'goose'; close matches: 099_goose"),
+    ("/api/graph?class=gose", 400, "unknown class 'gose'; close matches: goose"),
     ("/api/graph?class=99", 400, "class index 99 out of range 0..18"),
     ("/api/graph?class=099_goose&method=topn&top_n=abc", 400, "top_n must be an integer, got 'abc'"),
     ("/api/graph?class=099_goose&method=topn&top_n=0", 400, "top_n must be in 1..512, got 0"),
@@ -283,7 +292,7 @@ def test_serve_defaults_to_loopback() -> None:
     ("/api/embedding?method=mds", 400, "bad method 'mds'; valid: umap, pca, tsne"),
     ("/api/embedding?method=pca&layer=fire1", 400, "unknown layer 'fire1'"),
     ("/api/compare?a=099_goose", 400, "missing parameter 'b'"),
-    ("/api/compare?a=099_goose&b=dalmatien", 400, "close matches: 251_dalmatian"),
+    ("/api/compare?a=099_goose&b=dalmatien", 400, "close matches: dalmatian, 251_dalmatian"),
     ("/api/layer/fire10", 404, "unknown layer 'fire10'; valid: fire2, fire3, fire4, fire5, fire6, fire7, fire8, fire9"),
     ("/api/channel/conv1/3", 404, "unknown layer 'conv1'"),
     ("/api/channel/fire5/256", 404, "channel must be in 0..255, got 256"),
@@ -298,7 +307,7 @@ def test_serve_defaults_to_loopback() -> None:
     ("/api/nothing", 404, "not found: /api/nothing"),
     ("/api/graph?class=099_goose&keep_dangling=2", 400, "bad keep_dangling '2'; valid: 0, 1"),
     ("/api/similar", 400, "missing parameter 'class'"),
-    ("/api/similar?class=goose", 400, "unknown class 'goose'; close matches: 099_goose"),
+    ("/api/similar?class=gose", 400, "unknown class 'gose'; close matches: goose"),
     ("/api/similar?class=099_goose&layer=conv1", 400, "unknown layer 'conv1'; valid: fire2"),
     ("/api/embedding?layer=conv1", 400, "unknown layer 'conv1'; valid: fire2"),
     ("/api/diversity/fire5/7/0.png", 404, "no diversity image 0 rendered for fire5:7"),

