@@ -82,7 +82,7 @@ CASES: list[tuple[str, str]] = [
     ("graph --run {run} --class ① --out {dir}/g.json", "unknown class '①'"),
     ("graph --run {run} --class ١ --out {dir}/g.json", "unknown class '١'"),
     ("graph --run {run} --class 99 --out {dir}/g.json", "class index 99 out of range 0..18"),
-    ("graph --run {run} --class goose --out {dir}/g.json", "close matches: 099_goose"),
+    ("graph --run {run} --class gose --out {dir}/g.json", "close matches: goose, 099_goose"),
     ("graph --run {run} --class 0 --out {dir}/g.json --layers fire9", "unknown layer 'fire9'; valid: fire2, fire3"),
     ("export --run {run} --all --out-dir {dir}/x --top-n -2", "argument --top-n: must be in 1.."),
     ("graph --run {run} --class 0 --out {dir}/g.json --mass 0", "argument --mass: must be > 0"),

@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import NamedTuple
 
 IMAGENET_TABLE_FILE = Path(__file__).resolve().parent.parent / "data" / "imagenet1k.tsv"
-WNID_RE = re.compile(r"n\d{8}")
-_INDEX_RE = re.compile(r"(\d+)(?:[_\-\s](.*))?")
+WNID_RE = re.compile(r"n[0-9]{8}")
+_INDEX_RE = re.compile(r"([0-9]+)(?:[_\-\s](.*))?")
 
 
 class ImagenetClass(NamedTuple):
@@ -30,7 +30,7 @@ def imagenet_table() -> tuple[ImagenetClass, ...]:
     """The 1000 classes in model output order."""
     rows = []
     for line in IMAGENET_TABLE_FILE.read_text(encoding="utf-8").splitlines():
-        if not line or line.startswith("#") or line.startswith("index\t"):
+        if not line or line.startswith(("#", "index\t")):
             continue
         i, wnid, name, label = line.split("\t")
         rows.append(ImagenetClass(int(i), wnid, name, label))

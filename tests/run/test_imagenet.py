@@ -27,7 +27,8 @@ def test_model_class_names_are_the_table_labels() -> None:
 @pytest.mark.parametrize("folder,index", [
     ("n02108422", 243), ("243", 243), ("243_bull_mastiff", 243), ("bull_mastiff", 243), ("Bull Mastiff", 243),
     ("n01440764", 0), ("0", 0), ("099_goose", 99), ("goose", 99), ("crane bird", 134), ("999", 999),
-    ("n99999999", None), ("1000", None), ("my_own_class", None), ("cats", None), ("", None)])
+    ("n99999999", None), ("1000", None), ("١", None), ("n0144076４", None), ("my_own_class", None), ("cats", None),
+    ("", None)])
 def test_resolve_folder(folder: str, index: int | None) -> None:
     assert resolve_folder(folder) == index
 
