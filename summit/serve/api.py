@@ -40,6 +40,7 @@ class Api:
         self.layer_examples = Memo(self._layer_examples, len(self.run.layers))
         self.embedding = Memo(self._embedding, 3)
         self.similarity_rows = Memo(self._similarity_rows, len(self.run.layers) + 1)
+        self.correct_hist = Memo(self._correct_hist, 1)  # read predictions.parquet once, not per page view
         self.stored_graphs = GraphCache(self.run)  # default-settings graphs precomputed by `summit graphs`
         self.default_graph_params = self.graph_params({}, ())
 
@@ -187,7 +188,7 @@ class Api:
         cols = [c for c in ("class", "name", "wnid", "label", "n_images", "n_correct", "hist")
                 if c in self.run.classes.column_names]
         rows = self.run.classes.select(cols).to_pylist()
-        correct = self._correct_hist()
+        correct = self.correct_hist()
         for r in rows:
             ok = r["n_correct"] is not None and r["n_images"]
             r["accuracy"] = r["n_correct"] / r["n_images"] if ok else None
