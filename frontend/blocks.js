@@ -531,7 +531,7 @@ async function init() {
       onclick: () => { state.layer = l.name; writeUrl(false); syncControls(); load(); } }, l.name)));
     const pc = $("#pick-class");
     pc.append(el("option", { value: "" }, "class…"));
-    state.classes.forEach((c) => pc.append(el("option", { value: c.name }, c.name)));
+    state.classes.forEach((c) => pc.append(el("option", { value: c.name }, c.label ?? c.name)));
     wire();
     readUrl();
     syncControls();

@@ -4,7 +4,7 @@
 
 import { api, showError } from "./api.js";
 import { $, cropHtml, el, fmt, pct } from "./dom.js";
-import { actions, diversityOf, state, thumbOf, writeHash } from "./state.js";
+import { actions, classLabel, diversityOf, state, thumbOf, writeHash } from "./state.js";
 import { thumbHtml } from "./units.js";
 
 function markSelected(id) {
@@ -71,7 +71,8 @@ export async function openChannel(layer, channel) {
 
   const exBox = el("div", { class: "examples", id: "detail-examples" });
   d.examples.forEach((r, i) => {
-    const name = state.classes[r.class]?.name ?? String(r.class);
+    const c = state.classes[r.class];
+    const name = c ? classLabel(c.name) : String(r.class);
     exBox.append(el("div", { class: "example", title: `${r.image}\nclass ${name}\nactivation ${r.value.toFixed(2)}` },
       cropHtml(d.examples_url, i, null), breakable(name)));
   });
@@ -102,7 +103,7 @@ export async function openChannel(layer, channel) {
     const li = el("li", { "data-class": c.name, tabindex: 0, title: `mean activation ${fmt(c.mean)}`,
       onclick: () => actions.selectClass(c.name),
       onkeydown: (ev) => { if (ev.key === "Enter") actions.selectClass(c.name); } },
-    breakable(c.name, { class: "cls" }),
+    breakable(classLabel(c.name), { class: "cls" }),
     el("span", { class: "note", text: `${c.count} image${c.count === 1 ? "" : "s"} · ${pct(c.fraction)} of the class` }), bar);
     li.classList.toggle("current", c.name === state.selected || (state.compare && c.name === state.compareWith));
     return li;

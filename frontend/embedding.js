@@ -4,7 +4,7 @@
 
 import { api } from "./api.js";
 import { $, el, pct } from "./dom.js";
-import { actions, state } from "./state.js";
+import { actions, classLabel, state } from "./state.js";
 
 const W = 280, H = 240, M = 12;
 const LABEL_K = 2.5, MAX_LABELS = 40;   // zoom from which labels show, and at most how many
@@ -40,7 +40,7 @@ export async function renderEmbedding() {
     .attr("fill", (d) => (acc.get(d.name) == null ? NO_ACC : color(acc.get(d.name))))
     .attr("data-class", (d) => d.name)
     .on("click", (ev, d) => actions.selectClass(d.name))
-    .append("title").text((d) => `${d.name} (${d.n_images} images, accuracy ${pct(acc.get(d.name))})`);
+    .append("title").text((d) => `${classLabel(d.name)} (${d.n_images} images, accuracy ${pct(acc.get(d.name))})`);
   svg.append("g").attr("class", "labels");
   const zoom = d3.zoom().scaleExtent([1, 60]).extent([[0, 0], [W, H]]).on("zoom", (ev) => {
     emb.x = ev.transform.rescaleX(x0);
@@ -80,7 +80,7 @@ export function markEmbedding() {
     .classed("marked", marked)
     .attr("x", (d) => x(d.x)).attr("y", (d) => y(d.y) - 7)
     .attr("text-anchor", (d) => (x(d.x) < 70 ? "start" : x(d.x) > W - 70 ? "end" : "middle"))
-    .text((d) => d.name);
+    .text((d) => classLabel(d.name));
   svg.attr("data-labels", labels.length);
 }
 

@@ -143,7 +143,8 @@ def _cmd_info(a: argparse.Namespace) -> int:
     print(f"dataset: {d['root']} files={d['n_files']} images={d['n_images']} skipped={d['n_skipped']}")
     for s in d["skipped"] + d.get("unreadable", []):
         print(f"  skipped {s['path']}: {s['reason']}")
-    print(f"classes ({len(run.class_names)}): {', '.join(run.class_names)}")
+    print(f"classes ({len(run.class_names)}): " + ", ".join(
+        n if l == n else f"{l} ({n})" for n, l in zip(run.class_names, run.class_labels)))
     return 0
 
 
@@ -199,11 +200,16 @@ def _cmd_export(a: argparse.Namespace) -> int:
         print(f"{a.embedding_method} embedding of {len(run.class_names)} classes, {len(run.layers)} layers -> "
               f"{write_embedding(run, a.embedding_method)}")
         return 0
+    if not a.all and a.format != "summit-data":
+        raise SummitError("export needs --all, --embedding or --format summit-data")
     if not a.out_dir:
-        raise SummitError("export --all needs --out-dir DIR")
+        raise SummitError(f"export {'--format summit-data' if a.format == 'summit-data' else '--all'} "
+                          "needs --out-dir DIR")
     final = output_dir(a.out_dir)
     check_replaceable(final, _is_export_file)
     run = Run(a.run)
+    if a.format == "summit-data":
+        return _export_summit_data(a, run, final)
     with replacing(final) as out:  # built aside, swapped in when complete
         written, skipped = _export_all(a, run, out)
     print(f"{len(written)} graphs -> {a.out_dir} (index.json); {len(skipped)} classes skipped (empty graph)"
@@ -211,11 +217,24 @@ def _cmd_export(a: argparse.Namespace) -> int:
     return 0
 
 
+def _export_summit_data(a: argparse.Namespace, run: Run, final: Path) -> int:
+    from .graph.summit_data import write_summit_data
+    from .run.files import replacing
+    with replacing(final) as out:
+        report = write_summit_data(run, out, _graph_options(a), progress=not a.quiet)
+    print(f"Summit's data folder -> {final / 'data'}: imagenet.json ({report.classes} classes), "
+          f"{report.graphs} ag files ({len(report.empty_graphs)} empty), "
+          + ", ".join(f"{n} {k} images" for k, n in report.images.items())
+          + "".join(f"\n  not written: {m}" for m in report.missing)
+          + "".join(f"\n  note: {w}" for w in report.warnings))
+    return 0
+
+
 def _is_export_file(name: str) -> bool:
-    """Names `export --all` writes (what it may replace in an existing --out-dir)."""
+    """Names `export --all` / `--format summit-data` write (what they may replace in an existing --out-dir)."""
     from .graph.formats import FORMATS
     from .run.files import is_temp
-    return name == "index.json" or is_temp(name) or re.fullmatch(
+    return name in ("index.json", "data") or is_temp(name) or re.fullmatch(
         r"([0-9]{4}_.*\.(" + "|".join(FORMATS) + r")|ag-[0-9]+\.json)", name) is not None
 
 
@@ -223,8 +242,10 @@ def _export_all(a: argparse.Namespace, run: Run, out: Path) -> tuple[list[dict],
     """Every class's graph plus index.json into `out`; (written, skipped) entries."""
     from .graph.build import class_graph
     from .graph.export import safe_filename, write_graph
+    from .graph.summit_data import target_classes
     from .run.files import write_json
     options = _graph_options(a)
+    targets = target_classes(run) if a.format == "summit" else []
     written: list[dict] = []
     skipped: list[dict] = []
     for i, name in enumerate(run.class_names):
@@ -232,7 +253,7 @@ def _export_all(a: argparse.Namespace, run: Run, out: Path) -> tuple[list[dict],
         if G.number_of_nodes() == 0:
             skipped.append({"class": i, "name": name, "n_images": G.graph["n_images"]})
             continue
-        file = f"ag-{i}.json" if a.format == "summit" else f"{i:04d}_{safe_filename(name)}.{a.format}"
+        file = f"ag-{targets[i]}.json" if a.format == "summit" else f"{i:04d}_{safe_filename(name)}.{a.format}"
         write_graph(G, out / file, a.format)
         written.append({"class": i, "name": name, "file": file, "nodes": G.number_of_nodes(),
                         "edges": G.number_of_edges()})
@@ -414,7 +435,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     d = defaults()
 
-    def graph_options(sp: argparse.ArgumentParser) -> None:
+    def graph_options(sp: argparse.ArgumentParser, formats: tuple[str, ...] = FORMATS) -> None:
         sp.add_argument("--run", required=True, help="run directory")
         sp.add_argument("--method", choices=METHODS, default=d.method,
                         help=f"Summit's PageRank rule (pagerank) or our top-N per layer (topn); default {d.method}")
@@ -439,13 +460,15 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--keep-dangling", action="store_true", default=d.keep_dangling,
                         help="keep nodes without edges")
         sp.add_argument("--layers", dest="graph_layers", nargs="+", default=d.layers, help="only these layers")
-        sp.add_argument("--format", choices=FORMATS, default="json",
-                        help="json (node-link), summit (Summit's ag-<class>.json shape), graphml, gexf, dot")
+        sp.add_argument("--format", choices=formats, default="json",
+                        help="json (node-link), summit (Summit's ag-<class>.json shape), graphml, gexf, dot"
+                        + (", summit-data (the data/ folder Summit's UI loads, images included)"
+                           if "summit-data" in formats else ""))
         sp.set_defaults(hide_ubiquitous=d.hide_ubiquitous)
 
     gr = sub.add_parser("graph", help="write one class's attribution graph")
     graph_options(gr)
-    gr.add_argument("--class", dest="cls", required=True, help="class name or index")
+    gr.add_argument("--class", dest="cls", required=True, help="class: folder name, index, WordNet id or readable label")
     gr.add_argument("--out", required=True, help="output file")
     gr.set_defaults(func=_cmd_graph)
 
@@ -456,12 +479,13 @@ def build_parser() -> argparse.ArgumentParser:
     gs.add_argument("--quiet", action="store_true", help="no progress bar")
     gs.set_defaults(func=_cmd_graphs)
 
-    ex = sub.add_parser("export", help="write every class's graph, or the class embedding")
-    graph_options(ex)
-    what = ex.add_mutually_exclusive_group(required=True)
+    ex = sub.add_parser("export", help="write every class's graph, Summit's data folder, or the class embedding")
+    graph_options(ex, (*FORMATS, "summit-data"))
+    what = ex.add_mutually_exclusive_group()
     what.add_argument("--all", action="store_true", help="one graph file per class plus index.json")
     what.add_argument("--embedding", action="store_true", help="write embedding.parquet into the run")
-    ex.add_argument("--out-dir", default=None, help="folder for --all")
+    ex.add_argument("--out-dir", default=None, help="folder for --all and --format summit-data")
+    ex.add_argument("--quiet", action="store_true", help="no progress bar")
     ex.add_argument("--embedding-method", choices=["umap", "pca", "tsne"], default="umap",
                     help="class embedding method (default umap, as Summit)")
     ex.set_defaults(func=_cmd_export)
@@ -507,9 +531,9 @@ def build_parser() -> argparse.ArgumentParser:
     xp.set_defaults(func=_cmd_explain)
     fg = sub.add_parser("figure", help="a class's graph as a paper figure (SVG or PNG, as the UI exports it)")
     fg.add_argument("--run", required=True, help="run directory")
-    fg.add_argument("--class", dest="cls", required=True, help="class name or index")
+    fg.add_argument("--class", dest="cls", required=True, help="class: folder name, index, WordNet id or readable label")
     fg.add_argument("--out", required=True, help="output file: .svg or .png")
-    fg.add_argument("--compare", default=None, metavar="CLASS", help="compare with this class")
+    fg.add_argument("--compare", default=None, metavar="CLASS", help="compare with this class (as --class)")
     fg.add_argument("--scale", type=_float_in(0.1, 8.0), default=2.0, help="PNG pixels per SVG unit (default 2)")
     fg.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
                     help="a UI setting as in the page's URL hash, e.g. top_n=5 (repeatable)")

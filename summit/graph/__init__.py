@@ -1,5 +1,6 @@
 """Attribution graphs from a run: settings and defaults (options), dense matrices, a class's
-full graph (edges), Summit's PageRank rule and our top-N rule (build), exports, the stored
+full graph (edges), Summit's PageRank rule and our top-N rule (build), exports (including Summit's
+own data folder, summit_data), the stored
 default graphs (cache), the class embedding and SVG drawing.
 """
 from __future__ import annotations
@@ -15,6 +16,8 @@ _HOMES = {
     "compose_max_min": "edges", "class_edges": "edges",
     "FORMATS": "formats", "write_graph": "export", "to_json": "export", "to_summit": "export",
     "to_dot": "export", "safe_filename": "export",
+    "SummitData": "summit_data", "write_summit_data": "summit_data", "summit_layer_names": "summit_data",
+    "target_classes": "summit_data", "imagenet_json": "summit_data",
     "GraphCache": "cache", "store_graphs": "cache", "build_in_background": "cache", "is_fresh": "cache",
     "graph_bytes": "cache",
     "EMBEDDING_METHODS": "embedding", "class_embedding": "embedding", "class_vectors": "embedding",

@@ -68,18 +68,26 @@ def _flat(G: nx.DiGraph) -> nx.DiGraph:
     return H
 
 
-def to_summit(G: nx.DiGraph) -> dict[str, list[dict]]:
-    """A class graph in Summit's published ag-<class>.json shape (see the module docstring)."""
+def to_summit(G: nx.DiGraph, layers: list[str] | None = None,
+              names: dict[str, str] | None = None) -> dict[str, list[dict]]:
+    """A class graph in Summit's published ag-<class>.json shape (see the module docstring).
+    ``layers`` (bottom first): also write these layers when they have no node (Summit's UI reads
+    every layer); ``names``: layer names to write instead of the run's."""
     if G.graph.get("kind") != "class":
         raise SummitError("the summit format holds one class's graph, not a comparison")
-    layers: dict[int, list[dict]] = {}
-    for v, a in G.nodes(data=True):
-        layers.setdefault(a["layer_index"], []).append({
-            "channel": a["channel"], "count": a["count"], "layer": a["layer"], "pagerank": a.get("pagerank"),
+    names = names or {}
+    order = list(layers or [])
+    nodes: dict[str, list[dict]] = {l: [] for l in order}
+    for v, a in sorted(G.nodes(data=True), key=lambda n: n[1]["layer_index"]):
+        if a["layer"] not in nodes:
+            order.append(a["layer"])
+        nodes.setdefault(a["layer"], []).append({
+            "channel": a["channel"], "count": a["count"], "layer": names.get(a["layer"], a["layer"]),
+            "pagerank": a.get("pagerank"),
             "prev_channels": [{"prev_channel": G.nodes[u]["channel"], "inf": e["count"]}
                               for u, _, e in G.in_edges(v, data=True)],
             "attr_channels": [{"prev_channel": str(x["channel"]), "inf": x["count"]} for x in a["attr_channels"]]})
-    return {nodes[0]["layer"]: nodes for _, nodes in sorted(layers.items(), reverse=True)}
+    return {names.get(l, l): nodes[l] for l in reversed(order)}
 
 
 def _dot_value(v: Any) -> str:
