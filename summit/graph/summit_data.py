@@ -23,7 +23,9 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterator
 
+import networkx as nx
 import numpy as np
 import pyarrow.compute as pc
 from PIL import Image
@@ -213,6 +215,16 @@ def _ui_warnings(run: Run, names: dict[str, str], records: list[dict]) -> list[s
     return out
 
 
+def _class_graphs(run: Run, options: GraphOptions | None) -> Iterator[nx.DiGraph]:
+    """Every class's graph: read from the stored default graphs (graphs.parquet) when they are
+    fresh and the options are the defaults, else built."""
+    from .cache import GraphCache, is_fresh
+    cache = GraphCache(run) if (options is None or options == defaults().normalized()) and is_fresh(run) else None
+    for i in range(len(run.class_names)):
+        body = cache.get(i) if cache is not None else None
+        yield nx.node_link_graph(json.loads(body), edges="links") if body is not None else class_graph(run, i, options)
+
+
 def write_summit_data(run: Run, out: Path, options: GraphOptions | None = None,
                       progress: bool = True) -> SummitData:
     """Write ``out/data/`` (see the module docstring) plus ``out/index.json`` (this report). ``out``
@@ -226,8 +238,8 @@ def write_summit_data(run: Run, out: Path, options: GraphOptions | None = None,
     records = imagenet_json(run, names, targets)
     (data / "imagenet.json").write_text(json.dumps(records, separators=(",", ":")), encoding="utf-8")
     report.classes = len(records)
-    for i in tqdm(range(len(run.class_names)), desc="summit-data: graphs", unit="class", disable=not progress):
-        G = class_graph(run, i, options)
+    for i, G in enumerate(tqdm(_class_graphs(run, options), total=len(run.class_names), desc="summit-data: graphs",
+                                unit="class", disable=not progress)):
         if G.number_of_nodes() == 0:
             report.empty_graphs.append(run.class_names[i])
         (data / "ag" / f"ag-{targets[i]}.json").write_text(
