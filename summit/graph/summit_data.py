@@ -21,9 +21,9 @@ blocks; other models keep their layer names.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
 
 import networkx as nx
 import numpy as np
@@ -57,7 +57,6 @@ JPEG_QUALITY = 90
 class SummitData:
     """What an export wrote: files per kind, what is missing and why, and the Summit UI caveats."""
 
-    out: Path
     classes: int = 0
     graphs: int = 0
     empty_graphs: list[str] = field(default_factory=list)
@@ -79,8 +78,9 @@ def summit_layer_names(run: Run) -> dict[str, str]:
 def target_classes(run: Run) -> list[int]:
     """Per run class, the index Summit names its ag file by: the ImageNet output index the run maps
     the class to, else the run's class index; two classes sharing one index are refused."""
-    mapped = run.classes.column("model_index").to_pylist() if "model_index" in run.classes.column_names else []
-    out = [m if m is not None else i for i, m in enumerate(mapped or [None] * len(run.class_names))]
+    mapped = run.classes.column("model_index").to_pylist() if "model_index" in run.classes.column_names \
+        else [None] * len(run.class_names)  # a run written before model_index
+    out = [i if m is None else m for i, m in enumerate(mapped)]
     seen: dict[int, int] = {}
     for i, t in enumerate(out):
         if t in seen:
@@ -232,7 +232,7 @@ def write_summit_data(run: Run, out: Path, options: GraphOptions | None = None,
     so files are written plainly, not one by one atomically."""
     names = summit_layer_names(run)
     targets = target_classes(run)
-    report = SummitData(out)
+    report = SummitData()
     data = out / "data"
     (data / "ag").mkdir(parents=True, exist_ok=True)
     records = imagenet_json(run, names, targets)
