@@ -68,7 +68,7 @@ CASES: list[tuple[str, str]] = [
     ("graph --run {run} --class 0 --out {file}/g.json", "does not exist"),
     ("export --run {run} --all --out-dir {file}", "is a file, not a directory"),
     ("export --run {run} --all", "export --all needs --out-dir DIR"),
-    ("export --run {run}", "one of the arguments --all --embedding is required"),
+    ("export --run {run}", "export needs --all, --embedding or --format summit-data"),
     ("info --run {dir}", "not a summit run directory (no run.json)"),
     ("info --run {missing}", "not a summit run directory"),
     # graph options and classes
