@@ -60,7 +60,7 @@ CASES: list[tuple[str, str]] = [
     ("aggregate --out {file}/sub", "is a file, not a directory"),
     ("aggregate --out {run} --limit 24", "already holds a run; pass --overwrite"),
     ("aggregate --out {run} --resume --limit 24", "finished run; nothing to resume"),
-    ("merge {run} --out {dir}/m", "not a shard directory (need run.json and shard.pt)"),
+    ("merge {run} --out {dir}/m", "not a shard directory (need run.json and shard.npz)"),
     ("merge {missing} --out {dir}/m", "not a shard directory"),
     ("merge {run} --out {file}", "is a file, not a directory"),
     ("graph --run {run} --class 0 --out {dir}", "is a directory; give a file name"),
