@@ -15,7 +15,7 @@ _HOMES = {
     "staging_dir": "files", "replace_dir": "files", "is_temp": "files",
     "RUN_JSON": "layout", "CLASSES_FILE": "layout", "ACTIVATIONS_FILE": "layout", "INFLUENCE_FILE": "layout",
     "EXAMPLES_FILE": "layout", "PREDICTIONS_FILE": "layout", "EMBEDDING_FILE": "layout",
-    "GRAPHS_FILE": "layout", "RUN_FILES": "layout",
+    "GRAPHS_FILE": "layout", "RUN_FILES": "layout", "SHARD_FILE": "layout",
     "is_run_file": "layout", "examples_path": "layout", "featurevis_path": "layout",
     "diversity_path": "layout", "diversity_counts": "layout",
     "UBIQUITOUS_CLASSES": "selection", "UBIQUITOUS_IMAGES": "selection", "selection_names": "selection",
