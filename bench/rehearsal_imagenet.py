@@ -8,8 +8,10 @@ headless Chromium, bench/bench_ui.py). Each stage runs as its own process tree; 
 stage: wall seconds, peak RSS of the whole tree (sampled every 0.2 s), disk of what it wrote.
 
     python bench/rehearsal_imagenet.py --root /tmp/rehearsal [--per-class 2] [--image-size 224]
+                                       [--from-graphs]
 
-Writes <root>/report.json and prints it. Run it alone: it takes the whole machine.
+Writes <root>/report.json and prints it. --from-graphs keeps <root>'s dataset and run and the
+report's first two rows, and repeats the later stages (after a change to graphs, export or UI). Run it alone: it takes the whole machine.
 """
 from __future__ import annotations
 
@@ -79,21 +81,28 @@ def main() -> None:
     ap.add_argument("--per-class", type=int, default=2, help="images per class (default 2)")
     ap.add_argument("--image-size", type=int, default=224, help="generated image side (default 224)")
     ap.add_argument("--ranks", type=int, default=2)
+    ap.add_argument("--from-graphs", action="store_true",
+                    help="reuse <root>'s dataset and run (and the report's rows for them)")
     a = ap.parse_args()
-    if a.root.exists():
-        shutil.rmtree(a.root)
     data, run, export = a.root / "imagenet-train", a.root / "run", a.root / "summit-data"
-    rows = []
-    t = time.perf_counter()
-    n = make_dataset(data, a.per_class, a.image_size)
-    rows.append({"stage": "generate dataset", "wall_s": round(time.perf_counter() - t, 1), "images": n,
-                 "disk_mib": round(du(data) / 2**20, 1)})
-    print(json.dumps(rows[-1]), flush=True)
-    threads = {"OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 2) // a.ranks))}
-    rows.append(stage(f"aggregate (torchrun, {a.ranks} ranks)",
-                      [PY, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={a.ranks}", "-m",
-                       "summit", "aggregate", str(data), "--model", "googlenet", "--weights", "random",
-                       "--out", str(run), "--examples-k", "10", "--workers", "1", "--quiet"], run, threads))
+    if a.from_graphs:
+        rows = json.loads((a.root / "report.json").read_text())["stages"][:2]
+        n = rows[0]["images"]
+        (run / "graphs.parquet").unlink(missing_ok=True)
+        shutil.rmtree(export, ignore_errors=True)
+    else:
+        shutil.rmtree(a.root, ignore_errors=True)
+        rows = []
+        t = time.perf_counter()
+        n = make_dataset(data, a.per_class, a.image_size)
+        rows.append({"stage": "generate dataset", "wall_s": round(time.perf_counter() - t, 1), "images": n,
+                     "disk_mib": round(du(data) / 2**20, 1)})
+        print(json.dumps(rows[-1]), flush=True)
+        threads = {"OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 2) // a.ranks))}
+        rows.append(stage(f"aggregate (torchrun, {a.ranks} ranks)",
+                          [PY, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={a.ranks}", "-m",
+                           "summit", "aggregate", str(data), "--model", "googlenet", "--weights", "random",
+                           "--out", str(run), "--examples-k", "10", "--workers", "1", "--quiet"], run, threads))
     rows.append(stage("graphs (1000 classes)", [*SUMMIT, "graphs", "--run", str(run), "--quiet"],
                       run / "graphs.parquet"))
     rows.append(stage("export summit-data", [*SUMMIT, "export", "--run", str(run), "--format", "summit-data",

@@ -2,7 +2,8 @@
 ``class_graph(run, c)``), as the server's node-link JSON, computed once and stored in the run
 directory as ``graphs.parquet`` so that a server answers them without computing.
 
-The file (class:int32, json:binary; zstd) carries a key in its Parquet metadata: a hash of the
+The file (class:int32, json:binary; zstd; one row group per class, so that a reader decodes only
+the class it is asked for and the writer holds one graph at a time) carries a key in its Parquet metadata: a hash of the
 run's files (size and modification time of run.json and the three tables), the default graph
 options (``options.DEFAULTS``) and this module's format version. A run that changed,
 other defaults or another format make it stale: readers ignore it and ``store_graphs`` replaces it
@@ -25,7 +26,7 @@ import pyarrow.parquet as pq
 from tqdm import tqdm
 
 from ..errors import SummitError, reason
-from ..run.files import write_table
+from ..run.files import atomic_file
 from ..run.layout import (
     ACTIVATIONS_FILE,
     CLASSES_FILE,
@@ -35,7 +36,7 @@ from ..run.layout import (
 )
 from ..run.store import Run
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: one row group per class
 KEY_FIELD = b"summit_graphs"
 RUN_TABLES = (RUN_JSON, CLASSES_FILE, ACTIVATIONS_FILE, INFLUENCE_FILE)
 RECHECK_SECONDS = 1.0  # how often a reader looks for a new or replaced cache file
@@ -74,17 +75,17 @@ def is_fresh(run: Run) -> bool:
 
 
 def store_graphs(run: Run, progress: bool = True) -> Path:
-    """Compute every class's default graph and store them (replacing any older cache)."""
+    """Compute every class's default graph and store them (replacing any older cache), one class
+    at a time: memory holds one graph, whatever the number of classes."""
     from .build import class_graph
-    key = cache_key(run)
-    bodies = [graph_bytes(class_graph(run, c)) for c in
-              tqdm(range(len(run.class_names)), desc="graphs", unit="class", disable=not progress)]
-    schema = pa.schema([("class", pa.int32()), ("json", pa.binary())], metadata={KEY_FIELD: key.encode()})
-    table = pa.table({"class": pa.array(range(len(bodies)), pa.int32()), "json": pa.array(bodies, pa.binary())},
-                     schema=schema)
+    schema = pa.schema([("class", pa.int32()), ("json", pa.binary())], metadata={KEY_FIELD: cache_key(run).encode()})
     path = run.path / GRAPHS_FILE
     try:
-        write_table(table, path)
+        with atomic_file(path) as tmp, pq.ParquetWriter(tmp, schema, compression="zstd") as w:
+            for c in tqdm(range(len(run.class_names)), desc="graphs", unit="class", disable=not progress):
+                w.write_table(pa.table({"class": pa.array([c], pa.int32()),
+                                        "json": pa.array([graph_bytes(class_graph(run, c))], pa.binary())},
+                                       schema=schema))
     except OSError as e:
         raise SummitError(f"cannot write {path} ({reason(e)}); graphs are then computed per request") from None
     return path
@@ -104,7 +105,8 @@ def build_in_background(run: Run) -> subprocess.Popen | None:
 
 class GraphCache:
     """Read side for a server: the stored graphs of a run, picked up when the file appears or is
-    replaced (looked for at most every RECHECK_SECONDS), ignored while stale."""
+    replaced (looked for at most every RECHECK_SECONDS), ignored while stale. Only the file's
+    footer is held; each request decodes its class's row group."""
 
     def __init__(self, run: Run) -> None:
         self.path = run.path / GRAPHS_FILE
@@ -113,31 +115,37 @@ class GraphCache:
         self._lock = threading.Lock()
         self._seen: tuple | None = None
         self._checked = float("-inf")
-        self._bodies: list[bytes] | None = None
+        self._file: pq.ParquetFile | None = None
 
     def get(self, class_index: int) -> bytes | None:
         """The stored JSON of a class's default graph, None if there is no fresh cache."""
         with self._lock:
             if time.monotonic() - self._checked >= RECHECK_SECONDS:
                 self._refresh()
-            return self._bodies[class_index] if self._bodies is not None else None
+            if self._file is None:
+                return None
+            try:
+                t = self._file.read_row_group(class_index)
+            except (OSError, pa.ArrowException):
+                self._file = None
+                return None
+            return t.column("json")[0].as_py() if t.column("class").to_pylist() == [class_index] else None
 
     def _refresh(self) -> None:
         self._checked = time.monotonic()
         try:
             st = self.path.stat()
         except OSError:
-            self._seen, self._bodies = None, None
+            self._seen, self._file = None, None
             return
         seen = (st.st_ino, st.st_size, st.st_mtime_ns)
         if seen == self._seen:
             return
-        self._seen, self._bodies = seen, None
-        if stored_key(self.path) != self.key:
-            return
+        self._seen, self._file = seen, None
         try:
-            t = pq.read_table(self.path)
+            f = pq.ParquetFile(self.path)  # an open handle: a later replacement leaves it readable
         except (OSError, pa.ArrowException):
             return
-        if t.column("class").to_pylist() == list(range(self.n_classes)):
-            self._bodies = t.column("json").to_pylist()
+        meta = f.schema_arrow.metadata or {}
+        if meta.get(KEY_FIELD, b"").decode() == self.key and f.metadata.num_row_groups == self.n_classes:
+            self._file = f

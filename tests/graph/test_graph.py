@@ -401,6 +401,9 @@ def test_stored_graphs(sample_run, tmp_path):
     assert is_fresh(run)
     t = pq.read_table(path / GRAPHS_FILE)
     assert t.column("class").to_pylist() == list(range(len(run.class_names)))
+    f = pq.ParquetFile(path / GRAPHS_FILE)  # one class per row group: a reader decodes one graph
+    assert f.metadata.num_row_groups == len(run.class_names)
+    assert all(f.metadata.row_group(c).num_rows == 1 for c in range(len(run.class_names)))
     for c, body in enumerate(t.column("json").to_pylist()):
         assert body == graph_bytes(class_graph(run, c))
     reader._checked = float("-inf")  # as if RECHECK_SECONDS had passed
@@ -413,3 +416,5 @@ def test_stored_graphs(sample_run, tmp_path):
     assert main(["graphs", "--run", str(path), "--quiet"]) == 0
     assert stored_key(path / GRAPHS_FILE) != key and is_fresh(changed)
     assert [p.name for p in path.iterdir() if p.name.startswith(".")] == []  # written atomically
+    pq.write_table(pq.read_table(path / GRAPHS_FILE), path / GRAPHS_FILE)  # same key, one row group
+    assert GraphCache(Run(path)).get(4) is None  # not the format the reader decodes per class

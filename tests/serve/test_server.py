@@ -638,7 +638,8 @@ def test_default_graphs_come_from_the_stored_graphs(sample_run: Path, tmp_path: 
     bodies = t.column("json").to_pylist()
     assert bodies[2] == graph_bytes(class_graph(run, 2))
     bodies[2] = b'{"planted":true}'
-    write_table(t.set_column(1, t.schema.field("json"), pa.array(bodies, pa.binary())), out / GRAPHS_FILE)
+    write_table(t.set_column(1, t.schema.field("json"), pa.array(bodies, pa.binary())), out / GRAPHS_FILE,
+                row_group_size=1)  # the stored layout: one class per row group
     client = create_app(out).test_client()
     assert get_json(client, f"/api/graph?class={run.class_names[2]}") == {"planted": True}
     assert get_json(client, "/api/graph?class=3").get("nodes")  # stored, the real graph
