@@ -13,6 +13,7 @@ import pyarrow.compute as pc
 from ..errors import SummitError
 from ..graph.cache import GraphCache
 from ..graph.options import METHODS, GraphOptions, defaults
+from ..run.files import file_inside
 from ..run.layout import (
     diversity_counts,
     diversity_path,
@@ -20,7 +21,7 @@ from ..run.layout import (
     featurevis_path,
 )
 from ..run.store import HIST_BINS, Run
-from .common import INT_MAX, STATIC_DIR, Memo, file_inside, parse_int
+from .common import INT_MAX, STATIC_DIR, Memo, parse_int
 
 DECIMAL = re.compile(r"(?:[0-9]{1,12}(?:\.[0-9]{0,17})?|\.[0-9]{1,17})(?:[eE][-+]?[0-9]{1,3})?")  # 0.075, .5, 1., 5e-2
 GRAPH_PARAMS = ("method", "selection", "mass", "mass_step", "ubiquitous", "exclude", "top_n", "min_count",

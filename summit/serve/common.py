@@ -30,12 +30,6 @@ LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
 WILDCARD_HOSTS = ("", "0.0.0.0", "::")
 
 
-def file_inside(path: Path, root: Path) -> Path | None:
-    """``path`` resolved (symlinks followed) if it is a file inside ``root``, else None."""
-    p = path.resolve()
-    return p if p.is_relative_to(root) and p.is_file() else None
-
-
 def parse_int(name: str, raw: str, lo: int, hi: int, status: int = 400) -> int:
     """A decimal integer in lo..hi (ASCII digits only: no "+", "_", spaces or exponents)."""
     if not re.fullmatch(r"-?[0-9]{1,12}", raw):
