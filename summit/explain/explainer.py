@@ -35,7 +35,7 @@ from ..model.models import load_model
 from ..run.store import Run
 from . import attribution
 from .groups import DEFAULT_GROUPS, factorize
-from .images import CACHE_DIR, ImageInput, file_image, model_input
+from .images import ImageInput, file_image, model_input, run_cache
 from .result import (
     TOP_CHANNELS,
     Explanation,
@@ -82,7 +82,7 @@ class Explainer:
     @property
     def cache_dir(self) -> Path:
         """Rendered position vectors and group directions: ``<run>/blocks/featurevis``."""
-        return self.run.path / CACHE_DIR / "featurevis"
+        return run_cache(self.run, "featurevis")
 
     def input(self, image: ImageInput | Image.Image | str | os.PathLike) -> ImageInput:
         if isinstance(image, ImageInput):

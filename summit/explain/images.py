@@ -9,6 +9,7 @@ that crop in PNG, only under the run's cache ``<run>/blocks/uploads/<id>.png``.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import os
@@ -20,7 +21,7 @@ from pathlib import Path
 from PIL import Image, UnidentifiedImageError
 
 from ..errors import SummitError, reason
-from ..run.files import atomic_write_bytes
+from ..run.files import atomic_write_bytes, file_inside
 from ..run.store import Run
 
 CACHE_DIR = "blocks"  # per-run cache folder of the explorer (uploads, direction renders)
@@ -29,6 +30,8 @@ MODES = ("RGB", "RGBA", "P", "PA", "L", "LA", "1")  # converted to RGB; CMYK, 16
 MAX_FILE_BYTES = 20 * 2**20
 MAX_PIXELS = 40_000_000
 UPLOAD_ID = re.compile(r"[0-9a-f]{32}")
+MAX_UPLOADS = 500  # uploads kept per run; the oldest go first
+MAX_UPLOAD_STORE = 256 * 2**20  # bytes of uploads kept per run
 LIST_LIMIT = 2000
 
 
@@ -164,33 +167,65 @@ def example_images(run: Run) -> list[dict]:
 
 
 # -- uploads ----------------------------------------------------------------------------------
+def run_cache(run: Run, name: str) -> Path:
+    """``<run>/blocks/<name>``, refused (403) when it leads outside the run through a symbolic
+    link: the explorer writes nowhere else."""
+    p = run.path / CACHE_DIR / name
+    if not p.resolve().is_relative_to(run.path.resolve()):
+        raise SummitError(f"{CACHE_DIR}/{name} of this run leads outside it (a symbolic link); "
+                          "the explorer does not read or write there", status=403)
+    return p
+
+
 def uploads_dir(run: Run) -> Path:
-    return run.path / CACHE_DIR / "uploads"
+    return run_cache(run, "uploads")
+
+
+def _make_room(folder: Path, incoming: int) -> None:
+    """Delete the oldest uploads until one more of ``incoming`` bytes fits MAX_UPLOADS and
+    MAX_UPLOAD_STORE."""
+    try:
+        files = [(e.stat(follow_symlinks=False), e.path) for e in os.scandir(folder)
+                 if e.name.endswith(".png") and UPLOAD_ID.fullmatch(e.name[:-4])]
+    except OSError:
+        return
+    files.sort(key=lambda f: f[0].st_mtime_ns)
+    total = sum(st.st_size for st, _ in files)
+    while files and (len(files) >= MAX_UPLOADS or total + incoming > MAX_UPLOAD_STORE):
+        st, path = files.pop(0)
+        total -= st.st_size
+        with contextlib.suppress(OSError):
+            os.unlink(path)
 
 
 def store_upload(run: Run, data: bytes) -> str:
-    """Validate an uploaded file and keep its model input as ``<run>/blocks/uploads/<id>.png``."""
+    """Validate an uploaded file and keep its model input as ``<run>/blocks/uploads/<id>.png``;
+    at most MAX_UPLOADS files and MAX_UPLOAD_STORE bytes are kept, the oldest deleted first."""
     img = model_input(decode_image(data), image_size(run))
     buf = io.BytesIO()
     img.save(buf, format="PNG")
     png = buf.getvalue()
     uid = hashlib.sha256(png).hexdigest()[:32]
-    path = uploads_dir(run) / f"{uid}.png"
-    if not path.is_file():
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
+    folder = uploads_dir(run)
+    path = folder / f"{uid}.png"
+    try:
+        if path.is_file() and not path.is_symlink():
+            os.utime(path)  # kept: now the newest
+        else:
+            folder.mkdir(parents=True, exist_ok=True)
+            _make_room(folder, len(png))
             atomic_write_bytes(path, png)
-        except OSError as e:
-            raise SummitError(f"cannot store the upload in the run's cache: {e.strerror}", status=507) from None
+    except OSError as e:
+        raise SummitError(f"cannot store the upload in the run's cache: {e.strerror}", status=507) from None
     return uid
 
 
 def upload_image(run: Run, uid: str) -> ImageInput:
-    """A stored upload by id."""
+    """A stored upload by id (a file inside the run: no symbolic link out of it)."""
     if not UPLOAD_ID.fullmatch(uid):
         raise SummitError(f"bad upload id {uid!r}: want 32 hex digits")
-    path = uploads_dir(run) / f"{uid}.png"
-    if not path.is_file():
+    path = file_inside(uploads_dir(run) / f"{uid}.png", run.path.resolve())
+    if path is None:
         raise SummitError(f"no upload {uid} in this run's cache", status=404)
     img = read_image_file(path)
     if img.size != (image_size(run),) * 2:

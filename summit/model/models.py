@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import warnings
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -183,9 +184,13 @@ def load_state_file(net: nn.Module, path: str, name: str) -> None:
     """Load a ``.pth`` state dict (optionally under "state_dict") into `net`; files that are not
     state dicts, or whose keys and shapes do not fit the model, are refused in one line."""
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch warns about a pickle's protocol before refusing it
+            warnings.simplefilter("ignore")
+            state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
-        raise SummitError(f"--weights {path}: not a PyTorch state dict file ({reason(e)})") from None
+        why = "a pickle with objects other than tensors; nothing of it was run" \
+            if isinstance(e, pickle.UnpicklingError) else reason(e)
+        raise SummitError(f"--weights {path}: not a PyTorch state dict file ({why})") from None
     if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
         state = state["state_dict"]
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):

@@ -256,7 +256,17 @@ def _pruned_max(x: torch.Tensor, w: torch.Tensor, k: int, stride: int, padding: 
     return torch.where(v >= (t + margin).unsqueeze(1), v, float("-inf"))
 
 
-@numba.njit(parallel=True, cache=True, fastmath={"contract"})
+def _compiled(fn):  # noqa: ANN001, ANN202 (a numba dispatcher)
+    """numba-compile fn, cached on disk where numba finds a writable place (NUMBA_CACHE_DIR, the
+    package's __pycache__, the user's cache folder); compiled per process when there is none (a
+    read-only system-wide install run by a user without a writable HOME)."""
+    try:
+        return numba.njit(parallel=True, cache=True, fastmath={"contract"})(fn)
+    except RuntimeError:  # "cannot cache function ...: no locator available"
+        return numba.njit(parallel=True, cache=False, fastmath={"contract"})(fn)
+
+
+@_compiled
 def _window_max(rows, base, taps, norms, kernels, t, knorm, cin, out):  # pragma: no cover (compiled)
     """out[r, j]: max of window . kernel over the windows of row r = (image, channel i) whose
     bound norms[r, p] * knorm[r, j] * (1 + 1e-4) reaches t[image, j]; -inf if none. The output

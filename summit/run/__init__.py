@@ -12,7 +12,7 @@ _HOMES = {
     "CLASS_SCHEMA": "store", "write_influence": "store", "array_rows": "store",
     "atomic_file": "files", "atomic_write_bytes": "files", "write_table": "files", "write_json": "files",
     "output_dir": "files", "output_file": "files", "check_replaceable": "files", "replacing": "files",
-    "staging_dir": "files", "replace_dir": "files", "is_temp": "files",
+    "staging_dir": "files", "replace_dir": "files", "is_temp": "files", "file_inside": "files",
     "RUN_JSON": "layout", "CLASSES_FILE": "layout", "ACTIVATIONS_FILE": "layout", "INFLUENCE_FILE": "layout",
     "EXAMPLES_FILE": "layout", "PREDICTIONS_FILE": "layout", "EMBEDDING_FILE": "layout",
     "GRAPHS_FILE": "layout", "RUN_FILES": "layout", "SHARD_FILE": "layout",

@@ -192,3 +192,9 @@ def write_table(table: pa.Table, path: str | os.PathLike, row_group_size: int | 
 
 def write_json(obj: Any, path: str | os.PathLike, sort_keys: bool = True) -> None:
     atomic_write_bytes(path, (json.dumps(obj, indent=1, sort_keys=sort_keys) + "\n").encode())
+
+
+def file_inside(path: Path, root: Path) -> Path | None:
+    """``path`` resolved (symlinks followed) if it is a file inside ``root`` (resolved), else None."""
+    p = path.resolve()
+    return p if p.is_relative_to(root) and p.is_file() else None

@@ -13,6 +13,7 @@ import pyarrow.compute as pc
 from ..errors import SummitError
 from ..graph.cache import GraphCache
 from ..graph.options import METHODS, GraphOptions, defaults
+from ..run.files import file_inside
 from ..run.layout import (
     diversity_counts,
     diversity_path,
@@ -20,8 +21,9 @@ from ..run.layout import (
     featurevis_path,
 )
 from ..run.store import HIST_BINS, Run
-from .common import INT_MAX, STATIC_DIR, Memo, file_inside, parse_int
+from .common import INT_MAX, STATIC_DIR, Memo, parse_int
 
+DECIMAL = re.compile(r"(?:[0-9]{1,12}(?:\.[0-9]{0,17})?|\.[0-9]{1,17})(?:[eE][-+]?[0-9]{1,3})?")  # 0.075, .5, 1., 5e-2
 GRAPH_PARAMS = ("method", "selection", "mass", "mass_step", "ubiquitous", "exclude", "top_n", "min_count",
                 "edges_per_node", "min_edge_count", "keep_dangling", "layers")
 GRAPH_CACHE_BYTES = 256 * 2**20  # graph JSON kept in memory (LRU), besides the entry limit
@@ -85,10 +87,8 @@ class Api:
 
         def fraction(name: str, default: float) -> float:
             raw = args.get(name, "")
-            try:
-                v = default if raw == "" else float(raw)
-            except ValueError:
-                v = -1.0
+            # ASCII decimal only, as parse_int: float() would also take " 1", "0.5\n", "١" or "１"
+            v = default if raw == "" else float(raw) if DECIMAL.fullmatch(raw) else -1.0
             if not 0 < v <= 1:
                 raise SummitError(f"bad {name} {raw!r}: need a number in (0, 1]")
             return v

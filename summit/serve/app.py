@@ -23,7 +23,7 @@ from ..graph.export import safe_filename
 from ..graph.matrices import dense
 from .api import EMBEDDING_DEFAULT, Api
 from .blocks import blocks_blueprint
-from .common import STATIC_DIR, HostCheck, host_name, parse_int, unit_file
+from .common import STATIC_DIR, HostCheck, parse_int, unit_file
 
 INFLUENCE_MEMORY_BYTES = 512 * 2**20  # smaller influence tables are served from memory
 MAX_URL_BYTES = 8192  # longer request targets get a JSON 414
@@ -46,7 +46,7 @@ def create_app(run_dir: str | os.PathLike, cache_size: int = 256, hosts: HostChe
             raise SummitError(f"request target longer than {MAX_URL_BYTES} bytes", status=414)
         host = request.environ.get("HTTP_HOST")  # browsers always send one; other clients may not
         if host is not None and not host_ok(host):
-            raise SummitError(f"host {host_name(host)!r} is not allowed (DNS rebinding "
+            raise SummitError(f"host {host[:200]!r} is not allowed (DNS rebinding "
                                 f"protection); start `summit serve` with --allow-host NAME to accept it", status=403)
 
     @app.errorhandler(SummitError)

@@ -17,7 +17,8 @@ from typing import TYPE_CHECKING, Any
 from flask import Blueprint, Response, jsonify, request, send_file, send_from_directory
 
 from ..errors import SummitError
-from .common import STATIC_DIR, Memo, file_inside, parse_int
+from ..run.files import file_inside
+from .common import STATIC_DIR, Memo, parse_int
 
 if TYPE_CHECKING:
     from ..explain.explainer import Explainer, Explanation
@@ -99,8 +100,8 @@ class BlocksApi:
         ex = self.explainer
         try:
             paths = (ex.render if run_it else ex.vis_paths)(expl, layer, kind, size=size, steps=steps)
-        except SummitError as e:
-            raise SummitError(str(e)) from None
+        except SummitError as e:  # a request's own mistake (400), unless refused for the run's files (403)
+            raise SummitError(str(e), status=403 if e.status == 403 else 400) from None
         urls = [f"/api/explain/vis/{p.parent.parent.name}/{layer}/{p.stem}.png" if p.is_file() else None
                 for p in paths]
         return {"layer": layer, "kind": kind, "size": size, "steps": steps, "urls": urls}

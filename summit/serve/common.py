@@ -30,12 +30,6 @@ LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
 WILDCARD_HOSTS = ("", "0.0.0.0", "::")
 
 
-def file_inside(path: Path, root: Path) -> Path | None:
-    """``path`` resolved (symlinks followed) if it is a file inside ``root``, else None."""
-    p = path.resolve()
-    return p if p.is_relative_to(root) and p.is_file() else None
-
-
 def parse_int(name: str, raw: str, lo: int, hi: int, status: int = 400) -> int:
     """A decimal integer in lo..hi (ASCII digits only: no "+", "_", spaces or exponents)."""
     if not re.fullmatch(r"-?[0-9]{1,12}", raw):
@@ -46,14 +40,32 @@ def parse_int(name: str, raw: str, lo: int, hi: int, status: int = 400) -> int:
     return v
 
 
-def host_name(header: str) -> str:
-    """The host part of a Host header ("[::1]:5000" -> "::1", "Example.org.:80" -> "example.org")."""
-    h = header.strip().lower()
-    if h.startswith("["):
-        h = h[1:h.find("]")] if "]" in h else h[1:]
-    elif h.count(":") == 1:
-        h = h.split(":")[0]
-    return h.rstrip(".")
+HOST_RE = re.compile(r"(?:\[(?P<v6>[0-9a-f:.]+)\]|(?P<name>[a-z0-9](?:[a-z0-9.-]*[a-z0-9])?\.?))(?::[0-9]{1,5})?")
+
+
+def _canonical(name: str) -> str:
+    """A host name lower-cased without its trailing dot; an IPv6 address in its short form."""
+    name = name.lower().rstrip(".")
+    try:
+        return str(ipaddress.IPv6Address(name))
+    except ValueError:
+        return name
+
+
+def host_name(header: str) -> str | None:
+    """The host of a Host header ("[::1]:5000" -> "::1", "Example.org.:80" -> "example.org"), None
+    unless the whole header is one host and an optional port (RFC 9110: no user info, paths,
+    lists, or anything after a bracketed address)."""
+    m = HOST_RE.fullmatch(header.strip(" \t").lower())
+    if m is None:
+        return None
+    if m["v6"] is not None:
+        try:
+            ipaddress.IPv6Address(m["v6"])
+        except ValueError:
+            return None
+        return _canonical(m["v6"])
+    return _canonical(m["name"])
 
 
 class HostCheck:
@@ -63,13 +75,15 @@ class HostCheck:
 
     def __init__(self, bound: str = "127.0.0.1", allow: Iterable[str] = ()) -> None:
         self.wildcard = bound in WILDCARD_HOSTS
-        names = {*LOOPBACK_NAMES, host_name(bound), *(host_name(a) for a in allow)}
+        names = {*LOOPBACK_NAMES, _canonical(bound.strip("[]")), *(_canonical(a.strip("[]")) for a in allow)}
         if self.wildcard:
             names |= {socket.gethostname().lower(), socket.getfqdn().lower()}
         self.names = frozenset(n for n in names if n)
 
     def __call__(self, header: str) -> bool:
         name = host_name(header)
+        if name is None:
+            return False
         if name in self.names:
             return True
         if self.wildcard:

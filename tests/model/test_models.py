@@ -4,6 +4,7 @@ files or devices that cannot work are refused in one line."""
 from __future__ import annotations
 
 import json
+import pickle
 from pathlib import Path
 
 import pytest
@@ -62,6 +63,16 @@ def test_missing_googlenet_cache_is_one_line(cli: CliRunner, tmp_path: Path) -> 
     assert p.stderr.startswith("summit: error: could not load torchvision weights for googlenet")
 
 
+class RunsCode:
+    """A pickle that runs code when loaded: it creates the file `marker`."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple:
+        return (Path.touch, (self.marker,))
+
+
 def weight_files(d: Path) -> dict[str, tuple[Path, str]]:
     """--weights files that cannot work, with the message each must give."""
     d.mkdir(parents=True, exist_ok=True)
@@ -71,8 +82,10 @@ def weight_files(d: Path) -> dict[str, tuple[Path, str]]:
     torch.save(torchvision.models.squeezenet1_1(weights=None).state_dict(), d / "squeezenet.pth")
     net = torchvision.models.googlenet(weights=None, aux_logits=False, init_weights=False, num_classes=10)
     torch.save({"state_dict": net.state_dict()}, d / "googlenet10.pth")
+    (d / "crafted.pth").write_bytes(pickle.dumps(RunsCode(d / "ran"), protocol=4))
     return {
         "text": (d / "text.pth", "not a PyTorch state dict file"),
+        "crafted": (d / "crafted.pth", "a pickle with objects other than tensors; nothing of it was run"),
         "list": (d / "list.pth", "not a state dict (a mapping of parameter names to tensors)"),
         "strings": (d / "strings.pth", "not a state dict"),
         "other model": (d / "squeezenet.pth", "does not fit googlenet: 344 missing keys (e.g. conv1.conv.weight), 52 unexpected"),
@@ -86,6 +99,7 @@ def test_weight_files_that_do_not_fit_are_refused(cli: CliRunner, tmp_path: Path
             load_model("googlenet", str(path))
         p = cli.run("aggregate", "--model", "googlenet", "--weights", str(path), "--out", str(tmp_path / "r"))
         assert p.returncode == 2 and p.stderr.count("\n") == 1 and message in p.stderr, (what, p.stderr)
+    assert not (tmp_path / "w" / "ran").exists()  # the crafted pickle's code never ran
 
 
 def test_a_fitting_weight_file_loads(tmp_path: Path) -> None:

@@ -206,3 +206,50 @@ def test_page_works_from_any_working_directory(root, tmp_path):
         assert create_app(root / "run").test_client().get("/blocks.js").status_code == 200
     finally:
         os.chdir(cwd)
+
+
+def fresh_client(sample_run: Path, tmp_path: Path) -> tuple[FlaskClient, Path]:
+    run = Path(shutil.copytree(sample_run, tmp_path / "run"))
+    return create_app(run).test_client(), run
+
+
+def test_an_upload_that_links_out_of_the_run_is_not_served(sample_run, tmp_path):
+    client, run = fresh_client(sample_run, tmp_path)
+    secret = tmp_path / "secret.png"
+    Image.new("RGB", (224, 224), (1, 2, 3)).save(secret)
+    (run / "blocks" / "uploads").mkdir(parents=True)
+    uid = "ab" * 16
+    (run / "blocks" / "uploads" / f"{uid}.png").symlink_to(secret)
+    assert f"no upload {uid}" in get(client, f"/api/explain?upload={uid}&layers=fire9", 404)["error"]
+    assert client.get(f"/api/explain/input.png?upload={uid}").status_code == 404
+
+
+def test_nothing_is_written_through_a_linked_blocks_folder(sample_run, tmp_path):
+    client, run = fresh_client(sample_run, tmp_path)
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (run / "blocks").symlink_to(outside)
+    good = (BUNDLED_SAMPLE / "251_dalmatian" / "imagenet_16_251_orig.jpg").read_bytes()
+    r = post_file(client, good)
+    assert r.status_code == 403 and "leads outside it" in r.get_json()["error"], r.data
+    q = f"image={IMAGE}&layers=fire9&groups=2&layer=fire9&kind=groups&size=32&steps=2"
+    assert client.post(f"/api/explain/render?{q}").status_code == 403
+    assert list(outside.rglob("*")) == []
+
+
+def test_the_upload_store_is_bounded(sample_run, tmp_path, monkeypatch):
+    from summit.explain import images
+    monkeypatch.setattr(images, "MAX_UPLOADS", 3)
+    client, run = fresh_client(sample_run, tmp_path)
+    ids = []
+    for shade in range(5):
+        r = post_file(client, encoded(Image.new("RGB", (40, 40), (shade * 40, 0, 0)), "PNG"), "x.png")
+        assert r.status_code == 201, r.data
+        ids.append(r.get_json()["upload"])
+        os.utime(run / "blocks" / "uploads" / f"{ids[-1]}.png", ns=(shade * 10**9, shade * 10**9))
+    kept = sorted(p.stem for p in (run / "blocks" / "uploads").iterdir())
+    assert kept == sorted(ids[2:])  # the oldest went first
+    assert get(client, f"/api/explain?upload={ids[0]}&layers=fire9", 404)
+    monkeypatch.setattr(images, "MAX_UPLOAD_STORE", 1)  # bytes: only the newest upload fits
+    r = post_file(client, encoded(Image.new("RGB", (40, 40), (0, 90, 0)), "PNG"), "y.png")
+    assert r.status_code == 201 and [p.stem for p in (run / "blocks" / "uploads").iterdir()] == [r.get_json()["upload"]]

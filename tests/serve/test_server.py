@@ -287,6 +287,11 @@ def test_serve_defaults_to_loopback() -> None:
     ("/api/graph?class=099_goose&selection=top9", 400, "unknown selection 'top9'; valid: mass0.01, mass0.03"),
     ("/api/graph?class=099_goose&mass=1.5", 400, "bad mass '1.5': need a number in (0, 1]"),
     ("/api/graph?class=099_goose&mass=x", 400, "bad mass 'x'"),
+    ("/api/graph?class=099_goose&mass=%D9%A1", 400, "bad mass '١'"),  # Arabic-Indic digit one
+    ("/api/graph?class=099_goose&mass=%F0%9D%9F%8F", 400, "bad mass '𝟏'"),  # mathematical bold one
+    ("/api/graph?class=099_goose&mass=%EF%BC%91", 400, "bad mass '１'"),  # fullwidth one
+    ("/api/graph?class=099_goose&mass=%201", 400, "bad mass ' 1'"),
+    ("/api/graph?class=099_goose&mass_step=0.5%0A", 400, "bad mass_step '0.5\\n'"),
     ("/api/graph?class=099_goose&ubiquitous=maybe", 400, "bad ubiquitous 'maybe'; valid: hide, show"),
     ("/api/graph?class=099_goose&exclude=fire5:999", 400, "need layer:channel with channel 0..255"),
     ("/api/embedding?method=mds", 400, "bad method 'mds'; valid: umap, pca, tsne"),
@@ -431,6 +436,12 @@ def test_fuzzed_requests_never_fail_on_the_server(client: FlaskClient, run: Run)
     ("evil.example", "0.0.0.0", [], False),
     ("10.1.2.3", "10.1.2.3", [], True),
     ("10.9.9.9", "10.1.2.3", [], False),
+    ("localhost:5000@evil.com", "127.0.0.1", [], False),  # user info: the browser's host is evil.com
+    ("[::1].evil.com", "127.0.0.1", [], False),
+    ("localhost:5000, evil.com", "127.0.0.1", [], False),  # two Host headers, as waitress joins them
+    ("localhost/evil", "127.0.0.1", [], False),
+    ("[0:0:0:0:0:0:0:1]:80", "127.0.0.1", [], True),
+    ("[::1]", "::1", [], True),
 ])
 def test_host_check(host: str, bound: str, allow: list[str], ok: bool) -> None:
     assert HostCheck(bound, allow)(host) is ok
@@ -511,6 +522,12 @@ def test_summit_serve_runs_waitress_with_host_check(run_dir: Path, cli: CliRunne
         for _ in range(10):
             line, _, body = raw_http(port, b"GET /api/meta HTTP/1.1\r\nHost: evil.example\r\nConnection: close\r\n\r\n")
             assert line.split()[1] == "403" and "--allow-host" in json.loads(body)["error"]
+        for host in (b"localhost:%d@evil.com" % port, b"[::1].evil.com"):  # DNS rebinding disguises
+            line, _, body = raw_http(port, b"GET /api/meta HTTP/1.1\r\nHost: " + host + b"\r\nConnection: close\r\n\r\n")
+            assert line.split()[1] == "403", host
+        line, _, body = raw_http(port, b"GET /api/meta HTTP/1.1\r\nHost: localhost\r\nHost: evil.com\r\n"
+                                       b"Connection: close\r\n\r\n")  # a second, foreign Host header
+        assert line.split()[1] in ("400", "403"), line
     finally:
         os.kill(pid, signal.SIGTERM)
     p = cli.wait(pid, timeout=60)
