@@ -76,6 +76,7 @@ class AggregateConfig:
     k: int = 5  # our top-k selection (0: none)
     k_influence: int = 5
     bottleneck: str = "summit"  # summit | linear: how influence crosses 1x1 bottlenecks
+    influence_positions: str = "summit"  # summit (stride-3 SAME grid) | exact (every position)
     examples_k: int = 8  # 0: no dataset examples
     influence: str = "auto"  # auto | conv | grad | off
     batch_size: int = 32
@@ -163,7 +164,7 @@ class Aggregator:
         self.probe = probe_layers(self.spec, self.layers, cfg.image_size)
         self.pairs: list[LayerPair] = [] if cfg.influence == "off" else \
             [p.to(self.device) for p in build_pairs(self.spec, self.layers, self.probe.channels, cfg.influence,
-                                                         cfg.bottleneck)]
+                                                         cfg.bottleneck, cfg.influence_positions)]
         n_classes = len(dataset.classes)
         if not selection_names(cfg.masses, cfg.k):
             raise SummitError("no activation selection: give --mass values or -k >= 1")
@@ -285,7 +286,9 @@ class Aggregator:
                         "height": self.probe.hw[l][0], "width": self.probe.hw[l][1],
                         "receptive_field": self.probe.rf[l]} for l in self.layers],
             "pairs": [{"name": p.name, "src": p.src, "dst": p.dst, "method": p.method,
-                       "routes": len(p.routes), "bottleneck": self.cfg.bottleneck} for p in self.pairs],
+                       "routes": len(p.routes), "bottleneck": self.cfg.bottleneck,
+                       "positions": self.cfg.influence_positions if p.method == "conv" else None}
+                      for p in self.pairs],
             "stages": [st.describe(p.name) for p in self.pairs for st in p.stages],
             "selections": selection_names(self.cfg.masses, self.cfg.k),
             "ubiquitous": self.ubiquitous(),
