@@ -258,8 +258,9 @@ def stage_influence(stage: Stage, taps) -> torch.Tensor:
     return torch.cat([route_influence(r, *_route_tensors(r, taps)) for r in stage.routes], dim=2)
 
 
-def stage_topk(stage: Stage, taps, k: int) -> torch.Tensor:
-    """Top-k sources (N, k, routes' destinations) per image of a conv stage.
+def stage_topk(stage: Stage, taps, k: int, keep: torch.Tensor | None = None) -> torch.Tensor:
+    """Top-k sources (N, k, routes' destinations) per image of a conv stage, among the source
+    channels ``keep`` (ascending; default all).
 
     Routes of exact per-channel maxima (every route of Summit's stages: direct, into and out of
     a bottleneck) go through :func:`conv_topk`, equal to ``topk_canonical`` of the canonical
@@ -269,12 +270,25 @@ def stage_topk(stage: Stage, taps, k: int) -> torch.Tensor:
     parts = []
     for r in stage.routes:
         x, mid = _route_tensors(r, taps)
-        if r.w1 is None:
+        if r.w1 is None and keep is None:
             xc, w, s, p = r.conv_args(x)
             parts.append(conv_topk(xc, w, k, s, p))
+        elif r.w1 is None:  # the kept channels' convolutions, indices mapped back
+            kd = keep.to(x.device)
+            xc, w, s, p = r.conv_args(x[:, kd])
+            parts.append(kd[conv_topk(xc, w[:, kd], k, s, p)])
         else:
-            parts.append(topk_canonical(route_influence(r, x, mid), k))
+            parts.append(topk_among(route_influence(r, x, mid), k, keep))
     return torch.cat(parts, dim=2)
+
+
+def topk_among(v: torch.Tensor, k: int, keep: torch.Tensor | None) -> torch.Tensor:
+    """:func:`topk_canonical` of v (N, Cin, Cout) among the inputs ``keep`` (ascending; None:
+    all) -> (N, k, Cout) input indices; ascending keep preserves the ties-to-lower-index order."""
+    if keep is None:
+        return topk_canonical(v, k)
+    keep = keep.to(v.device)
+    return keep[topk_canonical(v[:, keep], k)]
 
 
 def grad_influence(x: torch.Tensor, y: torch.Tensor, chunk: int = 1) -> torch.Tensor:
@@ -317,21 +331,27 @@ def pair_taps(pairs: list[LayerPair]) -> tuple[set[str], set[str]]:
 class InfluenceAccumulator:
     """I[class, i, j] per stage: images of the class for which i was among the top-k sources of j."""
 
-    def __init__(self, pairs: list[LayerPair], n_classes: int, k: int = 5) -> None:
+    def __init__(self, pairs: list[LayerPair], n_classes: int, k: int = 5,
+                 keep: dict[str, torch.Tensor] | None = None) -> None:
+        """keep: per layer with excluded channels, its other channels (ascending): the only
+        top-k candidates of the stages whose sources are that layer's channels."""
         self.pairs = pairs
         self.stages = {st.name: st for p in pairs for st in p.stages}
         self.n_classes = n_classes
         self.k = k
         self.counters = {name: SparseCounter() for name in self.stages}
+        self.keep = {st.name: keep[p.src] for p in pairs for st in p.stages
+                     if keep and p.src in keep and st.kind != "bottleneck_out"}
 
     def update(self, taps, labels: torch.Tensor) -> None:
         for p in self.pairs:
             for st in p.stages:
-                k = min(self.k, st.n_src)
+                keep = self.keep.get(st.name)
+                k = min(self.k, st.n_src if keep is None else keep.numel())
                 if p.method == "conv":
-                    top = stage_topk(st, taps, k)
+                    top = stage_topk(st, taps, k, keep)
                 else:
-                    top = topk_canonical(grad_influence(taps.out[p.src_path], taps.out[p.dst_path]), k)
+                    top = topk_among(grad_influence(taps.out[p.src_path], taps.out[p.dst_path]), k, keep)
                 dst = st.dst_index(top.device).view(1, 1, -1)  # (N, k, n_dst of the routes)
                 keys = (labels.to(top.device).view(-1, 1, 1) * st.n_src + top) * st.n_dst + dst
                 self.counters[st.name].add(keys.cpu())

