@@ -31,6 +31,8 @@ SUMMIT = [PY, "-m", "summit"]
 
 def du(path: Path) -> int:
     """Bytes of the files under path."""
+    if path.is_file():
+        return path.stat().st_size
     return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) if path.exists() else 0
 
 
@@ -52,7 +54,7 @@ def stage(name: str, cmd: list[str], wrote: Path | None, env: dict | None = None
         sys.exit(f"{name} failed ({p.returncode}):\n{out[-3000:]}")
     lines = [l for l in out.splitlines() if l.strip() and "\r" not in l and "%|" not in l]
     row = {"stage": name, "wall_s": round(time.perf_counter() - t, 1), "peak_rss_mib": round(peak / 2**20),
-           "disk_mib": round(du(wrote) / 2**20, 1) if wrote else None, "said": lines[-1][:300] if lines else ""}
+           "disk_mib": round(du(wrote) / 2**20, 1) if wrote else None, "said": [l[:300] for l in lines[-3:]]}
     print(json.dumps(row), flush=True)
     return row
 

@@ -7,7 +7,7 @@ set -euo pipefail
 DATA=${1:?ImageNet train directory}
 OUT=${2:-runs/imagenet-googlenet}
 NPROC=${3:-$(python -c "import torch; print(max(1, torch.cuda.device_count()))")}
-RESUME=""; ls "$OUT"/checkpoint-*of*.pt >/dev/null 2>&1 && RESUME=--resume
+RESUME=""; ls "$OUT"/checkpoint-*of*.npz >/dev/null 2>&1 && RESUME=--resume
 torchrun --standalone --nproc-per-node "$NPROC" -m summit aggregate "$DATA" --out "$OUT" \
   --model googlenet --weights torchvision -k 5 --k-influence 5 --batch-size 64 --workers 8 \
   --checkpoint-every 20000 $RESUME

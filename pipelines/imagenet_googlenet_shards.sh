@@ -8,7 +8,7 @@ STEP=${1:?shard|merge}; DATA=${2:?data}; OUT=${3:?out}; N=${4:?number of shards}
 case "$STEP" in
   shard)
     I=${5:?shard index}
-    RESUME=""; ls "$OUT/shard-$I"/checkpoint-*.pt >/dev/null 2>&1 && RESUME=--resume
+    RESUME=""; ls "$OUT/shard-$I"/checkpoint-*.npz >/dev/null 2>&1 && RESUME=--resume
     summit aggregate "$DATA" --out "$OUT/shard-$I" --shard "$I/$N" --model googlenet \
       --weights torchvision --batch-size 64 --workers 8 --checkpoint-every 20000 $RESUME ;;
   merge)

@@ -60,7 +60,7 @@ CASES: list[tuple[str, str]] = [
     ("aggregate --out {file}/sub", "is a file, not a directory"),
     ("aggregate --out {run} --limit 24", "already holds a run; pass --overwrite"),
     ("aggregate --out {run} --resume --limit 24", "finished run; nothing to resume"),
-    ("merge {run} --out {dir}/m", "not a shard directory (need run.json and shard.pt)"),
+    ("merge {run} --out {dir}/m", "not a shard directory (need run.json and shard.npz)"),
     ("merge {missing} --out {dir}/m", "not a shard directory"),
     ("merge {run} --out {file}", "is a file, not a directory"),
     ("graph --run {run} --class 0 --out {dir}", "is a directory; give a file name"),
@@ -68,7 +68,7 @@ CASES: list[tuple[str, str]] = [
     ("graph --run {run} --class 0 --out {file}/g.json", "does not exist"),
     ("export --run {run} --all --out-dir {file}", "is a file, not a directory"),
     ("export --run {run} --all", "export --all needs --out-dir DIR"),
-    ("export --run {run}", "one of the arguments --all --embedding is required"),
+    ("export --run {run}", "export needs --all, --embedding or --format summit-data"),
     ("info --run {dir}", "not a summit run directory (no run.json)"),
     ("info --run {missing}", "not a summit run directory"),
     # graph options and classes

@@ -84,8 +84,9 @@ def to_summit(G: nx.DiGraph, layers: list[str] | None = None,
         nodes.setdefault(a["layer"], []).append({
             "channel": a["channel"], "count": a["count"], "layer": names.get(a["layer"], a["layer"]),
             "pagerank": a.get("pagerank"),
-            "prev_channels": [{"prev_channel": G.nodes[u]["channel"], "inf": e["count"]}
-                              for u, _, e in G.in_edges(v, data=True)],
+            "prev_channels": sorted(({"prev_channel": G.nodes[u]["channel"], "inf": e["count"]}
+                                     for u, _, e in G.in_edges(v, data=True)),
+                                    key=lambda x: (-x["inf"], x["prev_channel"])),  # most images first
             "attr_channels": [{"prev_channel": str(x["channel"]), "inf": x["count"]} for x in a["attr_channels"]]})
     return {names.get(l, l): nodes[l] for l in reversed(order)}
 

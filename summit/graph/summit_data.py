@@ -21,9 +21,11 @@ blocks; other models keep their layer names.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import networkx as nx
 import numpy as np
 import pyarrow.compute as pc
 from PIL import Image
@@ -55,7 +57,6 @@ JPEG_QUALITY = 90
 class SummitData:
     """What an export wrote: files per kind, what is missing and why, and the Summit UI caveats."""
 
-    out: Path
     classes: int = 0
     graphs: int = 0
     empty_graphs: list[str] = field(default_factory=list)
@@ -77,8 +78,9 @@ def summit_layer_names(run: Run) -> dict[str, str]:
 def target_classes(run: Run) -> list[int]:
     """Per run class, the index Summit names its ag file by: the ImageNet output index the run maps
     the class to, else the run's class index; two classes sharing one index are refused."""
-    mapped = run.classes.column("model_index").to_pylist() if "model_index" in run.classes.column_names else []
-    out = [m if m is not None else i for i, m in enumerate(mapped or [None] * len(run.class_names))]
+    mapped = run.classes.column("model_index").to_pylist() if "model_index" in run.classes.column_names \
+        else [None] * len(run.class_names)  # a run written before model_index
+    out = [i if m is None else m for i, m in enumerate(mapped)]
     seen: dict[int, int] = {}
     for i, t in enumerate(out):
         if t in seen:
@@ -213,6 +215,16 @@ def _ui_warnings(run: Run, names: dict[str, str], records: list[dict]) -> list[s
     return out
 
 
+def _class_graphs(run: Run, options: GraphOptions | None) -> Iterator[nx.DiGraph]:
+    """Every class's graph: read from the stored default graphs (graphs.parquet) when they are
+    fresh and the options are the defaults, else built."""
+    from .cache import GraphCache, is_fresh
+    cache = GraphCache(run) if (options is None or options == defaults().normalized()) and is_fresh(run) else None
+    for i in range(len(run.class_names)):
+        body = cache.get(i) if cache is not None else None
+        yield nx.node_link_graph(json.loads(body), edges="links") if body is not None else class_graph(run, i, options)
+
+
 def write_summit_data(run: Run, out: Path, options: GraphOptions | None = None,
                       progress: bool = True) -> SummitData:
     """Write ``out/data/`` (see the module docstring) plus ``out/index.json`` (this report). ``out``
@@ -220,14 +232,14 @@ def write_summit_data(run: Run, out: Path, options: GraphOptions | None = None,
     so files are written plainly, not one by one atomically."""
     names = summit_layer_names(run)
     targets = target_classes(run)
-    report = SummitData(out)
+    report = SummitData()
     data = out / "data"
     (data / "ag").mkdir(parents=True, exist_ok=True)
     records = imagenet_json(run, names, targets)
     (data / "imagenet.json").write_text(json.dumps(records, separators=(",", ":")), encoding="utf-8")
     report.classes = len(records)
-    for i in tqdm(range(len(run.class_names)), desc="summit-data: graphs", unit="class", disable=not progress):
-        G = class_graph(run, i, options)
+    for i, G in enumerate(tqdm(_class_graphs(run, options), total=len(run.class_names), desc="summit-data: graphs",
+                                unit="class", disable=not progress)):
         if G.number_of_nodes() == 0:
             report.empty_graphs.append(run.class_names[i])
         (data / "ag" / f"ag-{targets[i]}.json").write_text(

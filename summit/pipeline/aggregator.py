@@ -16,6 +16,7 @@ dataset -> model hooks -> accumulators (activation, influence, examples) -> Parq
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -23,7 +24,7 @@ import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 import numpy as np
 import pyarrow as pa
@@ -38,7 +39,6 @@ from ..model import DEFAULT_MODEL
 from ..model.hooks import Taps
 from ..model.models import ModelSpec, load_model, resolve_device
 from ..run.files import (
-    atomic_write_bytes,
     check_replaceable,
     output_dir,
     replacing,
@@ -46,7 +46,7 @@ from ..run.files import (
     write_table,
 )
 from ..run.imagenet import imagenet_table, wnid_of
-from ..run.layout import PREDICTIONS_FILE, is_run_file
+from ..run.layout import PREDICTIONS_FILE, SHARD_FILE, is_run_file
 from ..run.selection import (
     UBIQUITOUS_CLASSES,
     UBIQUITOUS_IMAGES,
@@ -61,6 +61,7 @@ from .examples import ExamplesAccumulator, receptive_field, write_examples
 from .influence import InfluenceAccumulator, LayerPair, build_pairs, pair_taps
 from .predictions import PredictionsAccumulator, check_state
 from .sources import open_source, reopen, source_meta
+from .statefile import read_state, write_state
 
 INFLUENCE_MEMORY = 1 << 21  # counts per stage held in memory (16 bytes each) before spilling
 
@@ -189,15 +190,19 @@ class Aggregator:
 
     def load(self, state: dict) -> None:
         self.check_key(state["key"], "checkpoint")
-        self.position, self.skipped = state["position"], list(state["skipped"])
-        self.acts.load(state["acts"]); self.infl.load(state["infl"]); self.examples.load(state["examples"])
-        self.preds.load(check_state(state, "checkpoint"))
+        preds = check_state(state, "checkpoint")
+        with _damaged("checkpoint"):
+            self.position, self.skipped = int(state["position"]), [tuple(s) for s in state["skipped"]]
+            self.acts.load(state["acts"]); self.infl.load(state["infl"]); self.examples.load(state["examples"])
+            self.preds.load(preds)
 
     def merge(self, state: dict) -> None:
         self.check_key(state["key"], "shard")
-        self.skipped = sorted(set(self.skipped) | set(map(tuple, state["skipped"])))
-        self.acts.merge(state["acts"]); self.infl.merge(state["infl"]); self.examples.merge(state["examples"])
-        self.preds.merge(check_state(state, "shard"))
+        preds = check_state(state, "shard")
+        with _damaged("shard"):
+            self.skipped = sorted(set(self.skipped) | {tuple(s) for s in state["skipped"]})
+            self.acts.merge(state["acts"]); self.infl.merge(state["infl"]); self.examples.merge(state["examples"])
+            self.preds.merge(preds)
 
     def check_key(self, other: dict, what: str) -> None:
         diff = [k for k in self.key if self.key[k] != other.get(k)]
@@ -207,11 +212,9 @@ class Aggregator:
 
     def save_state(self, path: Path, split: tuple[int, int] = (0, 1)) -> None:
         """Atomically save the accumulators (a checkpoint, or a shard's result), stamped with the
-        split (index, count) they belong to; the dataset fingerprint is in the key."""
-        import io
-        buf = io.BytesIO()
-        torch.save({**self.state(), "split": list(split)}, buf)
-        atomic_write_bytes(path, buf.getvalue())
+        split (index, count) they belong to; the dataset fingerprint is in the key. The file
+        cannot run code when read (summit.pipeline.statefile)."""
+        write_state(path, {**self.state(), "split": list(split)})
 
     # -- streaming ----------------------------------------------------------------------
     def run(self, rank: int = 0, world: int = 1, checkpoint: Path | None = None,
@@ -348,28 +351,65 @@ def _dist_env() -> tuple[int, int]:
     return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
 
 
-def load_state(path: Path, split: tuple[int, int] | None = None) -> dict:
-    """A saved state (checkpoint or shard.pt); damaged files and states of another split are refused."""
+@contextlib.contextmanager
+def _damaged(what: str) -> Iterator[None]:
+    """A state whose contents do not fit this run's accumulators is refused with one line."""
     try:
-        state = torch.load(path, weights_only=False, map_location="cpu")
-    except Exception as e:
-        raise SummitError(f"{path}: unreadable ({reason(e, 160)}); "
-                          "the file is damaged") from None
-    if not isinstance(state, dict) or not {"key", "position", "acts", "infl", "examples"} <= set(state):
+        yield
+    except (KeyError, IndexError, TypeError, ValueError, RuntimeError, AttributeError) as e:
+        raise SummitError(f"the {what} does not fit this run ({reason(e, 120)}); the file is damaged") from None
+
+
+def load_state(path: Path, split: tuple[int, int] | None = None, spill: Path | None = None) -> dict:
+    """A saved state (checkpoint or shard.npz); damaged files and states of another split are
+    refused. Its spilled influence runs are looked for under ``spill`` (the run's
+    .spill-<i>of<N>): a state names them, and only names of that form are accepted."""
+    state = read_state(path)
+    need = {"key": dict, "position": int, "skipped": list, "acts": dict, "infl": dict, "examples": dict}
+    if any(not isinstance(state.get(k), t) for k, t in need.items()):
         raise SummitError(f"{path}: not a summit state file; the file is damaged")
     got = state.get("split")
+    if got is not None and not (isinstance(got, list) and len(got) == 2 and all(isinstance(v, int) for v in got)):
+        raise SummitError(f"{path}: not a summit state file (bad split); the file is damaged")
     if split is not None and got is not None and tuple(got) != tuple(split):
         raise SummitError(f"{path} belongs to split {got[0]}/{got[1]}, not {split[0]}/{split[1]}")
+    for counter in state["infl"].values():
+        if isinstance(counter, dict) and counter.get("runs"):
+            counter["runs"] = [_spill_run(path, spill, r) for r in counter["runs"]]
     return state
+
+
+def _spill_run(path: Path, spill: Path | None, run: Any) -> tuple[str, int]:
+    """A spilled run named by a state, re-rooted under ``spill``: only stage<s>/run-<n> names are
+    accepted, so a state cannot point summit at (or make it delete) any other file."""
+    p = Path(str(run[0])) if isinstance(run, (list, tuple)) and len(run) == 2 else None
+    ok = p is not None and isinstance(run[1], int) and spill is not None and \
+        re.fullmatch(r"stage\d+", p.parent.name) is not None and re.fullmatch(r"run-\d+", p.name) is not None
+    if not ok:
+        raise SummitError(f"{path}: names a spilled influence run {str(run)[:80]!r} that is not one of its own; "
+                          "the file is damaged")
+    return str(spill / p.parent.name / p.name), run[1]
 
 
 def _checkpoints(out: Path) -> dict[Path, tuple[int, int]]:
     found = {}
-    for p in out.glob("checkpoint-*of*.pt"):
-        m = re.fullmatch(r"checkpoint-(\d+)of(\d+)\.pt", p.name)
+    for p in out.glob("checkpoint-*of*.npz"):
+        m = re.fullmatch(r"checkpoint-(\d+)of(\d+)\.npz", p.name)
         if m:
             found[p] = (int(m.group(1)), int(m.group(2)))
     return found
+
+
+def _pickled_states(d: Path) -> list[str]:
+    """State files of an older summit (pickles, which summit never loads: they could run code)."""
+    return sorted(p.name for p in d.glob("*.pt") if re.fullmatch(r"checkpoint-\d+of\d+\.pt|shard\.pt", p.name))
+
+
+def _refuse_pickled(d: Path) -> None:
+    old = _pickled_states(d)
+    if old:
+        raise SummitError(f"{d / old[0]} is a state file of an older summit (a pickle, which summit does not load: "
+                          "it could run code); start again with --overwrite, or re-run that shard")
 
 
 def _split_name(world: int) -> str:
@@ -379,6 +419,10 @@ def _split_name(world: int) -> str:
 def _check_out(out: Path, ckpt: Path, world: int, resume: bool, overwrite: bool) -> None:
     """What may happen to an existing --out: refuse runs, foreign checkpoints and foreign files."""
     check_replaceable(out, is_run_file)
+    if overwrite:
+        for name in _pickled_states(out):
+            (out / name).unlink()
+    _refuse_pickled(out)
     if (out / "run.json").exists() and not overwrite:
         if not resume:
             raise SummitError(f"{out} already holds a run; pass --overwrite or choose another --out")
@@ -409,7 +453,7 @@ def aggregate(cfg: AggregateConfig, data: str | os.PathLike | None, out: str | o
     The run is built in a temporary sibling directory and swapped into ``out`` atomically, so a
     crash leaves either the old run or the new one; checkpoints live in ``out`` itself.
     influence_memory: influence counts kept in memory per stage; beyond that sorted runs go to
-    ``out/.spill-<rank>of<world>`` (a --shard run keeps them next to its shard.pt for `merge`).
+    ``out/.spill-<rank>of<world>`` (a --shard run keeps them next to its shard.npz for `merge`).
     source: how to read ``data`` (``sources.open_source``'s format, labels, image_column, label_column)."""
     shown, out = str(out), output_dir(out)
     rank, world = _dist_env()
@@ -421,7 +465,7 @@ def aggregate(cfg: AggregateConfig, data: str | os.PathLike | None, out: str | o
         if not 0 <= rank < world:
             raise SummitError(f"--shard {rank}/{world}: need 0 <= i < N")
     dev = resolve_device(device, int(os.environ.get("LOCAL_RANK", 0)))
-    ckpt = out / f"checkpoint-{rank}of{world}.pt"
+    ckpt = out / f"checkpoint-{rank}of{world}.npz"
     _check_out(out, ckpt, world, resume, overwrite)
     spec = load_model(cfg.model, cfg.weights, cfg.layers)
     dataset = open_source(data, cfg.image_size, spec.class_names, **(source or {}))
@@ -436,7 +480,7 @@ def aggregate(cfg: AggregateConfig, data: str | os.PathLike | None, out: str | o
     if not ckpt.exists():  # runs of an earlier, unfinished pass are not ours
         shutil.rmtree(spill, ignore_errors=True)
     if ckpt.exists():
-        agg.load(load_state(ckpt, (rank, world)))
+        agg.load(load_state(ckpt, (rank, world), spill))
     before = int(agg.acts.n_images.sum())
     t0 = time.perf_counter()
     agg.run(rank, world, ckpt, checkpoint_every, workers, progress)
@@ -459,7 +503,7 @@ def aggregate(cfg: AggregateConfig, data: str | os.PathLike | None, out: str | o
         raise _no_images(dataset, agg.skipped, agg.n)
     if shard and world > 1:
         with replacing(out) as stage:
-            agg.save_state(stage / "shard.pt", (rank, world))
+            agg.save_state(stage / SHARD_FILE, (rank, world))
             write_json(agg.metadata(partial=True, shard=(rank, world)), stage / "run.json")
             if spill.exists():  # the state names its runs under `out`, which `stage` becomes
                 os.rename(spill, stage / spill.name)
@@ -487,10 +531,12 @@ def _empty_classes(agg: Aggregator) -> list[str]:
 
 
 def _read_shard(d: Path) -> tuple[dict, dict]:
-    """(run.json, shard.pt state) of a --shard directory, checked against each other."""
-    meta_file, state_file = d / "run.json", d / "shard.pt"
+    """(run.json, shard.npz state) of a --shard directory, checked against each other."""
+    meta_file, state_file = d / "run.json", d / SHARD_FILE
+    if not state_file.is_file():
+        _refuse_pickled(d)
     if not meta_file.is_file() or not state_file.is_file():
-        raise SummitError(f"not a shard directory (need run.json and shard.pt): {d}")
+        raise SummitError(f"not a shard directory (need run.json and {SHARD_FILE}): {d}")
     try:
         meta = json.loads(meta_file.read_text())
     except (OSError, ValueError) as e:
@@ -499,20 +545,18 @@ def _read_shard(d: Path) -> tuple[dict, dict]:
     if not (isinstance(split, list) and len(split) == 2 and all(isinstance(v, int) for v in split)
             and meta.get("partial") and isinstance(meta.get("config"), dict)):
         raise SummitError(f"{meta_file}: not the run.json of a --shard run")
-    state = load_state(state_file)
+    state = load_state(state_file, spill=d / f".spill-{split[0]}of{split[1]}")
     if state.get("split") is None:
         raise SummitError(f"{state_file} does not say which shard it is (made by an older summit); "
                           "re-run that shard")
     if list(state["split"]) != split:
         raise SummitError(f"{state_file} is shard {state['split'][0]}/{state['split'][1]} but its run.json "
-                          f"says {split[0]}/{split[1]} (a shard.pt copied between folders?)")
+                          f"says {split[0]}/{split[1]} (a shard.npz copied between folders?)")
     if state["key"].get("fingerprint") != meta["config"].get("fingerprint"):
         raise SummitError(f"{state_file} and its run.json describe different datasets")
-    for counter in state["infl"].values():  # spilled runs live beside shard.pt, wherever it moved
+    for counter in state["infl"].values():  # spilled runs live beside shard.npz, wherever it moved
         if isinstance(counter, dict):
-            counter["runs"] = [(str(d.joinpath(*Path(p).parts[-3:])), level)  # .spill-<i>of<N>/stage<s>/run-<n>
-                               for p, level in counter["runs"]]
-            missing = [p for p, _ in counter["runs"] if not Path(f"{p}.keys").is_file()]
+            missing = [p for p, _ in counter.get("runs", []) if not Path(f"{p}.keys").is_file()]
             if missing:
                 raise SummitError(f"{missing[0]}.keys: missing (a spilled influence run of this shard); "
                                   "re-run that shard")

@@ -21,14 +21,15 @@ GRAPHS_FILE = "graphs.parquet"  # every class's default graph (summit graphs)
 FEATUREVIS_DIR = "featurevis"
 BLOCKS_DIR = "blocks"  # the Building Blocks explorer's cache (uploads, direction renders)
 DREAM_DIR = "dream"
+SHARD_FILE = "shard.npz"  # a --shard run's state (pipeline.statefile: cannot run code when read)
 RUN_FILES = {RUN_JSON, CLASSES_FILE, ACTIVATIONS_FILE, INFLUENCE_FILE, EXAMPLES_FILE, PREDICTIONS_FILE,
-             EXAMPLES_DIR, EMBEDDING_FILE, FEATUREVIS_DIR, "graphs", "ag", "shard.pt", GRAPHS_FILE, BLOCKS_DIR,
-             DREAM_DIR}  # graphs/, ag/: the demo's exports into the run
+             EXAMPLES_DIR, EMBEDDING_FILE, FEATUREVIS_DIR, "graphs", "ag", SHARD_FILE, "shard.pt", GRAPHS_FILE,
+             BLOCKS_DIR, DREAM_DIR}  # graphs/, ag/: the demo's exports; shard.pt: an older summit's (never loaded)
 
 
 def is_run_file(name: str) -> bool:
     """Names a run directory may hold."""
-    return name in RUN_FILES or re.fullmatch(r"checkpoint-\d+of\d+\.pt|\.spill-\d+of\d+", name) is not None \
+    return name in RUN_FILES or re.fullmatch(r"checkpoint-\d+of\d+\.(npz|pt)|\.spill-\d+of\d+", name) is not None \
         or is_temp(name)
 
 

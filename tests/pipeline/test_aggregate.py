@@ -12,10 +12,10 @@ from pathlib import Path
 from typing import Callable
 
 import pytest
-import torch
 from cli_runner import CliRunner, Result
 
 from summit.pipeline.data import BUNDLED_SAMPLE
+from summit.pipeline.statefile import read_state, write_state
 
 SMALL = ["--layers", "fire2", "fire3", "--limit", "24", "--batch-size", "8", "--examples-k", "1",
          "--workers", "0", "--quiet"]
@@ -84,7 +84,7 @@ def test_kill_during_overwrite_leaves_old_or_new_run(cli: CliRunner, runs: dict[
     shutil.copytree(runs["old"], out)
     # killed while streaming: the old run stays complete and readable
     pid = cli.start("aggregate", "--out", str(out), "--overwrite", "--checkpoint-every", "8", *SMALL)
-    kill_when(cli, pid, lambda: (out / "checkpoint-0of1.pt").exists())
+    kill_when(cli, pid, lambda: (out / "checkpoint-0of1.npz").exists())
     assert tree_bytes(out) == old
     ok(cli.run("info", "--run", str(out)))
     # killed while writing the results: old or new, never a mix
@@ -104,7 +104,7 @@ def test_resumed_finished_pass_reports_no_speed(cli: CliRunner, runs: dict[str, 
     since = time.time()
     pid = cli.start("aggregate", "--out", str(out), "--checkpoint-every", "8", *SMALL)
     kill_when(cli, pid, fresh_file(tmp_path, "classes.parquet", since))  # pass finished, checkpoint at its end
-    assert torch.load(out / "checkpoint-0of1.pt", weights_only=False)["position"] == 3
+    assert read_state(out / "checkpoint-0of1.npz")["position"] == 3
     p = ok(cli.run("aggregate", "--out", str(out), "--resume", *SMALL))
     assert "no new images" in p.stdout and "24 from the checkpoint" in p.stdout and "img/s" not in p.stdout
     assert tree_bytes(out) == tree_bytes(runs["new"])
@@ -167,16 +167,16 @@ def test_shard_states_carry_their_identity(cli: CliRunner, runs: dict[str, Path]
     s0, s1 = (tmp_path / "s0", tmp_path / "s1")
     shutil.copytree(runs["s0"], s0)
     shutil.copytree(runs["s1"], s1)
-    state = s1 / "shard.pt"
+    state = s1 / "shard.npz"
     good = state.read_bytes()
-    shutil.copy(s0 / "shard.pt", state)  # shard 0's state in shard 1's folder
+    shutil.copy(s0 / "shard.npz", state)  # shard 0's state in shard 1's folder
     refused(cli.run("merge", str(s0), str(s1), "--out", str(tmp_path / "m")), "is shard 0/2 but its run.json says 1/2")
-    old_format = torch.load(s0 / "shard.pt", weights_only=False)
+    old_format = read_state(s0 / "shard.npz")
     del old_format["split"]
-    torch.save(old_format, state)
+    write_state(state, old_format)
     refused(cli.run("merge", str(s0), str(s1), "--out", str(tmp_path / "m")), "does not say which shard it is")
     state.write_bytes(good[: len(good) // 2])
-    refused(cli.run("merge", str(s0), str(s1), "--out", str(tmp_path / "m")), "shard.pt: unreadable")
+    refused(cli.run("merge", str(s0), str(s1), "--out", str(tmp_path / "m")), "shard.npz: not a summit state file")
     state.write_bytes(good)
     refused(cli.run("merge", str(s0), str(s1), "--out", str(s0)), "overlaps the shard")
     refused(cli.run("merge", str(s0), str(s0), str(s1), "--out", str(tmp_path / "m")), "listed twice")
@@ -198,13 +198,13 @@ def test_shards_of_different_datasets_are_refused(cli: CliRunner, runs: dict[str
 def test_resume_shard_over_single_process_checkpoint_is_refused(cli: CliRunner, tmp_path: Path) -> None:
     out = tmp_path / "run"
     pid = cli.start("aggregate", "--out", str(out), "--checkpoint-every", "8", *SMALL)
-    kill_when(cli, pid, lambda: (out / "checkpoint-0of1.pt").exists())
+    kill_when(cli, pid, lambda: (out / "checkpoint-0of1.npz").exists())
     refused(cli.run("aggregate", "--out", str(out), "--shard", "0/2", "--resume", *SMALL),
-            "holds the checkpoint of a run split differently (checkpoint-0of1.pt), not 2 shards/ranks")
+            "holds the checkpoint of a run split differently (checkpoint-0of1.npz), not 2 shards/ranks")
     refused(cli.run("aggregate", "--out", str(out), "--shard", "0/2", *SMALL), "split differently")
-    ckpt = out / "checkpoint-0of1.pt"
+    ckpt = out / "checkpoint-0of1.npz"
     ckpt.write_bytes(ckpt.read_bytes()[:100])
-    refused(cli.run("aggregate", "--out", str(out), "--resume", *SMALL), "checkpoint-0of1.pt: unreadable")
+    refused(cli.run("aggregate", "--out", str(out), "--resume", *SMALL), "checkpoint-0of1.npz: not a summit state file")
 
 
 def test_no_usable_image_is_one_line_and_writes_nothing(cli: CliRunner, tmp_path: Path) -> None:

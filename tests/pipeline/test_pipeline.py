@@ -18,6 +18,7 @@ import torch
 from summit.model.hooks import Taps
 from summit.model.models import load_model
 from summit.pipeline.data import BUNDLED_SAMPLE, SafeImageFolder
+from summit.pipeline.statefile import read_state
 from summit.run.store import Run
 
 SMALL = ["--layers", "fire2", "fire3", "fire4", "--limit", "48", "--batch-size", "8",
@@ -127,14 +128,14 @@ def test_resume_after_kill_is_byte_identical(reference: Path, tmp_path: Path) ->
     out = tmp_path / "run"
     cmd = [sys.executable, "-m", "summit", "aggregate", "--out", str(out), "--checkpoint-every", "8", *SMALL]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=ENV)
-    ckpt = out / "checkpoint-0of1.pt"
+    ckpt = out / "checkpoint-0of1.npz"
     deadline = time.time() + 300
     while not ckpt.exists() and proc.poll() is None and time.time() < deadline:
         time.sleep(0.05)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     assert ckpt.exists() and not (out / "run.json").exists(), "run was not interrupted mid-way"
-    position = torch.load(ckpt, weights_only=False)["position"]
+    position = read_state(ckpt)["position"]
     assert 0 < position < 6
     refused = summit("aggregate", "--out", str(out), *SMALL, check=False)
     assert refused.returncode == 2 and "--resume" in refused.stderr
@@ -169,10 +170,10 @@ def test_spilled_influence_resumes_and_merges_byte_identical(reference: Path, tm
     cmd = [sys.executable, "-m", "summit", "aggregate", "--out", str(out), "--checkpoint-every", "8",
            *SMALL, *SPILL]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=ENV)
-    ckpt = out / "checkpoint-0of1.pt"
+    ckpt = out / "checkpoint-0of1.npz"
     deadline = time.time() + 300
     while proc.poll() is None and time.time() < deadline and not (
-            ckpt.exists() and torch.load(ckpt, weights_only=False)["position"] >= 3):
+            ckpt.exists() and read_state(ckpt)["position"] >= 3):
         time.sleep(0.2)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()

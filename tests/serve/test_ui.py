@@ -204,7 +204,7 @@ def test_pick_class_graph_and_channel_detail(page, server: str, artifacts: Path)
     d = api(server, f"/api/channel/{node['layer']}/{node['channel']}")
     assert page.locator("#channel-detail .example").count() == len(d["examples"])
     assert page.locator("#detail-top-classes li").count() == len(d["top_classes"])
-    assert name in page.locator("#detail-top-classes").inner_text()
+    assert label_of(server, name) in page.locator("#detail-top-classes").inner_text()
     page.mouse.move(5, 5)
     shot(page, artifacts, "ui_graph_detail.png")
 
@@ -499,7 +499,7 @@ def test_embedding_zoom_shows_labels(page, server: str, artifacts: Path) -> None
     page.wait_for_function("() => +document.querySelector('#embedding svg').dataset.k >= 2.5")
     page.wait_for_function("() => +document.querySelector('#embedding svg').dataset.labels > 1")
     labels = page.eval_on_selector_all("#embedding text", "els => els.map(e => e.textContent)")
-    assert len(labels) > 1 and set(labels) <= {c["name"] for c in classes(server)}
+    assert len(labels) > 1 and set(labels) <= {c["label"] for c in classes(server)}
     colours = page.eval_on_selector_all("#embedding-legend stop", "els => els.map(e => e.getAttribute('stop-color'))")
     assert len(colours) == 11 and "top-1 accuracy" in page.inner_text("#embedding-legend")  # cividis, 0..100 %
     shot(page, artifacts, "ui_embedding_zoom.png")
