@@ -10,7 +10,9 @@ Variants, all over the same images (the bundled sample repeated via symlinks):
   loader        data loader (decode in worker processes) + forward
   activations   the streaming pass with influence off and no dataset examples
   no_influence  the streaming pass with influence off (activations + examples)
-  full          the streaming pass as `summit aggregate` runs it (Summit's stages, conv_topk)
+  full          the streaming pass as `summit aggregate` runs it (Summit's stages on Summit's
+                stride-3 grid, `--influence-positions summit`)
+  full_exact    the same with our exact maxima over every position (`--influence-positions exact`)
 
 Every round times each variant once, in an order that rotates from round to round, and divides
 its rate by the bare rate of the same round; the bench prints each ratio's median and spread
@@ -42,7 +44,7 @@ from summit.pipeline.aggregator import AggregateConfig, Aggregator
 from summit.pipeline.data import BUNDLED_SAMPLE, SafeImageFolder, collate
 
 IMAGENET = 1_281_167
-VARIANTS = ["bare", "loader", "activations", "no_influence", "full"]
+VARIANTS = ["bare", "loader", "activations", "no_influence", "full", "full_exact"]
 
 
 def replicate(n: int, root: Path) -> Path:
@@ -84,20 +86,20 @@ def measure(model: str, weights: str | None, n: int, batch: int, workers: int, r
 
         templates: dict[tuple, Aggregator] = {}
 
-        def pipeline(influence: str, examples_k: int = 8) -> Callable[[], None]:
+        def pipeline(influence: str, examples_k: int = 8, positions: str = "summit") -> Callable[[], None]:
             """A fresh copy of a set-up aggregator (probe, receptive fields): only the
             streaming pass is timed."""
-            key = (influence, examples_k)
+            key = (influence, examples_k, positions)
             if key not in templates:
                 cfg = AggregateConfig(model=model, weights=weights, batch_size=batch, influence=influence,
-                                      examples_k=examples_k)
+                                      examples_k=examples_k, influence_positions=positions)
                 templates[key] = Aggregator(cfg, ds, spec)
             agg = copy.deepcopy(templates[key])
             return lambda: agg.run(workers=workers, progress=False)
 
         make = {"bare": lambda: bare, "loader": lambda: loader_fwd,
                 "activations": lambda: pipeline("off", 0), "no_influence": lambda: pipeline("off"),
-                "full": lambda: pipeline("auto")}
+                "full": lambda: pipeline("auto"), "full_exact": lambda: pipeline("auto", positions="exact")}
         bare()  # warm-up
         rates: dict[str, list[float]] = {v: [] for v in variants}
         cpu_rates: dict[str, list[float]] = {v: [] for v in variants}

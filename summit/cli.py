@@ -92,7 +92,9 @@ def _warn_dataset(rep: dict) -> None:
 def _cmd_aggregate(a: argparse.Namespace) -> int:
     from .pipeline.aggregator import AggregateConfig, aggregate
     cfg = AggregateConfig(model=a.model, weights=a.weights, layers=a.layers, masses=a.mass, k=a.k,
-                          k_influence=a.k_influence, bottleneck=a.bottleneck, examples_k=a.examples_k, influence=a.influence,
+                          k_influence=a.k_influence, bottleneck=a.bottleneck,
+                          influence_positions=a.influence_positions,
+                          exclude=a.exclude.split(",") if a.exclude else [], examples_k=a.examples_k, influence=a.influence,
                           batch_size=a.batch_size, image_size=a.image_size, limit=a.limit)
     rep = aggregate(cfg, a.data, a.out, resume=a.resume, overwrite=a.overwrite, shard=a.shard,
                     checkpoint_every=a.checkpoint_every, workers=a.workers, device=a.device,
@@ -391,6 +393,13 @@ def build_parser() -> argparse.ArgumentParser:
     ag.add_argument("--bottleneck", choices=["summit", "linear"], default="summit",
                     help="influence through 1x1 bottlenecks: Summit's two counted stages (default) or our "
                          "per-image linear composition")
+    ag.add_argument("--influence-positions", choices=["summit", "exact"], default="summit",
+                    help="positions of the per-channel convolutions (conv method): Summit's stride-3 SAME "
+                         "grid, pool projection on the unpooled layer (default), or our exact maximum "
+                         "over every position")
+    ag.add_argument("--exclude", default=None, metavar="L:C,...",
+                    help="channels left out of the activation selections (mass normalisation, top-k) "
+                         "and of the influence top-k candidates, as Summit did with five channels")
     ag.add_argument("--batch-size", type=_int_in(1, 4096), default=32)
     ag.add_argument("--image-size", type=_int_in(1, 2048), default=224,
                     help="input side (default 224; at least the model's minimum)")

@@ -1,5 +1,7 @@
 """The activation accumulator: per selection, class and channel the count of images that select
 the channel (A), fixed-point sums of spatial maxima, and per class the top-1 histogram.
+Excluded channels (``exclude``) take no part in the selections: they are left out of the
+layer's mass normalisation and never selected (their maxima are still summed).
 
 Sums are kept in int64 fixed point with 2^-20 resolution, so that they are exact and
 order-independent: resumed, sharded and torchrun runs give byte-identical files.
@@ -8,17 +10,37 @@ from __future__ import annotations
 
 import torch
 
+from ..errors import SummitError
 from ..run.selection import mass_select, selection_names, top_select
 from ..run.store import HIST_BINS
 
 FIXED_POINT = 2**20
 
 
+def excluded_channels(items: list[str], channels: dict[str, int]) -> dict[str, torch.Tensor]:
+    """"layer:channel" ids checked against the layers' channel counts -> per layer the kept
+    channels (ascending); a layer must keep at least one."""
+    out: dict[str, set[int]] = {}
+    for it in items:
+        layer, _, ch = it.partition(":")
+        if layer not in channels:
+            raise SummitError(f"unknown layer in --exclude {it!r}; valid: {', '.join(channels)}")
+        if not (ch.isascii() and ch.isdigit() and int(ch) < channels[layer]):
+            raise SummitError(f"bad channel in --exclude {it!r}: {layer} has channels 0..{channels[layer] - 1}")
+        out.setdefault(layer, set()).add(int(ch))
+    full = [l for l, s in out.items() if len(s) == channels[l]]
+    if full:
+        raise SummitError(f"--exclude leaves no channel of {full[0]}")
+    return {l: torch.tensor(sorted(set(range(channels[l])) - s)) for l, s in out.items()}
+
+
 class ActivationAccumulator:
     """A[selection, class, channel] counts, fixed-point sums of spatial maxima, top-1 histograms."""
 
-    def __init__(self, channels: dict[str, int], n_classes: int, masses: list[float], k: int) -> None:
+    def __init__(self, channels: dict[str, int], n_classes: int, masses: list[float], k: int,
+                 keep: dict[str, torch.Tensor] | None = None) -> None:
         self.masses, self.k = list(masses), k
+        self.keep = keep or {}  # per layer with excluded channels, the others (excluded_channels)
         n_sel = len(selection_names(masses, k))
         self.count = {l: torch.zeros(n_sel, n_classes, c, dtype=torch.long) for l, c in channels.items()}
         self.sum = {l: torch.zeros(n_classes, c, dtype=torch.long) for l, c in channels.items()}
@@ -27,10 +49,15 @@ class ActivationAccumulator:
         self.hist = torch.zeros(n_classes, HIST_BINS, dtype=torch.long)
 
     def update(self, layer: str, maxval: torch.Tensor, labels: torch.Tensor) -> None:
-        chosen = [mass_select(maxval, m) for m in self.masses]
+        """Count the selections of maxval (N, C) among the layer's kept channels."""
+        keep = self.keep.get(layer)
+        v = maxval if keep is None else maxval[:, keep]
+        chosen = [mass_select(v, m) for m in self.masses]
         if self.k > 0:
-            chosen.append(top_select(maxval, min(self.k, maxval.shape[1])))
+            chosen.append(top_select(v, min(self.k, v.shape[1])))
         for s, sel in enumerate(chosen):
+            if keep is not None:
+                sel = torch.zeros(maxval.shape, dtype=torch.bool).index_copy_(1, keep, sel)
             self.count[layer][s].index_add_(0, labels, sel.long())
         self.sum[layer].index_add_(0, labels, (maxval.double() * FIXED_POINT).round().long())
 

@@ -55,7 +55,7 @@ from ..run.selection import (
     ubiquitous_channels,
 )
 from ..run.store import ACTIVATION_SCHEMA, CLASS_SCHEMA, SCHEMA_VERSION, write_influence
-from .activations import FIXED_POINT, ActivationAccumulator
+from .activations import FIXED_POINT, ActivationAccumulator, excluded_channels
 from .data import DatasetAdapter, SafeImageFolder, collate
 from .examples import ExamplesAccumulator, receptive_field, write_examples
 from .influence import InfluenceAccumulator, LayerPair, build_pairs, pair_taps
@@ -77,6 +77,8 @@ class AggregateConfig:
     k: int = 5  # our top-k selection (0: none)
     k_influence: int = 5
     bottleneck: str = "summit"  # summit | linear: how influence crosses 1x1 bottlenecks
+    influence_positions: str = "summit"  # summit (stride-3 SAME grid) | exact (every position)
+    exclude: list[str] = field(default_factory=list)  # "layer:channel": out of selections and top-k
     examples_k: int = 8  # 0: no dataset examples
     influence: str = "auto"  # auto | conv | grad | off
     batch_size: int = 32
@@ -162,14 +164,15 @@ class Aggregator:
         self.n = len(dataset) if cfg.limit is None else min(cfg.limit, len(dataset))
         self.device = torch.device(device)
         self.probe = probe_layers(self.spec, self.layers, cfg.image_size)
+        keep = excluded_channels(cfg.exclude, self.probe.channels)
         self.pairs: list[LayerPair] = [] if cfg.influence == "off" else \
             [p.to(self.device) for p in build_pairs(self.spec, self.layers, self.probe.channels, cfg.influence,
-                                                         cfg.bottleneck)]
+                                                         cfg.bottleneck, cfg.influence_positions)]
         n_classes = len(dataset.classes)
         if not selection_names(cfg.masses, cfg.k):
             raise SummitError("no activation selection: give --mass values or -k >= 1")
-        self.acts = ActivationAccumulator(self.probe.channels, n_classes, cfg.masses, cfg.k)
-        self.infl = InfluenceAccumulator(self.pairs, n_classes, cfg.k_influence)
+        self.acts = ActivationAccumulator(self.probe.channels, n_classes, cfg.masses, cfg.k, keep)
+        self.infl = InfluenceAccumulator(self.pairs, n_classes, cfg.k_influence, keep)
         self.examples = ExamplesAccumulator(self.probe.channels, cfg.examples_k)
         self.preds = PredictionsAccumulator(self.n, self.probe.outputs)
         self.skipped: list[tuple[int, str]] = []
@@ -288,9 +291,13 @@ class Aggregator:
                         "height": self.probe.hw[l][0], "width": self.probe.hw[l][1],
                         "receptive_field": self.probe.rf[l]} for l in self.layers],
             "pairs": [{"name": p.name, "src": p.src, "dst": p.dst, "method": p.method,
-                       "routes": len(p.routes), "bottleneck": self.cfg.bottleneck} for p in self.pairs],
+                       "routes": len(p.routes), "bottleneck": self.cfg.bottleneck,
+                       "positions": self.cfg.influence_positions if p.method == "conv" else None}
+                      for p in self.pairs],
             "stages": [st.describe(p.name) for p in self.pairs for st in p.stages],
             "selections": selection_names(self.cfg.masses, self.cfg.k),
+            "excluded": [f"{l}:{c}" for l, kept in self.acts.keep.items()
+                         for c in sorted(set(range(self.probe.channels[l])) - set(kept.tolist()))],
             "ubiquitous": self.ubiquitous(),
             "influence_method": sorted({p.method for p in self.pairs}),
             "dataset": {"root": str(ds.root) if ds.root else None, **source_meta(ds),

