@@ -292,6 +292,8 @@ def _cmd_dream(a: argparse.Namespace) -> int:
 def _cmd_explain(a: argparse.Namespace) -> int:
     from .explain.drawing import write_explanation, write_renders
     from .explain.explainer import Explainer
+    from .model.models import resolve_device
+    resolve_device(a.device)
     explainer = Explainer(a.run, device=a.device)
     expl = explainer.explain(a.image, a.layers, groups=a.groups, top=a.top, grid=a.grid)
     files = write_explanation(expl, Path(a.out))
@@ -533,8 +535,8 @@ def build_parser() -> argparse.ArgumentParser:
     xp.add_argument("--grid", type=int, default=14, help="dictionary cells per side, at most (default 14)")
     xp.add_argument("--see", action="store_true",
                     help="also render what the network sees at each cell and each group (slow on CPU)")
-    xp.add_argument("--vis-size", type=int, default=96, help="size of those renders (default 96)")
-    xp.add_argument("--vis-steps", type=int, default=256, help="steps of those renders (default 256)")
+    xp.add_argument("--vis-size", type=_int_in(16, 2048), default=96, help="size of those renders (default 96)")
+    xp.add_argument("--vis-steps", type=_int_in(1, 1_000_000), default=256, help="steps of those renders (default 256)")
     xp.add_argument("--device", default="cpu", help="cpu | cuda[:i] | auto")
     xp.add_argument("--quiet", action="store_true", help="no progress bar")
     xp.set_defaults(func=_cmd_explain)

@@ -22,6 +22,11 @@ CASES: list[tuple[str, str]] = [
     ("aggregate --image-size 0", "argument --image-size: must be in 1..2048, got 0"),
     ("aggregate --image-size 99999", "argument --image-size: must be in 1..2048"),
     ("aggregate --image-size 8 --out {dir}/r", "--image-size 8 is too small for squeezenet1_1: its minimum is"),
+    ("aggregate --layers=", "layer(s) do not output (N, C, H, W) feature maps"),
+    ("aggregate {dir}/unusable", "no usable image in"),
+    ("explain --run {run} 099_goose/imagenet_15_99_orig.jpg --out {dir}/e --vis-size 0", "argument --vis-size: must be in 16..2048, got 0"),
+    ("explain --run {run} 099_goose/imagenet_15_99_orig.jpg --out {dir}/e --vis-steps -1", "argument --vis-steps: must be in 1..1000000, got -1"),
+    ("explain --run {run} 099_goose/imagenet_15_99_orig.jpg --out {dir}/e --device bogus", "unknown device 'bogus'"),
     ("aggregate -k -3", "argument -k: must be in 0..4096, got -3"),
     ("aggregate -k 0 --mass", "no activation selection: give --mass values or -k >= 1"),
     ("aggregate -k five", "argument -k: want an integer"),
@@ -127,6 +132,8 @@ def places(small_run: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[st
     d = tmp_path_factory.mktemp("misuse")
     (d / "a_file.txt").write_text("just text\n")
     (d / "empty_data").mkdir()
+    (d / "unusable" / "a_class").mkdir(parents=True)
+    (d / "unusable" / "a_class" / "x.jpg").write_text("not a JPEG\n")
     return {"run": str(small_run), "file": str(d / "a_file.txt"), "dir": str(d), "missing": str(d / "missing")}
 
 
@@ -135,9 +142,20 @@ def test_misuse_is_one_error_line(args: str, message: str, places: dict[str, str
     argv = [a.format(**places) for a in args.split()]
     if argv and argv[0] == "aggregate":  # never the default runs/sample of the checkout
         argv += QUICK + ([] if "--out" in argv else ["--out", f"{places['dir']}/never"])
+    before = sorted(Path(places["dir"]).rglob("*"))
     p = cli.run(*argv, timeout=300)
     lines = p.stderr.splitlines()
     assert p.returncode == 2, (p.returncode, p.stderr[-3000:])
     assert len(lines) == 1 and lines[0].startswith("summit: error: "), p.stderr[-3000:]
+    assert sorted(Path(places["dir"]).rglob("*")) == before  # a refusal writes nothing
     assert message in lines[0], lines[0]
     assert p.stdout == ""
+
+
+def test_an_empty_out_is_refused_not_the_working_folder(tmp_path: Path, cli: CliRunner) -> None:
+    """`--out ""` once wrote a whole run into the working folder."""
+    for cmd in (["aggregate", "--out", "", *QUICK, "--limit", "4"], ["export", "--run", "x", "--all", "--out", ""]):
+        p = cli.wait(cli.start(*cmd, cwd=tmp_path), 300)
+        assert p.returncode == 2 and p.stderr.count("\n") == 1, p.stderr[-2000:]
+        assert list(tmp_path.iterdir()) == [], cmd
+    assert "the output path is empty" in cli.wait(cli.start("aggregate", "--out", "", *QUICK, cwd=tmp_path), 300).stderr

@@ -471,8 +471,9 @@ def aggregate(cfg: AggregateConfig, data: str | os.PathLike | None, out: str | o
     dataset = open_source(data, cfg.image_size, spec.class_names, **(source or {}))
     if distributed and not dist.is_initialized():
         dist.init_process_group("nccl" if dev.type == "cuda" else "gloo")
+    agg = Aggregator(cfg, dataset, spec, str(dev))  # refuses bad settings before anything is written
+    created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
-    agg = Aggregator(cfg, dataset, spec, str(dev))
     spill = out / f".spill-{rank}of{world}"
     agg.infl.spill_to(spill, influence_memory)
     if ckpt.exists() and overwrite and not resume:
@@ -500,6 +501,8 @@ def aggregate(cfg: AggregateConfig, data: str | os.PathLike | None, out: str | o
     if total == 0 and not (shard and world > 1):
         if ckpt.exists():
             ckpt.unlink()
+        if created:  # nothing of ours to keep: refused without a trace
+            shutil.rmtree(out, ignore_errors=True)
         raise _no_images(dataset, agg.skipped, agg.n)
     if shard and world > 1:
         with replacing(out) as stage:

@@ -81,6 +81,8 @@ def atomic_file(path: str | os.PathLike) -> Iterator[str]:
 def output_dir(path: str | os.PathLike) -> Path:
     """An output directory path (resolved): refused when it, or a folder above it, is a file, or when
     its parent folder cannot be written (the output is built in a sibling and swapped in)."""
+    if not str(path).strip():
+        raise SummitError("the output path is empty")
     p = Path(path)
     if p.exists() and not p.is_dir():
         raise SummitError(f"output {p} is a file, not a directory")
