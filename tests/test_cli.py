@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pyarrow.parquet as pq
 import pytest
 import torch
 from cli_runner import CliRunner
@@ -23,6 +24,11 @@ CASES: list[tuple[str, str]] = [
     ("aggregate --image-size 99999", "argument --image-size: must be in 1..2048"),
     ("aggregate --image-size 8 --out {dir}/r", "--image-size 8 is too small for squeezenet1_1: its minimum is"),
     ("aggregate --layers=", "layer(s) do not output (N, C, H, W) feature maps"),
+    ("figure --run {run} --class 099_goose --out {dir}/f.svg --param top_n=abc", "bad --param top_n='abc'"),
+    ("figure --run {run} --class 099_goose --out {dir}/f.svg --param mass=2", "bad --param mass='2'"),
+    ("figure --run {run} --class 099_goose --out {dir}/f.svg --param bogus=1", "unknown --param 'bogus'; valid: method"),
+    ("figure --run {run} --class 099_goose --out {dir}/f.svg --param class=x", "unknown --param 'class'"),
+    ("figure --run {run} --class {empty_class} --out {dir}/f.svg", "has no images in this run"),
     ("aggregate {dir}/unusable", "no usable image in"),
     ("explain --run {run} 099_goose/imagenet_15_99_orig.jpg --out {dir}/e --vis-size 0", "argument --vis-size: must be in 16..2048, got 0"),
     ("explain --run {run} 099_goose/imagenet_15_99_orig.jpg --out {dir}/e --vis-steps -1", "argument --vis-steps: must be in 1..1000000, got -1"),
@@ -134,7 +140,10 @@ def places(small_run: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[st
     (d / "empty_data").mkdir()
     (d / "unusable" / "a_class").mkdir(parents=True)
     (d / "unusable" / "a_class" / "x.jpg").write_text("not a JPEG\n")
-    return {"run": str(small_run), "file": str(d / "a_file.txt"), "dir": str(d), "missing": str(d / "missing")}
+    classes = pq.read_table(small_run / "classes.parquet").to_pylist()
+    empty = next(c["name"] for c in classes if c["n_images"] == 0)  # beyond the run's --limit
+    return {"run": str(small_run), "file": str(d / "a_file.txt"), "dir": str(d), "missing": str(d / "missing"),
+            "empty_class": empty}
 
 
 @pytest.mark.parametrize("args,message", CASES, ids=[c[0][:60] for c in CASES])

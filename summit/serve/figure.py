@@ -10,25 +10,58 @@ from __future__ import annotations
 import base64
 import logging
 import os
+import re
 import threading
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 from urllib.parse import urlencode
 
 from ..errors import SummitError, reason
+from ..graph.options import METHODS
+from .api import DECIMAL
+
+if TYPE_CHECKING:
+    from ..run.store import Run
 
 SYSTEM_CHROMIUM = "/usr/bin/chromium"
 BROWSER_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--no-first-run"]
 TIMEOUT_MS = 120_000
 
 
-def _hash_params(params: Sequence[str]) -> dict[str, str]:
-    """["top_n=5", ...] -> {"top_n": "5", ...} (the page validates the values like a URL hash)."""
+def _hash_values(run: Run) -> dict[str, Callable[[str], bool]]:
+    """Each URL-hash setting the page reads (frontend/state.js readHash) and the values it takes
+    as given (the page clamps or ignores others silently, so the CLI refuses them)."""
+    def integer(lo: int, hi: int) -> Callable[[str], bool]:
+        return lambda v: re.fullmatch(r"[0-9]{1,10}", v) is not None and lo <= int(v) <= hi
+
+    def one_of(*values: str) -> Callable[[str], bool]:
+        return lambda v: v in values
+
+    def unit(v: str) -> bool:
+        layer, _, ch = v.partition(":")
+        return layer in run.channels and integer(0, run.channels[layer] - 1)(ch)
+
+    return {"method": one_of(*METHODS), "top_n": integer(1, 30), "edges_per_node": integer(0, 10),
+            "mass": lambda v: DECIMAL.fullmatch(v) is not None and 0 < float(v) <= 0.5,
+            "selection": one_of(*run.selections), "ubiquitous": one_of("show", "hide"),
+            "hide_le": integer(0, 10**9), "layer": one_of(*run.layers), "slayer": one_of(*run.layers),
+            "csort": one_of("similarity", "accuracy", "count", "name"), "tab": one_of("graph", "units"),
+            "usort": one_of("count", "channel"), "active": one_of("0", "1"), "unit": unit}
+
+
+def _hash_params(params: Sequence[str], run: Run) -> dict[str, str]:
+    """["top_n=5", ...] -> {"top_n": "5", ...}, each key and value checked as the page reads them."""
+    valid = _hash_values(run)
     out = {}
     for p in params:
         key, sep, value = p.partition("=")
         if not sep or not key:
             raise SummitError(f"--param wants KEY=VALUE (as in the page's URL hash), got {p!r}")
+        if key not in valid:
+            raise SummitError(f"unknown --param {key!r}; valid: {', '.join(valid)} (class and compare: "
+                              "--class, --compare)")
+        if not valid[key](value):
+            raise SummitError(f"bad --param {key}={value!r}: not a value the page takes")
         out[key] = value
     return out
 
@@ -48,9 +81,15 @@ def render_figure(run_dir: str | os.PathLike, cls: str, out: str | os.PathLike, 
         raise SummitError(f"figure --scale must be in (0, 8], got {scale}")
     app = create_app(run_dir)
     run = app.extensions["summit"].run
-    params = {**_hash_params(hash_params), "class": run.class_names[run.class_index(cls)], "figure": "1"}
-    if compare is not None:
-        params["compare"] = run.class_names[run.class_index(compare)]
+    params = {**_hash_params(hash_params, run), "figure": "1"}
+    n_images = run.classes.column("n_images").to_pylist()
+    for key, name in (("class", cls), ("compare", compare)):
+        if name is None:
+            continue
+        ci = run.class_index(name)
+        if not n_images[ci]:
+            raise SummitError(f"class {run.class_names[ci]} has no images in this run: its graph is empty")
+        params[key] = run.class_names[ci]
     try:
         from playwright.sync_api import Error as PlaywrightError
         from playwright.sync_api import sync_playwright
