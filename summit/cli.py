@@ -79,10 +79,16 @@ def parse_channels(tokens: Sequence[str]) -> list[int]:
     return list(dict.fromkeys(out))
 
 
+WARN_LINES = 10  # warning lines about dataset entries; the rest are in run.json
+
+
 def _warn_dataset(rep: dict) -> None:
     """Unreadable folders and classes without a usable image: one warning line each."""
-    for path, reason in rep["unreadable"]:
+    for path, reason in rep["unreadable"][:WARN_LINES]:
         print(f"summit: warning: skipped {path}: {reason}", file=sys.stderr)
+    if len(rep["unreadable"]) > WARN_LINES:
+        print(f"summit: warning: ... and {len(rep['unreadable']) - WARN_LINES} more entries not used "
+              "(run.json dataset.unreadable; `summit info --run`)", file=sys.stderr)
     if rep["empty_classes"]:
         names = rep["empty_classes"]
         print(f"summit: warning: {len(names)} class(es) without a usable image: {', '.join(names[:10])}"
@@ -555,8 +561,30 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+CLASS_OPTIONS = ("--class", "--compare")
+
+
+def _class_values(argv: list[str]) -> list[str]:
+    """`--class -rf` as `--class=-rf`: argparse would take a class folder named like a short
+    option for an option of its own."""
+    out: list[str] = []
+    it = iter(argv)
+    for tok in it:
+        if tok in CLASS_OPTIONS:
+            nxt = next(it, None)
+            if nxt is not None and nxt.startswith("-") and not nxt.startswith("--"):
+                out.append(f"{tok}={nxt}")
+                continue
+            out.append(tok)
+            if nxt is not None:
+                out.append(nxt)
+        else:
+            out.append(tok)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = build_parser().parse_args(_class_values(sys.argv[1:] if argv is None else list(argv)))
     try:
         return args.func(args)
     except SummitError as e:

@@ -168,3 +168,12 @@ def test_an_empty_out_is_refused_not_the_working_folder(tmp_path: Path, cli: Cli
         assert p.returncode == 2 and p.stderr.count("\n") == 1, p.stderr[-2000:]
         assert list(tmp_path.iterdir()) == [], cmd
     assert "the output path is empty" in cli.wait(cli.start("aggregate", "--out", "", *QUICK, cwd=tmp_path), 300).stderr
+
+
+def test_class_options_take_values_that_look_like_options() -> None:
+    """A class folder named `-rf` is a class, not an option (argparse would refuse it)."""
+    from summit.cli import _class_values, build_parser
+    argv = _class_values(["graph", "--run", "r", "--class", "-rf", "--out", "g.json"])
+    assert build_parser().parse_args(argv).cls == "-rf"
+    assert _class_values(["figure", "--class", "..x", "--compare", "-a"]) == ["figure", "--class", "..x", "--compare=-a"]
+    assert _class_values(["graph", "--class"]) == ["graph", "--class"]  # argparse then says it wants a value

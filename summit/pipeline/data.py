@@ -129,16 +129,24 @@ class SafeImageFolder(Dataset):
         for d in entries:
             if d.is_symlink() and not d.exists():
                 self.unreadable.append((d.name, _os_reason(_stat_error(d))))
+            elif not d.is_dir():
+                self.unreadable.append((d.name, "a file where a class folder is expected: not used"))
         if not self.classes:
             raise SummitError(f"no class folders in {self.root} (expected ImageFolder layout root/<class>/<image>)")
         self.files: list[tuple[str, int]] = []
         for ci, c in enumerate(self.classes):
             for dirpath, dirnames, filenames in os.walk(self.root / c, onerror=self._unreadable):
                 dirnames.sort()
+                for dn in dirnames:
+                    if os.path.islink(os.path.join(dirpath, dn)):  # os.walk does not descend into them
+                        self.unreadable.append((os.path.relpath(os.path.join(dirpath, dn), self.root),
+                                                "a symbolic link to a folder: not followed"))
                 for f in sorted(filenames):
-                    if f.startswith(".") or f.lower() in ("readme.md",):
-                        continue
-                    self.files.append((os.path.relpath(os.path.join(dirpath, f), self.root), ci))
+                    rel = os.path.relpath(os.path.join(dirpath, f), self.root)
+                    if f.startswith("."):  # .DS_Store, ._AppleDouble, editors' files
+                        self.unreadable.append((rel, "a hidden file: not used"))
+                    else:
+                        self.files.append((rel, ci))
         if not self.files:
             raise SummitError(f"no image files in the {len(self.classes)} class folder(s) of {self.root}"
                               + (f" ({len(self.unreadable)} unreadable)" if self.unreadable else ""))

@@ -191,3 +191,27 @@ def test_any_dataset_through_the_python_api(tmp_path: Path) -> None:
     assert run.classes.column("n_images").to_pylist() == [labels.count(c) for c in range(3)]
     ex = run.examples("fire3").to_pandas()
     assert (ex["class"] == [labels[int(i)] for i in ex["image"]]).all()
+
+
+def test_nothing_is_dropped_silently(tmp_path: Path) -> None:
+    """Every entry of the dataset is used or listed with its reason (issue 21, item 6)."""
+    good = SAMPLE_JPEG.read_bytes()
+    root = tmp_path / "data"
+    for cls in ("-rf", "..x", "plain"):
+        (root / cls).mkdir(parents=True)
+        (root / cls / "a.jpg").write_bytes(good)
+    (root / "plain" / "README").write_bytes(good)  # a valid JPEG named README: used
+    (root / "plain" / "readme.md").write_text("# notes\n")  # tried, skipped as not an image
+    (root / "plain" / ".hidden.jpg").write_bytes(good)
+    (root / "root.jpg").write_bytes(good)
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "elsewhere" / "b.jpg").write_bytes(good)
+    (root / "plain" / "linked").symlink_to(tmp_path / "elsewhere")
+    ds = SafeImageFolder(root)
+    assert ds.classes == ["-rf", "..x", "plain"]
+    assert sorted(n for n, _ in ds.files) == ["-rf/a.jpg", "..x/a.jpg", "plain/README", "plain/a.jpg", "plain/readme.md"]
+    assert sorted(ds.unreadable) == [("plain/.hidden.jpg", "a hidden file: not used"),
+                                     ("plain/linked", "a symbolic link to a folder: not followed"),
+                                     ("root.jpg", "a file where a class folder is expected: not used")]
+    assert ds[ds.files.index(("plain/readme.md", 2))].error is not None
+    assert ds[ds.files.index(("plain/README", 2))].error is None
