@@ -99,7 +99,7 @@ def _cmd_aggregate(a: argparse.Namespace) -> int:
     from .pipeline.aggregator import AggregateConfig, aggregate
     cfg = AggregateConfig(model=a.model, weights=a.weights, layers=a.layers, masses=a.mass, k=a.k,
                           k_influence=a.k_influence, bottleneck=a.bottleneck,
-                          influence_positions=a.influence_positions,
+                          influence_positions=a.influence_positions, influence_targets=a.influence_targets,
                           exclude=a.exclude.split(",") if a.exclude else [], examples_k=a.examples_k, influence=a.influence,
                           batch_size=a.batch_size, image_size=a.image_size, limit=a.limit)
     rep = aggregate(cfg, a.data, a.out, resume=a.resume, overwrite=a.overwrite, shard=a.shard,
@@ -405,6 +405,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="positions of the per-channel convolutions (conv method): Summit's stride-3 SAME "
                          "grid, pool projection on the unpooled layer (default), or our exact maximum "
                          "over every position")
+    ag.add_argument("--influence-targets", choices=["selected", "all"], default="selected",
+                    help="gradient method: attribute only the channels each image selects (mass 0.03; "
+                         "default, one backward per selection rank) or every channel (one backward each)")
     ag.add_argument("--exclude", default=None, metavar="L:C,...",
                     help="channels left out of the activation selections (mass normalisation, top-k) "
                          "and of the influence top-k candidates, as Summit did with five channels")

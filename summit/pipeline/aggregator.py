@@ -78,6 +78,7 @@ class AggregateConfig:
     k_influence: int = 5
     bottleneck: str = "summit"  # summit | linear: how influence crosses 1x1 bottlenecks
     influence_positions: str = "summit"  # summit (stride-3 SAME grid) | exact (every position)
+    influence_targets: str = "selected"  # grad method: selected (mass0.03 channels of each image) | all
     exclude: list[str] = field(default_factory=list)  # "layer:channel": out of selections and top-k
     examples_k: int = 8  # 0: no dataset examples
     influence: str = "auto"  # auto | conv | grad | off
@@ -165,6 +166,8 @@ class Aggregator:
         self.device = torch.device(device)
         self.probe = probe_layers(self.spec, self.layers, cfg.image_size)
         keep = excluded_channels(cfg.exclude, self.probe.channels)
+        if cfg.influence_targets not in ("selected", "all"):
+            raise SummitError(f"unknown influence targets {cfg.influence_targets!r}; valid: selected, all")
         self.pairs: list[LayerPair] = [] if cfg.influence == "off" else \
             [p.to(self.device) for p in build_pairs(self.spec, self.layers, self.probe.channels, cfg.influence,
                                                          cfg.bottleneck, cfg.influence_positions)]
@@ -172,7 +175,7 @@ class Aggregator:
         if not selection_names(cfg.masses, cfg.k):
             raise SummitError("no activation selection: give --mass values or -k >= 1")
         self.acts = ActivationAccumulator(self.probe.channels, n_classes, cfg.masses, cfg.k, keep)
-        self.infl = InfluenceAccumulator(self.pairs, n_classes, cfg.k_influence, keep)
+        self.infl = InfluenceAccumulator(self.pairs, n_classes, cfg.k_influence, keep, cfg.influence_targets)
         self.examples = ExamplesAccumulator(self.probe.channels, cfg.examples_k)
         self.preds = PredictionsAccumulator(self.n, self.probe.outputs)
         self.skipped: list[tuple[int, str]] = []
@@ -292,7 +295,8 @@ class Aggregator:
                         "receptive_field": self.probe.rf[l]} for l in self.layers],
             "pairs": [{"name": p.name, "src": p.src, "dst": p.dst, "method": p.method,
                        "routes": len(p.routes), "bottleneck": self.cfg.bottleneck,
-                       "positions": self.cfg.influence_positions if p.method == "conv" else None}
+                       "positions": self.cfg.influence_positions if p.method == "conv" else None,
+                       "targets": self.cfg.influence_targets if p.method == "grad" else None}
                       for p in self.pairs],
             "stages": [st.describe(p.name) for p in self.pairs for st in p.stages],
             "selections": selection_names(self.cfg.masses, self.cfg.k),

@@ -26,6 +26,10 @@ positions of ``a`` as above; ``max_p B_m`` over every position).
 Gradient method ("grad", for residual nets, EfficientNet or non-consecutive layers):
 ``infl[i, j] = sum_p X_i(p) * d(max_q Y_j(q)) / dX_i(p)`` (gradient x activation, the linear
 approximation of Building Blocks of Interpretability), over every position whatever ``positions``.
+Its targets (our option ``targets``): "selected" (default) attributes, per image, only the
+destination channels the image selects under Summit's graph rule (mass 0.03 of the destination
+layer, excluded channels left out), one backward per selection rank for the whole batch, and
+counts only those (image, j); "all" attributes every destination channel, one backward each.
 
 Per image, stage and destination j the top-k sources i are kept (:func:`topk_canonical`: ties
 to the lower index; :func:`stage_topk` gives the same sets as the exhaustive canonical values,
@@ -43,9 +47,11 @@ import torch
 from torch import nn
 
 from ..model.models import ModelSpec
+from ..run.selection import mass_select
 from .convmax import conv_topk, per_channel_conv_max, same_pad, topk_canonical
 from .counter import SparseCounter
 
+TARGET_MASS = 0.03  # the grad method's "selected" targets: Summit's graph selection
 SUMMIT_STRIDE = 3  # Summit's grid: tf.nn.depthwise_conv2d(X, W, [1, 3, 3, 1], "SAME")
 
 
@@ -317,6 +323,33 @@ def grad_influence(x: torch.Tensor, y: torch.Tensor, chunk: int = 1) -> torch.Te
     return out
 
 
+def grad_influence_selected(x: torch.Tensor, y: torch.Tensor, sel: torch.Tensor) -> torch.Tensor:
+    """:func:`grad_influence` (N, Cin, Cout) at the selected (n, j) of sel (N, Cout) bool, 0
+    elsewhere. Backward r attributes every image's r-th selected channel (ascending order) at
+    once, so a batch costs max_n |sel[n]| backwards instead of Cout."""
+    ymax = y.flatten(2).amax(2)  # (N, Cout)
+    xd = x.detach()
+    out = x.new_zeros(x.shape[0], x.shape[1], y.shape[1])
+    counts = sel.sum(1)
+    order = torch.sort(sel.to(torch.int8), dim=1, descending=True, stable=True).indices
+    for r in range(int(counts.max()) if counts.numel() else 0):
+        rows = torch.nonzero(counts > r).squeeze(1)
+        cols = order[rows, r]
+        (g,) = torch.autograd.grad(ymax[rows, cols].sum(), x, retain_graph=True)
+        out[rows, :, cols] = (g[rows] * xd[rows]).sum((2, 3))
+    return out
+
+
+def kept_select(maxval: torch.Tensor, keep: torch.Tensor | None, tau: float) -> torch.Tensor:
+    """:func:`run.selection.mass_select` (N, C) among the channels ``keep`` (ascending; None:
+    all); the others are never selected."""
+    if keep is None:
+        return mass_select(maxval, tau)
+    keep = keep.to(maxval.device)
+    return torch.zeros(maxval.shape, dtype=torch.bool, device=maxval.device).index_copy_(
+        1, keep, mass_select(maxval[:, keep], tau))
+
+
 def pair_taps(pairs: list[LayerPair]) -> tuple[set[str], set[str]]:
     """Module paths whose (outputs, inputs) the direct routes need."""
     outs, inps = set(), set()
@@ -332,10 +365,13 @@ class InfluenceAccumulator:
     """I[class, i, j] per stage: images of the class for which i was among the top-k sources of j."""
 
     def __init__(self, pairs: list[LayerPair], n_classes: int, k: int = 5,
-                 keep: dict[str, torch.Tensor] | None = None) -> None:
+                 keep: dict[str, torch.Tensor] | None = None, targets: str = "selected") -> None:
         """keep: per layer with excluded channels, its other channels (ascending): the only
-        top-k candidates of the stages whose sources are that layer's channels."""
+        top-k candidates of the stages whose sources are that layer's channels (and the only
+        selectable targets of the grad method's "selected" mode). targets: "selected" | "all"."""
         self.pairs = pairs
+        self.targets = targets
+        self.layer_keep = dict(keep or {})
         self.stages = {st.name: st for p in pairs for st in p.stages}
         self.n_classes = n_classes
         self.k = k
@@ -348,12 +384,19 @@ class InfluenceAccumulator:
             for st in p.stages:
                 keep = self.keep.get(st.name)
                 k = min(self.k, st.n_src if keep is None else keep.numel())
+                sel = None
                 if p.method == "conv":
                     top = stage_topk(st, taps, k, keep)
-                else:
+                elif self.targets == "all":
                     top = topk_among(grad_influence(taps.out[p.src_path], taps.out[p.dst_path]), k, keep)
+                else:
+                    y = taps.out[p.dst_path]
+                    sel = kept_select(y.detach().flatten(2).amax(2), self.layer_keep.get(p.dst), TARGET_MASS)
+                    top = topk_among(grad_influence_selected(taps.out[p.src_path], y, sel), k, keep)
                 dst = st.dst_index(top.device).view(1, 1, -1)  # (N, k, n_dst of the routes)
                 keys = (labels.to(top.device).view(-1, 1, 1) * st.n_src + top) * st.n_dst + dst
+                if sel is not None:  # only the (image, j) attributed
+                    keys = keys[sel.unsqueeze(1).expand_as(keys)]
                 self.counters[st.name].add(keys.cpu())
 
     def spill_to(self, directory: str | os.PathLike, max_entries: int) -> None:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import pytest
+import pyarrow.parquet as pq
 import torch
 from test_convmax import assert_fast_equals_exhaustive, brute_max, sample_images
 from tiny_nets import TinyGoogLeNet, randomize_bn, tiny_spec
@@ -16,6 +17,7 @@ from summit.pipeline.influence import (
     _fold,
     build_pairs,
     grad_influence,
+    grad_influence_selected,
     pair_taps,
     per_channel_conv_max,
     route_influence,
@@ -239,6 +241,42 @@ class TinyResNet(nn.Module):
         return self.fc(x.mean((2, 3)))
 
 
+def test_grad_influence_selected_equals_every_channel_at_the_selected() -> None:
+    torch.manual_seed(9)
+    x = torch.randn(3, 4, 6, 6, requires_grad=True)
+    y = torch.relu(nn.functional.conv2d(x, torch.randn(5, 4, 3, 3), padding=1))
+    sel = torch.rand(3, 5) < 0.5
+    sel[1] = False  # an image selecting nothing
+    got = grad_influence_selected(x, y, sel)
+    want = grad_influence(x, y)
+    torch.testing.assert_close(got, torch.where(sel.unsqueeze(1), want, torch.zeros(())))
+
+
+def test_grad_influence_equals_captum_layer_gradient_x_activation() -> None:
+    """Captum's LayerGradientXActivation at block1's output for the target max_p block2_j(p),
+    summed over positions, is our gradient x activation influence of block1 on block2's j."""
+    from captum.attr import LayerGradientXActivation
+    torch.manual_seed(10)
+    net = TinyResNet().eval()
+    x = torch.rand(2, 3, 64, 64)
+
+    def block2_maxima(inp: torch.Tensor) -> torch.Tensor:  # (N, 6)
+        h = torch.relu(net.stem(inp))
+        return net.block2(h + net.block1(h)).amax((2, 3))
+
+    outs: dict[str, torch.Tensor] = {}
+    hooks = [getattr(net, b).register_forward_hook(lambda m, i, o, b=b: outs.__setitem__(b, o))
+             for b in ("block1", "block2")]
+    block2_maxima(x)
+    for h in hooks:
+        h.remove()
+    ours = grad_influence(outs["block1"], outs["block2"])  # (N, 6, 6)
+    lga = LayerGradientXActivation(block2_maxima, net.block1)
+    for j in range(6):
+        theirs = lga.attribute(x, target=j).sum((2, 3))  # (N, 6)
+        torch.testing.assert_close(ours[:, :, j].detach(), theirs, rtol=1e-4, atol=1e-6)
+
+
 def test_grad_pairs_run_end_to_end(tmp_path) -> None:
     from summit.pipeline.aggregator import AggregateConfig, Aggregator
     from summit.pipeline.data import BUNDLED_SAMPLE, SafeImageFolder
@@ -246,15 +284,18 @@ def test_grad_pairs_run_end_to_end(tmp_path) -> None:
     torch.manual_seed(8)
     spec = tiny_spec("tinyres", TinyResNet(), {"block1": "block1", "block2": "block2"})
     ds = SafeImageFolder(BUNDLED_SAMPLE, 64)
-    agg = Aggregator(AggregateConfig(model="tinyres", batch_size=4, image_size=64, limit=12, k_influence=2,
-                                     examples_k=1), ds, spec)
-    assert [p.method for p in agg.pairs] == ["grad"]
-    agg.run(progress=False)
-    agg.write(tmp_path, progress=False)
-    run = Run(tmp_path)
-    assert run.meta["influence_method"] == ["grad"]
-    rows = sum(run.influence(c).column("count").to_numpy().sum() for c in range(len(run.class_names)))
-    assert rows == 12 * 2 * 6
+    for targets in ("all", "selected"):
+        agg = Aggregator(AggregateConfig(model="tinyres", batch_size=4, image_size=64, limit=12, k_influence=2,
+                                         examples_k=1, influence_targets=targets), ds, spec)
+        assert [p.method for p in agg.pairs] == ["grad"]
+        agg.run(progress=False)
+        agg.write(tmp_path / targets, progress=False)
+        run = Run(tmp_path / targets)
+        assert run.meta["influence_method"] == ["grad"] and run.meta["pairs"][0]["targets"] == targets
+        rows = sum(run.influence(c).column("count").to_numpy().sum() for c in range(len(run.class_names)))
+        a = pq.read_table(tmp_path / targets / "activations.parquet").to_pandas()
+        selected = a[(a.layer == "block2") & (a.selection == "mass0.03")]["count"].sum()  # (image, j) selected
+        assert rows == 2 * (12 * 6 if targets == "all" else selected) and 0 < selected < 12 * 6
 
 
 def test_excluded_channels_leave_selections_and_top_k(tmp_path) -> None:
@@ -288,7 +329,7 @@ def test_excluded_channels_leave_selections_and_top_k(tmp_path) -> None:
     spec = tiny_spec("tinyres", TinyResNet(), {"block1": "block1", "block2": "block2"})
     ds = SafeImageFolder(BUNDLED_SAMPLE, 64)
     cfg = AggregateConfig(model="tinyres", batch_size=4, image_size=64, limit=8, k_influence=2, examples_k=0,
-                          exclude=["block1:4", "block1:2", "block2:0"])
+                          exclude=["block1:4", "block1:2", "block2:0"], influence_targets="all")
     agg = Aggregator(cfg, ds, spec)
     agg.run(progress=False)
     agg.write(tmp_path, progress=False)
@@ -315,10 +356,13 @@ def test_conv_topk_equals_exhaustive_on_googlenet_random() -> None:
 
 
 def _exhaustive_counts(pairs, taps, labels: torch.Tensor, k: int,
-                       excluded: dict[str, list[int]] | None = None) -> dict[str, dict[tuple, int]]:
+                       excluded: dict[str, list[int]] | None = None,
+                       targets: str = "all") -> dict[str, dict[tuple, int]]:
     """Counts per stage from the canonical (float64-exact) per-channel maxima of every route,
     ranked independently of summit's top-k code: larger value first, ties to the lower index;
-    ``excluded`` source channels of a layer (not of a bottleneck) are never candidates."""
+    ``excluded`` source channels of a layer (not of a bottleneck) are never candidates. Gradient
+    pairs with ``targets`` "selected" count only the (image, j) whose j the image selects at mass
+    0.03 (Summit's rule, written out here), computed from every channel's gradient."""
     import numpy as np
     counts: dict[str, dict[tuple, int]] = {}
     for p in pairs:
@@ -342,8 +386,16 @@ def _exhaustive_counts(pairs, taps, labels: torch.Tensor, k: int,
             idx = np.broadcast_to(np.arange(v.shape[2]), v.shape)
             top = np.lexsort((idx, -v), axis=-1)[..., :min(k, st.n_src - len(out))]
             dst = st.dst_index(torch.device("cpu")).numpy()
+            chosen = np.ones(top.shape, bool)  # (N, dst, k)
+            if p.method == "grad" and targets == "selected":
+                chosen[:] = False
+                ymax = taps.out[p.dst_path].detach().flatten(2).amax(2).double().clamp(min=0).numpy()
+                for n in range(ymax.shape[0]):  # descending, ties to the lower channel, until 3 % mass
+                    order = np.lexsort((np.arange(ymax.shape[1]), -ymax[n]))
+                    before = np.concatenate([[0.0], np.cumsum(ymax[n][order])[:-1]]) / max(ymax[n].sum(), 1e-300)
+                    chosen[n, order[(before < 0.03) & (ymax[n][order] > 0)]] = True
             c = counts[st.name] = {}
-            for n, j, i in zip(*np.nonzero(np.ones(top.shape, bool))):
+            for n, j, i in zip(*np.nonzero(chosen)):
                 key = (int(labels[n]), int(top[n, j, i]), int(dst[j]))
                 c[key] = c.get(key, 0) + 1
     return counts
@@ -364,7 +416,8 @@ def _channels(spec: ModelSpec, layers: list[str], x: torch.Tensor) -> dict[str, 
 
 
 def _assert_accumulator_exact(spec: ModelSpec, pairs: list, x: torch.Tensor, tmp_path, monkeypatch,
-                              tweak=None, k: int = 5, excluded: dict[str, list[int]] | None = None) -> int:
+                              tweak=None, k: int = 5, excluded: dict[str, list[int]] | None = None,
+                              targets: str = "selected") -> int:
     """Every stage's counts from the fast path (stage_topk / topk_canonical of gradients) equal
     the exhaustive ones; a tiny in-memory budget (spilled runs, two batches) gives the same
     counts. Returns how many near-tie columns conv_topk settled with canonical values."""
@@ -374,7 +427,7 @@ def _assert_accumulator_exact(spec: ModelSpec, pairs: list, x: torch.Tensor, tmp
     grad = any(p.method == "grad" for p in pairs)
     labels = torch.arange(x.shape[0]) // 2 % 3  # images 0 and 1 share a class: their keys meet
     keep = {l: torch.tensor([c for c in range(pairs[0].cin) if c not in out]) for l, out in (excluded or {}).items()}
-    acc, spilled = InfluenceAccumulator(pairs, 3, k, keep), InfluenceAccumulator(pairs, 3, k, keep)
+    acc, spilled = (InfluenceAccumulator(pairs, 3, k, keep, targets), InfluenceAccumulator(pairs, 3, k, keep, targets))
     spilled.spill_to(tmp_path / "spill", 8)
     outs, inps = pair_taps(pairs)
     with Taps(spec.model.net, outputs=outs | {p.dst_path for p in pairs} | {p.src_path for p in pairs},
@@ -387,7 +440,7 @@ def _assert_accumulator_exact(spec: ModelSpec, pairs: list, x: torch.Tensor, tmp
             if not grad:
                 spilled.update(type("Sub", (), {"inp": {k: v[half] for k, v in taps.inp.items()},
                                                 "out": {k: v[half] for k, v in taps.out.items()}}), labels[half])
-        want = _exhaustive_counts(pairs, taps, labels, k, excluded)
+        want = _exhaustive_counts(pairs, taps, labels, k, excluded, targets)
     got = _accumulated(acc)
     assert got.keys() == want.keys()
     assert [s for s in want if got[s] != want[s]] == []
@@ -445,7 +498,8 @@ def test_fast_path_counts_equal_exhaustive_on_efficientnet_lite0(tmp_path, monke
     layers = ["block5", "block6"]
     pairs = build_pairs(spec, layers, _channels(spec, layers, x))
     assert [p.method for p in pairs] == ["grad"]
-    _assert_accumulator_exact(spec, pairs, x, tmp_path, monkeypatch)
+    for targets in ("selected", "all"):
+        _assert_accumulator_exact(spec, pairs, x, tmp_path / targets, monkeypatch, targets=targets)
     convs = [m for m in spec.model.net.modules() if isinstance(m, nn.Conv2d) and m.groups == 1][-6:]
     inputs: list[torch.Tensor] = []
     hooks = [c.register_forward_pre_hook(lambda _m, a: inputs.append(a[0].detach())) for c in convs]
