@@ -22,9 +22,9 @@ from PIL import Image, UnidentifiedImageError
 
 from ..errors import SummitError, reason
 from ..run.files import atomic_write_bytes, file_inside
+from ..run.layout import BLOCKS_DIR
 from ..run.store import Run
 
-CACHE_DIR = "blocks"  # per-run cache folder of the explorer (uploads, direction renders)
 FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP")
 MODES = ("RGB", "RGBA", "P", "PA", "L", "LA", "1")  # converted to RGB; CMYK, 16-bit, float refused
 MAX_FILE_BYTES = 20 * 2**20
@@ -170,9 +170,9 @@ def example_images(run: Run) -> list[dict]:
 def run_cache(run: Run, name: str) -> Path:
     """``<run>/blocks/<name>``, refused (403) when it leads outside the run through a symbolic
     link: the explorer writes nowhere else."""
-    p = run.path / CACHE_DIR / name
+    p = run.path / BLOCKS_DIR / name
     if not p.resolve().is_relative_to(run.path.resolve()):
-        raise SummitError(f"{CACHE_DIR}/{name} of this run leads outside it (a symbolic link); "
+        raise SummitError(f"{BLOCKS_DIR}/{name} of this run leads outside it (a symbolic link); "
                           "the explorer does not read or write there", status=403)
     return p
 

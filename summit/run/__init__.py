@@ -17,7 +17,7 @@ _HOMES = {
     "EXAMPLES_FILE": "layout", "PREDICTIONS_FILE": "layout", "EMBEDDING_FILE": "layout",
     "GRAPHS_FILE": "layout", "RUN_FILES": "layout", "SHARD_FILE": "layout",
     "is_run_file": "layout", "examples_path": "layout", "featurevis_path": "layout",
-    "diversity_path": "layout", "diversity_counts": "layout",
+    "diversity_path": "layout", "diversity_counts": "layout", "BLOCKS_DIR": "layout",
     "UBIQUITOUS_CLASSES": "selection", "UBIQUITOUS_IMAGES": "selection", "selection_names": "selection",
     "mass_select": "selection", "top_select": "selection", "default_selection": "selection",
     "ubiquitous_channels": "selection",

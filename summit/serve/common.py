@@ -61,10 +61,9 @@ def host_name(header: str) -> str | None:
         return None
     if m["v6"] is not None:
         try:
-            ipaddress.IPv6Address(m["v6"])
+            return str(ipaddress.IPv6Address(m["v6"]))
         except ValueError:
             return None
-        return _canonical(m["v6"])
     return _canonical(m["name"])
 
 
