@@ -13,6 +13,9 @@ Variants, all over the same images (the bundled sample repeated via symlinks):
   full          the streaming pass as `summit aggregate` runs it (Summit's stages on Summit's
                 stride-3 grid, `--influence-positions summit`)
   full_exact    the same with our exact maxima over every position (`--influence-positions exact`)
+  summit_port   the peer (GoogLeNet only): data loader + forward + Summit's influence as a user
+                would port it to PyTorch (bench/summit_port.py: depthwise stride-3 convolutions,
+                max, top 5, dense counts); no activation matrices or examples
 
 Every round times each variant once, in an order that rotates from round to round, and divides
 its rate by the bare rate of the same round; the bench prints each ratio's median and spread
@@ -38,13 +41,14 @@ from pathlib import Path
 from typing import Callable
 
 import torch
+from summit_port import SummitPort
 
 from summit.model.models import load_model
 from summit.pipeline.aggregator import AggregateConfig, Aggregator
 from summit.pipeline.data import BUNDLED_SAMPLE, SafeImageFolder, collate
 
 IMAGENET = 1_281_167
-VARIANTS = ["bare", "loader", "activations", "no_influence", "full", "full_exact"]
+VARIANTS = ["bare", "loader", "activations", "no_influence", "full", "full_exact", "summit_port"]
 
 
 def replicate(n: int, root: Path) -> Path:
@@ -84,6 +88,12 @@ def measure(model: str, weights: str | None, n: int, batch: int, workers: int, r
                 for b in loader:
                     spec.model(b["image"])
 
+        def port() -> None:
+            peer = SummitPort(spec.model.net, len(spec.class_names))
+            for b in loader:
+                peer.update(b["image"], b["label"])
+            peer.close()
+
         templates: dict[tuple, Aggregator] = {}
 
         def pipeline(influence: str, examples_k: int = 8, positions: str = "summit") -> Callable[[], None]:
@@ -99,7 +109,8 @@ def measure(model: str, weights: str | None, n: int, batch: int, workers: int, r
 
         make = {"bare": lambda: bare, "loader": lambda: loader_fwd,
                 "activations": lambda: pipeline("off", 0), "no_influence": lambda: pipeline("off"),
-                "full": lambda: pipeline("auto"), "full_exact": lambda: pipeline("auto", positions="exact")}
+                "full": lambda: pipeline("auto"), "full_exact": lambda: pipeline("auto", positions="exact"),
+                "summit_port": lambda: port}
         bare()  # warm-up
         rates: dict[str, list[float]] = {v: [] for v in variants}
         cpu_rates: dict[str, list[float]] = {v: [] for v in variants}
@@ -152,14 +163,19 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1))
     ap.add_argument("--rounds", type=int, default=5)
-    ap.add_argument("--variants", nargs="+", default=VARIANTS, choices=VARIANTS)
+    ap.add_argument("--variants", nargs="+", default=None, choices=VARIANTS,
+                    help="default: all (summit_port for googlenet only)")
     ap.add_argument("--sizes", type=int, nargs="*", default=[256, 1024], help="dataset sizes for peak RSS")
     ap.add_argument("--rss-child", type=int, default=None, help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.rss_child is not None:
         peak_rss_child(a.model, a.weights, a.rss_child, a.batch)
         return
-    variants = ["bare"] + [v for v in a.variants if v != "bare"]
+    googlenet = a.model.startswith("googlenet")
+    chosen = a.variants or [v for v in VARIANTS if googlenet or v != "summit_port"]
+    if "summit_port" in chosen and not googlenet:
+        ap.error("the summit_port peer is written for googlenet (Summit's model)")
+    variants = ["bare"] + [v for v in chosen if v != "bare"]
     res = measure(a.model, a.weights, a.images, a.batch, a.workers, a.rounds, variants)
     print(json.dumps(res, indent=1))
     for flag in res["flags"]:
