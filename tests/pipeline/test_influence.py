@@ -1,8 +1,9 @@
 """Influence against brute-force per-channel convolutions, on small random nets and real SqueezeNet."""
 from __future__ import annotations
 
-import pytest
+import numpy as np
 import pyarrow.parquet as pq
+import pytest
 import torch
 from test_convmax import assert_fast_equals_exhaustive, brute_max, sample_images
 from tiny_nets import TinyGoogLeNet, randomize_bn, tiny_spec
@@ -509,3 +510,37 @@ def test_fast_path_counts_equal_exhaustive_on_efficientnet_lite0(tmp_path, monke
         h.remove()
     for c, xin in zip(convs, inputs):
         assert_fast_equals_exhaustive(xin, c.weight.detach(), 5, c.stride[0], c.padding[0])
+
+
+ACCELERATOR = "cuda" if torch.cuda.is_available() else "cpu"
+
+
+@pytest.mark.parametrize("model,layers,options", [
+    ("squeezenet1_1", ["fire7", "fire8", "fire9"], {"influence_positions": "summit"}),
+    ("squeezenet1_1", ["fire7", "fire8", "fire9"], {"influence_positions": "exact"}),
+    ("squeezenet1_1", ["fire7", "fire8", "fire9"], {"bottleneck": "linear"}),
+    ("efficientnet_lite0", ["block5", "block6"], {"influence_targets": "selected"}),
+    ("efficientnet_lite0", ["block5", "block6"], {"influence_targets": "all"})])
+def test_accelerator_path_counts_what_the_cpu_counts(model: str, layers: list[str], options: dict, tmp_path,
+                                                      monkeypatch) -> None:
+    """Each mode on the accelerator (`--device cuda` where CUDA exists; elsewhere the CPU through
+    the path a GPU takes: conv_topk without pruning, GPU-sized blocks) writes the influence
+    counts of the CPU default, and the same activation matrices up to float rounding."""
+    import summit.pipeline.influence as influence
+    from summit.pipeline.aggregator import AggregateConfig, Aggregator
+    from summit.pipeline.data import BUNDLED_SAMPLE, SafeImageFolder
+    cfg = AggregateConfig(model=model, layers=layers, batch_size=4, image_size=128, limit=8, examples_k=1, **options)
+    tables = {}
+    for name, device in (("cpu", "cpu"), ("accelerator", ACCELERATOR)):
+        if name == "accelerator" and device == "cpu":
+            monkeypatch.setattr(influence, "conv_topk", lambda *a: convmax.conv_topk(*a, prune=False))
+            monkeypatch.setitem(convmax.CHUNK_BYTES, "cpu", convmax.CHUNK_BYTES["cuda"])
+        spec = load_model(model)
+        agg = Aggregator(cfg, SafeImageFolder(BUNDLED_SAMPLE, cfg.image_size, spec.class_names), spec, device=device)
+        agg.run(progress=False)
+        agg.write(tmp_path / name, progress=False)
+        tables[name] = [pq.read_table(tmp_path / name / f"{t}.parquet") for t in ("influence", "activations")]
+    (infl_cpu, act_cpu), (infl_acc, act_acc) = tables["cpu"], tables["accelerator"]
+    assert infl_cpu.num_rows > 0 and infl_acc.equals(infl_cpu)
+    assert act_acc.drop_columns(["sum"]).equals(act_cpu.drop_columns(["sum"]))
+    assert np.allclose(act_acc.column("sum").to_numpy(), act_cpu.column("sum").to_numpy(), rtol=1e-4)
