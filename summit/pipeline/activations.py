@@ -34,6 +34,22 @@ def excluded_channels(items: list[str], channels: dict[str, int]) -> dict[str, t
     return {l: torch.tensor(sorted(set(range(channels[l])) - s)) for l, s in out.items()}
 
 
+def kept_selections(maxval: torch.Tensor, keep: torch.Tensor | None, masses: list[float],
+                    k: int = 0) -> list[torch.Tensor]:
+    """Summit's mass selections of maxval (N, C), one per mass, then our top-k if k > 0, each
+    (N, C) bool, made among the channels ``keep`` (ascending; None: all): the others are never
+    selected and take no part in the mass normalisation."""
+    keep = None if keep is None else keep.to(maxval.device)
+    v = maxval if keep is None else maxval[:, keep]
+    chosen = [mass_select(v, m) for m in masses]
+    if k > 0:
+        chosen.append(top_select(v, min(k, v.shape[1])))
+    if keep is None:
+        return chosen
+    return [torch.zeros(maxval.shape, dtype=torch.bool, device=maxval.device).index_copy_(1, keep, sel)
+            for sel in chosen]
+
+
 class ActivationAccumulator:
     """A[selection, class, channel] counts, fixed-point sums of spatial maxima, top-1 histograms."""
 
@@ -50,14 +66,7 @@ class ActivationAccumulator:
 
     def update(self, layer: str, maxval: torch.Tensor, labels: torch.Tensor) -> None:
         """Count the selections of maxval (N, C) among the layer's kept channels."""
-        keep = self.keep.get(layer)
-        v = maxval if keep is None else maxval[:, keep]
-        chosen = [mass_select(v, m) for m in self.masses]
-        if self.k > 0:
-            chosen.append(top_select(v, min(self.k, v.shape[1])))
-        for s, sel in enumerate(chosen):
-            if keep is not None:
-                sel = torch.zeros(maxval.shape, dtype=torch.bool).index_copy_(1, keep, sel)
+        for s, sel in enumerate(kept_selections(maxval, self.keep.get(layer), self.masses, self.k)):
             self.count[layer][s].index_add_(0, labels, sel.long())
         self.sum[layer].index_add_(0, labels, (maxval.double() * FIXED_POINT).round().long())
 

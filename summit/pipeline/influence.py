@@ -47,7 +47,7 @@ import torch
 from torch import nn
 
 from ..model.models import ModelSpec
-from ..run.selection import mass_select
+from .activations import kept_selections
 from .convmax import conv_topk, per_channel_conv_max, same_pad, topk_canonical
 from .counter import SparseCounter
 
@@ -340,16 +340,6 @@ def grad_influence_selected(x: torch.Tensor, y: torch.Tensor, sel: torch.Tensor)
     return out
 
 
-def kept_select(maxval: torch.Tensor, keep: torch.Tensor | None, tau: float) -> torch.Tensor:
-    """:func:`run.selection.mass_select` (N, C) among the channels ``keep`` (ascending; None:
-    all); the others are never selected."""
-    if keep is None:
-        return mass_select(maxval, tau)
-    keep = keep.to(maxval.device)
-    return torch.zeros(maxval.shape, dtype=torch.bool, device=maxval.device).index_copy_(
-        1, keep, mass_select(maxval[:, keep], tau))
-
-
 def pair_taps(pairs: list[LayerPair]) -> tuple[set[str], set[str]]:
     """Module paths whose (outputs, inputs) the direct routes need."""
     outs, inps = set(), set()
@@ -391,7 +381,7 @@ class InfluenceAccumulator:
                     top = topk_among(grad_influence(taps.out[p.src_path], taps.out[p.dst_path]), k, keep)
                 else:
                     y = taps.out[p.dst_path]
-                    sel = kept_select(y.detach().flatten(2).amax(2), self.layer_keep.get(p.dst), TARGET_MASS)
+                    sel, = kept_selections(y.detach().flatten(2).amax(2), self.layer_keep.get(p.dst), [TARGET_MASS])
                     top = topk_among(grad_influence_selected(taps.out[p.src_path], y, sel), k, keep)
                 dst = st.dst_index(top.device).view(1, 1, -1)  # (N, k, n_dst of the routes)
                 keys = (labels.to(top.device).view(-1, 1, 1) * st.n_src + top) * st.n_dst + dst
