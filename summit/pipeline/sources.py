@@ -237,7 +237,7 @@ class WebDatasetSource(IndexedSource):
     def __init__(self, pattern: str, size: int = 224, model_class_names: Sequence[str] = ()) -> None:
         from webdataset.tariterators import base_plus_ext
         self.shards = expand_shards(str(pattern))
-        self.unreadable = [(shown(s), BAD_NAME) for s in self.shards if not is_utf8(s)]
+        self.unreadable = [(shown(os.path.basename(s)), BAD_NAME) for s in self.shards if not is_utf8(s)]
         self.shards = [s for s in self.shards if is_utf8(s)]
         if not self.shards:
             raise SummitError(f"no .tar shards in {pattern}" + (f" ({len(self.unreadable)} unreadable)"

@@ -7,11 +7,13 @@ strict UTF-8 JSON); an image deleted or replaced between the pass and the exampl
 its patches blank, is listed, and the run completes."""
 from __future__ import annotations
 
+import io
 import json
 import os
 import shutil
 import subprocess
 import sys
+import tarfile
 import tempfile
 from pathlib import Path
 from typing import Callable, Iterator
@@ -24,7 +26,8 @@ from cli_runner import CliRunner, Result
 from PIL import Image
 
 from summit.pipeline.aggregator import AggregateConfig, Aggregator
-from summit.pipeline.data import SafeImageFolder
+from summit.pipeline.data import BAD_NAME, SafeImageFolder
+from summit.pipeline.sources import open_source
 
 NOBODY = 65534
 JPEG = next((Path(__file__).resolve().parents[2] / "summit/data/sample/022_bald_eagle").glob("*.jpg")).read_bytes()
@@ -140,7 +143,7 @@ MODES = {  # (what, mode) -> (images used, skipped {path: reason}, unreadable {p
 }
 
 
-@pytest.mark.parametrize("what,mode", list(MODES))
+@pytest.mark.parametrize("what,mode", list(MODES), ids=[f"{w}-{m:03o}" for w, m in MODES])
 def test_unreadable_class_folders_and_files_are_skipped_counted_and_listed(
         nobody: tuple[NobodyRunner, Path], what: str, mode: int) -> None:
     target = {"class": Path("b"), "file": Path("b/x0.jpg")}[what]
@@ -179,7 +182,7 @@ def _closed_parent(root: Path) -> Path:
     return moved
 
 
-@pytest.mark.parametrize("mode", [0o000, 0o111, 0o444, "parent"])
+@pytest.mark.parametrize("mode", [0o000, 0o111, 0o444, "parent"], ids=["000", "111", "444", "parent"])
 def test_unreadable_dataset_root_is_refused_in_one_line(nobody: tuple[NobodyRunner, Path], mode: int | str) -> None:
     name = f"root{mode:03o}" if isinstance(mode, int) else "root-parent"
     setup = _closed_parent if mode == "parent" else lambda r: r.chmod(mode)  # type: ignore[arg-type]
@@ -253,3 +256,27 @@ def test_images_changed_between_the_pass_and_the_strips(tmp_path: Path) -> None:
     assert len(kept) == 2 and strip.shape == (64, 64 * 5, 3)
     for r in set(range(5)) - kept:  # the three changed images: white patches
         assert (strip[:, 64 * r:64 * (r + 1)] > 240).all()
+
+
+def test_other_formats_list_names_that_are_not_utf8(tmp_path: Path) -> None:
+    """imagenet-val: a file with such a name is listed, not used; WebDataset: a shard with such a
+    name in a folder is listed, a member with such a key is used under its escaped name."""
+    val = tmp_path / "val"
+    val.mkdir()
+    (val / "ILSVRC2012_val_00000001.JPEG").write_bytes(JPEG)
+    (val / os.fsdecode(b"ILSVRC2012_val_\xff.JPEG")).write_bytes(JPEG)
+    (val / "LOC_val_solution.csv").write_text("ImageId,PredictionString\nILSVRC2012_val_00000001,n01614925 1 2 3 4\n")
+    ds = open_source(val)
+    assert [n for n, _ in ds.files] == ["ILSVRC2012_val_00000001.JPEG"] and len(ds.fingerprint()) == 64
+    assert ds.unreadable == [("ILSVRC2012_val_\\xff.JPEG", BAD_NAME)]
+    shards = tmp_path / "shards"
+    shards.mkdir()
+    for name, key in (("a.tar", os.fsdecode(b"k\xff")), (os.fsdecode(b"b\xfe.tar"), "k")):
+        with tarfile.open(shards / name, "w", format=tarfile.GNU_FORMAT) as tar:
+            for ext, data in (("jpg", JPEG), ("cls", b"22")):
+                info = tarfile.TarInfo(f"{key}.{ext}")
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+    ds = open_source(shards)
+    assert ds.unreadable == [("b\\xfe.tar", BAD_NAME)] and len(ds.fingerprint()) == 64
+    assert [ds.name(i) for i in range(len(ds))] == ["a.tar/k\\xff"] and ds[0].error is None
