@@ -140,6 +140,8 @@ class ImageNetVal(IndexedSource):
         readable_folder(self.folder)
         if not os.path.isdir(self.folder):
             raise SummitError(f"dataset directory not found: {self.folder}")
+        if labels and not is_utf8(labels):  # run.json records it
+            raise SummitError(f"the ground-truth path {shown(labels)} is not valid UTF-8: rename it")
         gt = Path(labels) if labels else _find_val_labels(self.folder)
         listed = sorted(os.listdir(self.folder))
         self.unreadable = [(shown(f), BAD_NAME) for f in listed if not is_utf8(f)]

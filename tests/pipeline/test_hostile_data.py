@@ -25,6 +25,7 @@ import pytest
 from cli_runner import CliRunner, Result
 from PIL import Image
 
+from summit.errors import SummitError
 from summit.pipeline.aggregator import AggregateConfig, Aggregator
 from summit.pipeline.data import BAD_NAME, SafeImageFolder
 from summit.pipeline.sources import open_source
@@ -269,6 +270,9 @@ def test_other_formats_list_names_that_are_not_utf8(tmp_path: Path) -> None:
     ds = open_source(val)
     assert [n for n, _ in ds.files] == ["ILSVRC2012_val_00000001.JPEG"] and len(ds.fingerprint()) == 64
     assert ds.unreadable == [("ILSVRC2012_val_\\xff.JPEG", BAD_NAME)]
+    gt = Path(shutil.copy(val / "LOC_val_solution.csv", tmp_path / os.fsdecode(b"gt\xff.csv")))
+    with pytest.raises(SummitError, match=r"^the ground-truth path .*gt\\xff.csv is not valid UTF-8: rename it$"):
+        open_source(val, labels=gt)
     shards = tmp_path / "shards"
     shards.mkdir()
     for name, key in (("a.tar", os.fsdecode(b"k\xff")), (os.fsdecode(b"b\xfe.tar"), "k")):
