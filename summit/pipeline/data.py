@@ -1,13 +1,15 @@
 """Data: ImageFolder (ImageNet layout) or any Dataset, read defensively, in a fixed order.
 
 Images that cannot be used are skipped, counted and listed with a reason, never fatal:
-zero-byte, non-image, corrupt or truncated files, unreadable files (permissions, dangling
-symlinks, symlink loops), decompression bombs, extreme aspect ratios (more than
-``MAX_ASPECT_RATIO``:1, whose resize would need gigabytes), and images that are grayscale
+zero-byte, non-image, corrupt or truncated files, unreadable files (permissions such as mode
+000 or 111, dangling symlinks, symlink loops), decompression bombs, extreme aspect ratios (more
+than ``MAX_ASPECT_RATIO``:1, whose resize would need gigabytes), and images that are grayscale
 (8, 16 or 32-bit) or CMYK. (ImageNet has a handful of grayscale and CMYK JPEGs; Summit's
 reference pipeline skips them too.) Palette and RGBA images are converted to RGB; 16-bit
 colour PNGs are reduced to 8 bits per channel by Pillow and used. Class folders that cannot
-be listed are counted and reported (``unreadable``); a dataset without any file is refused.
+be listed, and files or folders whose names are not valid UTF-8 (shown with their undecodable
+bytes as ``\\xNN``), are counted and reported (``unreadable``); a dataset root that cannot be
+listed and entered, or whose path is not valid UTF-8, and a dataset without any file are refused.
 """
 from __future__ import annotations
 
@@ -20,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
+import numpy as np
 import torch
 from PIL import Image
 from torch.utils.data import Dataset
@@ -32,6 +35,41 @@ from ..run.imagenet import imagenet_table, resolve_folder
 BUNDLED_SAMPLE = Path(__file__).resolve().parent.parent / "data" / "sample"
 ACCEPTED_MODES = {"RGB": None, "RGBA": "RGB", "P": "RGB", "PA": "RGB"}
 MAX_ASPECT_RATIO = 100  # longer side / shorter side; beyond it the resize alone needs gigabytes
+BAD_NAME = "a name that is not valid UTF-8 (undecodable bytes shown as \\xNN): not used"
+BAD_FOLDER_NAME = ("a folder name that is not valid UTF-8 (undecodable bytes shown as \\xNN): "
+                   "not used, nor what it holds")
+
+
+def is_utf8(name: str | os.PathLike) -> bool:
+    """Whether a file name (str, undecodable bytes as surrogates) is valid UTF-8."""
+    try:
+        os.fspath(name).encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def shown(name: str | os.PathLike) -> str:
+    """A file name as run files write it: valid UTF-8, undecodable bytes as ``\\xNN`` (b'a\\xff' -> 'a\\\\xff')."""
+    return os.fsencode(name).decode("utf-8", "backslashreplace")
+
+
+def readable_folder(root: Path) -> None:
+    """Refuse, in one line, a dataset folder whose path is not valid UTF-8 or that this user cannot
+    list (read) and enter (execute)."""
+    if not is_utf8(root):
+        raise SummitError(f"the dataset path {shown(root)} is not valid UTF-8: rename it, or link to it "
+                          "from a UTF-8 path")
+    try:
+        os.stat(root)
+    except PermissionError:
+        raise SummitError(f"cannot reach dataset directory {root}: permission denied on a folder above "
+                          "it") from None
+    except OSError:
+        return  # missing: refused by the caller with its own message
+    if os.path.isdir(root) and not os.access(root, os.R_OK | os.X_OK):
+        raise SummitError(f"cannot list dataset directory {root}: permission denied (this user needs "
+                          "read and execute permission on it)")
 
 
 def _os_reason(e: OSError) -> str:
@@ -93,13 +131,22 @@ def class_to_model_index(folder: str, class_names: Sequence[str]) -> int | None:
     return lowered.get(folder.replace("_", " ").lower())
 
 
-def _stat_error(path: Path) -> OSError:
-    """The error stat() raises for a path known to be unreadable."""
+def _stat_error(path: str | os.PathLike) -> OSError | None:
+    """The error stat() raises for a path (links followed), None if it has none."""
     try:
-        path.stat()
+        os.stat(path)
     except OSError as e:
         return e
-    return FileNotFoundError(errno.ENOENT, "missing", str(path))
+    return None
+
+
+def _stamp(path: str | os.PathLike) -> tuple[int, int]:
+    """(size, modification time in ns) of a file, (-1, -1) if it cannot be stat'ed."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return -1, -1
+    return st.st_size, st.st_mtime_ns
 
 
 @dataclass
@@ -115,21 +162,28 @@ class Sample:
 class SafeImageFolder(Dataset):
     """ImageFolder that never raises on a bad file; every file is listed, sorted, in order."""
 
+    stamps: np.ndarray | None = None  # (n, 2) size and mtime (ns) per file when fingerprinted
+
     def __init__(self, root: str | os.PathLike, size: int = 224,
                  model_class_names: Sequence[str] = ()) -> None:
         self.root = Path(root)
-        if not self.root.is_dir():
+        readable_folder(self.root)
+        if not os.path.isdir(self.root):
             raise SummitError(f"dataset directory not found: {self.root}")
         self.unreadable: list[tuple[str, str]] = []  # (folder or entry, reason): reported, not fatal
         try:
             entries = sorted(self.root.iterdir())
         except OSError as e:
             raise SummitError(f"cannot list dataset directory {self.root}: {e.strerror}") from None
-        self.classes = sorted(d.name for d in entries if d.is_dir())
+        self.classes = []
         for d in entries:
-            if d.is_symlink() and not d.exists():
-                self.unreadable.append((d.name, _os_reason(_stat_error(d))))
-            elif not d.is_dir():
+            if not is_utf8(d.name):
+                self.unreadable.append((shown(d.name), BAD_FOLDER_NAME if os.path.isdir(d) else BAD_NAME))
+            elif os.path.isdir(d):
+                self.classes.append(d.name)
+            elif (err := _stat_error(d)) is not None:  # a link that leads nowhere or where we may not go
+                self.unreadable.append((d.name, _os_reason(err)))
+            else:
                 self.unreadable.append((d.name, "a file where a class folder is expected: not used"))
         if not self.classes:
             raise SummitError(f"no class folders in {self.root} (expected ImageFolder layout root/<class>/<image>)")
@@ -137,13 +191,18 @@ class SafeImageFolder(Dataset):
         for ci, c in enumerate(self.classes):
             for dirpath, dirnames, filenames in os.walk(self.root / c, onerror=self._unreadable):
                 dirnames.sort()
-                for dn in dirnames:
-                    if os.path.islink(os.path.join(dirpath, dn)):  # os.walk does not descend into them
-                        self.unreadable.append((os.path.relpath(os.path.join(dirpath, dn), self.root),
-                                                "a symbolic link to a folder: not followed"))
+                for dn in list(dirnames):
+                    rel = os.path.relpath(os.path.join(dirpath, dn), self.root)
+                    if not is_utf8(dn):
+                        dirnames.remove(dn)
+                        self.unreadable.append((shown(rel), BAD_FOLDER_NAME))
+                    elif os.path.islink(os.path.join(dirpath, dn)):  # os.walk does not descend into them
+                        self.unreadable.append((rel, "a symbolic link to a folder: not followed"))
                 for f in sorted(filenames):
                     rel = os.path.relpath(os.path.join(dirpath, f), self.root)
-                    if f.startswith("."):  # .DS_Store, ._AppleDouble, editors' files
+                    if not is_utf8(f):
+                        self.unreadable.append((shown(rel), BAD_NAME))
+                    elif f.startswith("."):  # .DS_Store, ._AppleDouble, editors' files
                         self.unreadable.append((rel, "a hidden file: not used"))
                     else:
                         self.files.append((rel, ci))
@@ -157,7 +216,7 @@ class SafeImageFolder(Dataset):
                             for c in self.classes]
 
     def _unreadable(self, e: OSError) -> None:
-        self.unreadable.append((os.path.relpath(e.filename, self.root), _os_reason(e)))
+        self.unreadable.append((shown(os.path.relpath(e.filename, self.root)), _os_reason(e)))
 
     def __len__(self) -> int:
         return len(self.files)
@@ -184,15 +243,20 @@ class SafeImageFolder(Dataset):
                           f"corrupt: {type(e).__name__}: {e}".split("\n")[0])
 
     def fingerprint(self) -> str:
-        """sha256 over (relative path, class, size) of every file: identifies the dataset."""
+        """sha256 over (relative path, class, size) of every file: identifies the dataset. Keeps
+        each file's (size, mtime) in ``stamps`` for ``changed``."""
         h = hashlib.sha256()
-        for rel, label in self.files:
-            try:
-                size = (self.root / rel).stat().st_size
-            except OSError:  # dangling link, loop, permissions: skipped when read
-                size = -1
-            h.update(f"{rel}\0{label}\0{size}\n".encode())
+        self.stamps = np.empty((len(self.files), 2), dtype=np.int64)
+        for i, (rel, label) in enumerate(self.files):
+            self.stamps[i] = _stamp(self.root / rel)  # -1: dangling link, loop, permissions: skipped when read
+            h.update(f"{rel}\0{label}\0{self.stamps[i, 0]}\n".encode())
         return h.hexdigest()
+
+    def changed(self, index: int) -> str | None:
+        """Why item ``index`` is not the file ``fingerprint`` saw (size or mtime differ), or None."""
+        if self.stamps is None or self.stamps[index].tolist() == list(_stamp(self.path(index))):
+            return None
+        return "changed since the pass (size or modification time)"
 
 
 class DatasetAdapter(Dataset):
@@ -238,6 +302,10 @@ class DatasetAdapter(Dataset):
 
     def fingerprint(self) -> str:
         return hashlib.sha256(f"{type(self.dataset).__name__}:{len(self)}".encode()).hexdigest()
+
+    def changed(self, index: int) -> str | None:
+        """Items of a Python Dataset cannot be told apart from a later read: never reported changed."""
+        return None
 
 
 def collate(samples: list[Sample]) -> dict[str, Any]:

@@ -4,7 +4,9 @@ Per layer a fixed-size table (channels x K) of (value, image index, argmax posit
 updated per batch, so memory is bounded whatever the dataset size. Ties break towards the
 lower dataset index, which makes shard merges exact. After the pass the receptive-field
 patch around each argmax is cropped from the (re-read) image and saved as one JPEG strip
-per channel: ``examples/<layer>/<channel>.jpg`` (K patches side by side, best first).
+per channel: ``examples/<layer>/<channel>.jpg`` (K patches side by side, best first). An image
+that cannot be read again, or whose file changed since the pass (deleted, replaced), leaves its
+patches white and without an examples.parquet row, and is added to ``dataset.unreadable``.
 """
 from __future__ import annotations
 
@@ -82,15 +84,22 @@ def receptive_field(model: torch.nn.Module, module: torch.nn.Module, size: int) 
 
 def write_examples(acc: ExamplesAccumulator, dataset, run_dir: Path, rf: dict[str, int],
                    size: int, progress: bool = True) -> None:
-    """Crop patches for every stored example and write examples.parquet plus JPEG strips."""
-    from ..model.pixels import image_transform
-    tf = image_transform(size)
+    """Crop patches for every stored example and write examples.parquet plus JPEG strips.
+
+    Images are read again as the pass read them (``dataset[i]``); one that fails now or that
+    ``dataset.changed(i)`` reports is left out (white patches) and appended to ``dataset.unreadable``."""
     rows: dict[str, list] = {k: [] for k in ("layer", "channel", "rank", "value", "image", "class",
                                              "y", "x", "x0", "y0", "x1", "y1")}
     needed = sorted({i for t in acc.top.values() for i in t["index"].flatten().tolist() if i >= 0})
     cache: dict[int, torch.Tensor] = {}
     for i in tqdm(needed, desc="examples: reading images", unit="img", disable=not progress):
-        cache[i] = tf(dataset.load_pil(i))
+        sample = dataset[i]
+        why = sample.error or dataset.changed(i)
+        if why is None:
+            cache[i] = sample.image
+        else:
+            dataset.unreadable.append((dataset.name(i), f"read again for the example strips: {why}; "
+                                                        "its patches are left blank"))
     for layer, top in tqdm(acc.top.items(), desc="examples: cropping", unit="layer", disable=not progress):
         out_dir = run_dir / "examples" / layer
         os.makedirs(out_dir, exist_ok=True)
@@ -100,7 +109,7 @@ def write_examples(acc: ExamplesAccumulator, dataset, run_dir: Path, rf: dict[st
             strip = Image.new("RGB", (PATCH_PX * acc.k, PATCH_PX), (255, 255, 255))
             for r in range(acc.k):
                 idx = int(top["index"][ch, r])
-                if idx < 0:
+                if idx not in cache:  # no example (-1) or an image gone since the pass
                     continue
                 pos = int(top["pos"][ch, r])
                 y, x = divmod(pos, w)

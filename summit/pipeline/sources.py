@@ -39,7 +39,16 @@ from typing import Any, Sequence
 
 from ..errors import SummitError
 from ..model.pixels import image_transform
-from .data import BUNDLED_SAMPLE, SafeImageFolder, class_to_model_index, open_rgb
+from .data import (
+    BAD_NAME,
+    BUNDLED_SAMPLE,
+    SafeImageFolder,
+    class_to_model_index,
+    is_utf8,
+    open_rgb,
+    readable_folder,
+    shown,
+)
 
 FORMATS = ("imagefolder", "imagenet-val", "webdataset", "hf")
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff")
@@ -128,13 +137,17 @@ class ImageNetVal(IndexedSource):
     def __init__(self, root: str | os.PathLike, size: int = 224, model_class_names: Sequence[str] = (),
                  labels: str | os.PathLike | None = None) -> None:
         self.folder = Path(root)
-        if not self.folder.is_dir():
+        readable_folder(self.folder)
+        if not os.path.isdir(self.folder):
             raise SummitError(f"dataset directory not found: {self.folder}")
+        if labels and not is_utf8(labels):  # run.json records it
+            raise SummitError(f"the ground-truth path {shown(labels)} is not valid UTF-8: rename it")
         gt = Path(labels) if labels else _find_val_labels(self.folder)
-        images = {os.path.splitext(f)[0]: f for f in sorted(os.listdir(self.folder))
-                  if f.lower().endswith(IMAGE_EXTS) and not f.startswith(".")}
+        listed = sorted(os.listdir(self.folder))
+        self.unreadable = [(shown(f), BAD_NAME) for f in listed if not is_utf8(f)]
+        images = {os.path.splitext(f)[0]: f for f in listed
+                  if f.lower().endswith(IMAGE_EXTS) and not f.startswith(".") and is_utf8(f)}
         truth, bad = self._read_devkit(gt) if gt.suffix == ".txt" else self._read_csv(gt)
-        self.unreadable = []
         classes = sorted({c for c in truth.values() if c is not None})
         index = {c: i for i, c in enumerate(classes)}
         items, problems = [], {}
@@ -226,13 +239,15 @@ class WebDatasetSource(IndexedSource):
     def __init__(self, pattern: str, size: int = 224, model_class_names: Sequence[str] = ()) -> None:
         from webdataset.tariterators import base_plus_ext
         self.shards = expand_shards(str(pattern))
+        self.unreadable = [(shown(os.path.basename(s)), BAD_NAME) for s in self.shards if not is_utf8(s)]
+        self.shards = [s for s in self.shards if is_utf8(s)]
         if not self.shards:
-            raise SummitError(f"no .tar shards in {pattern}")
+            raise SummitError(f"no .tar shards in {pattern}" + (f" ({len(self.unreadable)} unreadable)"
+                                                                if self.unreadable else ""))
         missing = [s for s in self.shards if not os.path.isfile(s)]
         if missing:
             more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
             raise SummitError(f"shard not found: {missing[0]}{more}")
-        self.unreadable = []
         records: list[tuple[str, tuple | None, Any, str | None]] = []  # name, (shard, offset, size), label, problem
         for si, shard in enumerate(self.shards):
             records.extend(self._index(si, shard, base_plus_ext))
@@ -252,7 +267,7 @@ class WebDatasetSource(IndexedSource):
         size = os.path.getsize(shard)
         groups: dict[str, dict[str, tarfile.TarInfo]] = {}
         order: list[str] = []
-        shown = os.path.basename(shard)
+        where = shown(os.path.basename(shard))
         labels: dict[str, Any] = {}
         try:
             with tarfile.open(shard, "r:") as tar:
@@ -274,13 +289,13 @@ class WebDatasetSource(IndexedSource):
                 f.seek(end)
                 tail = f.read(1024)
             if len(tail) < 1024 or tail.strip(b"\0"):
-                self.unreadable.append((shown, f"truncated tar: no end-of-archive marker after {len(order)} record(s)"))
+                self.unreadable.append((where, f"truncated tar: no end-of-archive marker after {len(order)} record(s)"))
         except (tarfile.TarError, OSError, EOFError) as e:
-            self.unreadable.append((shown, f"truncated or corrupt tar after {len(order)} record(s): {e}"))
+            self.unreadable.append((where, f"truncated or corrupt tar after {len(order)} record(s): {e}"))
         out = []
         for key in order:
             g = groups[key]
-            name = f"{shown}/{key}"
+            name = f"{where}/{shown(key)}"  # a name only: records are read by offset
             img = next((g[k] for k in WDS_IMAGE_KEYS if k in g), None)
             problem = None
             if img is None:
@@ -433,8 +448,8 @@ class HFSource(IndexedSource):
 
 # -- choosing -----------------------------------------------------------------------------------
 def _is_torchvision_imagenet(p: Path) -> bool:
-    subs = {d.name for d in p.iterdir() if d.is_dir()}
-    return (p / "val").is_dir() and ((p / "meta.bin").is_file() or subs <= {"train", "val", "test"})
+    subs = {d.name for d in p.iterdir() if os.path.isdir(d)}
+    return os.path.isdir(p / "val") and (os.path.isfile(p / "meta.bin") or subs <= {"train", "val", "test"})
 
 
 def detect_format(data: str | os.PathLike | None) -> str:
@@ -449,7 +464,7 @@ def detect_format(data: str | os.PathLike | None) -> str:
     if s.endswith(".parquet"):
         return "hf"
     p = Path(s)
-    if not p.is_dir():
+    if not os.path.isdir(p):
         return "imagefolder"  # refused there, with ImageFolder's message
     try:
         entries = list(p.iterdir())
@@ -458,8 +473,8 @@ def detect_format(data: str | os.PathLike | None) -> str:
     names = {e.name for e in entries}
     if "state.json" in names or "dataset_dict.json" in names:
         return "hf"
-    files = [e for e in entries if e.is_file()]
-    if not any(e.is_dir() for e in entries):
+    files = [e for e in entries if os.path.isfile(e)]
+    if not any(os.path.isdir(e) for e in entries):
         if any(e.name.endswith(".tar") for e in files):
             return "webdataset"
         if any(e.name.endswith(".parquet") for e in files):
@@ -476,6 +491,8 @@ def open_source(data: str | os.PathLike | None, size: int = 224, model_class_nam
                 format: str | None = None, labels: str | os.PathLike | None = None,
                 image_column: str | None = None, label_column: str | None = None) -> SafeImageFolder:
     """The dataset for DATA (None: the bundled sample) in ``format`` (None: detected)."""
+    if data is not None:
+        readable_folder(Path(data))  # before anything lists it
     fmt = format or detect_format(data)
     if fmt not in FORMATS:
         raise SummitError(f"unknown dataset format {fmt!r}; valid: {', '.join(FORMATS)}")
@@ -487,7 +504,7 @@ def open_source(data: str | os.PathLike | None, size: int = 224, model_class_nam
         raise SummitError(f"{given[0]} applies to another format, not {fmt}")
     if fmt == "imagefolder":
         root = Path(data) if data is not None else BUNDLED_SAMPLE
-        if root.is_dir() and _is_torchvision_imagenet(root):
+        if os.path.isdir(root) and _is_torchvision_imagenet(root):
             root = root / "val"
         return SafeImageFolder(root, size, model_class_names)
     if fmt == "imagenet-val":
