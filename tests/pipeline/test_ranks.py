@@ -4,11 +4,13 @@ real kill -9s of real processes (torchrun with 2 gloo ranks on the CPU; shards t
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Callable
 
 import pytest
 from cli_runner import ROOT, CliRunner
@@ -16,7 +18,7 @@ from test_aggregate import SMALL, fresh_file, kill_when, ok, refused, tree_bytes
 
 from summit.pipeline.statefile import read_state
 
-RANKS = [*SMALL, "--limit", "32", "--checkpoint-every", "8"]  # 4 batches: 2 per rank, a checkpoint after each
+RANKS = [*SMALL, "--limit", "40", "--checkpoint-every", "8"]  # 5 batches: 3 for rank 0, 2 for rank 1
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
 
 
@@ -48,15 +50,21 @@ def rank_pid(launcher: subprocess.Popen, rank: int) -> int:
     raise AssertionError(f"torchrun never started rank {rank}")
 
 
-def kill_rank1_when(out: Path, ready) -> None:
-    """kill -9 torchrun's rank 1 as soon as ready() holds; torchrun then stops rank 0 and fails."""
-    launcher = torchrun(out)
-    pid = rank_pid(launcher, 1)
+def kill_rank1_when(out: Path, ready: Callable[[], bool], *extra: str, freeze_rank0: bool = False) -> None:
+    """kill -9 torchrun's rank 1 as soon as ready() holds; torchrun then stops rank 0 and fails.
+    freeze_rank0: rank 0 is stopped at that moment and killed with rank 1 (where it was, not
+    wherever torchrun's stop would find it)."""
+    launcher = torchrun(out, *extra)
+    pids = [rank_pid(launcher, r) for r in (0, 1)]
     deadline = time.time() + 300
     while not ready():
         assert time.time() < deadline and launcher.poll() is None, "the kill point was never reached"
         time.sleep(0.002)
-    os.kill(pid, signal.SIGKILL)
+    if freeze_rank0:
+        os.kill(pids[0], signal.SIGSTOP)
+    os.kill(pids[1], signal.SIGKILL)
+    if freeze_rank0:
+        os.kill(pids[0], signal.SIGKILL)
     assert finished(launcher)[0] != 0
 
 
@@ -93,22 +101,29 @@ def test_rank_killed_mid_pass_resumes_byte_identical(reference: dict[str, Path],
     kill_rank1_when(out, lambda: len(checkpoints(out)) == 2)
     assert checkpoints(out) == ["checkpoint-0of2.npz", "checkpoint-1of2.npz"] and not (out / "run.json").exists()
     assert [read_state(out / c)["split"] for c in checkpoints(out)] == [[0, 2], [1, 2]]
-    stale = (out / "checkpoint-1of2.npz").read_bytes()
     ranks_refused(out, "has a checkpoint of an interrupted run; pass --resume")
-    ranks_ok(out, "--resume")
-    assert tree_bytes(out) == tree_bytes(reference["run"]) and checkpoints(out) == []
-    # rank 1 killed after the run was swapped in and rank 0 had removed its checkpoint: both ranks resume
-    (out / "checkpoint-1of2.npz").write_bytes(stale)
-    ranks_refused(out, "already holds a run; pass --overwrite")
     ranks_ok(out, "--resume")
     assert tree_bytes(out) == tree_bytes(reference["run"]) and checkpoints(out) == []
     ranks_refused(out, "holds a finished run; nothing to resume", "--resume")
 
 
+def test_rank_killed_before_its_first_checkpoint_over_old_run_resumes(reference: dict[str, Path],
+                                                                      tmp_path: Path) -> None:
+    """`--overwrite` over an old run: rank 1 dies before its first checkpoint, rank 0 has one. Both
+    ranks see an interrupted run (not rank 1 a finished one): rank 0 resumes, rank 1 starts again."""
+    out = Path(shutil.copytree(reference["s0"], tmp_path / "run"))  # any earlier run
+    every = ["--checkpoint-every", "24"]  # rank 0 after its 3 batches, rank 1 (2 batches) never
+    kill_rank1_when(out, lambda: (out / "checkpoint-0of2.npz").exists(), "--overwrite", *every)
+    assert checkpoints(out) == ["checkpoint-0of2.npz"] and (out / "run.json").exists()
+    ranks_refused(out, "already holds a run; pass --overwrite", *every)
+    ranks_ok(out, "--resume", *every)
+    assert tree_bytes(out) == tree_bytes(reference["run"]) and checkpoints(out) == []
+
+
 def test_rank_killed_while_results_are_written_resumes(reference: dict[str, Path], tmp_path: Path) -> None:
     out = tmp_path / "run"
     since = time.time()
-    kill_rank1_when(out, fresh_file(tmp_path, "classes.parquet", since))  # rank 0 is writing, rank 1 waits
+    kill_rank1_when(out, fresh_file(tmp_path, "classes.parquet", since), freeze_rank0=True)  # rank 0 writes
     assert len(checkpoints(out)) == 2 and not (out / "run.json").exists()
     ranks_ok(out, "--resume")
     assert tree_bytes(out) == tree_bytes(reference["run"]) and checkpoints(out) == []
@@ -121,10 +136,14 @@ def test_killed_shard_resumes_byte_identical(cli: CliRunner, reference: dict[str
     """--shard 0/2 killed as its first checkpoint appears, or with its shard.npz staged before its
     run.json is written and renamed: --resume continues the same shard."""
     out = tmp_path / "s0"
-    since = time.time()
-    ready = (lambda: (out / "checkpoint-0of2.npz").exists()) if point == "first checkpoint" else \
-        fresh_file(tmp_path, "shard.npz", since)
-    kill_when(cli, cli.start("aggregate", "--out", str(out), "--shard", "0/2", *RANKS), ready)
+    for _ in range(20):  # the staged kill point lasts milliseconds: try again where the shard was faster
+        shutil.rmtree(out, ignore_errors=True)
+        since = time.time()
+        ready = (lambda: (out / "checkpoint-0of2.npz").exists()) if point == "first checkpoint" else \
+            fresh_file(tmp_path, "shard.npz", since)
+        kill_when(cli, cli.start("aggregate", "--out", str(out), "--shard", "0/2", *RANKS), ready)
+        if not (out / "run.json").exists():
+            break
     assert checkpoints(out) == ["checkpoint-0of2.npz"] and not (out / "run.json").exists()
     ok(cli.run("aggregate", "--out", str(out), "--shard", "0/2", "--resume", *RANKS))
     assert checkpoints(out) == []
