@@ -437,8 +437,7 @@ def _split_name(world: int) -> str:
 def _check_out(out: Path, ckpts: list[Path], world: int, resume: bool, overwrite: bool) -> None:
     """What may happen to an existing --out: refuse runs, foreign checkpoints and foreign files.
     ``ckpts``: the checkpoints that make this an interrupted run (a shard's own; under torchrun
-    every rank's, so that all ranks decide alike even when one died before its first checkpoint
-    or after another had removed its own)."""
+    every rank's, so that all ranks decide alike even when one died before its first checkpoint)."""
     check_replaceable(out, is_run_file)
     if overwrite:
         for name in _pickled_states(out):
@@ -533,7 +532,7 @@ def aggregate(cfg: AggregateConfig, data: str | os.PathLike | None, out: str | o
             write_json(agg.metadata(partial=True, shard=(rank, world)), stage / "run.json")
             if spill.exists():  # the state names its runs under `out`, which `stage` becomes; linked, so
                 # that `out` keeps the runs its checkpoint names until the swap (a kill before it resumes)
-                shutil.copytree(spill, stage / spill.name, copy_function=os.link)
+                shutil.copytree(spill, stage / spill.name, copy_function=_link_or_copy)
     elif rank == 0:
         with replacing(out) as stage:
             agg.write(stage, progress)
@@ -547,6 +546,14 @@ def aggregate(cfg: AggregateConfig, data: str | os.PathLike | None, out: str | o
     return {"images": done, "images_this_run": new, "resumed_images": before, "skipped": len(agg.skipped),
             "seconds": seconds, "images_per_s": new / seconds if seconds and new else 0.0, "out": shown,
             "unreadable": list(dataset.unreadable), "empty_classes": _empty_classes(agg)}
+
+
+def _link_or_copy(src: str, dst: str) -> None:
+    """A hard link (no data copied), or a copy where the file system has no links."""
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
 
 
 def _empty_classes(agg: Aggregator) -> list[str]:
