@@ -97,14 +97,18 @@ def reference(cli: CliRunner, tmp_path_factory: pytest.TempPathFactory) -> dict[
 
 
 def test_rank_killed_mid_pass_resumes_byte_identical(reference: dict[str, Path], tmp_path: Path) -> None:
+    """The same torchrun command with --resume (as for one process); influence counts spilled to
+    disk, so the checkpoints name runs of each rank's .spill-<r>of2 folder."""
     out = tmp_path / "run"
-    kill_rank1_when(out, lambda: len(checkpoints(out)) == 2)
+    spill = ["--influence-memory", "300"]
+    kill_rank1_when(out, lambda: len(checkpoints(out)) == 2, *spill)
     assert checkpoints(out) == ["checkpoint-0of2.npz", "checkpoint-1of2.npz"] and not (out / "run.json").exists()
     assert [read_state(out / c)["split"] for c in checkpoints(out)] == [[0, 2], [1, 2]]
-    ranks_refused(out, "has a checkpoint of an interrupted run; pass --resume")
-    ranks_ok(out, "--resume")
+    assert list((out / ".spill-1of2").rglob("run-*.keys"))
+    ranks_refused(out, "has a checkpoint of an interrupted run; pass --resume", *spill)
+    ranks_ok(out, "--resume", *spill)
     assert tree_bytes(out) == tree_bytes(reference["run"]) and checkpoints(out) == []
-    ranks_refused(out, "holds a finished run; nothing to resume", "--resume")
+    ranks_refused(out, "holds a finished run; nothing to resume", "--resume", *spill)
 
 
 def test_rank_killed_before_its_first_checkpoint_over_old_run_resumes(reference: dict[str, Path],
