@@ -246,7 +246,7 @@ class Aggregator:
                 bar.update(n_batch)
                 bar.set_postfix(skipped=len(self.skipped), refresh=False)
                 if checkpoint is not None and since >= checkpoint_every:
-                    self.save_state(checkpoint)
+                    self.save_state(checkpoint, (rank, world))
                     since = 0
         bar.close()
 
@@ -352,7 +352,21 @@ class Aggregator:
 
 
 def _dist_env() -> tuple[int, int]:
-    return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+    """(rank, world) from torchrun's RANK / WORLD_SIZE; a world of several processes needs the
+    MASTER_ADDR / MASTER_PORT rendezvous that torchrun sets (else init_process_group raises or waits)."""
+    env = {k: os.environ.get(k, d) for k, d in (("RANK", "0"), ("WORLD_SIZE", "1"))}
+    bad = [f"{k}={v!r}" for k, v in env.items() if not v.strip().isdigit()]
+    if bad:
+        raise SummitError(f"{', '.join(bad)} is not a whole number >= 0; start distributed runs with torchrun")
+    rank, world = int(env["RANK"]), int(env["WORLD_SIZE"])
+    if not 0 <= rank < world:
+        raise SummitError(f"RANK={rank} with WORLD_SIZE={world}: need 0 <= RANK < WORLD_SIZE; "
+                          "start distributed runs with torchrun")
+    missing = [k for k in ("MASTER_ADDR", "MASTER_PORT") if world > 1 and not os.environ.get(k)]
+    if missing:
+        raise SummitError(f"WORLD_SIZE={world} but {' and '.join(missing)} not set: start distributed runs with "
+                          "`torchrun --nproc-per-node N -m summit aggregate ...`, or unset WORLD_SIZE")
+    return rank, world
 
 
 @contextlib.contextmanager
@@ -420,24 +434,27 @@ def _split_name(world: int) -> str:
     return "a single process" if world == 1 else f"{world} shards/ranks"
 
 
-def _check_out(out: Path, ckpt: Path, world: int, resume: bool, overwrite: bool) -> None:
-    """What may happen to an existing --out: refuse runs, foreign checkpoints and foreign files."""
+def _check_out(out: Path, ckpts: list[Path], world: int, resume: bool, overwrite: bool) -> None:
+    """What may happen to an existing --out: refuse runs, foreign checkpoints and foreign files.
+    ``ckpts``: the checkpoints that make this an interrupted run (a shard's own; under torchrun
+    every rank's, so that all ranks decide alike even when one died before its first checkpoint)."""
     check_replaceable(out, is_run_file)
     if overwrite:
         for name in _pickled_states(out):
-            (out / name).unlink()
+            (out / name).unlink(missing_ok=True)  # every torchrun rank removes them
     _refuse_pickled(out)
+    interrupted = any(c.exists() for c in ckpts)
     if (out / "run.json").exists() and not overwrite:
         if not resume:
             raise SummitError(f"{out} already holds a run; pass --overwrite or choose another --out")
-        if not ckpt.exists():
+        if not interrupted:
             raise SummitError(f"{out} holds a finished run; nothing to resume")
     foreign = sorted(p.name for p, (_, n) in _checkpoints(out).items() if n != world)
     if foreign and not overwrite:
         raise SummitError(f"{out} holds the checkpoint of a run split differently ({', '.join(foreign)}), "
                           f"not {_split_name(world)}; resume it with the same --shard/torchrun size, or "
                           "pass --overwrite to start again")
-    if ckpt.exists() and not resume and not overwrite:
+    if interrupted and not resume and not overwrite:
         raise SummitError(f"{out} has a checkpoint of an interrupted run; pass --resume to continue it "
                           "or --overwrite to start again")
 
@@ -470,7 +487,8 @@ def aggregate(cfg: AggregateConfig, data: str | os.PathLike | None, out: str | o
             raise SummitError(f"--shard {rank}/{world}: need 0 <= i < N")
     dev = resolve_device(device, int(os.environ.get("LOCAL_RANK", 0)))
     ckpt = out / f"checkpoint-{rank}of{world}.npz"
-    _check_out(out, ckpt, world, resume, overwrite)
+    _check_out(out, [out / f"checkpoint-{r}of{world}.npz" for r in range(world)] if distributed else [ckpt],
+               world, resume, overwrite)
     spec = load_model(cfg.model, cfg.weights, cfg.layers)
     dataset = open_source(data, cfg.image_size, spec.class_names, **(source or {}))
     if distributed and not dist.is_initialized():
@@ -512,8 +530,9 @@ def aggregate(cfg: AggregateConfig, data: str | os.PathLike | None, out: str | o
         with replacing(out) as stage:
             agg.save_state(stage / SHARD_FILE, (rank, world))
             write_json(agg.metadata(partial=True, shard=(rank, world)), stage / "run.json")
-            if spill.exists():  # the state names its runs under `out`, which `stage` becomes
-                os.rename(spill, stage / spill.name)
+            if spill.exists():  # the state names its runs under `out`, which `stage` becomes; linked, so
+                # that `out` keeps the runs its checkpoint names until the swap (a kill before it resumes)
+                shutil.copytree(spill, stage / spill.name, copy_function=_link_or_copy)
     elif rank == 0:
         with replacing(out) as stage:
             agg.write(stage, progress)
@@ -527,6 +546,14 @@ def aggregate(cfg: AggregateConfig, data: str | os.PathLike | None, out: str | o
     return {"images": done, "images_this_run": new, "resumed_images": before, "skipped": len(agg.skipped),
             "seconds": seconds, "images_per_s": new / seconds if seconds and new else 0.0, "out": shown,
             "unreadable": list(dataset.unreadable), "empty_classes": _empty_classes(agg)}
+
+
+def _link_or_copy(src: str, dst: str) -> None:
+    """A hard link (no data copied), or a copy where the file system has no links."""
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
 
 
 def _empty_classes(agg: Aggregator) -> list[str]:
