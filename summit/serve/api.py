@@ -28,7 +28,8 @@ GRAPH_PARAMS = ("method", "selection", "mass", "mass_step", "ubiquitous", "exclu
                 "edges_per_node", "min_edge_count", "keep_dangling", "layers")
 GRAPH_CACHE_BYTES = 256 * 2**20  # graph JSON kept in memory (LRU), besides the entry limit
 INPUTS_CACHE_BYTES = 256 * 2**20  # per-class build inputs (full graphs, PageRank vectors) kept (LRU)
-BUILD_QUEUE = 8  # graph builds that may wait for the running one (per process); more get a 503
+BUILD_QUEUE = 64  # graph build work that may wait for the running build (per process), in re-cuts; more: 503
+COLD_COST = 16  # a class without its full graph in memory costs as many re-cuts (its edges; measured: 216 / 13 ms)
 EMBEDDING_DEFAULT = "umap"  # the layout the UI shows first (Summit's)
 
 
@@ -42,7 +43,7 @@ class Api:
         self.graph = Memo(self._graph, cache_size, weigh=len, max_weight=GRAPH_CACHE_BYTES)
         # what a graph build reads that depends only on the class and the PageRank settings (build.class_graph's recall)
         self.graph_inputs = Memo(None, 4 * cache_size, weigh=nbytes, max_weight=INPUTS_CACHE_BYTES)
-        self.builds = BuildGate(waiting=build_queue)  # computed graphs: one at a time, a bounded queue
+        self.builds = BuildGate(queue=build_queue)  # computed graphs: one at a time, a bounded queue
         self.layer_matrices = Memo(self._layer_matrices, len(self.run.layers))
         self.layer_examples = Memo(self._layer_examples, len(self.run.layers))
         self.embedding = Memo(self._embedding, 3)
@@ -121,14 +122,15 @@ class Api:
     # --- cached computations ----------------------------------------------------------------
     def _graph(self, a: int, b: int | None, params: GraphOptions) -> bytes:
         """node-link JSON (UTF-8 bytes) of a class graph (b is None) or of the comparison of a and b:
-        the stored one, else built when ``builds`` has room (503 when its queue is full)."""
+        the stored one, else built when ``builds`` has room for its cost (503 when its queue is full)."""
         from ..graph.build import class_graph, compare_graph
         from ..graph.cache import graph_bytes
         stored = self.stored_graphs.get(a) if b is None and params == self.default_graph_params else None
         if stored is not None:
             return stored
         recall = self.graph_inputs.get
-        with self.builds.slot():
+        cost = sum(1 + COLD_COST * (("edges", c) not in self.graph_inputs) for c in ((a,) if b is None else (a, b)))
+        with self.builds.slot(cost):
             G = class_graph(self.run, a, params, recall) if b is None else compare_graph(self.run, a, b, params, recall)
             return graph_bytes(G)
 

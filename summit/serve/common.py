@@ -118,6 +118,11 @@ class Memo:
     def __call__(self, *key: Hashable) -> Any:
         return self.get(key, lambda: self.fn(*key))
 
+    def __contains__(self, key: Hashable) -> bool:
+        """Whether ``key``'s value is kept (not counted as a hit)."""
+        with self._lock:
+            return key in self._done
+
     def get(self, key: Hashable, compute: Callable[[], Any]) -> Any:
         with self._lock:
             if key in self._done:
@@ -170,33 +175,36 @@ def nbytes(value: Any) -> int:
 
 
 class BuildGate:
-    """At most `running` graph builds at a time and at most `waiting` more waiting for their turn
-    (newcomers queue behind them); one more is refused at once with a 503 ``SummitError``, so that
-    a burst is answered in seconds, not after minutes in the queue."""
+    """At most `running` graph builds at a time; others wait their turn while the work queued
+    stays within `queue` units (a build's `cost`: the server counts one per re-cut and more for a
+    class whose full graph is not in memory); beyond, a build is refused at once with a 503
+    ``SummitError``, so that a burst is answered in about a second, not after minutes in a queue."""
 
-    def __init__(self, running: int = 1, waiting: int = 8) -> None:
-        if running < 1 or waiting < 0:
-            raise SummitError(f"need running >= 1 and waiting >= 0 builds, got {running} and {waiting}")
-        self.running, self.max_waiting = running, waiting
-        self.active = self.waiting = 0
-        self.refused = 0
+    def __init__(self, running: int = 1, queue: int = 64) -> None:
+        if running < 1 or queue < 0:
+            raise SummitError(f"need running >= 1 builds and queue >= 0, got {running} and {queue}")
+        self.running, self.queue = running, queue
+        self.active = self.waiting = self.queued = self.refused = 0
         self._cond = threading.Condition()
 
     @contextmanager
-    def slot(self) -> Iterator[None]:
-        """Hold one of the `running` slots while the block runs (waiting for it if allowed)."""
+    def slot(self, cost: int = 1) -> Iterator[None]:
+        """Hold one of the `running` slots while the block runs, waiting for it if the queue has
+        room for `cost` (newcomers queue behind those waiting)."""
         with self._cond:
             if self.active >= self.running or self.waiting:
-                if self.waiting >= self.max_waiting:
+                if self.queued + cost > self.queue:
                     self.refused += 1
                     raise SummitError(f"server busy: {self.active} graph build(s) running and {self.waiting} "
                                       f"waiting; retry in a moment", status=503)
                 self.waiting += 1
+                self.queued += cost
                 try:
                     while self.active >= self.running:
                         self._cond.wait()
                 finally:
                     self.waiting -= 1
+                    self.queued -= cost
             self.active += 1
         try:
             yield

@@ -60,13 +60,14 @@ class HttpServer:
     request threads, a deep listen backlog so bursts queue, no ``Server`` banner, JSON for its
     own errors. Port 0 picks an ephemeral port (see ``server_port``).
 
-    Besides `threads`, one thread per graph build the app lets run or wait (``Api.builds``): builds
-    waiting their turn hold those, not the request threads, and a burst beyond the build queue
-    reaches the app (and its 503) at once instead of waiting behind it in waitress's queue."""
+    Besides `threads`, one thread per graph build the app lets run or wait (``Api.builds``; each
+    costs at least one queue unit): builds waiting their turn hold those, not the request threads,
+    and a burst beyond the build queue reaches the app (and its 503) at once instead of waiting
+    behind it in waitress's queue."""
 
     def __init__(self, app: Flask, sock: socket.socket, threads: int = 8) -> None:
         api = app.extensions.get("summit")
-        self.threads = threads + (api.builds.running + api.builds.max_waiting if api is not None else 0)
+        self.threads = threads + (api.builds.running + api.builds.queue if api is not None else 0)
         self._srv = waitress.create_server(
             _retry_after(app), sockets=[sock], threads=self.threads, ident="", backlog=LISTEN_BACKLOG,
             connection_limit=LISTEN_BACKLOG, max_request_header_size=MAX_HEADER_BYTES,
@@ -126,7 +127,7 @@ def _app(run_dir: str | os.PathLike, host: str, allow_hosts: list[str], build_qu
     """The app a serving process runs (its background loads started)."""
     app = create_app(run_dir, hosts=HostCheck(host, allow_hosts))
     api = app.extensions["summit"]
-    api.builds = BuildGate(waiting=build_queue)
+    api.builds = BuildGate(queue=build_queue)
     api.warm_up()
     return app
 
@@ -150,8 +151,9 @@ def serve(run_dir: str | os.PathLike, host: str = "127.0.0.1", port: int = 5000,
           build_queue: int = BUILD_QUEUE) -> None:
     """Serve the run until interrupted (blocks). With `processes` > 1, that many processes share
     the port (graphs are computed in Python: processes use several cores, threads do not). Each
-    process builds one graph at a time with at most `build_queue` more waiting; beyond, it answers
-    503 with Retry-After."""
+    process builds one graph at a time with at most `build_queue` units of work waiting (a re-cut
+    costs 1, a class whose full graph is not in memory ``api.COLD_COST`` more); beyond, it answers 503
+    with Retry-After."""
     import multiprocessing as mp
     allow = list(allow_hosts)
     app = _app(run_dir, host, allow, build_queue)

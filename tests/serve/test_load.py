@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from urllib.error import HTTPError
 from urllib.request import urlopen
@@ -15,7 +15,7 @@ import pytest
 from summit.graph.build import class_graph, compare_graph
 from summit.graph.cache import graph_bytes
 from summit.graph.edges import class_edges
-from summit.serve.api import Api
+from summit.serve.api import COLD_COST, Api
 from summit.serve.app import create_app
 from summit.serve.common import BuildGate, nbytes
 from summit.serve.http import RETRY_AFTER_SECONDS, make_http_server
@@ -53,7 +53,7 @@ def test_nbytes_counts_shared_arrays_once(sample_run: Path) -> None:
 
 
 def test_build_gate_refuses_beyond_its_queue() -> None:
-    gate = BuildGate(running=1, waiting=0)
+    gate = BuildGate(running=1, queue=0)
     with gate.slot():
         with pytest.raises(Exception, match="server busy: 1 graph build.s. running and 0 waiting") as e:
             with gate.slot():
@@ -73,37 +73,49 @@ def _get(url: str) -> tuple[int, dict, bytes]:
 
 
 def test_full_build_queue_answers_503_under_waitress(sample_run: Path) -> None:
-    """With the one build slot held and the one waiting place taken, concurrent requests for other
-    computed graphs get a fast JSON 503 with Retry-After; cheap and remembered answers still come;
-    once the slot is free the waiting request and a refused one are answered."""
+    """With the one build slot held and the queue filled by one build of a class not in memory,
+    concurrent requests for other computed graphs get a fast JSON 503 with Retry-After; cheap and
+    remembered answers still come; once the slot is free the waiting request and a refused one are
+    answered. A re-cut of a remembered class costs less: it still queues beside another re-cut."""
     app = create_app(sample_run)
     api = app.extensions["summit"]
-    api.builds = BuildGate(running=1, waiting=1)
+    api.builds = BuildGate(running=1, queue=1 + COLD_COST)
     srv = make_http_server(app, "127.0.0.1", 0)
-    assert srv.threads == 8 + 2  # one more per build slot and waiting place
+    assert srv.threads == 8 + 1 + 1 + COLD_COST  # one more per build slot and queue unit
     t = threading.Thread(target=srv.serve_forever, daemon=True)
     t.start()
     base = f"http://127.0.0.1:{srv.server_port}"
+
+    def wait_for(n: int, *futures: Future) -> None:
+        while api.builds.waiting < n:  # the requests sent wait for the slot
+            for f in futures:
+                assert not f.done(), f.result()
+            time.sleep(0.01)
+
     try:
         assert _get(f"{base}/api/graph?class=1&mass=0.2")[0] == 200  # remembered below
         with ThreadPoolExecutor(8) as pool:
             with api.builds.slot():
                 first = pool.submit(_get, f"{base}/api/graph?class=2&mass=0.2")
-                while api.builds.waiting < 1:  # the request above waits for the slot
-                    assert not first.done(), first.result()
-                    time.sleep(0.01)
+                wait_for(1, first)
                 refused = list(pool.map(_get, [f"{base}/api/graph?class={c}&mass=0.3" for c in range(3, 8)]
-                                        + [f"{base}/api/compare?a=3&b=4"]))
+                                        + [f"{base}/api/compare?a=3&b=4", f"{base}/api/graph?class=1&mass=0.4"]))
                 assert _get(f"{base}/api/graph?class=1&mass=0.2")[0] == 200
                 assert _get(f"{base}/api/classes")[0] == 200
                 assert not first.done()
             status, _, body = first.result()
-        assert status == 200 and body == graph_bytes(class_graph(api.run, 2, api.graph_params({"mass": "0.2"}, ())))
-        for status, headers, body in refused:
-            assert status == 503 and headers["Retry-After"] == str(RETRY_AFTER_SECONDS)
-            assert headers["Content-Type"] == "application/json"
-            assert json.loads(body)["error"].startswith("server busy: 1 graph build(s) running and 1 waiting")
-        assert api.builds.refused == 6
+            assert status == 200
+            assert body == graph_bytes(class_graph(api.run, 2, api.graph_params({"mass": "0.2"}, ())))
+            for status, headers, body in refused:
+                assert status == 503 and headers["Retry-After"] == str(RETRY_AFTER_SECONDS)
+                assert headers["Content-Type"] == "application/json"
+                assert json.loads(body)["error"].startswith("server busy: 1 graph build(s) running and 1 waiting")
+            assert api.builds.refused == 7
+            with api.builds.slot():  # classes 1 and 2 are in memory now: two re-cuts fit, a cold class not
+                recuts = [pool.submit(_get, f"{base}/api/graph?class={c}&mass=0.5") for c in (1, 2)]
+                wait_for(2, *recuts)
+                assert _get(f"{base}/api/graph?class=9&mass=0.5")[0] == 503
+            assert [f.result()[0] for f in recuts] == [200, 200]
         assert _get(f"{base}/api/graph?class=3&mass=0.3")[0] == 200
     finally:
         srv.shutdown()
