@@ -8,12 +8,16 @@ in the same run:
   server builds them in the background: the bench waits until they are stored (build time);
 * single: one default-settings graph request at a time, each for a class not asked before
   (median latency; answered from the stored graphs);
-* graphs: N concurrent requests, each for a different class's default graph (Summit's rule; one
-  class each, nothing asked before), reported as p50/p99/max and p99 as a ratio to the single
-  request;
-* on demand: the same with non-default settings (mass_step=0.006: computed per request), single
-  and burst;
-* compare: N concurrent requests for different class comparisons (cold);
+* graphs: N concurrent requests for default graphs (Summit's rule; a different class each,
+  classes asked again when the run has fewer than N), reported as p50/p99/max and p99 as a ratio
+  to the single request;
+* on demand: N distinct non-default settings (mass_step=0.006 and, for runs with fewer classes
+  than N, other masses: computed per request), single (cold, then the same classes with another
+  mass step: a re-cut) and burst, then the burst again with another mass step (re-cuts where
+  the first burst built the class);
+* compare: N concurrent requests for different class comparisons, single and burst;
+* every burst counts 503s (the server's full build queue, answered with Retry-After) apart
+  from errors, and gives the latency of the answered (200) requests too;
 * mix: the UI's mix (graphs, /api/classes, /api/channel), cold then warm.
 
 Nothing leaves the machine; no test asserts a time.
@@ -49,12 +53,16 @@ from summit.run.store import Run
 HOST = "127.0.0.1"
 
 
-def different_graphs(run: Run, n: int, seed: int, compare: bool = False, query: str = "") -> list[str]:
+def different_graphs(run: Run, n: int, seed: int, compare: bool = False, query: str = "",
+                     vary_mass: bool = True) -> list[str]:
     """n distinct graph (or comparison) URLs, shuffled: one class (pair) each, with `query`
-    settings added; runs with fewer classes than n also vary the mass (then not the defaults)."""
+    settings added; runs with fewer classes than n also vary the mass (then not the defaults),
+    or without `vary_mass` ask for classes again (then not distinct)."""
     classes = range(len(run.class_names))
     firsts = list(itertools.permutations(classes, 2) if compare else ((c,) for c in classes))
-    masses = [""] + [f"&mass={0.08 + i * 0.005:g}" for i in range(150)]
+    if not vary_mass:
+        firsts = list(itertools.islice(itertools.cycle(firsts), n))
+    masses = [""] + [f"&mass={0.08 + i * 0.005:g}" for i in range(150 if vary_mass else 0)]
     urls = []
     for mass, cls in itertools.islice(itertools.product(masses, firsts), n * 4):
         q = f"a={cls[0]}&b={cls[1]}" if compare else f"class={cls[0]}"
@@ -82,28 +90,35 @@ def ui_mix(run: Run, n: int, seed: int) -> list[str]:
     return out
 
 
-def fetch(base: str, path: str, start: threading.Event | None = None) -> tuple[float, str | None]:
-    """(seconds, error or None) of one GET; waits for the common start signal first."""
+def fetch(base: str, path: str, start: threading.Event | None = None) -> tuple[float, int | None, str | None]:
+    """(seconds, HTTP status or None, error or None) of one GET; waits for the common start signal first."""
     if start is not None:
         start.wait()
     t = time.perf_counter()
+    status: int | None = None
     try:
         with urllib.request.urlopen(base + path, timeout=120) as r:
             r.read()
+            status = r.status
             err = None if r.status == 200 else f"HTTP {r.status}"
+    except urllib.error.HTTPError as e:
+        status, err = e.code, f"HTTP {e.code}: {e.read()[:200].decode(errors='replace')}"
     except (urllib.error.URLError, OSError) as e:
         err = f"{type(e).__name__}: {e}"
-    return time.perf_counter() - t, err
+    return time.perf_counter() - t, status, err
 
 
 def stats(seconds: list[float]) -> dict[str, float]:
     a = np.asarray(seconds) * 1000
+    if not len(a):
+        return {"n": 0, "p50_ms": float("nan"), "p99_ms": float("nan"), "max_ms": float("nan")}
     return {"n": len(a), "p50_ms": float(np.percentile(a, 50)), "p99_ms": float(np.percentile(a, 99)),
             "max_ms": float(a.max())}
 
 
 def burst(base: str, paths: list[str]) -> dict:
-    """All requests at once (one thread each); latency and error report."""
+    """All requests at once (one thread each); latency of all answers and of the 200s, 503s
+    (a full build queue: the server's refusal, with Retry-After) apart from other errors."""
     start = threading.Event()
     with ThreadPoolExecutor(max_workers=len(paths)) as pool:
         futures = [pool.submit(fetch, base, p, start) for p in paths]
@@ -111,9 +126,12 @@ def burst(base: str, paths: list[str]) -> dict:
         start.set()
         results = [f.result() for f in futures]
         wall = time.perf_counter() - t0
-    errors = [f"{p}: {e}" for p, (_, e) in zip(paths, results, strict=True) if e]
-    return {"errors": len(errors), "error_samples": errors[:5], "wall_s": wall,
-            "requests_per_s": len(paths) / wall, **stats([s for s, _ in results])}
+    errors = [f"{p}: {e}" for p, (_, st, e) in zip(paths, results, strict=True) if e and st != 503]
+    busy = [s for s, st, _ in results if st == 503]
+    return {"errors": len(errors), "error_samples": errors[:5], "busy_503": len(busy), "wall_s": wall,
+            "requests_per_s": len(paths) / wall, **stats([s for s, _, _ in results]),
+            "ok": stats([s for s, st, _ in results if st == 200]),
+            "busy_p99_ms": stats(busy)["p99_ms"]}
 
 
 def free_port() -> int:
@@ -134,7 +152,7 @@ def start_server(run_dir: Path, serve_args: list[str]) -> tuple[subprocess.Popen
     while time.time() < deadline:
         if proc.poll() is not None:
             raise RuntimeError(f"summit serve exited: {proc.stderr.read() if proc.stderr else ''}")
-        if fetch(base, "/api/meta")[1] is None:
+        if fetch(base, "/api/meta")[2] is None:
             return proc, base
         time.sleep(0.2)
     proc.kill()
@@ -144,9 +162,9 @@ def start_server(run_dir: Path, serve_args: list[str]) -> tuple[subprocess.Popen
 def singles_ms(base: str, urls: list[str]) -> float:
     """Median latency (ms) of the requests sent one at a time."""
     single = [fetch(base, u) for u in urls]
-    if any(e for _, e in single):
-        raise RuntimeError(f"single requests failed: {[e for _, e in single if e][:3]}")
-    return float(np.median([s for s, _ in single]) * 1000)
+    if any(e for _, _, e in single):
+        raise RuntimeError(f"single requests failed: {[e for _, _, e in single if e][:3]}")
+    return float(np.median([s for s, _, _ in single]) * 1000)
 
 
 def bench(run_dir: Path, n: int, seed: int, singles: int, serve_args: list[str]) -> dict:
@@ -155,14 +173,15 @@ def bench(run_dir: Path, n: int, seed: int, singles: int, serve_args: list[str])
     if not stored_at_start and not os.access(run_dir, os.W_OK):
         raise SystemExit(f"{run_dir} is read-only and has no fresh {GRAPHS_FILE}: run `summit graphs` "
                          "on a writable copy")
-    graphs = different_graphs(run, n + singles + 1, seed)
+    graphs = different_graphs(run, n + singles + 1, seed, vary_mass=False)
     first_url, single_urls, burst_urls = graphs[0], graphs[1:singles + 1], graphs[singles + 1:]
     demand = different_graphs(run, n + singles, seed + 2, query="&mass_step=0.006")
+    compares = different_graphs(run, n + singles, seed, compare=True)
     t0 = time.perf_counter()
     proc, base = start_server(run_dir, serve_args)
     try:
         rep: dict = {"requests": n, "stored_at_start": stored_at_start, "ready_s": time.perf_counter() - t0}
-        _, err = fetch(base, first_url)
+        _, _, err = fetch(base, first_url)
         if err:
             raise RuntimeError(f"first graph request failed: {err}")
         rep["first_graph_s"] = time.perf_counter() - t0
@@ -175,16 +194,21 @@ def bench(run_dir: Path, n: int, seed: int, singles: int, serve_args: list[str])
         rep["single_ms"] = single_ms = singles_ms(base, single_urls)
         rep["graphs"] = burst(base, burst_urls)
         rep["demand_single_ms"] = singles_ms(base, demand[:singles])
+        rep["demand_single_recut_ms"] = singles_ms(base, [u.replace("0.006", "0.007") for u in demand[:singles]])
         rep["demand"] = burst(base, demand[singles:])
-        rep["compare"] = burst(base, different_graphs(run, n, seed, compare=True))
+        rep["demand_again"] = burst(base, [u.replace("0.006", "0.008") for u in demand[singles:]])
+        rep["compare_single_ms"] = singles_ms(base, compares[:singles])
+        rep["compare"] = burst(base, compares[singles:])
         rep["mix_cold"] = burst(base, ui_mix(run, n, seed + 1))
         rep["mix_warm"] = burst(base, ui_mix(run, n, seed + 1))
     finally:
         proc.terminate()
         proc.wait()
-    for k in ("graphs", "compare", "mix_cold", "mix_warm"):
+    for k in ("graphs", "mix_cold", "mix_warm"):
         rep[k]["p99_over_single"] = rep[k]["p99_ms"] / single_ms
-    rep["demand"]["p99_over_single"] = rep["demand"]["p99_ms"] / rep["demand_single_ms"]
+    for k in ("demand", "demand_again"):
+        rep[k]["p99_over_single"] = rep[k]["p99_ms"] / rep["demand_single_ms"]
+    rep["compare"]["p99_over_single"] = rep["compare"]["p99_ms"] / rep["compare_single_ms"]
     return rep
 
 
@@ -218,14 +242,17 @@ def main() -> None:
           f"{'fresh at start' if rep['stored_at_start'] else 'built in the background'}, ready after "
           f"{rep['stored_s']:.1f} s")
     print(f"single graph request {rep['single_ms']:.1f} ms (default settings, stored), "
-          f"{rep['demand_single_ms']:.1f} ms (other settings, computed); medians of {a.singles}")
-    for k, what in (("graphs", "different graphs"), ("demand", "different, computed"),
+          f"{rep['demand_single_ms']:.1f} ms (other settings, computed), {rep['demand_single_recut_ms']:.1f} ms "
+          f"(the same classes, another mass step), compare {rep['compare_single_ms']:.1f} ms; medians of {a.singles}")
+    for k, what in (("graphs", "stored default graphs"), ("demand", "different, computed"),
+                    ("demand_again", "the same, another step"),
                     ("compare", "different comparisons"), ("mix_cold", "UI mix, cold"),
                     ("mix_warm", "UI mix, warm")):
         r = rep[k]
         print(f"{a.requests} concurrent, {what:<22}: p50 {r['p50_ms']:7.1f} ms  p99 {r['p99_ms']:7.1f} ms  "
               f"max {r['max_ms']:7.1f} ms  p99/single {r['p99_over_single']:5.1f}x  "
-              f"{r['requests_per_s']:5.0f} req/s  {r['errors']} errors")
+              f"{r['requests_per_s']:5.0f} req/s  {r['errors']} errors  {r['busy_503']} busy (503, p99 "
+              f"{r['busy_p99_ms']:.1f} ms)  answered p99 {r['ok']['p99_ms']:.1f} ms")
         for e in r["error_samples"]:
             print(f"  error: {e}")
 

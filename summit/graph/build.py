@@ -17,7 +17,7 @@ Settings and defaults: options.py; every field: docs/GRAPH.md.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any, Callable, Hashable, Sequence
 
 import networkx as nx
 import numpy as np
@@ -30,6 +30,12 @@ from .matrices import Dense, dense
 from .options import PAGERANK_ALPHA, GraphOptions, graph_options
 
 ATTR_CHANNELS = 3
+Recall = Callable[[Hashable, Callable[[], Any]], Any]  # recall(key, compute): compute()'s value, maybe remembered
+
+
+def computed(key: Hashable, compute: Callable[[], Any]) -> Any:
+    """The `Recall` that remembers nothing: every build computes its inputs."""
+    return compute()
 
 
 @dataclass
@@ -252,10 +258,22 @@ def _finish_nodes(G: nx.DiGraph, attr: dict[str, list[dict]]) -> None:
         G.nodes[v]["attr_channels"] = attr.get(v, [])
 
 
-def _build_pagerank(run: Run, d: Dense, ci: int, ce: ClassEdges, o: Resolved) -> nx.DiGraph:
-    G = _new_graph(run, d, ci, o)
-    if not d.n_images[ci]:
-        return G
+@dataclass(frozen=True)
+class _Ranked:
+    """A class's PageRank under one (selection, layers, excluded): the ranked nodes (global
+    columns, ascending), the full-graph edge rows between them, their ends (u, v) as indices into
+    ``nodes`` and the PageRank vector over ``nodes``. Mass and mass step only cut it."""
+
+    nodes: np.ndarray
+    rows: np.ndarray
+    u: np.ndarray
+    v: np.ndarray
+    pr: np.ndarray
+
+
+def _rank(run: Run, d: Dense, ci: int, ce: ClassEdges, o: Resolved) -> _Ranked | None:
+    """The class's personalized PageRank over its full graph (None: no node to rank); the arrays
+    are read-only, as they may be shared by later builds."""
     bad = _excluded_columns(d, o)
     rows, gs, gd = _edge_view(run, d, ce.full, o, bad)
     present = np.zeros(d.count.shape[1], dtype=bool)
@@ -267,7 +285,7 @@ def _build_pagerank(run: Run, d: Dense, ci: int, ce: ClassEdges, o: Resolved) ->
         present &= (d.count[ci] > 0) & ~bad
     nodes = np.flatnonzero(present)
     if not len(nodes):
-        return G
+        return None
     pers = np.zeros(len(nodes))
     for l in o.layers:
         a, b = d.offsets[l], d.offsets[l] + run.channels[l]
@@ -277,14 +295,26 @@ def _build_pagerank(run: Run, d: Dense, ci: int, ce: ClassEdges, o: Resolved) ->
         pers[inl] = d.count[ci, nodes[inl]] / top if top > 0 else 0.0
     index = np.cumsum(present) - 1
     u, v = index[gs[rows]], index[gd[rows]]
-    pr = pagerank(len(nodes), u, v, ce.full.weight[rows], pers)
-    mass = connected_mass(pr, u, v, ce.full.pair[rows], o.mass, o.mass_step)
-    keep = mass_threshold(pr, mass)
+    r = _Ranked(nodes, rows, u, v, pagerank(len(nodes), u, v, ce.full.weight[rows], pers))
+    for a in vars(r).values():
+        a.setflags(write=False)
+    return r
+
+
+def _build_pagerank(run: Run, d: Dense, ci: int, ce: ClassEdges, o: Resolved, recall: Recall) -> nx.DiGraph:
+    G = _new_graph(run, d, ci, o)
+    if not d.n_images[ci]:
+        return G
+    r = recall(("pagerank", ci, o.selection, tuple(o.layers), tuple(o.excluded)), lambda: _rank(run, d, ci, ce, o))
+    if r is None:
+        return G
+    mass = connected_mass(r.pr, r.u, r.v, ce.full.pair[r.rows], o.mass, o.mass_step)
+    keep = mass_threshold(r.pr, mass)
     G.graph["settings"] = o.settings(mass)
-    kept = np.flatnonzero(keep)[np.argsort(-pr[keep], kind="stable")]
-    _add_nodes(G, run, d, ci, nodes[kept], pr[kept])
-    _add_edges(G, run, ce, rows[keep[u] & keep[v]], int(d.n_images[ci]))
-    _finish_nodes(G, _attr_channels(run, d, ce.attr, nodes[kept]))
+    kept = np.flatnonzero(keep)[np.argsort(-r.pr[keep], kind="stable")]
+    _add_nodes(G, run, d, ci, r.nodes[kept], r.pr[kept])
+    _add_edges(G, run, ce, r.rows[keep[r.u] & keep[r.v]], int(d.n_images[ci]))
+    _finish_nodes(G, _attr_channels(run, d, ce.attr, r.nodes[kept]))
     return G
 
 
@@ -314,21 +344,31 @@ def _build_topn(run: Run, d: Dense, ci: int, ce: ClassEdges, o: Resolved) -> nx.
     return G
 
 
-def _build(run: Run, ci: int, ce: ClassEdges, o: Resolved) -> nx.DiGraph:
+def _edges(run: Run, ci: int, recall: Recall) -> ClassEdges:
+    return recall(("edges", ci), lambda: class_edges(run, ci))
+
+
+def _build(run: Run, ci: int, ce: ClassEdges, o: Resolved, recall: Recall) -> nx.DiGraph:
     d = dense(run, o.selection)
-    return (_build_pagerank if o.method == "pagerank" else _build_topn)(run, d, ci, ce, o)
+    return _build_pagerank(run, d, ci, ce, o, recall) if o.method == "pagerank" else _build_topn(run, d, ci, ce, o)
 
 
-def class_graph(run: Run, cls: str | int, options: GraphOptions | None = None, **changes: Any) -> ClassGraph:
+def class_graph(run: Run, cls: str | int, options: GraphOptions | None = None, recall: Recall = computed,
+                **changes: Any) -> ClassGraph:
     """Attribution graph of one class (may be empty; write_graph refuses empty graphs).
 
     ``options`` (default: the defaults in force, options.DEFAULTS) with ``changes`` by name:
     method, selection, layers, hide_ubiquitous, exclude ("layer:channel" list); pagerank: mass,
     mass_step; topn: top_n, min_count, edges_per_node, min_edge_count, keep_dangling.
+
+    ``recall(key, compute)`` may remember what depends only on the class and the PageRank's
+    settings (a server does; the graph is the same either way): key ("edges", class) the class's
+    full graph, ("pagerank", class, selection, layers, excluded) its PageRank, so that another
+    mass or mass step only re-cuts.
     """
     ci = run.class_index(cls)
     o = resolve(run, graph_options(options, **changes))
-    return _build(run, ci, class_edges(run, ci), o)
+    return _build(run, ci, _edges(run, ci, recall), o, recall)
 
 
 def graph_channels(G: nx.DiGraph, layers: Sequence[str] | None = None) -> dict[str, list[int]]:
@@ -341,14 +381,14 @@ def graph_channels(G: nx.DiGraph, layers: Sequence[str] | None = None) -> dict[s
 
 
 def compare_graph(run: Run, a: str | int, b: str | int, options: GraphOptions | None = None,
-                  **changes: Any) -> ClassGraph:
+                  recall: Recall = computed, **changes: Any) -> ClassGraph:
     """Union of the class graphs of a and b (same settings, as in class_graph); nodes and edges
     carry membership a | b | both and both classes' counts and fractions."""
     ia, ib = run.class_index(a), run.class_index(b)
     o = resolve(run, graph_options(options, **changes))
     d = dense(run, o.selection)
-    ea, eb = class_edges(run, ia), class_edges(run, ib)
-    ga, gb = _build(run, ia, ea, o), _build(run, ib, eb, o)
+    ea, eb = _edges(run, ia, recall), _edges(run, ib, recall)
+    ga, gb = _build(run, ia, ea, o, recall), _build(run, ib, eb, o, recall)
     na, nb = int(d.n_images[ia]), int(d.n_images[ib])
     G = ClassGraph(kind="compare", model=run.meta.get("model"), weights=run.meta.get("weights"),
                    k=run.meta.get("k"), selection=o.selection,

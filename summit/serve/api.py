@@ -21,23 +21,29 @@ from ..run.layout import (
     featurevis_path,
 )
 from ..run.store import HIST_BINS, Run
-from .common import INT_MAX, STATIC_DIR, Memo, parse_int
+from .common import INT_MAX, STATIC_DIR, BuildGate, Memo, nbytes, parse_int
 
 DECIMAL = re.compile(r"(?:[0-9]{1,12}(?:\.[0-9]{0,17})?|\.[0-9]{1,17})(?:[eE][-+]?[0-9]{1,3})?")  # 0.075, .5, 1., 5e-2
 GRAPH_PARAMS = ("method", "selection", "mass", "mass_step", "ubiquitous", "exclude", "top_n", "min_count",
                 "edges_per_node", "min_edge_count", "keep_dangling", "layers")
 GRAPH_CACHE_BYTES = 256 * 2**20  # graph JSON kept in memory (LRU), besides the entry limit
+INPUTS_CACHE_BYTES = 256 * 2**20  # per-class build inputs (full graphs, PageRank vectors) kept (LRU)
+BUILD_QUEUE = 64  # graph build work that may wait for the running build (per process), in re-cuts; more: 503
+COLD_COST = 16  # a class without its full graph in memory costs as many re-cuts (its edges; measured: 216 / 13 ms)
 EMBEDDING_DEFAULT = "umap"  # the layout the UI shows first (Summit's)
 
 
 class Api:
     """Validated, cached access to one run (shared by all request threads)."""
 
-    def __init__(self, run_dir: str | os.PathLike, cache_size: int = 256) -> None:
+    def __init__(self, run_dir: str | os.PathLike, cache_size: int = 256, build_queue: int = BUILD_QUEUE) -> None:
         self.run = Run(run_dir)
         self.root = self.run.path.resolve()
         self.max_channels = max(self.run.channels.values())
         self.graph = Memo(self._graph, cache_size, weigh=len, max_weight=GRAPH_CACHE_BYTES)
+        # what a graph build reads that depends only on the class and the PageRank settings (build.class_graph's recall)
+        self.graph_inputs = Memo(None, 4 * cache_size, weigh=nbytes, max_weight=INPUTS_CACHE_BYTES)
+        self.builds = BuildGate(queue=build_queue)  # computed graphs: one at a time, a bounded queue
         self.layer_matrices = Memo(self._layer_matrices, len(self.run.layers))
         self.layer_examples = Memo(self._layer_examples, len(self.run.layers))
         self.embedding = Memo(self._embedding, 3)
@@ -115,13 +121,18 @@ class Api:
 
     # --- cached computations ----------------------------------------------------------------
     def _graph(self, a: int, b: int | None, params: GraphOptions) -> bytes:
-        """node-link JSON (UTF-8 bytes) of a class graph (b is None) or of the comparison of a and b."""
+        """node-link JSON (UTF-8 bytes) of a class graph (b is None) or of the comparison of a and b:
+        the stored one, else built when ``builds`` has room for its cost (503 when its queue is full)."""
         from ..graph.build import class_graph, compare_graph
         from ..graph.cache import graph_bytes
         stored = self.stored_graphs.get(a) if b is None and params == self.default_graph_params else None
         if stored is not None:
             return stored
-        return graph_bytes(class_graph(self.run, a, params) if b is None else compare_graph(self.run, a, b, params))
+        recall = self.graph_inputs.get
+        cost = sum(1 + COLD_COST * (("edges", c) not in self.graph_inputs) for c in ((a,) if b is None else (a, b)))
+        with self.builds.slot(cost):
+            G = class_graph(self.run, a, params, recall) if b is None else compare_graph(self.run, a, b, params, recall)
+            return graph_bytes(G)
 
     def _embedding(self, method: str) -> list[dict]:
         """Every layer's class layout: the stored one (computed and stored on first use); computed

@@ -1,5 +1,6 @@
-"""What the serving modules share: the UI folder, a concurrent memo, strict parameter parsing,
-files looked up only inside a root, and the Host check against DNS rebinding."""
+"""What the serving modules share: the UI folder, a concurrent memo, a bound on queued graph
+builds, strict parameter parsing, files looked up only inside a root, and the Host check against
+DNS rebinding."""
 from __future__ import annotations
 
 import ipaddress
@@ -8,9 +9,11 @@ import socket
 import threading
 from collections import OrderedDict
 from concurrent.futures import Future
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Hashable, Iterable
+from typing import Any, Callable, Hashable, Iterable, Iterator
 
+import numpy as np
 from flask import Response, send_file
 
 from ..errors import SummitError
@@ -97,9 +100,10 @@ class HostCheck:
 class Memo:
     """Thread-safe LRU memo of ``fn(*key)`` that computes each key once, even when concurrent
     requests ask for it at the same time (they wait for the first one); errors are not kept.
-    Bounded by `maxsize` entries and, with `weigh`, by `max_weight` in total."""
+    Bounded by `maxsize` entries and, with `weigh`, by `max_weight` in total. ``get(key, compute)``
+    remembers ``compute()`` under ``key`` (fn may then be None)."""
 
-    def __init__(self, fn: Callable[..., Any], maxsize: int, weigh: Callable[[Any], int] | None = None,
+    def __init__(self, fn: Callable[..., Any] | None, maxsize: int, weigh: Callable[[Any], int] | None = None,
                  max_weight: int = 0) -> None:
         self.fn = fn
         self.maxsize = maxsize
@@ -112,6 +116,14 @@ class Memo:
         self._pending: dict[Hashable, Future] = {}
 
     def __call__(self, *key: Hashable) -> Any:
+        return self.get(key, lambda: self.fn(*key))
+
+    def __contains__(self, key: Hashable) -> bool:
+        """Whether ``key``'s value is kept (not counted as a hit)."""
+        with self._lock:
+            return key in self._done
+
+    def get(self, key: Hashable, compute: Callable[[], Any]) -> Any:
         with self._lock:
             if key in self._done:
                 self.hits += 1
@@ -125,7 +137,7 @@ class Memo:
         if pending is not None:
             return pending.result()
         try:
-            value = self.fn(*key)
+            value = compute()
         except BaseException as e:
             with self._lock:
                 del self._pending[key]
@@ -141,6 +153,65 @@ class Memo:
             del self._pending[key]
         fut.set_result(value)
         return value
+
+
+def nbytes(value: Any) -> int:
+    """Bytes of the numpy arrays in a value: its own, or those of its fields (dataclasses,
+    tuples, lists; nested), each array counted once."""
+    seen: dict[int, int] = {}
+
+    def walk(v: Any) -> None:
+        if isinstance(v, np.ndarray):
+            seen[id(v)] = v.nbytes
+        elif isinstance(v, (tuple, list)):
+            for x in v:
+                walk(x)
+        elif hasattr(v, "__dataclass_fields__"):
+            for x in vars(v).values():
+                walk(x)
+
+    walk(value)
+    return sum(seen.values())
+
+
+class BuildGate:
+    """At most `running` graph builds at a time; others wait their turn while the work queued
+    stays within `queue` units (a build's `cost`: the server counts one per re-cut and more for a
+    class whose full graph is not in memory); beyond, a build is refused at once with a 503
+    ``SummitError``, so that a burst is answered in about a second, not after minutes in a queue."""
+
+    def __init__(self, running: int = 1, queue: int = 64) -> None:
+        if running < 1 or queue < 0:
+            raise SummitError(f"need running >= 1 builds and queue >= 0, got {running} and {queue}")
+        self.running, self.queue = running, queue
+        self.active = self.waiting = self.queued = self.refused = 0
+        self._cond = threading.Condition()
+
+    @contextmanager
+    def slot(self, cost: int = 1) -> Iterator[None]:
+        """Hold one of the `running` slots while the block runs, waiting for it if the queue has
+        room for `cost` (newcomers queue behind those waiting)."""
+        with self._cond:
+            if self.active >= self.running or self.waiting:
+                if self.queued + cost > self.queue:
+                    self.refused += 1
+                    raise SummitError(f"server busy: {self.active} graph build(s) running and {self.waiting} "
+                                      f"waiting; retry in a moment", status=503)
+                self.waiting += 1
+                self.queued += cost
+                try:
+                    while self.active >= self.running:
+                        self._cond.wait()
+                finally:
+                    self.waiting -= 1
+                    self.queued -= cost
+            self.active += 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self.active -= 1
+                self._cond.notify()
 
 
 def unit_file(p: Path | None, missing: str, mimetype: str, max_age: int) -> Response:

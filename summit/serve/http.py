@@ -8,7 +8,7 @@ import os
 import socket
 import sys
 import threading
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 import waitress
 from flask import Flask
@@ -17,11 +17,13 @@ from waitress.task import ErrorTask
 
 from ..errors import SummitError, one_line, reason
 from ..graph.cache import build_in_background
+from .api import BUILD_QUEUE
 from .app import create_app
-from .common import LOOPBACK_NAMES, HostCheck
+from .common import LOOPBACK_NAMES, BuildGate, HostCheck
 
 LISTEN_BACKLOG = 1024
 MAX_HEADER_BYTES = 256 * 1024  # request line plus headers; beyond it waitress answers a JSON 431
+RETRY_AFTER_SECONDS = 2  # sent with a 503 (full graph build queue)
 
 
 class _JsonErrorTask(ErrorTask):
@@ -42,14 +44,32 @@ class _JsonErrorChannel(HTTPChannel):
     error_task_class = _JsonErrorTask
 
 
+def _retry_after(app: Flask) -> Callable:
+    """The app as a WSGI callable whose 503 answers (a full graph build queue) carry Retry-After."""
+    def wsgi(environ: dict, start_response: Callable) -> Iterable[bytes]:
+        def start(status: str, headers: list, exc_info: Any = None) -> Any:
+            if status.startswith("503"):
+                headers = [*headers, ("Retry-After", str(RETRY_AFTER_SECONDS))]
+            return start_response(status, headers, exc_info)
+        return app(environ, start)
+    return wsgi
+
+
 class HttpServer:
     """`summit serve`'s production WSGI server: waitress on a listening socket, a fixed pool of
     request threads, a deep listen backlog so bursts queue, no ``Server`` banner, JSON for its
-    own errors. Port 0 picks an ephemeral port (see ``server_port``)."""
+    own errors. Port 0 picks an ephemeral port (see ``server_port``).
+
+    Besides `threads`, one thread per graph build the app lets run or wait (``Api.builds``; each
+    costs at least one queue unit): builds waiting their turn hold those, not the request threads,
+    and a burst beyond the build queue reaches the app (and its 503) at once instead of waiting
+    behind it in waitress's queue."""
 
     def __init__(self, app: Flask, sock: socket.socket, threads: int = 8) -> None:
+        api = app.extensions.get("summit")
+        self.threads = threads + (api.builds.running + api.builds.queue if api is not None else 0)
         self._srv = waitress.create_server(
-            app, sockets=[sock], threads=threads, ident="", backlog=LISTEN_BACKLOG,
+            _retry_after(app), sockets=[sock], threads=self.threads, ident="", backlog=LISTEN_BACKLOG,
             connection_limit=LISTEN_BACKLOG, max_request_header_size=MAX_HEADER_BYTES,
             asyncore_loop_timeout=0.2)
         self._srv.channel_class = _JsonErrorChannel
@@ -103,7 +123,16 @@ def make_http_server(app: Flask, host: str = "127.0.0.1", port: int = 5000, thre
     return HttpServer(app, listen_socket(host, port, reuse_port), threads)
 
 
-def _worker(run_dir: str, host: str, port: int, allow_hosts: list[str], threads: int,
+def _app(run_dir: str | os.PathLike, host: str, allow_hosts: list[str], build_queue: int) -> Flask:
+    """The app a serving process runs (its background loads started)."""
+    app = create_app(run_dir, hosts=HostCheck(host, allow_hosts))
+    api = app.extensions["summit"]
+    api.builds = BuildGate(queue=build_queue)
+    api.warm_up()
+    return app
+
+
+def _worker(run_dir: str, host: str, port: int, allow_hosts: list[str], threads: int, build_queue: int,
             ready: Any, parent: int) -> None:
     """An extra serving process on the shared port; ends with its parent (Linux PDEATHSIG)."""
     import ctypes
@@ -112,21 +141,22 @@ def _worker(run_dir: str, host: str, port: int, allow_hosts: list[str], threads:
     if os.getppid() != parent:  # the parent ended before the line above
         return
     logging.getLogger("waitress.queue").setLevel(logging.ERROR)
-    app = create_app(run_dir, hosts=HostCheck(host, allow_hosts))
-    app.extensions["summit"].warm_up()
-    srv = make_http_server(app, host, port, threads, reuse_port=True)
+    srv = make_http_server(_app(run_dir, host, allow_hosts, build_queue), host, port, threads, reuse_port=True)
     ready.set()
     srv.serve_forever()
 
 
 def serve(run_dir: str | os.PathLike, host: str = "127.0.0.1", port: int = 5000,
-          allow_hosts: Iterable[str] = (), threads: int = 8, processes: int = 1) -> None:
+          allow_hosts: Iterable[str] = (), threads: int = 8, processes: int = 1,
+          build_queue: int = BUILD_QUEUE) -> None:
     """Serve the run until interrupted (blocks). With `processes` > 1, that many processes share
-    the port (graphs are computed in Python: processes use several cores, threads do not)."""
+    the port (graphs are computed in Python: processes use several cores, threads do not). Each
+    process builds one graph at a time with at most `build_queue` units of work waiting (a re-cut
+    costs 1, a class whose full graph is not in memory ``api.COLD_COST`` more); beyond, it answers 503
+    with Retry-After."""
     import multiprocessing as mp
     allow = list(allow_hosts)
-    app = create_app(run_dir, hosts=HostCheck(host, allow))
-    app.extensions["summit"].warm_up()
+    app = _app(run_dir, host, allow, build_queue)
     builder = build_in_background(app.extensions["summit"].run)  # default graphs, served once stored
     srv = make_http_server(app, host, port, threads, reuse_port=processes > 1)
     if host not in LOOPBACK_NAMES:
@@ -137,8 +167,8 @@ def serve(run_dir: str | os.PathLike, host: str = "127.0.0.1", port: int = 5000,
     workers = []
     for _ in range(processes - 1):
         ready = ctx.Event()
-        w = ctx.Process(target=_worker, args=(str(run_dir), host, srv.server_port, allow, threads, ready,
-                                              os.getpid()), daemon=True)
+        w = ctx.Process(target=_worker, args=(str(run_dir), host, srv.server_port, allow, threads, build_queue,
+                                              ready, os.getpid()), daemon=True)
         w.start()
         workers.append((w, ready))
     for w, ready in workers:
