@@ -5,7 +5,7 @@
 // and `ruleText` are shared with the figure export (export.js), so screen and figure agree.
 
 import { api, examplesUrl, showError } from "./api.js";
-import { $, cropHtml, el, fmt, pct } from "./dom.js";
+import { $, cropHtml, debounce, el, fmt, pct } from "./dom.js";
 import { actions, classByName, classLabel, diversityOf, ruleParams, state, thumbOf, writeHash } from "./state.js";
 import { COLORS } from "./compare.js";
 
@@ -15,6 +15,24 @@ export const FONT = "'Summit Sans', 'DejaVu Sans', system-ui, sans-serif";
 const MUTED = "#515b66", FAINT = "#9aa3ad", EDGE = "#8c96a1";
 
 let view = null;  // {svg, zoom, L, fitted}: the drawn graph; fitted: the last fit mode unless zoomed by hand
+let pendingZoom = null;  // [k, x, y] from the address, applied to the next drawing instead of a fit
+
+/** Zoom the next drawn graph to [k, x, y] (a link's `zoom=`); null: fit it as usual. */
+export function restoreZoom(z) {
+  pendingZoom = z;
+  state.zoom = z;
+  if (z) writeHash();
+  if (z && view) applyZoom();
+}
+
+function applyZoom() {
+  const [k, x, y] = pendingZoom;
+  pendingZoom = null;
+  view.fitted = null;
+  view.svg.call(view.zoom.transform, d3.zoomIdentity.translate(x, y).scale(k));
+}
+
+const zoomToHash = debounce(() => writeHash(), 300);
 
 /** Query parameters of the current graph rule. */
 export function graphQuery() {
@@ -41,8 +59,12 @@ export async function loadGraph() {
   try {
     const g = await api(url);
     if (seq !== state.graphSeq) return;
+    const key = url.match(/[?&](class|a|b)=[^&]*/g).join();
+    const moved = state.graph && state.graphKey !== key;   // another class (or pair)
     state.graph = g;
+    state.graphKey = key;
     drawGraph(g, { refit: true });
+    if (moved) actions.followGraph();
   } catch (err) {
     if (seq === state.graphSeq) showError(err);
   } finally {
@@ -248,10 +270,9 @@ export function ruleText(g) {
   const parts = [];
   if (s.method === "pagerank") {
     parts.push("rule: PageRank (Summit)");
-    const share = (v) => `${+(v * 100).toFixed(1)} %`;
     if (s.mass != null) {
       parts.push(s.mass > s.mass_start + 1e-9
-        ? `mass ${share(s.mass)} (raised from ${share(s.mass_start)} until every layer is present and connected)`
+        ? `mass ${share(s.mass)} (raised from ${share(s.mass_start)} until every layer has a unit and each pair of adjacent layers an edge)`
         : `mass ${share(s.mass)}`);
     } else if (s.mass_a != null) {   // a comparison: each class's graph has its own raised mass
       parts.push(`mass ${share(s.mass_a)} (a), ${share(s.mass_b)} (b), from ${share(s.mass_start)}`);
@@ -267,6 +288,32 @@ export function ruleText(g) {
   return parts.join(" · ");
 }
 
+const share = (v) => `${+(v * 100).toFixed(1)} %`;
+
+/** The mass slider's reading: the share asked for and, once the graph of that share is drawn,
+ * the share it uses (the rule raises it in 0.5 % steps); the range it raised over, [asked, used),
+ * gives this same graph and is marked under the slider (#mass-override). */
+export function showMass() {
+  const s = state.graph?.summit?.settings || {};
+  const asked = state.params.mass;
+  const usedOf = s.mass != null ? [s.mass] : s.mass_a != null ? [s.mass_a, s.mass_b] : [];
+  const current = Math.abs((s.mass_start ?? -1) - asked) < 1e-9 && usedOf.length;
+  const used = current ? Math.max(...usedOf) : asked;
+  const input = $("#mass"), band = $("#mass-override");
+  input.dataset.used = current ? used : "";
+  const uses = !current || used <= asked + 1e-9 ? ""
+    : s.mass != null ? ` → uses ${share(used)}` : ` → uses ${share(s.mass_a)}, ${share(s.mass_b)}`;
+  $("#mass-value").textContent = share(asked) + uses;
+  band.hidden = !uses;
+  if (!uses) return;
+  const lo = +input.min / 100, hi = +input.max / 100, r = 8;   // r: half the range thumb
+  const px = (v) => r + ((Math.min(v, hi) - lo) / (hi - lo)) * (input.offsetWidth - 2 * r);
+  band.style.left = `${px(asked)}px`;
+  band.style.width = `${Math.max(2, px(used) - px(asked))}px`;
+  band.title = `every mass from ${share(asked)} to ${share(used)} gives this graph: the rule raises it ` +
+    "until every layer has a unit and each pair of adjacent layers an edge";
+}
+
 // ---------------------------------------------------------------- the view
 export function drawGraph(g, { refit = false } = {}) {
   if (state.figure) {
@@ -278,6 +325,7 @@ export function drawGraph(g, { refit = false } = {}) {
   const names = { a: classLabel(state.selected), b: classLabel(state.compareWith) };
   renderGraphTitle(g, L);
   $("#rule-settings").textContent = ruleText(g);
+  showMass();
   // the legend is drawn at the graph's zoom, so its node sizes and edge widths are the ones on screen
   const lg = d3.create("svg").attr("class", "legend-svg").attr("font-family", FONT);
   lg.append(() => legendGroup(L, names));
@@ -300,8 +348,11 @@ export function drawGraph(g, { refit = false } = {}) {
   vp.append(() => graphContent(L));
   wireNodes(vp, L);
   const zoom = d3.zoom().scaleExtent([0.05, 4]).on("zoom", (ev) => {
-    if (ev.sourceEvent) {   // zoomed or panned by hand: no longer fitted; the popover would float
+    if (ev.sourceEvent) {   // zoomed or panned by hand: no longer fitted (kept in the address); the popover would float
       if (view) view.fitted = null;
+      const t = ev.transform;
+      state.zoom = [+t.k.toFixed(3), Math.round(t.x), Math.round(t.y)];
+      zoomToHash();
       hidePopover();
     }
     vp.attr("transform", ev.transform);
@@ -311,7 +362,8 @@ export function drawGraph(g, { refit = false } = {}) {
   svg.call(zoom).on("dblclick.zoom", null);
   box.replaceChildren(svg.node());
   view = { svg, zoom, L, fitted: old?.fitted ?? "all" };
-  if (refit || !old) fit("all");
+  if (pendingZoom) applyZoom();
+  else if (refit || !old) fit("all");
   else if (view.fitted) fit(view.fitted);
   else svg.call(zoom.transform, d3.zoomTransform(old.svg.node()));
   if (state.detail) svg.select(`g.node[data-node="${state.detail}"]`).classed("selected", true);
@@ -332,6 +384,10 @@ export function fit(mode) {
   const tx = Math.max(0, (W - width * k) / 2), ty = mode === "all" ? Math.max(0, (H - height * k) / 2) : 0;
   view.svg.call(view.zoom.transform, d3.zoomIdentity.translate(tx, ty).scale(k));
   view.fitted = mode;
+  if (state.zoom) {
+    state.zoom = null;
+    writeHash();
+  }
 }
 
 /** Keep the drawing's size in step with its box (the detail panel opens and closes); a fitted
