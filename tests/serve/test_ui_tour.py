@@ -5,9 +5,10 @@ following the class, the URL as the page's state. One server and one browser for
 (test_ui's fixtures)."""
 from __future__ import annotations
 
-from pathlib import Path
+import test_ui
+from test_ui import api, checked_page, classes, page_graph, pick, wait_graph
 
-from test_ui import api, browser, checked_page, classes, page_graph, pick, server, wait_graph  # noqa: F401
+browser, server = test_ui.browser, test_ui.server  # the module-scoped fixtures, one per module
 
 IMAGE = "099_goose/imagenet_15_99_orig.jpg"
 
