@@ -194,8 +194,11 @@ async function load() {
   showError(null);
   if (!state.image) {
     $("#content").hidden = true;
+    showLoading(null);
     return;
   }
+  showLoading(`explaining ${state.image.image || "the upload"} at ${state.layer}` +
+    (state.data ? "…" : " (the first explanation also loads the model: a few seconds)…"));
   const names = layerNames();
   const next = names[names.indexOf(state.layer) + 1];
   const q = new URLSearchParams(state.image);
@@ -214,13 +217,25 @@ async function load() {
     state.sees = state.groupVis = null;
     if (state.cls >= data.classes.length) state.cls = 0;
     $("#content").hidden = false;
+    showLoading(null);
     renderAll();
     document.body.dataset.loaded = `${state.layer}|${state.image.image || state.image.upload}`;
     fetchRenders(false, "positions");
     fetchRenders(false, "groups");
   } catch (e) {
-    if (seq === loadSeq) showError(e);
+    if (seq === loadSeq) {
+      showLoading(null);
+      showError(e);
+    }
   }
+}
+
+/** The loading line (null: none); while it shows, the previous results are marked stale. */
+function showLoading(text) {
+  $("#loading").hidden = !text;
+  $("#loading").textContent = text || "";
+  $("#content").classList.toggle("stale", !!text);
+  $("#content").setAttribute("aria-busy", text ? "true" : "false");
 }
 
 async function fetchRenders(run, kind) {

@@ -95,7 +95,7 @@ export async function openChannel(layer, channel) {
 
   const stats = el("table", { class: "stats-table" },
     el("tr", {}, el("td", { text: `selected (${state.meta.default_selection}) in` }), el("td", { text: `${d.count} of ${d.n_images} images` })),
-    el("tr", {}, el("td", { text: "mean activation (spatial max)" }), el("td", { text: fmt(d.mean_activation) })));
+    el("tr", {}, el("td", { text: `mean activation on all ${d.n_images} images (spatial max)` }), el("td", { text: fmt(d.mean_activation) })));
 
   const node = state.graph?.nodes.find((n) => n.id === id);
   const src = inputLayer(layer);
@@ -116,7 +116,7 @@ export async function openChannel(layer, channel) {
   const tops = el("ul", { class: "top-classes", id: "detail-top-classes" }, ...d.top_classes.map((c) => {
     const bar = el("div", { class: "bar" }, el("span"));
     bar.firstChild.style.width = `${(100 * c.count) / maxCount}%`;
-    const li = el("li", { "data-class": c.name, tabindex: 0, title: `mean activation ${fmt(c.mean)}`,
+    const li = el("li", { "data-class": c.name, tabindex: 0, title: `mean activation on this class's images ${fmt(c.mean)}`,
       onclick: () => actions.selectClass(c.name),
       onkeydown: (ev) => { if (ev.key === "Enter") actions.selectClass(c.name); } },
     breakable(classLabel(c.name), { class: "cls" }),

@@ -90,15 +90,20 @@ function orderRows(rows, preds, succs) {
   }
 }
 
+/** Edge width: EDGE_MAX px times the share of the class's images whose influence passes the
+ * edge (from 0; drawn at least 0.5 px); in a comparison the larger of the two classes' shares,
+ * each of its own class's images, so both classes share one scale. */
+export const edgeWidth = (frac) => Math.max(0.5, EDGE_MAX * frac);
+const EDGE_MAX = 8;
+
 /** Geometry of a graph at 1:1 without the nodes whose count is <= hideLe (0: the filter is off;
  * PageRank graphs may hold units of count 0, reached through their edges): rows centred on the
- * widest row, node size by the share of images (sqrt), edge width linear from the graph's
- * smallest to its largest influence count. */
+ * widest row, node size by the share of images (sqrt), edge width by `edgeWidth`. */
 export function layoutGraph(g, hideLe) {
   const compare = isCompare(g);
   const countOf = (n) => (compare ? Math.max(n.count_a ?? 0, n.count_b ?? 0) : n.count);
   const fracOf = (n) => (compare ? Math.max(n.fraction_a ?? 0, n.fraction_b ?? 0) : n.fraction);
-  const edgeCount = (e) => e.count ?? Math.max(e.count_a ?? 0, e.count_b ?? 0);
+  const edgeFrac = (e) => e.fraction ?? Math.max(e.fraction_a ?? 0, e.fraction_b ?? 0);
   const kept = hideLe > 0 ? g.nodes.filter((n) => countOf(n) > hideLe) : g.nodes;
   const ids = new Set(kept.map((n) => n.id));
   const links = g.links.filter((e) => ids.has(e.source) && ids.has(e.target));
@@ -129,10 +134,8 @@ export function layoutGraph(g, hideLe) {
     r.forEach((n, j) => nodes.set(n.id, { ...n, x: cx + (j - (r.length - 1) / 2) * slot, y,
       s: size(fracOf(n)), n: countOf(n) }));
   });
-  const ext = d3.extent(links, edgeCount);
-  const ew = ext[0] === ext[1] ? () => 3 : d3.scaleLinear().domain(ext).range([1, 8]);
   return { g, compare, layers, rows, hiddenRows, nodes, links, preds, succs, width, height, size, maxFrac,
-    ew, edgeCount, edgeExtent: ext, countMax: d3.max(g.nodes, countOf) || 0, hideLe };
+    edgeFrac, countMax: d3.max(g.nodes, countOf) || 0, hideLe };
 }
 
 let drawings = 0;   // pattern ids stay unique across drawings
@@ -184,9 +187,10 @@ export function graphContent(L) {
     })
     .attr("stroke", (e) => (L.compare ? COLORS[e.membership] || EDGE : EDGE))
     .attr("stroke-opacity", 0.75)
-    .attr("stroke-width", (e) => L.ew(L.edgeCount(e)))
-    .append("title").text((e) => `${e.source} → ${e.target}: influence count ` +
-      (L.compare ? `a ${e.count_a}, b ${e.count_b}` : e.count));
+    .attr("stroke-width", (e) => edgeWidth(L.edgeFrac(e)))
+    .append("title").text((e) => `${e.source} → ${e.target}: influence count ` + (L.compare
+      ? `${compareNames.a} ${e.count_a} (${pct(e.fraction_a)}), ${compareNames.b} ${e.count_b} (${pct(e.fraction_b)})`
+      : `${e.count} (${pct(e.fraction)} of the class's images)`));
 
   const K = Math.max(1, state.meta.examples_k || 1);
   const info = L.g.summit?.class || {};
@@ -217,10 +221,14 @@ export function graphContent(L) {
   return root.node();
 }
 
+/** The compared classes as the page names them (their labels). */
+const compareNames = { get a() { return classLabel(state.selected); }, get b() { return classLabel(state.compareWith); } };
+
 function nodeCounts(n, compare, info) {
   return compare
-    ? `a: ${n.count_a ?? 0}, b: ${n.count_b ?? 0} images (${n.membership}); mean activation a ${fmt(n.mean_a)}, b ${fmt(n.mean_b)}`
-    : `${n.count} of ${info.n_images ?? "?"} images (${pct(n.fraction)}); mean activation ${fmt(n.mean)}`;
+    ? `${compareNames.a}: ${n.count_a ?? 0}, ${compareNames.b}: ${n.count_b ?? 0} images (${n.membership === "both" ? "both graphs" : `only ${compareNames[n.membership]}`}); ` +
+      `mean activation on each class's images: ${compareNames.a} ${fmt(n.mean_a)}, ${compareNames.b} ${fmt(n.mean_b)}`
+    : `${n.count} of ${info.n_images ?? "?"} images (${pct(n.fraction)}); mean activation on the class's images ${fmt(n.mean)}`;
 }
 
 /** Legend as an SVG <g>: node size, edge width and (compare) the membership colours. */
@@ -229,7 +237,7 @@ export function legendGroup(L, names) {
   let x = 0;
   const title = (t) => g.append("text").attr("x", x).attr("y", 10).attr("font-weight", "bold").text(t);
   title("node size: share of images selecting the unit");
-  const fracs = [...new Set([L.maxFrac / 4, L.maxFrac / 2, L.maxFrac].map((f) => +f.toPrecision(2)))];
+  const fracs = [...new Set([0, L.maxFrac / 4, L.maxFrac / 2, L.maxFrac].map((f) => +f.toPrecision(2)))];
   let xi = x;
   for (const f of fracs) {
     const s = L.size(f);
@@ -239,16 +247,14 @@ export function legendGroup(L, names) {
     xi += s + 14;
   }
   x = Math.max(xi, x + 290) + 24;
-  title("edge width: influence count");
-  const [lo, hi] = L.edgeExtent;
-  const counts = lo == null ? [] : [...new Set([lo, Math.round((lo + hi) / 2), hi])];
-  counts.forEach((c, i) => {
+  title(L.compare ? "edge width: share of each class's images" : "edge width: share of the class's images");
+  [0.25, 0.5, 1].forEach((f, i) => {
     const y = 18 + 10 + i * 16;
     g.append("line").attr("class", "width-key").attr("x1", x).attr("x2", x + 44).attr("y1", y).attr("y2", y)
-      .attr("stroke", EDGE).attr("stroke-width", L.ew(c));
-    g.append("text").attr("x", x + 52).attr("y", y + 3).text(c);
+      .attr("stroke", EDGE).attr("stroke-width", edgeWidth(f));
+    g.append("text").attr("x", x + 52).attr("y", y + 3).text(pct(f));
   });
-  if (!counts.length) g.append("text").attr("x", x).attr("y", 34).text("no edges");
+  if (!L.links.length) g.append("text").attr("x", x + 90).attr("y", 34).text("no edges");
   x += 180;
   if (L.compare) {
     title("colour: graph membership");
@@ -275,7 +281,7 @@ export function ruleText(g) {
         ? `mass ${share(s.mass)} (raised from ${share(s.mass_start)} until every layer has a unit and each pair of adjacent layers an edge)`
         : `mass ${share(s.mass)}`);
     } else if (s.mass_a != null) {   // a comparison: each class's graph has its own raised mass
-      parts.push(`mass ${share(s.mass_a)} (a), ${share(s.mass_b)} (b), from ${share(s.mass_start)}`);
+      parts.push(`mass ${share(s.mass_a)} (${compareNames.a}), ${share(s.mass_b)} (${compareNames.b}), from ${share(s.mass_start)}`);
     }
   } else {
     parts.push(s.min_count != null ? `rule: units with count ≥ ${s.min_count}` : `rule: top ${s.top_n} units per layer`);
@@ -321,6 +327,9 @@ export function drawGraph(g, { refit = false } = {}) {
     return;
   }
   const box = $("#graph");
+  // the count filter keeps the units of the largest count: it can hide all but those, not every unit
+  const top = d3.max(g.nodes, (n) => (n.count ?? Math.max(n.count_a ?? 0, n.count_b ?? 0))) || 0;
+  state.hideLe = Math.min(state.hideLe, Math.max(0, top - 1));
   const L = layoutGraph(g, state.hideLe);
   const names = { a: classLabel(state.selected), b: classLabel(state.compareWith) };
   renderGraphTitle(g, L);
@@ -333,7 +342,8 @@ export function drawGraph(g, { refit = false } = {}) {
     "Hover a node for its examples and paths (move across it to switch diversity images); click for details; " +
     "scroll to zoom, drag to pan." }));
   const hide = $("#hide-le");
-  hide.max = Math.max(1, L.countMax);
+  hide.max = Math.max(0, top - 1);
+  hide.disabled = top <= 1;
   hide.value = state.hideLe;
   $("#hide-le-value").textContent = state.hideLe;
 

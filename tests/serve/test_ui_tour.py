@@ -144,3 +144,99 @@ def test_url_state_follows_back_paste_and_keeps_zoom(browser, server: str) -> No
         page.wait_for_selector("body[data-ready]")
         wait_graph(page, c)
         assert page.get_attribute("#graph svg", "data-k") == k
+
+
+# -- 3: edge width from 0, by the share of the class's images --------------------------------------
+def test_edge_width_by_share_from_zero_same_scale_in_compare(browser, server: str) -> None:
+    a, b = (x["name"] for x in classes(server)[:2])
+
+    def widths(page) -> dict:
+        return {(s, t): w for s, t, w in page.eval_on_selector_all("#graph svg path.edge", "els => els.map(e => ["
+                "e.dataset.source, e.dataset.target, +e.getAttribute('stroke-width')])")}
+
+    with checked_page(browser, server, f"class={a}&method=topn") as page:
+        wait_graph(page, a)
+        g = page_graph(page, server)
+        w = widths(page)
+        assert len(w) == len(g["links"]) > 0
+        for e in g["links"]:
+            assert abs(w[e["source"], e["target"]] - max(0.5, 8 * e["fraction"])) < 1e-6
+        keys = page.eval_on_selector_all("#legend line.width-key", "els => els.map(e => +e.getAttribute('stroke-width'))")
+        assert keys == [2, 4, 8] and "share of the class's images" in page.inner_text("#legend")
+        page.check("#compare-toggle")
+        page.select_option("#compare-select", b)
+        wait_graph(page, a, b)
+        g = page_graph(page, server)
+        w = widths(page)
+        for e in g["links"]:
+            assert abs(w[e["source"], e["target"]] - max(0.5, 8 * max(e["fraction_a"], e["fraction_b"]))) < 1e-6
+
+
+# -- 12: the two mean activations named apart -------------------------------------------------------
+def test_two_mean_activations_are_named_apart(browser, server: str) -> None:
+    name = "099_goose"
+    with checked_page(browser, server, f"class={name}") as page:
+        wait_graph(page, name)
+        node = page_graph(page, server)["nodes"][0]
+        loc = page.locator(f'#graph g.node[data-node="{node["id"]}"]')
+        loc.hover()
+        page.wait_for_selector(f'#popover[data-node="{node["id"]}"]')
+        assert "mean activation on the class's images" in page.inner_text("#popover")
+        loc.click()
+        page.wait_for_selector(f'#channel-detail[data-node="{node["id"]}"] .stats-table')
+        n = api(server, "/api/meta")["dataset"]["n_images"]
+        assert f"mean activation on all {n} images" in page.inner_text("#channel-detail .stats-table")
+
+
+# -- 16: smaller ones -----------------------------------------------------------------------------
+def test_compare_names_classes_filter_keeps_units_legend_has_minimum(browser, server: str) -> None:
+    a, b = classes(server)[:2]
+    with checked_page(browser, server, f"class={a['name']}&compare={b['name']}") as page:
+        wait_graph(page, a["name"], b["name"])
+        g = page_graph(page, server)
+        node = g["nodes"][0]
+        title = page.text_content(f'#graph g.node[data-node="{node["id"]}"] title')
+        assert f"{a['label']}: " in title and f"{b['label']}: " in title and "a: " not in title
+        assert f"({a['label']})" in page.inner_text("#rule-settings")
+        # the count filter at its end keeps the units of the largest count
+        page.locator("#hide-le").fill(page.get_attribute("#hide-le", "max"))
+        page.wait_for_function("() => location.hash.includes('hide_le=') || +document.querySelector('#hide-le').max === 0")
+        assert page.locator("#graph svg g.node").count() > 0
+        # the node-size legend starts at the smallest node (0 %)
+        assert page.locator("#legend rect.size-key").first.get_attribute("width") == "14"
+        assert "adjacent layers" in page.get_attribute("label.pagerank-only", "title")
+
+
+# -- 10: Building Blocks shows that it is loading ----------------------------------------------------
+def test_blocks_loading_state(browser, server: str) -> None:
+    held: list = []
+    with checked_page(browser, server) as page:
+        page.route("**/api/explain?*", lambda r: held.append(r))
+        page.goto(f"{server}/blocks.html?image={IMAGE}")
+        page.wait_for_selector("#loading:not([hidden])")
+        assert "loads the model" in page.inner_text("#loading")  # the first explanation
+        while not held:
+            page.wait_for_timeout(50)
+        held.pop().continue_()
+        blocks_loaded(page, "fire7", IMAGE)
+        assert page.locator("#loading").is_hidden() and "stale" not in page.get_attribute("#content", "class")
+        # another layer: the old panels are marked stale until the new ones arrive
+        page.click("[data-testid=layer-tab] >> text=fire8")
+        page.wait_for_selector("#loading:not([hidden])")
+        assert "stale" in page.get_attribute("#content", "class")
+        while not held:
+            page.wait_for_timeout(50)
+        held.pop().continue_()
+        blocks_loaded(page, "fire8", IMAGE)
+        assert page.locator("#loading").is_hidden()
+
+
+def test_create_app_warm_loads_the_model_in_the_background(sample_run) -> None:
+    import threading
+
+    from summit.serve.app import create_app
+    app = create_app(sample_run, warm=True)
+    for t in threading.enumerate():
+        if t.name == "summit-blocks-warm":
+            t.join()
+    assert app.test_client().get(f"/api/explain?image={IMAGE}").status_code == 200
