@@ -4,23 +4,27 @@
 
 import { api, showError } from "./api.js";
 import { $, debounce, el } from "./dom.js";
-import { actions, classByName, readHash, setFeaturevis, state, writeHash } from "./state.js";
+import { actions, blocksUrl, classByName, hasBlocks, pushHistory, readHash, setFeaturevis, state, writeHash } from "./state.js";
 import { loadSimilarity, renderClassList, wireSidebar } from "./sidebar.js";
 import { markEmbedding, renderEmbedding, wireEmbedding } from "./embedding.js";
-import { drawGraph, fit, hidePopover, loadGraph, resizeGraph } from "./graph.js";
-import { closeChannel, openChannel } from "./detail.js";
+import { drawGraph, fit, hidePopover, loadGraph, resizeGraph, restoreZoom, showMass } from "./graph.js";
+import { closeChannel, followGraph, openChannel } from "./detail.js";
 import { loadUnits, renderUnits, wireUnits } from "./units.js";
-import { wireCompare } from "./compare.js";
+import { syncCompare, wireCompare } from "./compare.js";
 import { drawFigure, setFigureMode, wireExport } from "./export.js";
 
 const POLL_MS = 15000;
 
-function selectClass(name) {
+/** Show a class's graph; `push`: a history entry for the view left (Back returns to it). */
+function selectClass(name, push = true) {
+  if (push && state.selected && name !== state.selected) pushHistory();
+  state.zoom = null;
   if (state.compare && state.selected && name !== state.selected && state.compareWith === name) {
     state.compareWith = state.selected;        // swap instead of comparing a class with itself
     $("#compare-select").value = state.compareWith;
   }
   state.selected = name;
+  if (hasBlocks()) $("#nav-blocks").href = blocksUrl({ pick: name });
   loadGraph();            // requests first, then the DOM work while they run
   loadSimilarity();
   renderClassList();
@@ -46,7 +50,7 @@ function showTab(tab) {
 }
 
 const redrawGraph = () => state.graph && drawGraph(state.graph);
-Object.assign(actions, { selectClass, openChannel, loadGraph, drawFigure });
+Object.assign(actions, { selectClass, openChannel, followGraph, loadGraph, drawFigure });
 
 function showRuleControls() {
   const topn = state.params.method === "topn";
@@ -54,13 +58,43 @@ function showRuleControls() {
   document.querySelectorAll(".pagerank-only").forEach((e) => { e.hidden = topn; });
 }
 
-function wireGraphControls() {
+/** The controls showing `state` (at start, and when the address changes). */
+function syncControls() {
   $("#method").value = state.params.method;
+  $("#selection").value = state.params.selection;
+  $("#ubiquitous").checked = state.params.ubiquitous;
+  $("#mass").value = state.params.mass * 100;
+  for (const [id, key] of [["top-n", "top_n"], ["edges-per-node", "edges_per_node"]]) {
+    $(`#${id}`).value = state.params[key];
+    $(`#${id}-value`).textContent = state.params[key];
+  }
+  $("#hide-le").value = state.hideLe;
+  $("#hide-le-value").textContent = state.hideLe;
+  $("#class-sort").value = state.classSort;
+  $("#sim-layer").value = state.simLayer;
+  $("#unit-sort").value = state.unitSort;
+  $("#unit-active").checked = state.unitActive;
+  syncCompare();
+  showRuleControls();
+  showMass();
+}
+
+/** The page follows its address: a pasted link or Back / Forward is read as a reload reads it. */
+function applyHash() {
+  const h = readHash(), zoom = state.zoom;
+  syncControls();
+  renderEmbedding();
+  selectClass(classByName(h.cls) ? h.cls : state.selected, false);
+  restoreZoom(zoom);
+  showTab(h.tab === "units" ? "units" : "graph");
+  if (h.unit) openUnit(h.unit);
+  else if (state.detail) closeChannel();
+}
+
+function wireGraphControls() {
   const sel = $("#selection");
   sel.replaceChildren(el("option", { value: "", text: `default (${state.meta.default_selection})` }),
     ...state.meta.selections.map((s) => el("option", { value: s, text: s })));
-  sel.value = state.params.selection;
-  $("#ubiquitous").checked = state.params.ubiquitous;
   const onRule = (key, value) => { state.params[key] = value; showRuleControls(); loadGraph(); };
   $("#method").addEventListener("change", (ev) => onRule("method", ev.target.value));
   sel.addEventListener("change", (ev) => onRule("selection", ev.target.value));
@@ -68,9 +102,6 @@ function wireGraphControls() {
   showRuleControls();
   const refetch = debounce(loadGraph, 150);
   const mass = $("#mass");
-  const showMass = () => { $("#mass-value").textContent = `${+(state.params.mass * 100).toFixed(1)} %`; };
-  mass.value = state.params.mass * 100;
-  showMass();
   mass.addEventListener("input", () => {
     state.params.mass = Math.round(+mass.value * 10) / 1000;
     showMass();
@@ -78,8 +109,6 @@ function wireGraphControls() {
   });
   for (const [id, key] of [["top-n", "top_n"], ["edges-per-node", "edges_per_node"]]) {
     const input = $(`#${id}`);
-    input.value = state.params[key];
-    $(`#${id}-value`).textContent = input.value;
     input.addEventListener("input", () => {
       state.params[key] = +input.value;
       $(`#${id}-value`).textContent = input.value;
@@ -139,11 +168,8 @@ async function main() {
   const m = state.meta;
   $("#run-info").textContent = `${m.model} (${m.weights}) · ${m.dataset.n_images} images · ` +
     `${m.dataset.n_classes} classes · ${m.layers.length} layers`;
-  if ((m.pages || []).includes("blocks.html")) {
-    $("#nav-blocks").href = "/static/blocks.html";
-    $("#nav-blocks").hidden = false;
-  }
-  const h = readHash();
+  if (hasBlocks()) $("#nav-blocks").hidden = false;
+  const h = readHash(), zoom = state.zoom;
   wireSidebar(renderEmbedding);
   wireEmbedding();
   wireGraphControls();
@@ -151,12 +177,15 @@ async function main() {
   wireExport(redrawGraph);
   wireUnits();
   if (state.figure) setFigureMode(true);
+  syncControls();
   renderEmbedding();
-  selectClass(classByName(h.cls) ? h.cls : startClass());
+  selectClass(classByName(h.cls) ? h.cls : startClass(), false);
+  restoreZoom(zoom);
   if (h.tab === "units") showTab("units");
   openUnit(h.unit);
   setInterval(() => { if (!document.hidden) refreshFeaturevis(); }, POLL_MS);
   window.addEventListener("focus", refreshFeaturevis);
+  window.addEventListener("hashchange", applyHash);
   document.body.dataset.ready = "1";
 }
 

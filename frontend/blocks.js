@@ -13,7 +13,7 @@ const VIEW = 224; // model input pixels; the canvas is drawn at this size and sc
 
 const $ = (s) => document.querySelector(s);
 const state = {
-  meta: null, classes: [], image: null, layer: null, groups: DEFAULT_GROUPS, overlay: "attr", cls: 0,
+  meta: null, classes: [], image: null, pick: null, layer: null, groups: DEFAULT_GROUPS, overlay: "attr", cls: 0,
   data: null, L: null, query: "", img: null, hoverCell: null, hoverGroup: null, sees: null, groupVis: null,
 };
 let loadSeq = 0;
@@ -135,6 +135,7 @@ function readUrl() {
   state.groups = Math.min(32, Math.max(1, parseInt(p.get("groups"), 10) || DEFAULT_GROUPS));
   state.overlay = ["attr", "groups", "none"].includes(p.get("overlay")) ? p.get("overlay") : "attr";
   state.cls = Math.max(0, parseInt(p.get("class"), 10) || 0);
+  state.pick = state.classes.some((c) => c.name === p.get("pick")) ? p.get("pick") : null;
 }
 
 function writeUrl(push) {
@@ -143,28 +144,37 @@ function writeUrl(push) {
   if (state.groups !== DEFAULT_GROUPS) p.set("groups", state.groups);
   if (state.overlay !== "attr") p.set("overlay", state.overlay);
   if (state.cls) p.set("class", state.cls);
+  if (!state.image && state.pick) p.set("pick", state.pick);
   const url = `${location.pathname}?${p}`;
   if (url !== location.pathname + location.search) history[push ? "pushState" : "replaceState"](null, "", url);
 }
 
-/** Show a dataset image's class folder and file in the picker (for views opened by URL). */
+/** The run class of a dataset image (its class folder), else null. */
+function imageClass() {
+  const folder = state.image && state.image.image ? state.image.image.split("/")[0] : "";
+  return state.classes.some((c) => c.name === folder) ? folder : null;
+}
+
+/** Show a dataset image's class folder and file in the picker (for views opened by URL); with
+ * no image, the class of ?pick= (the class graph the user came from). */
 async function syncPicker() {
-  const path = state.image && state.image.image;
-  const folder = path ? path.split("/")[0] : "";
-  if (!path || !state.classes.some((c) => c.name === folder)) return;
+  const folder = imageClass() || (state.image ? null : state.pick);
+  if (!folder) return;
   $("#source").value = "dataset";
   $("#source").onchange();
   if ($("#pick-class").value !== folder) {
     $("#pick-class").value = folder;
     await fillImages();
   }
-  $("#pick-image").value = path;
+  if (state.image) $("#pick-image").value = state.image.image;
 }
 
 function syncControls() {
   document.querySelectorAll("#layers button").forEach((b) => b.classList.toggle("active", b.dataset.layer === state.layer));
   document.querySelectorAll("#overlay-modes button").forEach((b) => b.classList.toggle("active", b.dataset.overlay === state.overlay));
   $("#groups").value = state.groups;
+  const back = imageClass() || state.pick;
+  $("#to-summit").href = back ? `/#class=${encodeURIComponent(back)}` : "/";
   $("#image-name").textContent = state.image ? (state.image.image || `upload ${state.image.upload.slice(0, 8)}…`) : "pick an image";
   syncPicker();
 }
@@ -184,8 +194,11 @@ async function load() {
   showError(null);
   if (!state.image) {
     $("#content").hidden = true;
+    showLoading(null);
     return;
   }
+  showLoading(`explaining ${state.image.image || "the upload"} at ${state.layer}` +
+    (state.data ? "…" : " (the first explanation also loads the model: a few seconds)…"));
   const names = layerNames();
   const next = names[names.indexOf(state.layer) + 1];
   const q = new URLSearchParams(state.image);
@@ -204,13 +217,25 @@ async function load() {
     state.sees = state.groupVis = null;
     if (state.cls >= data.classes.length) state.cls = 0;
     $("#content").hidden = false;
+    showLoading(null);
     renderAll();
     document.body.dataset.loaded = `${state.layer}|${state.image.image || state.image.upload}`;
     fetchRenders(false, "positions");
     fetchRenders(false, "groups");
   } catch (e) {
-    if (seq === loadSeq) showError(e);
+    if (seq === loadSeq) {
+      showLoading(null);
+      showError(e);
+    }
   }
+}
+
+/** The loading line (null: none); while it shows, the previous results are marked stale. */
+function showLoading(text) {
+  $("#loading").hidden = !text;
+  $("#loading").textContent = text || "";
+  $("#content").classList.toggle("stale", !!text);
+  $("#content").setAttribute("aria-busy", text ? "true" : "false");
 }
 
 async function fetchRenders(run, kind) {
@@ -239,6 +264,7 @@ function renderAll() {
   renderAttribution();
   renderGroups();
   renderLinks();
+  renderTopClass();
   syncControls();
 }
 
@@ -413,6 +439,19 @@ function renderGroups() {
   }
 }
 
+/** Why a run class's graph is shown: the run class the model ranks highest, the image's class
+ * folder, or both, with the model's rank of it. */
+function linkRoles(link) {
+  const why = link.roles.map((r) => (r === "predicted" ? "best run class" : "true class: the image's folder"));
+  return `${why.join(" and ")}; model rank ${link.model_rank ?? "–"}`;
+}
+
+/** The model's own top class (over all its outputs) beside the image's name. */
+function renderTopClass() {
+  const top = state.data.classes.find((c) => c.rank === 1);
+  $("#top-class").textContent = top ? `model's top class: ${top.name} ${d3.format(".1%")(top.prob)}` : "";
+}
+
 function renderLinks() {
   const L = state.L;
   const box = $("#links");
@@ -421,12 +460,17 @@ function renderLinks() {
     box.append(el("div", { class: "muted" }, "The prediction is not a class of this run and the image has no class folder: no class graph to link."));
   }
   const active = new Set(L.active.map((a) => a.channel));
+  const top = state.data.classes.find((c) => c.rank === 1);
+  box.append(el("div", { "data-testid": "top-class-note", class: "muted" },
+    `The model's top class is ${top.name}${top.run_name ? ` (run class ${top.run_name})` : ", not a class of this run"}; ` +
+    "a run class's graph is shown below:"));
   state.data.links.forEach((link) => {
     const nodes = link.nodes[L.name] || [];
     const hit = L.active.filter((a) => nodes.includes(a.channel)).length;
     const div = el("div", { "data-testid": "link" },
-      el("b", {}, `${link.roles.join(" & ")}: ${link.name} `),
-      el("a", { href: `./#class=${encodeURIComponent(link.name)}`, "data-testid": "graph-link" }, "open class graph"),
+      el("b", {}, `${link.name} `),
+      el("span", { class: "muted" }, `(${linkRoles(link)}) `),
+      el("a", { href: `/#class=${encodeURIComponent(link.name)}`, "data-testid": "graph-link" }, "open class graph"),
       el("div", { class: "muted" }, `${hit} of the image's ${L.active.length} most active ${L.name} channels are nodes of this graph (${link.graph_nodes} nodes); green: active here`));
     nodes.forEach((ch) => div.append(el("span", { class: `chip${active.has(ch) ? " active-here" : ""}`, "data-testid": "node-chip",
       "data-channel": ch, onclick: () => showNode(L.name, ch) }, `${L.name}:${ch}`)));

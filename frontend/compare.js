@@ -18,10 +18,17 @@ function showSelect(sel, on) {
   sel.hidden = !on;
 }
 
-export function wireCompare() {
+/** The toggle and menu showing `state.compare` / `state.compareWith`. */
+export function syncCompare() {
   const sel = $("#compare-select");
   $("#compare-toggle").checked = state.compare;
   showSelect(sel, state.compare);
+  if (state.compare && state.compareWith) sel.value = state.compareWith;
+}
+
+export function wireCompare() {
+  const sel = $("#compare-select");
+  syncCompare();
   const changed = () => {
     renderClassList();
     markEmbedding();

@@ -4,7 +4,7 @@
 
 import { api, showError } from "./api.js";
 import { $, cropHtml, el, fmt, pct } from "./dom.js";
-import { actions, classLabel, diversityOf, state, thumbOf, writeHash } from "./state.js";
+import { actions, blocksUrl, classLabel, diversityOf, hasBlocks, state, thumbOf, writeHash } from "./state.js";
 import { thumbHtml } from "./units.js";
 
 function markSelected(id) {
@@ -15,7 +15,7 @@ function markSelected(id) {
 export function closeChannel() {
   state.detail = null;
   const panel = $("#channel-detail");
-  panel.dataset.node = "";
+  panel.dataset.node = panel.dataset.shown = panel.dataset.cls = "";
   panel.replaceChildren();
   document.body.classList.remove("detail-open");
   markSelected(null);
@@ -39,6 +39,16 @@ function section(title, ...body) {
   return [el("h2", { text: title }), ...body];
 }
 
+/** After the graph changed class: the open unit's panel is drawn again for the new graph (its
+ * inputs, the classes marked current), or closed when the unit is not in it. */
+export function followGraph() {
+  const id = state.detail;
+  if (!id) return;
+  const n = state.graph.nodes.find((m) => m.id === id);
+  if (n) openChannel(n.layer, n.channel);
+  else closeChannel();
+}
+
 export async function openChannel(layer, channel) {
   const id = `${layer}:${channel}`;
   state.detail = id;
@@ -55,6 +65,9 @@ export async function openChannel(layer, channel) {
   }
   if (state.detail !== id) return;
   document.body.classList.add("detail-open");
+  if (panel.dataset.shown !== id) panel.scrollTop = 0;   // a new unit starts at its top
+  panel.dataset.shown = id;
+  panel.dataset.cls = state.selected;
   const head = el("div", { class: "detail-head" }, el("h3", { text: id }),
     el("span", { class: "note", text: `unit ${channel} of ${layer}` }),
     el("button", { title: "close (Esc)", "aria-label": "close the channel detail", text: "×", onclick: closeChannel }));
@@ -73,13 +86,16 @@ export async function openChannel(layer, channel) {
   d.examples.forEach((r, i) => {
     const c = state.classes[r.class];
     const name = c ? classLabel(c.name) : String(r.class);
-    exBox.append(el("div", { class: "example", title: `${r.image}\nclass ${name}\nactivation ${r.value.toFixed(2)}` },
-      cropHtml(d.examples_url, i, null), breakable(name)));
+    const title = `${r.image}\nclass ${name}\nactivation ${r.value.toFixed(2)}`;
+    const crop = cropHtml(d.examples_url, i, null);
+    exBox.append(el("div", { class: "example", title: hasBlocks() ? `${title}\nclick: explain it in Building Blocks` : title },
+      hasBlocks() ? el("a", { class: "to-blocks", href: blocksUrl({ image: r.image, layer }) }, crop) : crop,
+      breakable(name)));
   });
 
   const stats = el("table", { class: "stats-table" },
     el("tr", {}, el("td", { text: `selected (${state.meta.default_selection}) in` }), el("td", { text: `${d.count} of ${d.n_images} images` })),
-    el("tr", {}, el("td", { text: "mean activation (spatial max)" }), el("td", { text: fmt(d.mean_activation) })));
+    el("tr", {}, el("td", { text: `mean activation on all ${d.n_images} images (spatial max)` }), el("td", { text: fmt(d.mean_activation) })));
 
   const node = state.graph?.nodes.find((n) => n.id === id);
   const src = inputLayer(layer);
@@ -100,7 +116,7 @@ export async function openChannel(layer, channel) {
   const tops = el("ul", { class: "top-classes", id: "detail-top-classes" }, ...d.top_classes.map((c) => {
     const bar = el("div", { class: "bar" }, el("span"));
     bar.firstChild.style.width = `${(100 * c.count) / maxCount}%`;
-    const li = el("li", { "data-class": c.name, tabindex: 0, title: `mean activation ${fmt(c.mean)}`,
+    const li = el("li", { "data-class": c.name, tabindex: 0, title: `mean activation on this class's images ${fmt(c.mean)}`,
       onclick: () => actions.selectClass(c.name),
       onkeydown: (ev) => { if (ev.key === "Enter") actions.selectClass(c.name); } },
     breakable(classLabel(c.name), { class: "cls" }),

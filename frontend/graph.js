@@ -5,7 +5,7 @@
 // and `ruleText` are shared with the figure export (export.js), so screen and figure agree.
 
 import { api, examplesUrl, showError } from "./api.js";
-import { $, cropHtml, el, fmt, pct } from "./dom.js";
+import { $, cropHtml, debounce, el, fmt, pct } from "./dom.js";
 import { actions, classByName, classLabel, diversityOf, ruleParams, state, thumbOf, writeHash } from "./state.js";
 import { COLORS } from "./compare.js";
 
@@ -15,6 +15,24 @@ export const FONT = "'Summit Sans', 'DejaVu Sans', system-ui, sans-serif";
 const MUTED = "#515b66", FAINT = "#9aa3ad", EDGE = "#8c96a1";
 
 let view = null;  // {svg, zoom, L, fitted}: the drawn graph; fitted: the last fit mode unless zoomed by hand
+let pendingZoom = null;  // [k, x, y] from the address, applied to the next drawing instead of a fit
+
+/** Zoom the next drawn graph to [k, x, y] (a link's `zoom=`); null: fit it as usual. */
+export function restoreZoom(z) {
+  pendingZoom = z;
+  state.zoom = z;
+  if (z) writeHash();
+  if (z && view) applyZoom();
+}
+
+function applyZoom() {
+  const [k, x, y] = pendingZoom;
+  pendingZoom = null;
+  view.fitted = null;
+  view.svg.call(view.zoom.transform, d3.zoomIdentity.translate(x, y).scale(k));
+}
+
+const zoomToHash = debounce(() => writeHash(), 300);
 
 /** Query parameters of the current graph rule. */
 export function graphQuery() {
@@ -41,8 +59,12 @@ export async function loadGraph() {
   try {
     const g = await api(url);
     if (seq !== state.graphSeq) return;
+    const key = url.match(/[?&](class|a|b)=[^&]*/g).join();
+    const moved = state.graph && state.graphKey !== key;   // another class (or pair)
     state.graph = g;
+    state.graphKey = key;
     drawGraph(g, { refit: true });
+    if (moved) actions.followGraph();
   } catch (err) {
     if (seq === state.graphSeq) showError(err);
   } finally {
@@ -68,15 +90,20 @@ function orderRows(rows, preds, succs) {
   }
 }
 
+/** Edge width: EDGE_MAX px times the share of the class's images whose influence passes the
+ * edge (from 0; drawn at least 0.5 px); in a comparison the larger of the two classes' shares,
+ * each of its own class's images, so both classes share one scale. */
+export const edgeWidth = (frac) => Math.max(0.5, EDGE_MAX * frac);
+const EDGE_MAX = 8;
+
 /** Geometry of a graph at 1:1 without the nodes whose count is <= hideLe (0: the filter is off;
  * PageRank graphs may hold units of count 0, reached through their edges): rows centred on the
- * widest row, node size by the share of images (sqrt), edge width linear from the graph's
- * smallest to its largest influence count. */
+ * widest row, node size by the share of images (sqrt), edge width by `edgeWidth`. */
 export function layoutGraph(g, hideLe) {
   const compare = isCompare(g);
   const countOf = (n) => (compare ? Math.max(n.count_a ?? 0, n.count_b ?? 0) : n.count);
   const fracOf = (n) => (compare ? Math.max(n.fraction_a ?? 0, n.fraction_b ?? 0) : n.fraction);
-  const edgeCount = (e) => e.count ?? Math.max(e.count_a ?? 0, e.count_b ?? 0);
+  const edgeFrac = (e) => e.fraction ?? Math.max(e.fraction_a ?? 0, e.fraction_b ?? 0);
   const kept = hideLe > 0 ? g.nodes.filter((n) => countOf(n) > hideLe) : g.nodes;
   const ids = new Set(kept.map((n) => n.id));
   const links = g.links.filter((e) => ids.has(e.source) && ids.has(e.target));
@@ -107,10 +134,8 @@ export function layoutGraph(g, hideLe) {
     r.forEach((n, j) => nodes.set(n.id, { ...n, x: cx + (j - (r.length - 1) / 2) * slot, y,
       s: size(fracOf(n)), n: countOf(n) }));
   });
-  const ext = d3.extent(links, edgeCount);
-  const ew = ext[0] === ext[1] ? () => 3 : d3.scaleLinear().domain(ext).range([1, 8]);
   return { g, compare, layers, rows, hiddenRows, nodes, links, preds, succs, width, height, size, maxFrac,
-    ew, edgeCount, edgeExtent: ext, countMax: d3.max(g.nodes, countOf) || 0, hideLe };
+    edgeFrac, countMax: d3.max(g.nodes, countOf) || 0, hideLe };
 }
 
 let drawings = 0;   // pattern ids stay unique across drawings
@@ -162,9 +187,10 @@ export function graphContent(L) {
     })
     .attr("stroke", (e) => (L.compare ? COLORS[e.membership] || EDGE : EDGE))
     .attr("stroke-opacity", 0.75)
-    .attr("stroke-width", (e) => L.ew(L.edgeCount(e)))
-    .append("title").text((e) => `${e.source} → ${e.target}: influence count ` +
-      (L.compare ? `a ${e.count_a}, b ${e.count_b}` : e.count));
+    .attr("stroke-width", (e) => edgeWidth(L.edgeFrac(e)))
+    .append("title").text((e) => `${e.source} → ${e.target}: influence count ` + (L.compare
+      ? `${compareNames.a} ${e.count_a} (${pct(e.fraction_a)}), ${compareNames.b} ${e.count_b} (${pct(e.fraction_b)})`
+      : `${e.count} (${pct(e.fraction)} of the class's images)`));
 
   const K = Math.max(1, state.meta.examples_k || 1);
   const info = L.g.summit?.class || {};
@@ -195,10 +221,14 @@ export function graphContent(L) {
   return root.node();
 }
 
+/** The compared classes as the page names them (their labels). */
+const compareNames = { get a() { return classLabel(state.selected); }, get b() { return classLabel(state.compareWith); } };
+
 function nodeCounts(n, compare, info) {
   return compare
-    ? `a: ${n.count_a ?? 0}, b: ${n.count_b ?? 0} images (${n.membership}); mean activation a ${fmt(n.mean_a)}, b ${fmt(n.mean_b)}`
-    : `${n.count} of ${info.n_images ?? "?"} images (${pct(n.fraction)}); mean activation ${fmt(n.mean)}`;
+    ? `${compareNames.a}: ${n.count_a ?? 0}, ${compareNames.b}: ${n.count_b ?? 0} images (${n.membership === "both" ? "both graphs" : `only ${compareNames[n.membership]}`}); ` +
+      `mean activation on each class's images: ${compareNames.a} ${fmt(n.mean_a)}, ${compareNames.b} ${fmt(n.mean_b)}`
+    : `${n.count} of ${info.n_images ?? "?"} images (${pct(n.fraction)}); mean activation on the class's images ${fmt(n.mean)}`;
 }
 
 /** Legend as an SVG <g>: node size, edge width and (compare) the membership colours. */
@@ -207,7 +237,7 @@ export function legendGroup(L, names) {
   let x = 0;
   const title = (t) => g.append("text").attr("x", x).attr("y", 10).attr("font-weight", "bold").text(t);
   title("node size: share of images selecting the unit");
-  const fracs = [...new Set([L.maxFrac / 4, L.maxFrac / 2, L.maxFrac].map((f) => +f.toPrecision(2)))];
+  const fracs = [...new Set([0, L.maxFrac / 4, L.maxFrac / 2, L.maxFrac].map((f) => +f.toPrecision(2)))];
   let xi = x;
   for (const f of fracs) {
     const s = L.size(f);
@@ -217,16 +247,14 @@ export function legendGroup(L, names) {
     xi += s + 14;
   }
   x = Math.max(xi, x + 290) + 24;
-  title("edge width: influence count");
-  const [lo, hi] = L.edgeExtent;
-  const counts = lo == null ? [] : [...new Set([lo, Math.round((lo + hi) / 2), hi])];
-  counts.forEach((c, i) => {
+  title(L.compare ? "edge width: share of each class's images" : "edge width: share of the class's images");
+  [0.25, 0.5, 1].forEach((f, i) => {
     const y = 18 + 10 + i * 16;
     g.append("line").attr("class", "width-key").attr("x1", x).attr("x2", x + 44).attr("y1", y).attr("y2", y)
-      .attr("stroke", EDGE).attr("stroke-width", L.ew(c));
-    g.append("text").attr("x", x + 52).attr("y", y + 3).text(c);
+      .attr("stroke", EDGE).attr("stroke-width", edgeWidth(f));
+    g.append("text").attr("x", x + 52).attr("y", y + 3).text(pct(f));
   });
-  if (!counts.length) g.append("text").attr("x", x).attr("y", 34).text("no edges");
+  if (!L.links.length) g.append("text").attr("x", x + 90).attr("y", 34).text("no edges");
   x += 180;
   if (L.compare) {
     title("colour: graph membership");
@@ -248,13 +276,12 @@ export function ruleText(g) {
   const parts = [];
   if (s.method === "pagerank") {
     parts.push("rule: PageRank (Summit)");
-    const share = (v) => `${+(v * 100).toFixed(1)} %`;
     if (s.mass != null) {
       parts.push(s.mass > s.mass_start + 1e-9
-        ? `mass ${share(s.mass)} (raised from ${share(s.mass_start)} until every layer is present and connected)`
+        ? `mass ${share(s.mass)} (raised from ${share(s.mass_start)} until every layer has a unit and each pair of adjacent layers an edge)`
         : `mass ${share(s.mass)}`);
     } else if (s.mass_a != null) {   // a comparison: each class's graph has its own raised mass
-      parts.push(`mass ${share(s.mass_a)} (a), ${share(s.mass_b)} (b), from ${share(s.mass_start)}`);
+      parts.push(`mass ${share(s.mass_a)} (${compareNames.a}), ${share(s.mass_b)} (${compareNames.b}), from ${share(s.mass_start)}`);
     }
   } else {
     parts.push(s.min_count != null ? `rule: units with count ≥ ${s.min_count}` : `rule: top ${s.top_n} units per layer`);
@@ -267,6 +294,32 @@ export function ruleText(g) {
   return parts.join(" · ");
 }
 
+const share = (v) => `${+(v * 100).toFixed(1)} %`;
+
+/** The mass slider's reading: the share asked for and, once the graph of that share is drawn,
+ * the share it uses (the rule raises it in 0.5 % steps); the range it raised over, [asked, used),
+ * gives this same graph and is marked under the slider (#mass-override). */
+export function showMass() {
+  const s = state.graph?.summit?.settings || {};
+  const asked = state.params.mass;
+  const usedOf = s.mass != null ? [s.mass] : s.mass_a != null ? [s.mass_a, s.mass_b] : [];
+  const current = Math.abs((s.mass_start ?? -1) - asked) < 1e-9 && usedOf.length;
+  const used = current ? Math.max(...usedOf) : asked;
+  const input = $("#mass"), band = $("#mass-override");
+  input.dataset.used = current ? used : "";
+  const uses = !current || used <= asked + 1e-9 ? ""
+    : s.mass != null ? ` → uses ${share(used)}` : ` → uses ${share(s.mass_a)}, ${share(s.mass_b)}`;
+  $("#mass-value").textContent = share(asked) + uses;
+  band.hidden = !uses;
+  if (!uses) return;
+  const lo = +input.min / 100, hi = +input.max / 100, r = 8;   // r: half the range thumb
+  const px = (v) => r + ((Math.min(v, hi) - lo) / (hi - lo)) * (input.offsetWidth - 2 * r);
+  band.style.left = `${px(asked)}px`;
+  band.style.width = `${Math.max(2, px(used) - px(asked))}px`;
+  band.title = `every mass from ${share(asked)} to ${share(used)} gives this graph: the rule raises it ` +
+    "until every layer has a unit and each pair of adjacent layers an edge";
+}
+
 // ---------------------------------------------------------------- the view
 export function drawGraph(g, { refit = false } = {}) {
   if (state.figure) {
@@ -274,10 +327,14 @@ export function drawGraph(g, { refit = false } = {}) {
     return;
   }
   const box = $("#graph");
+  // the count filter keeps the units of the largest count: it can hide all but those, not every unit
+  const top = d3.max(g.nodes, (n) => (n.count ?? Math.max(n.count_a ?? 0, n.count_b ?? 0))) || 0;
+  state.hideLe = Math.min(state.hideLe, Math.max(0, top - 1));
   const L = layoutGraph(g, state.hideLe);
   const names = { a: classLabel(state.selected), b: classLabel(state.compareWith) };
   renderGraphTitle(g, L);
   $("#rule-settings").textContent = ruleText(g);
+  showMass();
   // the legend is drawn at the graph's zoom, so its node sizes and edge widths are the ones on screen
   const lg = d3.create("svg").attr("class", "legend-svg").attr("font-family", FONT);
   lg.append(() => legendGroup(L, names));
@@ -285,7 +342,8 @@ export function drawGraph(g, { refit = false } = {}) {
     "Hover a node for its examples and paths (move across it to switch diversity images); click for details; " +
     "scroll to zoom, drag to pan." }));
   const hide = $("#hide-le");
-  hide.max = Math.max(1, L.countMax);
+  hide.max = Math.max(0, top - 1);
+  hide.disabled = top <= 1;
   hide.value = state.hideLe;
   $("#hide-le-value").textContent = state.hideLe;
 
@@ -300,8 +358,11 @@ export function drawGraph(g, { refit = false } = {}) {
   vp.append(() => graphContent(L));
   wireNodes(vp, L);
   const zoom = d3.zoom().scaleExtent([0.05, 4]).on("zoom", (ev) => {
-    if (ev.sourceEvent) {   // zoomed or panned by hand: no longer fitted; the popover would float
+    if (ev.sourceEvent) {   // zoomed or panned by hand: no longer fitted (kept in the address); the popover would float
       if (view) view.fitted = null;
+      const t = ev.transform;
+      state.zoom = [+t.k.toFixed(3), Math.round(t.x), Math.round(t.y)];
+      zoomToHash();
       hidePopover();
     }
     vp.attr("transform", ev.transform);
@@ -311,7 +372,8 @@ export function drawGraph(g, { refit = false } = {}) {
   svg.call(zoom).on("dblclick.zoom", null);
   box.replaceChildren(svg.node());
   view = { svg, zoom, L, fitted: old?.fitted ?? "all" };
-  if (refit || !old) fit("all");
+  if (pendingZoom) applyZoom();
+  else if (refit || !old) fit("all");
   else if (view.fitted) fit(view.fitted);
   else svg.call(zoom.transform, d3.zoomTransform(old.svg.node()));
   if (state.detail) svg.select(`g.node[data-node="${state.detail}"]`).classed("selected", true);
@@ -332,6 +394,10 @@ export function fit(mode) {
   const tx = Math.max(0, (W - width * k) / 2), ty = mode === "all" ? Math.max(0, (H - height * k) / 2) : 0;
   view.svg.call(view.zoom.transform, d3.zoomIdentity.translate(tx, ty).scale(k));
   view.fitted = mode;
+  if (state.zoom) {
+    state.zoom = null;
+    writeHash();
+  }
 }
 
 /** Keep the drawing's size in step with its box (the detail panel opens and closes); a fitted

@@ -18,7 +18,9 @@ export const state = {
   // the server's defaults and the URL hash by readHash
   params: { method: null, selection: "", ubiquitous: false, mass: null, top_n: null, edges_per_node: null },
   hideLe: 0,                    // client-side filter: hide nodes with count <= hideLe
+  zoom: null,                   // [k, x, y] of a graph zoomed by hand (null: fitted)
   graph: null,
+  graphKey: null,               // the class (or pair) of `graph`
   graphSeq: 0,
   detail: null,                 // "layer:channel" shown in the detail panel
   tab: "graph",
@@ -36,6 +38,7 @@ export const state = {
 export const actions = {
   selectClass: (name) => {},
   openChannel: (layer, channel) => {},
+  followGraph: () => {},
   loadGraph: () => {},
   drawFigure: async () => {},
 };
@@ -60,6 +63,13 @@ export function ruleParams() {
   }
   return p;
 }
+
+/** Whether the server has the Building Blocks page (blocks.html). */
+export const hasBlocks = () => (state.meta?.pages || []).includes("blocks.html");
+
+/** A Building Blocks address: ?pick=<class> starts its picker at a class, ?image=<dataset path>
+ * (with layer=) explains that image. */
+export const blocksUrl = (params) => `/blocks.html?${new URLSearchParams(params)}`;
 
 /** Thumbnail of a unit: its feature vis if rendered, else the first dataset-example patch. */
 export function thumbOf(layer, ch) {
@@ -98,8 +108,14 @@ export function writeHash() {
   if (state.unitSort !== "count") p.set("usort", state.unitSort);
   if (state.unitActive) p.set("active", "1");
   if (state.detail) p.set("unit", state.detail);
+  if (state.zoom) p.set("zoom", state.zoom.join(","));
   if (state.figure) p.set("figure", "1");
   history.replaceState(null, "", `#${p}`);
+}
+
+/** A history entry for the view being left (a class pick): Back returns to it. */
+export function pushHistory() {
+  history.pushState(null, "", location.hash);
 }
 
 /** Read the hash into `state`; returns what needs the views (class, tab, unit). */
@@ -120,10 +136,10 @@ export function readHash() {
   state.params.selection = oneOf("selection", state.meta.selections, d.selection || "");
   state.params.ubiquitous = p.has("ubiquitous") ? p.get("ubiquitous") === "show" : !d.hide_ubiquitous;
   state.hideLe = int("hide_le", 0, 1e9, 0);
-  if (p.get("compare") && classByName(p.get("compare"))) {
-    state.compare = true;
-    state.compareWith = p.get("compare");
-  }
+  state.compare = !!(p.get("compare") && classByName(p.get("compare")));
+  if (state.compare) state.compareWith = p.get("compare");
+  const z = (p.get("zoom") || "").split(",").map(Number);
+  state.zoom = z.length === 3 && z.every(Number.isFinite) && z[0] > 0 ? z : null;
   state.layer = oneOf("layer", layers, null);
   state.simLayer = oneOf("slayer", layers, "");
   state.classSort = oneOf("csort", ["similarity", "accuracy", "count", "name"], "similarity");

@@ -120,10 +120,14 @@ class Explainer:
             roles.setdefault(self.run_class_of[best], []).append("predicted")
         if true is not None:
             roles.setdefault(true, []).append("true")
+        order = torch.argsort(logits.detach(), descending=True).tolist()
+        out_of = {ci: m for m, ci in self.run_class_of.items()}
         links = []
         for ci, r in roles.items():
             G = class_graph(self.run, ci)
+            m = out_of.get(ci)
             links.append({"roles": r, "class": ci, "name": self.run.class_names[ci],
+                          "model_rank": None if m is None else order.index(m) + 1,
                           "graph_nodes": G.number_of_nodes(), "nodes": graph_channels(G, layers)})
         return links
 

@@ -29,16 +29,19 @@ INFLUENCE_MEMORY_BYTES = 512 * 2**20  # smaller influence tables are served from
 MAX_URL_BYTES = 8192  # longer request targets get a JSON 414
 
 
-def create_app(run_dir: str | os.PathLike, cache_size: int = 256, hosts: HostCheck | None = None) -> Flask:
+def create_app(run_dir: str | os.PathLike, cache_size: int = 256, hosts: HostCheck | None = None,
+               warm: bool = False) -> Flask:
     """The Flask app serving the run at ``run_dir`` (raises SummitError if it is not a run, or if
-    its files are damaged: see ``Run``). `hosts`: accepted Host headers (default: loopback names only)."""
+    its files are damaged: see ``Run``). `hosts`: accepted Host headers (default: loopback names only).
+    `warm`: load the model for Building Blocks in a background thread now (`summit serve` does), so
+    the first explanation does not wait for it."""
     app = Flask(__name__, static_folder=str(STATIC_DIR), static_url_path="/static")
     api = Api(run_dir, cache_size)
     api.run.preload_influence(INFLUENCE_MEMORY_BYTES)
     dense(api.run)  # one-time set-up (dense matrices) before the first computed graph
     app.extensions["summit"] = api
     host_ok = hosts or HostCheck()
-    app.register_blueprint(blocks_blueprint(api))
+    app.register_blueprint(blocks_blueprint(api, warm))
 
     @app.before_request
     def _check_request() -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import re
+import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -37,15 +38,23 @@ class BlocksApi:
         self.api = api
         self.run = api.run
         self._explainer: Explainer | None = None
+        self._loading = threading.Lock()
         self.explanation = Memo(self._explain, 8)
         self.json = Memo(lambda *key: self.explanation(*key).to_json(), 32)
 
     @property
     def explainer(self) -> Explainer:
-        if self._explainer is None:  # loading the model twice in a race is harmless
-            from ..explain.explainer import Explainer
-            self._explainer = Explainer(self.run)
+        with self._loading:  # once: a request during the background load waits for it
+            if self._explainer is None:
+                from ..explain.explainer import Explainer
+                self._explainer = Explainer(self.run)
         return self._explainer
+
+    def warm(self) -> threading.Thread:
+        """Load the model in a background thread (the first explanation then skips it)."""
+        t = threading.Thread(target=lambda: self.explainer, name="summit-blocks-warm", daemon=True)
+        t.start()
+        return t
 
     # --- parameters ----------------------------------------------------------------------------
     def image_key(self, args: dict[str, str]) -> tuple[str, str]:
@@ -116,10 +125,12 @@ class BlocksApi:
         return p
 
 
-def blocks_blueprint(api: Api) -> Blueprint:
-    """Routes of the explorer page and its JSON API."""
+def blocks_blueprint(api: Api, warm: bool = False) -> Blueprint:
+    """Routes of the explorer page and its JSON API; `warm`: load the model in the background now."""
     bp = Blueprint("blocks", __name__)
     blocks = BlocksApi(api)
+    if warm:
+        blocks.warm()
 
     def args() -> dict[str, str]:
         return request.args.to_dict()

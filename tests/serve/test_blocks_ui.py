@@ -97,7 +97,7 @@ def test_pick_switch_hover_groups_and_class_graph_round_trip(page, base_url, art
     page.screenshot(path=str(artifacts / "blocks_groups.png"), full_page=True)
     # jump to the class graph and back
     link = page.locator("[data-testid=graph-link]").first
-    assert link.get_attribute("href") == "./#class=099_goose"
+    assert link.get_attribute("href") == "/#class=099_goose"
     link.click()
     page.wait_for_selector("#graph svg g.node")
     page.wait_for_function("() => document.querySelector('#graph-title').textContent.includes('099_goose')")

@@ -244,7 +244,7 @@ def test_pagerank_rule_controls(browser, server: str) -> None:
     with checked_page(browser, server, hash_) as page:
         wait_graph(page, name)
         assert (page.input_value("#mass"), page.input_value("#selection")) == ("20", "top5")
-        assert page.is_checked("#ubiquitous") and page.inner_text("#mass-value") == "20 %"
+        assert page.is_checked("#ubiquitous") and page.inner_text("#mass-value").split(" →")[0] == "20 %"
 
 
 def test_hover_popover_beside_the_node(page, server: str, artifacts: Path) -> None:
@@ -307,23 +307,6 @@ def test_edges_zero_and_top1_keep_every_layer(page, server: str) -> None:
     page.wait_for_function(f"() => document.querySelectorAll('#graph svg g.node').length === {len(layers)}")
     assert sorted(i.split(":")[0] for i in node_ids(page)) == sorted(layers)
     assert page.locator("#graph svg text.row-note").count() == 0
-
-
-def test_edge_widths_span_the_graphs_counts(page, server: str) -> None:
-    """Defect 2: widths scale linearly from the graph's smallest to its largest count (1 to 8 px)."""
-    name = page.get_attribute("#graph svg", "data-class")
-    topn_rule(page)  # the sample's PageRank graphs can have edges of one count only
-    wait_graph(page, name)
-    g = page_graph(page, server)
-    lo, hi = min(e["count"] for e in g["links"]), max(e["count"] for e in g["links"])
-    assert lo < hi
-    widths = page.eval_on_selector_all("#graph svg path.edge", "els => els.map(e => [e.dataset.source, "
-                                       "e.dataset.target, +e.getAttribute('stroke-width')])")
-    count = {(e["source"], e["target"]): e["count"] for e in g["links"]}
-    for s, t, w in widths:
-        assert w == pytest.approx(1 + 7 * (count[s, t] - lo) / (hi - lo))
-    keys = page.eval_on_selector_all("#legend line.width-key", "els => els.map(e => +e.getAttribute('stroke-width'))")
-    assert keys[0] == pytest.approx(1) and keys[-1] == pytest.approx(8)
 
 
 def test_zoom_pan_and_fit(page, server: str, artifacts: Path) -> None:
@@ -618,7 +601,8 @@ def test_compare_mode(page, server: str, artifacts: Path) -> None:
     assert page.locator(f'#class-list li.compared[data-class="{b}"]').count() == 1
     st = g["summit"]["settings"]
     share = lambda v: f"{round(v * 100, 1):g} %"  # noqa: E731 - the page's format
-    assert f"mass {share(st['mass_a'])} (a), {share(st['mass_b'])} (b)" in page.inner_text("#rule-settings")
+    la, lb = label_of(server, a), label_of(server, b)
+    assert f"mass {share(st['mass_a'])} ({la}), {share(st['mass_b'])} ({lb})" in page.inner_text("#rule-settings")
     page.mouse.move(5, 5)
     shot(page, artifacts, "ui_compare.png")
 
@@ -775,7 +759,7 @@ def test_new_featurevis_and_diversity_hover(browser, sample_run: Path, tmp_path:
 
 def test_building_blocks_link_only_with_its_page(page, server: str) -> None:
     if "blocks.html" in api(server, "/api/meta")["pages"]:
-        assert page.is_visible("#nav-blocks") and page.get_attribute("#nav-blocks", "href") == "/static/blocks.html"
+        assert page.is_visible("#nav-blocks") and page.get_attribute("#nav-blocks", "href").startswith("/blocks.html?pick=")
     else:
         assert page.is_hidden("#nav-blocks") and page.get_attribute("#nav-blocks", "href") is None
 
@@ -809,5 +793,5 @@ def test_one_graph_default_reaches_cli_api_stored_graphs_and_page(browser, run_c
     with serving(run_copy) as base, checked_page(browser, base, f"class={cls}") as page:
         wait_graph(page, cls)
         assert "mass=" not in page.graph_urls[-1]  # the page's default is the server's
-        assert page.inner_text("#mass-value").strip() == "30 %"
+        assert page.inner_text("#mass-value").split(" →")[0].strip() == "30 %"
         assert sorted(node_ids(page)) == sorted(G.nodes)
