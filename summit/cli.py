@@ -158,7 +158,8 @@ def _cmd_info(a: argparse.Namespace) -> int:
 
 def _cmd_serve(a: argparse.Namespace) -> int:
     from .serve.http import serve
-    serve(a.run, host=a.host, port=a.port, allow_hosts=a.allow_host, threads=a.threads, processes=a.processes)
+    serve(a.run, host=a.host, port=a.port, allow_hosts=a.allow_host, threads=a.threads, processes=a.processes,
+          **({} if a.build_queue is None else {"build_queue": a.build_queue}))
     return 0
 
 
@@ -451,6 +452,9 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--processes", type=_int_in(1, 64), default=min(4, os.cpu_count() or 1),
                     help="serving processes sharing the port (default: CPUs, at most 4)")
     sv.add_argument("--threads", type=_int_in(1, 256), default=8, help="request threads per process (default 8)")
+    sv.add_argument("--build-queue", type=_int_in(0, 100000), default=None,
+                    help="graph build work that may wait per process, in re-cuts (a class not yet in memory costs "
+                         "more; default: serve.api.BUILD_QUEUE); beyond it the server answers 503 with Retry-After")
     sv.set_defaults(func=_cmd_serve)
 
     d = defaults()

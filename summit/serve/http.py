@@ -124,8 +124,9 @@ def make_http_server(app: Flask, host: str = "127.0.0.1", port: int = 5000, thre
 
 
 def _app(run_dir: str | os.PathLike, host: str, allow_hosts: list[str], build_queue: int) -> Flask:
-    """The app a serving process runs (its background loads started)."""
-    app = create_app(run_dir, hosts=HostCheck(host, allow_hosts))
+    """The app a serving process runs (its background loads started: graphs' inputs and the
+    Building Blocks model)."""
+    app = create_app(run_dir, hosts=HostCheck(host, allow_hosts), warm=True)
     api = app.extensions["summit"]
     api.builds = BuildGate(queue=build_queue)
     api.warm_up()
