@@ -367,6 +367,37 @@ def _cmd_figure(a: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_diff(a: argparse.Namespace) -> int:
+    from .graph.diff import diff_runs, write_diff_json, write_diff_svg
+    from .graph.options import graph_options
+    from .run.files import output_file
+    outs = [output_file(f) for f in (a.json, a.figure) if f]  # refused before any work
+    options = graph_options(method=a.method, selection=a.selection, layers=a.graph_layers).normalized()
+    rd = diff_runs(a.run_a, a.run_b, options, classes=[a.cls] if a.cls else None, progress=not a.quiet)
+    print(f"A: {rd.run_a.path} ({rd.run_a.meta.get('weights')}) vs B: {rd.run_b.path} "
+          f"({rd.run_b.meta.get('weights')}), {rd.run_a.meta.get('model')}, {len(rd.classes)} classes compared"
+          + "".join(f"; {len(n)} classes only in {w} (not compared)" for w, n in (("A", rd.only_a), ("B", rd.only_b))
+                    if n))
+    print("classes by change (1 - weighted Jaccard of graph nodes; nodes lost/gained/kept):")
+    for i, c in enumerate(rd.classes[:a.top]):
+        n = c.counts()["nodes"]
+        print(f"{i + 1:4d}. {c.label}: {c.score:.3f} (edges {c.edge_score:.3f}) -{n['lost']} +{n['gained']} ={n['kept']}")
+    if a.cls:
+        g = rd.classes[0].graph
+        for what, m in (("lost", "a"), ("gained", "b"), ("kept", "both")):
+            print(f"  {what}: " + (", ".join(f"{v} ({x['count_a']}->{x['count_b']})"
+                                             for v, x in g.nodes(data=True) if x["membership"] == m) or "none"))
+    print("channels that changed role most (1 - cosine of the per-class fractions A/n in A and B):")
+    for layer, roles in rd.top_roles(a.top).items():
+        print(f"  {layer}: " + ", ".join(f"{r.channel} ({r.change:.3f})" for r in roles))
+    if a.json:
+        print(f"diff -> {write_diff_json(rd, outs[0])}")
+    if a.figure:
+        cls = a.cls or rd.classes[0].name
+        print(f"figure of {cls} -> {write_diff_svg(rd, cls, outs[-1])}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .graph.formats import FORMATS
     from .graph.options import METHODS, defaults
@@ -564,6 +595,22 @@ def build_parser() -> argparse.ArgumentParser:
     fg.add_argument("--chromium", default=None, help="Chromium binary (default: /usr/bin/chromium, "
                                                      "else Playwright's own)")
     fg.set_defaults(func=_cmd_figure)
+
+    df = sub.add_parser("diff", help="compare two runs of one architecture class by class (docs/DIFF.md)")
+    df.add_argument("run_a", metavar="RUN_A", help="run directory A (e.g. the base checkpoint)")
+    df.add_argument("run_b", metavar="RUN_B", help="run directory B, same model, layers and channels")
+    df.add_argument("--class", dest="cls", default=None,
+                    help="only this class (as in RUN_A: folder name, index, WordNet id or label)")
+    df.add_argument("--top", type=_int_in(1, 2**31 - 1), default=10,
+                    help="classes and channels per layer listed (default 10)")
+    df.add_argument("--json", default=None, metavar="OUT", help="write the whole diff as JSON")
+    df.add_argument("--figure", default=None, metavar="OUT.svg",
+                    help="write --class's diff (default: the most changed class) as an SVG figure")
+    df.add_argument("--method", choices=METHODS, default=d.method, help=f"graph rule (default {d.method})")
+    df.add_argument("--selection", default=d.selection, help="activation selection (default mass0.03 if counted)")
+    df.add_argument("--layers", dest="graph_layers", nargs="+", default=d.layers, help="only these layers")
+    df.add_argument("--quiet", action="store_true", help="no progress bar")
+    df.set_defaults(func=_cmd_diff)
 
     return p
 

@@ -23,6 +23,9 @@ _HOMES = {
     "EMBEDDING_METHODS": "embedding", "class_embedding": "embedding", "class_vectors": "embedding",
     "write_embedding": "embedding", "load_embedding": "embedding",
     "graph_svg": "svg",
+    "RunDiff": "diff", "ClassDiff": "diff", "ChannelRole": "diff", "diff_runs": "diff", "diff_json": "diff",
+    "write_diff_json": "diff", "diff_svg": "diff", "write_diff_svg": "diff", "check_comparable": "diff",
+    "channel_roles": "diff",
 }
 __all__ = sorted(_HOMES)
 __getattr__, __dir__ = exports(__name__, _HOMES)
