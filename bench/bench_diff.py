@@ -20,12 +20,11 @@ import time
 from pathlib import Path
 
 import numpy as np
-import pyarrow as pa
 
 from summit.graph.build import class_graph
 from summit.graph.diff import channel_roles, diff_runs
 from summit.graph.matrices import dense
-from summit.run.store import CLASS_SCHEMA, Run
+from summit.run.store import Run
 
 
 def _s(f) -> float:
@@ -69,9 +68,6 @@ def main() -> None:
     a = ap.parse_args()
     if a.synthetic:
         import bench_graph
-        # bench_graph.synthesize writes no wnid/label columns (the classes schema before them),
-        # which Run still reads: give it that older schema until bench_graph.py writes them
-        bench_graph.CLASS_SCHEMA = pa.schema([f for f in CLASS_SCHEMA if f.name not in ("wnid", "label")])
         with tempfile.TemporaryDirectory() as tmp:
             t = time.perf_counter()
             for seed in (0, 1):

@@ -36,6 +36,7 @@ def synthesize(out: Path, n_classes: int, n_images: int, fanin: int, seed: int =
     out.mkdir(parents=True, exist_ok=True)
     names = [f"{i:03d}_class_{i}" for i in range(n_classes)]
     write_table(pa.table({"class": np.arange(n_classes, dtype=np.int32), "name": names,
+                          "wnid": [None] * n_classes, "label": names,
                           "model_index": np.arange(n_classes, dtype=np.int32),
                           "n_images": np.full(n_classes, n_images, dtype=np.int64),
                           "n_correct": rng.integers(0, n_images + 1, n_classes),

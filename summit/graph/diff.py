@@ -48,7 +48,7 @@ from tqdm import tqdm
 from ..errors import SummitError
 from ..run.files import atomic_write_bytes, write_json
 from ..run.store import Run
-from .build import ClassGraph, Resolved, _build, resolve
+from .build import ClassGraph, Resolved, _build, computed, resolve
 from .edges import ClassEdges, class_edges
 from .matrices import Dense, dense
 from .options import GraphOptions, graph_options
@@ -171,7 +171,7 @@ def _class_diff(runs: tuple[Run, Run], ds: tuple[Dense, Dense], idx: tuple[int, 
     """The diff of one class (index idx[0] in run A, idx[1] in run B)."""
     (a, b), (da, db), (ia, ib) = runs, ds, idx
     ea, eb = class_edges(a, ia), class_edges(b, ib)
-    ga, gb = _build(a, ia, ea, rs[0]), _build(b, ib, eb, rs[1])
+    ga, gb = _build(a, ia, ea, rs[0], computed), _build(b, ib, eb, rs[1], computed)
     na, nb = int(da.n_images[ia]), int(db.n_images[ib])
     G = ClassGraph(kind="diff", class_name=a.class_names[ia], class_label=a.class_labels[ia],
                    class_wnid=a.class_wnids[ia], class_index_a=ia, class_index_b=ib, n_images_a=na,
@@ -338,7 +338,7 @@ def diff_caption(rd: RunDiff, c: ClassDiff) -> str:
             f"Change score {c.score:.3f} (1 - weighted Jaccard of the nodes), edges {c.edge_score:.3f}. "
             f"Settings: {s['method']}, selection {s['selection']}, mass A {s.get('mass_a')}, "
             f"mass B {s.get('mass_b')}. Node area: the larger of the two runs' fractions of the class's "
-            "images; edge width: run A's influence count.")
+            "images; edge width: the larger of the two runs' influence counts.")
 
 
 def diff_svg(rd: RunDiff, cls: str | int, width: int = 720) -> str:

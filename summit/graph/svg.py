@@ -28,7 +28,7 @@ def graph_svg(G: nx.DiGraph, width: int = 720, row_height: int = 70) -> str:
            f'viewBox="0 0 {width} {height}" font-family="sans-serif" font-size="10">',
            f'<text x="8" y="18" font-size="14" font-weight="bold">{html.escape(str(title))} '
            f'({G.number_of_nodes()} nodes, {G.number_of_edges()} edges)</text>']
-    counts = [d.get("count", d.get("count_a", 0)) or 0 for _, _, d in G.edges(data=True)]
+    counts = [d.get("count", max(d.get("count_a") or 0, d.get("count_b") or 0)) or 0 for _, _, d in G.edges(data=True)]
     top = max(counts, default=1) or 1
     for (u, v, d), c in zip(G.edges(data=True), counts):
         (x1, y1), (x2, y2) = pos[u], pos[v]
