@@ -552,7 +552,10 @@ function wire() {
   $("#pick-example").onchange = () => { if ($("#pick-example").value) openImage({ image: $("#pick-example").value }); };
   $("#upload").onchange = () => { if ($("#upload").files.length) upload($("#upload").files[0]); };
   $("#groups").onchange = () => {
-    state.groups = Math.min(32, Math.max(1, parseInt($("#groups").value, 10) || DEFAULT_GROUPS));
+    const n = Math.min(32, Math.max(1, parseInt($("#groups").value, 10) || DEFAULT_GROUPS));
+    $("#groups").value = n;
+    if (n === state.groups) return; // a second change event (the field's blur) must not reload and grey the page
+    state.groups = n;
     writeUrl(false);
     load();
   };
