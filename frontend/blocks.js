@@ -127,12 +127,17 @@ function paint(canvas, overlay) {
 }
 
 // ------------------------------------------------------------------------------ URL state
+/** A neuron-group count from text (the address or the field): an integer in 1..32, else the default. */
+function parseGroups(text) {
+  return Math.min(32, Math.max(1, parseInt(text, 10) || DEFAULT_GROUPS));
+}
+
 function readUrl() {
   const p = new URLSearchParams(location.search);
   state.image = p.get("upload") ? { upload: p.get("upload") } : p.get("image") ? { image: p.get("image") } : null;
   const names = layerNames();
   state.layer = names.includes(p.get("layer")) ? p.get("layer") : names[Math.max(0, names.length - 3)];
-  state.groups = Math.min(32, Math.max(1, parseInt(p.get("groups"), 10) || DEFAULT_GROUPS));
+  state.groups = parseGroups(p.get("groups"));
   state.overlay = ["attr", "groups", "none"].includes(p.get("overlay")) ? p.get("overlay") : "attr";
   state.cls = Math.max(0, parseInt(p.get("class"), 10) || 0);
   state.pick = state.classes.some((c) => c.name === p.get("pick")) ? p.get("pick") : null;
@@ -552,7 +557,7 @@ function wire() {
   $("#pick-example").onchange = () => { if ($("#pick-example").value) openImage({ image: $("#pick-example").value }); };
   $("#upload").onchange = () => { if ($("#upload").files.length) upload($("#upload").files[0]); };
   $("#groups").onchange = () => {
-    const n = Math.min(32, Math.max(1, parseInt($("#groups").value, 10) || DEFAULT_GROUPS));
+    const n = parseGroups($("#groups").value);
     $("#groups").value = n;
     if (n === state.groups) return; // a second change event (the field's blur) must not reload and grey the page
     state.groups = n;
