@@ -61,8 +61,9 @@ def _parse_shard(s: str) -> tuple[int, int]:
     return i, n
 
 
-def parse_channels(tokens: Sequence[str]) -> list[int]:
-    """["0", "3-5"] -> [0, 3, 4, 5] (order kept, duplicates dropped)."""
+def parse_channels(tokens: Sequence[str], layer: str, n_channels: int) -> list[int]:
+    """["0", "3-5"] -> [0, 3, 4, 5] (order kept, duplicates dropped); each in 0..n_channels-1 of `layer`."""
+    from .vis.render import check_channels
     out: list[int] = []
     for tok in tokens:
         for part in str(tok).split(","):
@@ -75,6 +76,7 @@ def parse_channels(tokens: Sequence[str]) -> list[int]:
                 raise SummitError(f"bad channel {part!r}: want N or A-B, e.g. 0-15") from None
             if b < a:
                 raise SummitError(f"bad channel range {part!r}: end before start")
+            check_channels(layer, (a, b), n_channels)  # before the range is built
             out += range(a, b + 1)
     return list(dict.fromkeys(out))
 
@@ -176,12 +178,13 @@ def _graph_options(a: argparse.Namespace) -> GraphOptions:
 def _cmd_graph(a: argparse.Namespace) -> int:
     from .graph.build import class_graph
     from .graph.export import write_graph
-    from .run.files import output_file
+    from .run.files import is_stdout, output_file
     from .run.store import Run
-    out = output_file(a.out)
+    output_file(a.out)  # refused before any work
     G = class_graph(Run(a.run), a.cls, _graph_options(a))
-    path = write_graph(G, out, a.format)
-    print(f"{G.graph['class_name']}: {G.number_of_nodes()} nodes, {G.number_of_edges()} edges -> {path}")
+    path = write_graph(G, a.out, a.format)
+    print(f"{G.graph['class_name']}: {G.number_of_nodes()} nodes, {G.number_of_edges()} edges -> {path}",
+          file=sys.stderr if is_stdout(path) else sys.stdout)  # the graph alone on stdout, e.g. for jq
     return 0
 
 
@@ -189,8 +192,11 @@ def _cmd_graphs(a: argparse.Namespace) -> int:
     import time
 
     from .graph.cache import is_fresh, store_graphs
+    from .run.files import remove_stale_of
+    from .run.layout import GRAPHS_FILE
     from .run.store import Run
     run = Run(a.run)
+    remove_stale_of(run.path / GRAPHS_FILE)  # a killed `graphs` leaves its temporary file
     if is_fresh(run) and not a.force:
         print(f"{run.path / 'graphs.parquet'} is up to date ({len(run.class_names)} class graphs)")
         return 0
@@ -333,7 +339,7 @@ def _cmd_render(a: argparse.Namespace) -> int:
         if a.all:
             nodes = {a.layer: list(range(run.channels[a.layer]))}
         elif a.channels:
-            nodes = {a.layer: parse_channels(a.channels)}
+            nodes = {a.layer: parse_channels(a.channels, a.layer, run.channels[a.layer])}
         else:
             raise SummitError("render --layer needs --channels A B C-D or --all")
     else:

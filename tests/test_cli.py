@@ -23,7 +23,7 @@ CASES: list[tuple[str, str]] = [
     ("aggregate --image-size 0", "argument --image-size: must be in 1..2048, got 0"),
     ("aggregate --image-size 99999", "argument --image-size: must be in 1..2048"),
     ("aggregate --image-size 8 --out {dir}/r", "--image-size 8 is too small for squeezenet1_1: its minimum is"),
-    ("aggregate --layers=", "layer(s) do not output (N, C, H, W) feature maps"),
+    ("aggregate --layers=", "unknown layer '' for squeezenet1_1; valid: fire2"),
     ("figure --run {run} --class 099_goose --out {dir}/f.svg --param top_n=abc", "bad --param top_n='abc'"),
     ("figure --run {run} --class 099_goose --out {dir}/f.svg --param mass=2", "bad --param mass='2'"),
     ("figure --run {run} --class 099_goose --out {dir}/f.svg --param bogus=1", "unknown --param 'bogus'; valid: method"),

@@ -46,7 +46,7 @@ import numpy as np
 from tqdm import tqdm
 
 from ..errors import SummitError
-from ..run.files import atomic_write_bytes, write_json
+from ..run.files import json_bytes, write_output
 from ..run.store import Run
 from .build import ClassGraph, Resolved, _build, computed, resolve
 from .edges import ClassEdges, class_edges
@@ -320,9 +320,8 @@ def diff_json(rd: RunDiff) -> dict[str, Any]:
 
 
 def write_diff_json(rd: RunDiff, path: str | os.PathLike) -> Path:
-    """Write :func:`diff_json` to ``path`` (atomically)."""
-    write_json(diff_json(rd), Path(path))
-    return Path(path)
+    """Write :func:`diff_json` to ``path`` (run.files.write_output: atomic, or through a device)."""
+    return write_output(path, json_bytes(diff_json(rd)))
 
 
 LEGEND = (("a", "lost: in run A's graph only"), ("b", "gained: in run B's graph only"), ("both", "kept: in both"))
@@ -367,7 +366,5 @@ def diff_svg(rd: RunDiff, cls: str | int, width: int = 720) -> str:
 
 
 def write_diff_svg(rd: RunDiff, cls: str | int, path: str | os.PathLike) -> Path:
-    """Write :func:`diff_svg` to ``path`` (atomically)."""
-    data = diff_svg(rd, cls).encode()
-    atomic_write_bytes(path, data)
-    return Path(path)
+    """Write :func:`diff_svg` to ``path`` (run.files.write_output)."""
+    return write_output(path, diff_svg(rd, cls).encode())

@@ -18,7 +18,7 @@ from typing import Any
 import networkx as nx
 
 from ..errors import SummitError
-from ..run.files import atomic_write_bytes, write_json
+from ..run.files import json_bytes, write_output
 from .formats import FORMATS
 
 GRAPH_SCHEMA_VERSION = 2
@@ -141,17 +141,14 @@ def write_graph(G: nx.DiGraph, path: str | os.PathLike, fmt: str = "json") -> Pa
         raise SummitError(f"unknown graph format {fmt!r}; valid: {', '.join(FORMATS)}")
     if G.number_of_nodes() == 0:
         raise SummitError(_empty_reason(G))
-    path = Path(path)
     if fmt == "json":
-        write_json(to_json(G), path)
-        return path
-    if fmt == "summit":  # keep Summit's key order: top layer first, node fields as published
-        write_json(to_summit(G), path, sort_keys=False)
-        return path
-    if fmt == "dot":
-        atomic_write_bytes(path, to_dot(G).encode())
-        return path
-    buf = io.BytesIO()
-    (nx.write_graphml if fmt == "graphml" else nx.write_gexf)(_flat(G), buf)
-    atomic_write_bytes(path, buf.getvalue())
-    return path
+        data = json_bytes(to_json(G))
+    elif fmt == "summit":  # keep Summit's key order: top layer first, node fields as published
+        data = json_bytes(to_summit(G), sort_keys=False)
+    elif fmt == "dot":
+        data = to_dot(G).encode()
+    else:
+        buf = io.BytesIO()
+        (nx.write_graphml if fmt == "graphml" else nx.write_gexf)(_flat(G), buf)
+        data = buf.getvalue()
+    return write_output(path, data)

@@ -376,6 +376,8 @@ def load_model(name: str = DEFAULT_MODEL, weights: str | None = None,
         for path in layers:
             if path not in named:
                 try:
+                    if not path.strip():  # get_submodule("") is the whole network
+                        raise AttributeError(path)
                     net.get_submodule(path)
                 except AttributeError:
                     raise SummitError(f"unknown layer {path!r} for {name}; valid: "

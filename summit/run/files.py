@@ -11,6 +11,7 @@ import os
 import re
 import shutil
 import socket
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -42,10 +43,12 @@ def _is_stale(name: str) -> bool:
     return False
 
 
-def remove_stale(directory: Path, prefix: str = ".") -> None:
-    """Delete temporary files and directories in `directory` left by killed writers."""
+def remove_stale_of(path: Path) -> None:
+    """Delete the temporary files and directories of killed earlier writes of ``path`` (a file or
+    directory): its siblings named ``.<name>.summit-tmp-<pid>@<this host>`` whose process is gone."""
+    prefix = f".{path.name}{STAGING}"
     try:
-        entries = [e for e in os.scandir(directory) if e.name.startswith(prefix) and STAGING in e.name]
+        entries = [e for e in os.scandir(path.parent) if e.name.startswith(prefix)]
     except OSError:
         return
     for e in entries:
@@ -61,21 +64,27 @@ def remove_stale(directory: Path, prefix: str = ".") -> None:
 def atomic_file(path: str | os.PathLike) -> Iterator[str]:
     """A temporary path next to ``path`` that replaces it (0644, fsynced) when the block ends,
     so readers see either the old or the complete new file; temporary files of killed earlier
-    writes of the same file are removed."""
+    writes of the same file are removed first. A path that cannot be written is refused in one line."""
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}{STAGING}{_owner_tag()}~")
+    remove_stale_of(path)
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}{STAGING}{_owner_tag()}~")
+    except OSError as e:
+        raise SummitError(f"cannot write {path}: {e.strerror or e}") from None
     os.close(fd)
     try:
         yield tmp
         os.chmod(tmp, 0o644)  # mkstemp creates 0600; run files are meant to be shared
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
-        os.replace(tmp, path)
+        try:
+            os.replace(tmp, path)
+        except OSError as e:
+            raise SummitError(f"cannot replace {path}: {e.strerror or e}") from None
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
-    remove_stale(path.parent, f".{path.name}{STAGING}")
 
 
 def output_dir(path: str | os.PathLike) -> Path:
@@ -96,13 +105,69 @@ def output_dir(path: str | os.PathLike) -> Path:
     return resolved
 
 
+def _streams(p: Path) -> bool:
+    """Whether output path ``p`` is written through rather than replaced: an existing character
+    device, FIFO or socket (symlinks followed), or a name under /dev or /proc (/dev/stdout,
+    /proc/self/fd/1), where replacing would swap the device or the caller's stream for a file."""
+    q = p.absolute()
+    for _ in range(40):  # the symlink chain, as far as the kernel would follow it
+        if q.parts[1:2] in (("dev",), ("proc",)):
+            return True
+        if not q.is_symlink():
+            break
+        q = q.parent / os.readlink(q)
+    return p.exists() and not p.is_file() and not p.is_dir()
+
+
 def output_file(path: str | os.PathLike) -> Path:
-    """An output file path: its folder must exist and the path must not be a directory."""
+    """Check a user-named output file before any work (see :func:`write_output`): refused in one
+    line when empty, a directory, in a missing folder, or not writable."""
+    if not str(path).strip():
+        raise SummitError("the output path is empty")
     p = Path(path)
     if p.is_dir():
         raise SummitError(f"output {p} is a directory; give a file name")
-    if not p.absolute().parent.is_dir():
-        raise SummitError(f"output {p}: folder {p.absolute().parent} does not exist")
+    if _streams(p):
+        if not p.exists() or not os.access(p, os.W_OK):
+            raise SummitError(f"output {p}: {'cannot write to it' if p.exists() else 'no such device or stream'}")
+        return p
+    target = Path(os.path.realpath(p))  # through a symlink: its target is replaced, the link kept
+    if not target.parent.is_dir():
+        raise SummitError(f"output {p}: folder {target.parent} does not exist")
+    try:  # the real test of writing there (permissions, read-only mounts, special file systems)
+        fd, probe = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}{STAGING}{_owner_tag()}~")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise SummitError(f"output {p}: cannot write in {target.parent} ({e.strerror or e})") from None
+    return p
+
+
+def is_stdout(path: str | os.PathLike) -> bool:
+    """Whether ``path`` names the file or stream this process's standard output writes to."""
+    try:
+        return os.path.samestat(os.stat(path), os.fstat(sys.stdout.fileno()))
+    except (OSError, ValueError, AttributeError):  # no such path, or stdout closed / not a file
+        return False
+
+
+def write_output(path: str | os.PathLike, data: bytes) -> Path:
+    """Write a user-named output file: a regular file (or a new name) is replaced atomically, through
+    a symlink its target; a device or stream (/dev/null, /dev/stdout, a FIFO) is written through."""
+    p = output_file(path)
+    if not _streams(p):
+        atomic_write_bytes(os.path.realpath(p), data)
+        return p
+    try:
+        if is_stdout(p):  # our own stdout (/dev/stdout, /proc/self/fd/1): continue where it stands
+            sys.stdout.flush()
+            sys.stdout.buffer.write(data)
+            sys.stdout.buffer.flush()
+            return p
+        with open(p, "wb") as f:
+            f.write(data)
+    except OSError as e:
+        raise SummitError(f"cannot write {p}: {e.strerror or e}") from None
     return p
 
 
@@ -126,7 +191,7 @@ def staging_dir(out: Path) -> Path:
     stage = out.parent / f".{out.name}{STAGING}{_owner_tag()}"
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
-        remove_stale(out.parent, f".{out.name}{STAGING}")
+        remove_stale_of(out)
         if stage.exists():
             shutil.rmtree(stage)
         stage.mkdir()
@@ -192,8 +257,13 @@ def write_table(table: pa.Table, path: str | os.PathLike, row_group_size: int | 
     atomic_write_bytes(path, sink.getvalue().to_pybytes())
 
 
+def json_bytes(obj: Any, sort_keys: bool = True) -> bytes:
+    """The JSON text summit writes (indent 1, newline-terminated), UTF-8."""
+    return (json.dumps(obj, indent=1, sort_keys=sort_keys) + "\n").encode()
+
+
 def write_json(obj: Any, path: str | os.PathLike, sort_keys: bool = True) -> None:
-    atomic_write_bytes(path, (json.dumps(obj, indent=1, sort_keys=sort_keys) + "\n").encode())
+    atomic_write_bytes(path, json_bytes(obj, sort_keys))
 
 
 def file_inside(path: Path, root: Path) -> Path | None:

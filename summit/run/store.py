@@ -104,6 +104,36 @@ def _read_parquet(file: Path, **kw: Any) -> pa.Table:
         raise _unreadable(file, e) from None
 
 
+def _is_text(t: pa.DataType) -> bool:
+    return pa.types.is_string(t) or pa.types.is_large_string(t) or (
+        pa.types.is_dictionary(t) and pa.types.is_string(t.value_type))
+
+
+def _is_int_list(t: pa.DataType) -> bool:
+    return (pa.types.is_list(t) or pa.types.is_large_list(t)) and pa.types.is_integer(t.value_type)
+
+
+COLUMN_KINDS: dict[str, tuple[str, Callable[[pa.DataType], bool]]] = {
+    "class": ("integer", pa.types.is_integer), "src": ("integer", pa.types.is_integer),
+    "dst": ("integer", pa.types.is_integer), "channel": ("integer", pa.types.is_integer),
+    "count": ("integer", pa.types.is_integer), "n_images": ("integer", pa.types.is_integer),
+    "n_correct": ("integer", pa.types.is_integer), "model_index": ("integer", pa.types.is_integer),
+    "sum": ("floating", pa.types.is_floating), "hist": ("a list of integers", _is_int_list),
+    **{c: ("text", _is_text) for c in ("name", "wnid", "label", "layer", "selection", "layer_pair")},
+}
+
+
+def check_columns(schema: pa.Schema, file: Path, required: set[str]) -> None:
+    """Refuse a run table lacking a required column or holding a known column of the wrong type."""
+    missing = required - set(schema.names)
+    if missing:
+        raise SummitError(f"{file}: column(s) {', '.join(sorted(missing))} missing; the run is damaged")
+    for f in schema:
+        kind, ok = COLUMN_KINDS.get(f.name, ("", lambda t: True))
+        if not ok(f.type):
+            raise SummitError(f"{file}: column {f.name!r} is {f.type}, not {kind}; the run is damaged")
+
+
 def check_meta(meta: Any, file: Path) -> None:
     """Refuse a run.json without the keys and types readers rely on (one line naming the key)."""
     def need(obj: Any, key: str, typ: type | tuple[type, ...], where: str = "") -> Any:
@@ -132,7 +162,23 @@ def check_meta(meta: Any, file: Path) -> None:
     d = need(meta, "dataset", dict)
     for key in ("n_files", "n_images", "n_skipped"):
         need(d, key, int, "dataset.")
-    need(d, "skipped", list, "dataset.")
+    for key in ("skipped", "unreadable"):
+        if key == "skipped" or key in d:
+            for i, entry in enumerate(need(d, key, list, "dataset.")):
+                for field in ("path", "reason"):
+                    need(entry, field, str, f"dataset.{key}[{i}].")
+    if meta.get("stages") is not None:
+        for i, stage in enumerate(need(meta, "stages", list)):
+            need(stage, "name", str, f"stages[{i}].")
+            for field in ("src_channels", "dst_channels"):
+                need(stage, field, int, f"stages[{i}].")
+    if meta.get("selections") is not None and (not need(meta, "selections", list) or
+                                                not all(isinstance(s, str) for s in meta["selections"])):
+        raise SummitError(f"{file}: 'selections' must be a non-empty list of names; the run is damaged")
+    if meta.get("ubiquitous") is not None:
+        for i, u in enumerate(need(need(meta, "ubiquitous", dict), "channels", list, "ubiquitous.")):
+            need(u, "layer", str, f"ubiquitous.channels[{i}].")
+            need(u, "channel", int, f"ubiquitous.channels[{i}].")
 
 
 class Run:
@@ -150,6 +196,8 @@ class Run:
             raise _unreadable(meta, e) from None
         except json.JSONDecodeError as e:
             raise SummitError(f"{meta}: not valid JSON ({e.msg} at line {e.lineno}); the run is damaged") from None
+        except RecursionError:
+            raise SummitError(f"{meta}: JSON nested too deep to read; the run is damaged") from None
         check_meta(self.meta, meta)
         if self.meta.get("partial"):
             raise SummitError(f"{self.path} is a shard (--shard); combine shards with `summit merge`")
@@ -173,12 +221,12 @@ class Run:
                 read_options=ds.ParquetReadOptions(dictionary_columns=["layer_pair"])))
         except (OSError, pa.ArrowException) as e:
             raise _unreadable(infl, e) from None
+        check_columns(self._influence.schema, infl, {"layer_pair", "class", "src", "dst", "count"})
+        self._stage_limits = np.array([[st["src_channels"], st["dst_channels"]] for st in self.stages], np.int64)
 
     def _check_classes(self) -> None:
         file = self.path / "classes.parquet"
-        missing = {"class", "name", "n_images", "n_correct"} - set(self.classes.schema.names)
-        if missing:
-            raise SummitError(f"{file}: column(s) {', '.join(sorted(missing))} missing; the run is damaged")
+        check_columns(self.classes.schema, file, {"class", "name", "n_images", "n_correct"})
         self.class_names: list[str] = self.classes.column("name").to_pylist()
         n = len(self.class_names)
         if n == 0 or self.classes.column("class").to_pylist() != list(range(n)) or None in self.class_names:
@@ -250,9 +298,7 @@ class Run:
     def _check_activations(self, t: pa.Table) -> None:
         """Layers, classes and channels of the table must be those of run.json."""
         file = self.path / "activations.parquet"
-        missing = {"layer", "class", "channel", "count", "sum"} - set(t.schema.names)
-        if missing:
-            raise SummitError(f"{file}: column(s) {', '.join(sorted(missing))} missing; the run is damaged")
+        check_columns(t.schema, file, {"layer", "class", "channel", "count", "sum"})
         cells = len(self.class_names) * sum(self.channels.values())
         if t.num_rows == 0 or t.num_rows % cells:
             raise SummitError(f"{file}: {t.num_rows} rows do not fit run.json's {len(self.class_names)} classes x "
@@ -316,9 +362,33 @@ class Run:
 
     def _read_influence(self, flt: pc.Expression | None) -> pa.Table:
         try:
-            return self._influence.to_table(filter=flt)
+            t = self._influence.to_table(filter=flt)
         except (OSError, pa.ArrowException) as e:
             raise _unreadable(self.path / "influence.parquet", e) from None
+        self._check_influence(t)
+        return t
+
+    def _check_influence(self, t: pa.Table) -> None:
+        """Refuse rows naming a stage run.json lacks, a class outside 0..C-1, a src or dst outside
+        the stage's channels or a count below 1 (one line naming the first such row)."""
+        names = pc.cast(t.column("layer_pair"), pa.string())
+        stage = pc.index_in(names, value_set=pa.array(self.stage_names, pa.string()))
+        file = self.path / "influence.parquet"
+        if stage.null_count:
+            unknown = names.filter(pc.is_null(stage))[0].as_py()
+            raise SummitError(f"{file}: stage {unknown!r} is not one of run.json's stages "
+                              f"({', '.join(self.stage_names[:4])}{', ...' * (len(self.stage_names) > 4)}); "
+                              "the run is damaged")
+        st = stage.to_numpy()
+        cls, src, dst, count = (t.column(c).to_numpy() for c in ("class", "src", "dst", "count"))
+        bad = ((cls < 0) | (cls >= len(self.class_names)) | (src < 0) | (src >= self._stage_limits[st, 0])
+               | (dst < 0) | (dst >= self._stage_limits[st, 1]) | (count < 1))
+        if bad.any():
+            i = int(bad.argmax())
+            s = self.stages[st[i]]
+            raise SummitError(f"{file}: row (stage {s['name']}, class {cls[i]}, src {src[i]}, dst {dst[i]}, "
+                              f"count {count[i]}) is outside the run's {len(self.class_names)} classes and the "
+                              f"stage's {s['src_channels']} -> {s['dst_channels']} channels; the run is damaged")
 
     def examples(self, layer: str | None = None) -> pa.Table | None:
         """Top dataset examples (layer, channel, rank, value, image, class, y, x, box), if stored."""

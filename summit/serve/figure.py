@@ -70,13 +70,14 @@ def render_figure(run_dir: str | os.PathLike, cls: str, out: str | os.PathLike, 
                   scale: float = 2.0, hash_params: Sequence[str] = (), chromium: str | None = None) -> Path:
     """Write the figure of class `cls` (compared with `compare`) as .svg or .png (PNG at `scale`
     pixels per SVG unit); returns the path."""
-    from ..run.files import atomic_write_bytes
+    from ..run.files import output_file, write_output
     from .app import create_app
     from .http import make_http_server
     out = Path(out)
     fmt = out.suffix.lower().lstrip(".")
     if fmt not in ("svg", "png"):
         raise SummitError(f"figure --out must end in .svg or .png, got {out.name!r}")
+    output_file(out)  # refused before any work
     if not 0 < scale <= 8:
         raise SummitError(f"figure --scale must be in (0, 8], got {scale}")
     app = create_app(run_dir)
@@ -122,5 +123,4 @@ def render_figure(run_dir: str | os.PathLike, cls: str, out: str | os.PathLike, 
         srv.shutdown()
         thread.join()
     body = base64.b64decode(data.split(",", 1)[1]) if fmt == "png" else data.encode()
-    atomic_write_bytes(out, body)
-    return out
+    return write_output(out, body)

@@ -160,9 +160,11 @@ def test_unknown_layer_and_channel_errors(spec):
         render(spec, "fire99", [0], progress=False)
     with pytest.raises(SummitError, match=r"128 out of range for fire3: valid 0..127"):
         render(spec, "fire3", [0, 128], size=48, steps=1, progress=False)
-    assert parse_channels(["0-2", "5", "1"]) == [0, 1, 2, 5]
+    assert parse_channels(["0-2", "5", "1"], "fire2", 6) == [0, 1, 2, 5]
     with pytest.raises(SummitError, match="bad channel"):
-        parse_channels(["x"])
+        parse_channels(["x"], "fire2", 6)
+    with pytest.raises(SummitError, match=r"channel\(s\) 99999999999 out of range for fire2: valid 0..5"):
+        parse_channels(["0-99999999999"], "fire2", 6)  # refused before the range is built (was a MemoryError)
 
 
 def test_cache_skips_rerender(spec, tmp_path, monkeypatch):
