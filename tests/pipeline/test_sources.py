@@ -39,6 +39,12 @@ def add(tar: tarfile.TarFile, name: str, data: bytes) -> None:
     tar.addfile(info, io.BytesIO(data))
 
 
+def add_record(tar: tarfile.TarFile, key: str, image: bytes, cls: bytes) -> None:
+    """One WebDataset record: ``key.jpg`` and ``key.cls``."""
+    add(tar, f"{key}.jpg", image)
+    add(tar, f"{key}.cls", cls)
+
+
 def write_shards(d: Path, label=lambda lab: REF.classes[lab], n_shards: int = 3) -> str:
     """The sample, in ImageFolder order, as WebDataset shards d/shard-00000{0..n-1}.tar."""
     d.mkdir(parents=True, exist_ok=True)
@@ -46,8 +52,7 @@ def write_shards(d: Path, label=lambda lab: REF.classes[lab], n_shards: int = 3)
     for s in range(n_shards):
         with tarfile.open(d / f"shard-{s:06d}.tar", "w") as tar:
             for i in range(s * per, min(len(REF), (s + 1) * per)):
-                add(tar, f"{i:06d}.jpg", jpeg(i))
-                add(tar, f"{i:06d}.cls", str(label(REF.files[i][1])).encode())
+                add_record(tar, f"{i:06d}", jpeg(i), str(label(REF.files[i][1])).encode())
     return str(d / f"shard-{{000000..{n_shards - 1:06d}}}.tar")
 
 
@@ -171,14 +176,14 @@ def test_bad_webdataset_records_are_skipped_and_listed(cli: CliRunner, tmp_path:
     d = tmp_path / "wds"
     d.mkdir()
     with tarfile.open(d / "a.tar", "w") as tar:
-        add(tar, "good1.jpg", jpeg(0)); add(tar, "good1.cls", REF.classes[0].encode())
+        add_record(tar, "good1", jpeg(0), REF.classes[0].encode())
         add(tar, "nolabel.jpg", jpeg(1))
         add(tar, "noimage.cls", REF.classes[0].encode())
-        add(tar, "broken.jpg", jpeg(1)[:500]); add(tar, "broken.cls", REF.classes[0].encode())
-        add(tar, "good2.jpg", jpeg(2)); add(tar, "good2.cls", REF.classes[1].encode())
+        add_record(tar, "broken", jpeg(1)[:500], REF.classes[0].encode())
+        add_record(tar, "good2", jpeg(2), REF.classes[1].encode())
     with tarfile.open(d / "b.tar", "w") as tar:
-        add(tar, "good3.jpg", jpeg(3)); add(tar, "good3.cls", REF.classes[1].encode())
-        add(tar, "cut.jpg", jpeg(4)); add(tar, "cut.cls", REF.classes[1].encode())
+        add_record(tar, "good3", jpeg(3), REF.classes[1].encode())
+        add_record(tar, "cut", jpeg(4), REF.classes[1].encode())
     whole = (d / "b.tar").read_bytes()
     (d / "b.tar").write_bytes(whole[:512 * 4 + len(jpeg(3)) + 2000])  # breaks off inside cut.jpg
     ds = WebDatasetSource(str(d))
@@ -202,7 +207,7 @@ def test_bad_webdataset_records_are_skipped_and_listed(cli: CliRunner, tmp_path:
 def test_tar_cut_inside_a_header_keeps_what_came_before(tmp_path: Path) -> None:
     with tarfile.open(tmp_path / "a.tar", "w") as tar:
         for i in range(3):
-            add(tar, f"{i}.jpg", jpeg(i)); add(tar, f"{i}.cls", b"7")
+            add_record(tar, f"{i}", jpeg(i), b"7")
     with tarfile.open(tmp_path / "a.tar") as tar:
         cut = tar.getmember("2.cls").offset + 100
     (tmp_path / "a.tar").write_bytes((tmp_path / "a.tar").read_bytes()[:cut])  # breaks off inside a header

@@ -249,7 +249,7 @@ def test_pagerank_rule_controls(browser, server: str) -> None:
 
 def test_hover_popover_beside_the_node(page, server: str, artifacts: Path) -> None:
     """Summit's hover: the unit's dataset examples (and feature vis) in a popover beside the node."""
-    name = page.get_attribute("#graph svg", "data-class")
+    page.wait_for_selector("#graph svg")  # the first graph is drawn
     g = page_graph(page, server)
     k = api(server, "/api/meta")["examples_k"]
     for n in (max(g["nodes"], key=lambda n: n["count"]), g["nodes"][-1]):
@@ -269,7 +269,7 @@ def test_hover_popover_beside_the_node(page, server: str, artifacts: Path) -> No
 
 
 def test_count_slider_filters_in_the_browser(page, server: str) -> None:
-    name = page.get_attribute("#graph svg", "data-class")
+    page.wait_for_selector("#graph svg")  # the first graph is drawn
     g = page_graph(page, server)
     graph_requests: list[str] = []
     page.on("request", lambda r: graph_requests.append(r.url) if "/api/graph" in r.url else None)
@@ -351,7 +351,7 @@ def test_zoom_pan_and_fit(page, server: str, artifacts: Path) -> None:
 
 def test_detail_panel_collapses_and_top_classes_by_count(page, server: str) -> None:
     assert rect(page, "#channel-detail")["width"] == 0  # empty: collapsed
-    name = page.get_attribute("#graph svg", "data-class")
+    page.wait_for_selector("#graph svg")  # the first graph is drawn
     g = page_graph(page, server)
     node = max(g["nodes"], key=lambda n: n["count"])
     page.click(f'#graph g.node[data-node="{node["id"]}"]')
@@ -374,7 +374,7 @@ def test_detail_panel_collapses_and_top_classes_by_count(page, server: str) -> N
 
 
 def test_attr_channels_in_the_detail(page, server: str) -> None:
-    name = page.get_attribute("#graph svg", "data-class")
+    page.wait_for_selector("#graph svg")  # the first graph is drawn
     g = page_graph(page, server)
     nodes = [n for n in g["nodes"] if n.get("attr_channels")]
     assert nodes, "the graph's nodes carry no attr_channels"
@@ -716,7 +716,7 @@ def test_new_featurevis_and_diversity_hover(browser, sample_run: Path, tmp_path:
     from summit.vis.cache import render_diversity_run, render_run
     run = Path(shutil.copytree(sample_run, tmp_path / "run"))
     with serving(run) as base, checked_page(browser, base) as page:
-        name = page.get_attribute("#graph svg", "data-class")
+        page.wait_for_selector("#graph svg")  # the first graph is drawn
         g = page_graph(page, base)
         n = max((n for n in g["nodes"] if n["layer"] == "fire4"), key=lambda n: n["count"])
         sel = f'#graph g.node[data-node="{n["id"]}"]'
