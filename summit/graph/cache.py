@@ -93,14 +93,16 @@ def store_graphs(run: Run, progress: bool = True) -> Path:
 
 def build_in_background(run: Run) -> subprocess.Popen | None:
     """Start `summit graphs` for the run in a low-priority process (Linux; it ends with the calling
-    process) when its cache is missing or stale and the run directory is writable; None when there
-    is nothing to do."""
+    process, and a thread reaps it when it ends, so no zombie stays) when its cache is missing or
+    stale and the run directory is writable; None when there is nothing to do."""
     if is_fresh(run) or not os.access(run.path, os.W_OK):
         return None
     code = ("import ctypes, os, signal, sys; ctypes.CDLL(None).prctl(1, signal.SIGTERM); os.nice(10); "
             "from summit.cli import main; sys.exit(main(sys.argv[1:]))")  # ends with its parent (PDEATHSIG)
-    return subprocess.Popen([sys.executable, "-c", code, "graphs", "--run", str(run.path), "--quiet"],
+    proc = subprocess.Popen([sys.executable, "-c", code, "graphs", "--run", str(run.path), "--quiet"],
                             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    threading.Thread(target=proc.wait, name="summit-graphs-reaper", daemon=True).start()
+    return proc
 
 
 class GraphCache:

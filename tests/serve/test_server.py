@@ -678,3 +678,43 @@ def test_classes_split_histograms_by_correctness(client: FlaskClient, run: Run, 
     old = Path(shutil.copytree(run.path, tmp_path / "old"))
     (old / "predictions.parquet").unlink()  # a run written before predictions existed
     assert all(r["hist_correct"] is None for r in get_json(create_app(old).test_client(), "/api/classes")["classes"])
+
+
+def _child_running(parent: int, marker: str) -> int | None:
+    """The pid of a running child of `parent` whose command line holds `marker` (from /proc)."""
+    for d in Path("/proc").iterdir():
+        try:
+            ppid = int((d / "stat").read_text().rsplit(")", 1)[1].split()[1]) if d.name.isdigit() else -1
+            if ppid == parent and marker in (d / "cmdline").read_bytes().decode(errors="replace"):
+                return int(d.name)
+        except OSError:
+            continue
+    return None
+
+
+def test_background_graph_build_leaves_no_zombie(run_copy: Path) -> None:
+    """`summit serve` starts `summit graphs` when the cache is missing; once it has stored the
+    graphs it must be reaped (it stayed as a defunct child until the server stopped)."""
+    import socket
+    import subprocess
+    import sys
+    import time
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    srv = subprocess.Popen([sys.executable, "-m", "summit", "serve", "--run", str(run_copy), "--port", str(port)],
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        assert srv.stdout is not None and "serving" in srv.stdout.readline()
+        builder = _child_running(srv.pid, "graphs\0--run")
+        assert builder is not None, "no background `summit graphs` was started"
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline and not (run_copy / "graphs.parquet").exists():
+            time.sleep(0.2)
+        time.sleep(2.0)  # the builder exits right after its rename; the reaper's wait() returns then
+        state = Path(f"/proc/{builder}/stat")
+        assert (run_copy / "graphs.parquet").exists()
+        assert not state.exists() or " Z " not in state.read_text(), "the finished builder is a zombie"
+    finally:
+        srv.terminate()
+        srv.wait(30)
