@@ -71,7 +71,7 @@ function captionLines(g) {
   const s = g.summit || {};
   return [`${m.model} (${m.weights} weights), ${m.dataset.n_images} images of ${m.dataset.n_classes} classes`,
     ruleText(g),
-    s.kind === "compare" ? `a = ${cls(s.class)}; b = ${cls(s.class_b)}` : cls(s.class || { name: state.selected })];
+    s.kind === "compare" ? `${cls(s.class)}; compared with ${cls(s.class_b)}` : cls(s.class || { name: state.selected })];
 }
 
 /** The figure as a standalone <svg> (inline: thumbnails and font embedded as data URLs). */

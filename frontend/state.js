@@ -31,6 +31,8 @@ export const state = {
   simLayer: "",                 // layer for class similarity and the embedding ("" = all layers)
   classSort: "similarity",
   similarity: null,             // {class, layer, similarity: [per class index]}
+  hoverClass: null,             // the class row under the pointer or focus (marked in the embedding)
+  listVisible: new Set(),       // the classes whose rows are in view in the class list
   figure: false,                // figure mode: the exported figure without the UI chrome
 };
 
@@ -142,7 +144,7 @@ export function readHash() {
   state.zoom = z.length === 3 && z.every(Number.isFinite) && z[0] > 0 ? z : null;
   state.layer = oneOf("layer", layers, null);
   state.simLayer = oneOf("slayer", layers, "");
-  state.classSort = oneOf("csort", ["similarity", "accuracy", "count", "name"], "similarity");
+  state.classSort = oneOf("csort", ["similarity", "accuracy", "accuracy-asc", "count", "name"], "similarity");
   state.unitSort = oneOf("usort", ["count", "channel"], "count");
   state.unitActive = p.get("active") === "1";
   state.figure = p.get("figure") === "1";
