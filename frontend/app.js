@@ -71,6 +71,8 @@ function syncControls() {
   }
   $("#hide-le").value = state.hideLe;
   $("#hide-le-value").textContent = state.hideLe;
+  $("#edge-min").value = state.edgeMin;
+  $("#edge-min-value").textContent = `${state.edgeMin} %`;
   $("#class-sort").value = state.classSort;
   $("#sim-layer").value = state.simLayer;
   $("#unit-sort").value = state.unitSort;
@@ -119,6 +121,12 @@ function wireGraphControls() {
   $("#hide-le").addEventListener("input", (ev) => {
     state.hideLe = +ev.target.value;
     $("#hide-le-value").textContent = state.hideLe;
+    writeHash();
+    redrawGraph();
+  });
+  $("#edge-min").addEventListener("input", (ev) => {
+    state.edgeMin = +ev.target.value;
+    $("#edge-min-value").textContent = `${state.edgeMin} %`;
     writeHash();
     redrawGraph();
   });

@@ -91,7 +91,7 @@ function place() {
 
 /** Ring and label the selected, compared and hovered classes, outline the classes in view in the
  * list; when zoomed in, label the classes in view. Labels stay inside the drawing: a marked class
- * whose point is out of view is named at the border, with an arrow towards it. */
+ * whose point is out of view is named at the border, with a triangle pointing towards it. */
 export function markEmbedding() {
   if (!emb || emb.moving) return;
   const { svg, x, y, pts } = emb;
@@ -107,22 +107,27 @@ export function markEmbedding() {
     ? pts.filter((d) => !marked(d) && inView(d)).sort((a, b) => b.n_images - a.n_images).slice(0, MAX_LABELS)
     : [];
   const labels = [...pts.filter(marked), ...shown];
-  const arrow = (d) => {
-    const px = x(d.x), py = y(d.y);
-    if (inView(d)) return "";
-    return px < 0 ? "← " : px > W ? "→ " : py < 0 ? "↑ " : "↓ ";
-  };
-  svg.select("g.labels").raise().selectAll("text").data(labels, (d) => d.name).join("text")
+  const g = svg.select("g.labels").raise();
+  g.selectAll("text").data(labels, (d) => d.name).join("text")
     .attr("data-class", (d) => d.name)
     .classed("marked", marked)
     .classed("hovered", (d) => d.name === state.hoverClass)
     .attr("text-anchor", "start")
-    .text((d) => arrow(d) + classLabel(d.name))
+    .text((d) => classLabel(d.name))
     .each(function (d) {   // above the point, moved inside the drawing where it would stick out
       const w = this.getComputedTextLength();
       const px = Math.max(0, Math.min(W, x(d.x))), py = Math.max(0, Math.min(H, y(d.y)));
       this.setAttribute("x", Math.max(2, Math.min(W - 2 - w, px - w / 2)));
       this.setAttribute("y", py - 7 < 10 ? Math.min(H - 3, py + 14) : py - 7);
+    });
+  // a marked class whose point is out of view: a triangle at the border, pointing towards it
+  g.selectAll("path.off-view").data(pts.filter((d) => marked(d) && !inView(d)), (d) => d.name).join("path")
+    .attr("class", "off-view").attr("data-class", (d) => d.name)
+    .attr("d", (d) => {
+      const px = Math.max(5, Math.min(W - 5, x(d.x))), py = Math.max(5, Math.min(H - 5, y(d.y)));
+      const a = Math.atan2(y(d.y) - py, x(d.x) - px);
+      const p = (r, t) => `${px + r * Math.cos(a + t)},${py + r * Math.sin(a + t)}`;
+      return `M${p(5, 0)}L${p(5, 2.5)}L${p(5, -2.5)}Z`;
     });
   svg.attr("data-labels", labels.length);
 }

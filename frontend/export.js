@@ -78,7 +78,7 @@ function captionLines(g) {
 async function figureSvg({ inline = true } = {}) {
   const g = state.graph;
   if (!g) throw new Error("no graph to export yet: pick a class");
-  const L = layoutGraph(g, state.hideLe);
+  const L = layoutGraph(g, state.hideLe, state.edgeMin / 100);
   const lines = captionLines(g);
   const W = Math.ceil(Math.max(L.width, 800, ...lines.map((l) => l.length * 6.4)) + 2 * PAD);
   const H = TITLE_H + L.height + 14 + LEGEND_H + 10 + lines.length * LINE_H + PAD;

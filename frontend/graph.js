@@ -94,19 +94,24 @@ function orderRows(rows, preds, succs) {
  * edge (from 0; drawn at least 0.5 px); in a comparison the larger of the two classes' shares,
  * each of its own class's images, so both classes share one scale. */
 export const edgeWidth = (frac) => Math.max(0.5, EDGE_MAX * frac);
+/** Edge opacity: 0.75 up to 120 edges, lower for more (0.75 sqrt(120 / n), at least 0.25), so
+ * the edges of a large graph stay apart instead of merging into one band. */
+export const edgeOpacity = (n) => Math.max(0.25, Math.min(0.75, 0.75 * Math.sqrt(120 / Math.max(1, n))));
 const EDGE_MAX = 8;
 
 /** Geometry of a graph at 1:1 without the nodes whose count is <= hideLe (0: the filter is off;
- * PageRank graphs may hold units of count 0, reached through their edges): rows centred on the
- * widest row, node size by the share of images (sqrt), edge width by `edgeWidth`. */
-export function layoutGraph(g, hideLe) {
+ * PageRank graphs may hold units of count 0, reached through their edges) and without the edges
+ * whose share of images is below edgeMin (0..1; 0: off): rows centred on the widest row, node size
+ * by the share of images (sqrt), edge width by `edgeWidth`. */
+export function layoutGraph(g, hideLe, edgeMin = 0) {
   const compare = isCompare(g);
   const countOf = (n) => (compare ? Math.max(n.count_a ?? 0, n.count_b ?? 0) : n.count);
   const fracOf = (n) => (compare ? Math.max(n.fraction_a ?? 0, n.fraction_b ?? 0) : n.fraction);
   const edgeFrac = (e) => e.fraction ?? Math.max(e.fraction_a ?? 0, e.fraction_b ?? 0);
   const kept = hideLe > 0 ? g.nodes.filter((n) => countOf(n) > hideLe) : g.nodes;
   const ids = new Set(kept.map((n) => n.id));
-  const links = g.links.filter((e) => ids.has(e.source) && ids.has(e.target));
+  const shown = g.links.filter((e) => ids.has(e.source) && ids.has(e.target));
+  const links = edgeMin > 0 ? shown.filter((e) => edgeFrac(e) >= edgeMin - 1e-9) : shown;
   const layers = state.meta.layers.map((l) => l.name);
   const byLayer = d3.group(kept, (n) => n.layer);
   const rows = layers.map((l) => (byLayer.get(l) || []).slice()
@@ -135,7 +140,7 @@ export function layoutGraph(g, hideLe) {
       s: size(fracOf(n)), n: countOf(n) }));
   });
   return { g, compare, layers, rows, hiddenRows, nodes, links, preds, succs, width, height, size, maxFrac,
-    edgeFrac, countMax: d3.max(g.nodes, countOf) || 0, hideLe };
+    edgeFrac, countMax: d3.max(g.nodes, countOf) || 0, hideLe, edgeMin, edgesHidden: shown.length - links.length };
 }
 
 let drawings = 0;   // pattern ids stay unique across drawings
@@ -186,7 +191,7 @@ export function graphContent(L) {
       return linkPath({ source: [a.x, a.y - a.s / 2], target: [b.x, b.y + b.s / 2] });
     })
     .attr("stroke", (e) => (L.compare ? COLORS[e.membership] || EDGE : EDGE))
-    .attr("stroke-opacity", 0.75)
+    .attr("stroke-opacity", edgeOpacity(L.links.length))
     .attr("stroke-width", (e) => edgeWidth(L.edgeFrac(e)))
     .append("title").text((e) => `${e.source} → ${e.target}: influence count ` + (L.compare
       ? `${compareNames.a} ${e.count_a} (${pct(e.fraction_a)}), ${compareNames.b} ${e.count_b} (${pct(e.fraction_b)})`
@@ -307,6 +312,7 @@ export function ruleText(g) {
   if (s.selection) parts.push(`selection ${s.selection}`);
   if (s.excluded?.length) parts.push(`${s.excluded.length} ubiquitous units hidden`);
   if (state.hideLe) parts.push(`count > ${state.hideLe} shown`);
+  if (state.edgeMin) parts.push(`edges of ≥ ${state.edgeMin} % of the images shown`);
   return parts.join(" · ");
 }
 
@@ -346,7 +352,7 @@ export function drawGraph(g, { refit = false } = {}) {
   // the count filter keeps the units of the largest count: it can hide all but those, not every unit
   const top = d3.max(g.nodes, (n) => (n.count ?? Math.max(n.count_a ?? 0, n.count_b ?? 0))) || 0;
   state.hideLe = Math.min(state.hideLe, Math.max(0, top - 1));
-  const L = layoutGraph(g, state.hideLe);
+  const L = layoutGraph(g, state.hideLe, state.edgeMin / 100);
   const names = { a: classLabel(state.selected), b: classLabel(state.compareWith) };
   renderGraphTitle(g, L);
   const rule = $("#rule-settings");
@@ -378,6 +384,8 @@ export function drawGraph(g, { refit = false } = {}) {
     }
     vp.attr("transform", ev.transform);
     svg.attr("data-k", ev.transform.k.toFixed(3));
+    svg.classed("tiny", ev.transform.k * 10 < LABEL_MIN_PX);   // unit numbers below 6 px are not drawn
+    if (view?.svg === svg) showOverview(ev.transform);
     drawLegend(L, names, ev.transform.k);
   });
   svg.call(zoom).on("dblclick.zoom", null);
@@ -389,7 +397,69 @@ export function drawGraph(g, { refit = false } = {}) {
   else if (view.fitted) fit(view.fitted);
   else svg.call(zoom.transform, d3.zoomTransform(old.svg.node()));
   if (state.detail) svg.select(`g.node[data-node="${state.detail}"]`).classed("selected", true);
+  drawOverview();
+  showOverview(d3.zoomTransform(svg.node()));
   if (hadFocus) focusGraph();   // a redraw (filter, new renders) keeps the keyboard where it was
+}
+
+const LABEL_MIN_PX = 6, OVERVIEW_W = 180, OVERVIEW_H = 150;
+
+/** The overview (bottom right of the graph's box): the whole graph small, with the part in view
+ * outlined; shown while the view holds less than the whole graph. Click or drag in it to move the
+ * view there. */
+function drawOverview() {
+  const { svg, L } = view;
+  const so = Math.min((OVERVIEW_W - 8) / L.width, (OVERVIEW_H - 8) / L.height);
+  const w = L.width * so + 8, h = L.height * so + 8;
+  const ov = svg.append("g").attr("class", "overview").attr("data-testid", "overview").attr("display", "none");
+  ov.append("rect").attr("class", "ov-frame").attr("width", w).attr("height", h).attr("rx", 4)
+    .attr("fill", "rgba(255,255,255,0.92)").attr("stroke", "#9aa3ad");
+  const inner = ov.append("g").attr("transform", `translate(4,4) scale(${so})`);
+  inner.append("g").selectAll("path").data(L.links).join("path")
+    .attr("d", (e) => { const a = L.nodes.get(e.source), b = L.nodes.get(e.target); return `M${a.x},${a.y}L${b.x},${b.y}`; })
+    .attr("stroke", "#c3cad2").attr("stroke-width", 1 / so).attr("fill", "none");
+  inner.append("g").selectAll("rect").data([...L.nodes.values()]).join("rect")
+    .attr("x", (n) => n.x - n.s / 2).attr("y", (n) => n.y - n.s / 2).attr("width", (n) => n.s).attr("height", (n) => n.s)
+    .attr("fill", (n) => (L.compare ? COLORS[n.membership] || "#59636e" : "#59636e"));
+  inner.append("rect").attr("class", "ov-view").attr("fill", "rgba(47,111,176,0.12)").attr("stroke", "#2f6fb0")
+    .attr("stroke-width", 1.5 / so);
+  const moveTo = (ev) => {
+    const [px, py] = d3.pointer(ev, inner.node());
+    view.svg.call(view.zoom.translateTo, px, py);
+    view.fitted = null;
+    const t = d3.zoomTransform(view.svg.node());
+    state.zoom = [+t.k.toFixed(3), Math.round(t.x), Math.round(t.y)];
+    zoomToHash();
+    hidePopover();
+  };
+  // the overview's own pointer events do not reach the graph's zoom (no pan or zoom started there)
+  ov.on("mousedown", (ev) => {
+    ev.stopPropagation();
+    moveTo(ev);
+    const move = (e) => moveTo(e);
+    const up = () => { window.removeEventListener("mousemove", move); window.removeEventListener("mouseup", up); };
+    window.addEventListener("mousemove", move);
+    window.addEventListener("mouseup", up);
+  }).on("wheel", (ev) => ev.stopPropagation()).on("dblclick", (ev) => ev.stopPropagation());
+  view.overview = { ov, so, w, h };
+}
+
+function showOverview(t) {
+  if (!view?.overview) return;
+  const { ov, w, h } = view.overview;
+  const node = view.svg.node(), W = node.width.baseVal.value, H = node.height.baseVal.value;
+  if (!W || !H || !(t.k > 0)) {   // not laid out (another tab is shown)
+    ov.attr("display", "none");
+    return;
+  }
+  const x0 = -t.x / t.k, y0 = -t.y / t.k, x1 = (W - t.x) / t.k, y1 = (H - t.y) / t.k;
+  const whole = x0 <= 1 && y0 <= 1 && x1 >= view.L.width - 1 && y1 >= view.L.height - 1;
+  const fits = W > w + 40 && H > h + 40;
+  ov.attr("display", whole || !fits ? "none" : null).attr("transform", `translate(${W - w - 8},${H - h - 8})`);
+  const cx = Math.max(0, x0), cy = Math.max(0, y0);
+  ov.select("rect.ov-view").attr("x", cx).attr("y", cy)
+    .attr("width", Math.max(0, Math.min(view.L.width, x1) - cx)).attr("height", Math.max(0, Math.min(view.L.height, y1) - cy));
+  ov.attr("data-view", [x0, y0, x1, y1].map((v) => Math.round(v)).join(","));
 }
 
 const LEGEND_AUTO_W = 760;
@@ -451,6 +521,7 @@ export function resizeGraph() {
   if (!node?.isConnected || (+node.getAttribute("width") === box.clientWidth && +node.getAttribute("height") === box.clientHeight)) return;
   view.svg.attr("width", box.clientWidth).attr("height", box.clientHeight);
   if (view.fitted) fit(view.fitted);
+  else showOverview(d3.zoomTransform(node));
 }
 
 /** The node that takes the focus when Tab reaches the graph: the last one focused while it is
@@ -652,7 +723,8 @@ function renderGraphTitle(g, L) {
   const sub = L.compare
     ? `${g.nodes.length} units, ${g.links.length} edges`
     : `${c?.n_images ?? g.summit?.class?.n_images} images · accuracy ${pct(c?.accuracy)} · ${g.nodes.length} units, ${g.links.length} edges`;
-  const shown = L.nodes.size < g.nodes.length ? ` (${L.nodes.size} shown)` : "";
+  const shown = (L.nodes.size < g.nodes.length ? ` (${L.nodes.size} shown)` : "") +
+    (L.edgesHidden ? ` (${L.links.length} edges shown)` : "");
   const ids = L.compare ? "" : [...new Set([state.selected, c?.wnid].filter((x) => x && x !== c?.label))]
     .map((x) => `${x} · `).join("");
   t.title = `${L.compare ? `${classLabel(state.selected)} vs ${classLabel(state.compareWith)}` : classLabel(state.selected)} ${ids}${sub}${shown}`;

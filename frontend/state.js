@@ -18,6 +18,7 @@ export const state = {
   // the server's defaults and the URL hash by readHash
   params: { method: null, selection: "", ubiquitous: false, mass: null, top_n: null, edges_per_node: null },
   hideLe: 0,                    // client-side filter: hide nodes with count <= hideLe
+  edgeMin: 0,                   // client-side filter: show edges of at least this % of the images (0: all)
   zoom: null,                   // [k, x, y] of a graph zoomed by hand (null: fitted)
   graph: null,
   graphKey: null,               // the class (or pair) of `graph`
@@ -103,6 +104,7 @@ export function writeHash() {
   if (state.compare && state.compareWith) p.set("compare", state.compareWith);
   for (const [k, v] of ruleParams()) p.set(k, v);
   if (state.hideLe) p.set("hide_le", state.hideLe);
+  if (state.edgeMin) p.set("edge_min", state.edgeMin);
   if (state.simLayer) p.set("slayer", state.simLayer);
   if (state.classSort !== "similarity") p.set("csort", state.classSort);
   if (state.tab !== "graph") p.set("tab", state.tab);
@@ -138,6 +140,7 @@ export function readHash() {
   state.params.selection = oneOf("selection", state.meta.selections, d.selection || "");
   state.params.ubiquitous = p.has("ubiquitous") ? p.get("ubiquitous") === "show" : !d.hide_ubiquitous;
   state.hideLe = int("hide_le", 0, 1e9, 0);
+  state.edgeMin = int("edge_min", 0, 100, 0);
   state.compare = !!(p.get("compare") && classByName(p.get("compare")));
   if (state.compare) state.compareWith = p.get("compare");
   const z = (p.get("zoom") || "").split(",").map(Number);

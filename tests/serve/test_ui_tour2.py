@@ -236,3 +236,52 @@ def test_class_list_scrolls_to_top_sorts_both_ways_marks_embedding(browser, serv
         assert [n for n, _ in sorted(xs, key=lambda t: t[1])] == sorted(ref, key=ref.get)
         assert page.locator(f'#embedding text[data-class="{name}"]').count() == 1
         pick(page, GOOSE)
+
+
+# -- 11: large graphs: an overview, an edge filter, lighter edges, no 3 px labels ----------------------
+def test_large_graph_overview_and_edge_filter(browser, server: str, artifacts: Path) -> None:
+    with checked_page(browser, server, f"class={GOOSE}&mass=0.5") as page:
+        wait_graph(page, GOOSE)
+        g = page_graph(page, server)
+        assert len(g["nodes"]) > 120 and len(g["links"]) > 400  # Summit's rule at 50 % of the mass
+        svg = "#graph svg"
+        k = float(page.get_attribute(svg, "data-k"))
+        assert k < 0.6 and "tiny" in page.get_attribute(svg, "class")  # unit numbers at 3 px are not drawn
+        assert page.locator("#graph g.node text").first.is_hidden()
+        assert float(page.get_attribute("#graph path.edge >> nth=0", "stroke-opacity")) < 0.5
+        assert page.get_attribute("#graph g.overview", "display") == "none"  # the whole graph is in view
+        # the edge filter (in the browser, kept in the address): edges of at least v % of the images
+        n_urls = len(page.graph_urls)
+        for v in (75, 100):
+            page.locator("#edge-min").fill(str(v))
+            want = [e for e in g["links"] if e["fraction"] >= v / 100 - 1e-9]
+            page.wait_for_function(f"() => document.querySelectorAll('#graph path.edge').length === {len(want)}")
+            assert page.locator("#graph g.node").count() == len(g["nodes"])  # the units stay
+            assert f"edge_min={v}" in page.url and f"({len(want)} edges shown)" in page.inner_text("#graph-title")
+        assert len(page.graph_urls) == n_urls  # no refetch
+        page.locator("#edge-min").fill("0")
+        page.wait_for_function(f"() => document.querySelectorAll('#graph path.edge').length === {len(g['links'])}")
+        # at 1:1 the overview shows where the view is; a click there moves the view to it
+        page.click("#zoom-reset")
+        assert "tiny" not in (page.get_attribute(svg, "class") or "")
+        assert page.locator("#graph g.node text").first.is_visible()
+        ov = page.locator("#graph g.overview")
+        page.wait_for_function("() => document.querySelector('#graph g.overview').getAttribute('display') !== 'none'")
+        before = [int(v) for v in ov.get_attribute("data-view").split(",")]
+        assert before[:2] == [0, 0]
+        shot(page, artifacts, "ui2_overview.png")
+        frame = page.locator("#graph g.overview rect.ov-frame").bounding_box()
+        page.mouse.click(frame["x"] + frame["width"] * 0.75, frame["y"] + frame["height"] * 0.5)
+        after = [int(v) for v in ov.get_attribute("data-view").split(",")]
+        centre = ((after[0] + after[2]) / 2, (after[1] + after[3]) / 2)
+        width, height = page.evaluate("() => { const r = document.querySelector('#graph .content .rows rect');"
+                                      " return [+r.getAttribute('width'), 8 * +r.getAttribute('height')]; }")
+        assert abs(centre[0] - 0.75 * width) < 0.05 * width and abs(centre[1] - 0.5 * height) < 0.1 * height
+        page.wait_for_function("() => location.hash.includes('zoom=')")  # kept in the address
+        shot(page, artifacts, "ui2_overview_moved.png")
+        # the figure draws what the page shows: the edge filter holds there too
+        page.locator("#edge-min").fill("100")
+        want = sum(e["fraction"] >= 1 - 1e-9 for e in g["links"])
+        page.wait_for_function(f"() => document.querySelectorAll('#graph path.edge').length === {want}")
+        text = page.evaluate("() => window.summit.figure({ format: 'svg' })")
+        assert text.count('class="edge"') == want
