@@ -193,9 +193,7 @@ export function graphContent(L) {
     .attr("stroke", (e) => (L.compare ? COLORS[e.membership] || EDGE : EDGE))
     .attr("stroke-opacity", edgeOpacity(L.links.length))
     .attr("stroke-width", (e) => edgeWidth(L.edgeFrac(e)))
-    .append("title").text((e) => `${e.source} → ${e.target}: influence count ` + (L.compare
-      ? `${compareNames.a} ${e.count_a} (${pct(e.fraction_a)}), ${compareNames.b} ${e.count_b} (${pct(e.fraction_b)})`
-      : `${e.count} (${pct(e.fraction)} of the class's images)`));
+    .append("title").text((e) => `${e.source} → ${e.target}: ${edgeText(e, L)}`);
 
   const K = Math.max(1, state.meta.examples_k || 1);
   const info = L.g.summit?.class || {};
@@ -225,6 +223,11 @@ export function graphContent(L) {
     });
   return root.node();
 }
+
+/** An edge's influence count, in words. */
+const edgeText = (e, L) => "influence count " + (L.compare
+  ? `${compareNames.a} ${e.count_a} (${pct(e.fraction_a)}), ${compareNames.b} ${e.count_b} (${pct(e.fraction_b)})`
+  : `${e.count} (${pct(e.fraction)} of the class's images)`);
 
 /** The compared classes as the page names them (their labels). */
 const compareNames = { get a() { return classLabel(state.selected); }, get b() { return classLabel(state.compareWith); } };
@@ -374,6 +377,7 @@ export function drawGraph(g, { refit = false } = {}) {
   const vp = svg.append("g").attr("class", "viewport");
   vp.append(() => graphContent(L));
   wireNodes(vp, L);
+  wireEdges(vp, L);
   const zoom = d3.zoom().scaleExtent([0.05, 4]).on("zoom", (ev) => {
     if (ev.sourceEvent) {   // zoomed or panned by hand: no longer fitted (kept in the address); the popover would float
       if (view) view.fitted = null;
@@ -593,6 +597,27 @@ function wireNodes(vp, L) {
     });
 }
 
+/** Summit's edge hover, on wider transparent copies of the edges (between the edges and the
+ * nodes), so that thin edges can be hovered. */
+function wireEdges(vp, L) {
+  const paths = vp.selectAll("path.edge"), data = paths.data(), els = paths.nodes();
+  const hits = d3.create("svg:g").attr("class", "edge-hits");
+  vp.select("g.nodes").node().before(hits.node());
+  hits.selectAll("path").data(data).join("path")
+    .attr("class", "edge-hit").attr("d", (e, i) => els[i].getAttribute("d"))
+    .attr("data-source", (e) => e.source).attr("data-target", (e) => e.target)
+    .attr("fill", "none").attr("stroke", "transparent").attr("stroke-width", (e) => edgeWidth(L.edgeFrac(e)) + 8)
+    .on("mouseenter", (ev, e) => {
+      vp.selectAll(".node").classed("faded", (n) => n.id !== e.source && n.id !== e.target).classed("focus", false);
+      paths.classed("active", (f) => f === e).classed("faded", (f) => f !== e);
+      showEdgePopover(e, els[data.indexOf(e)], L);
+    })
+    .on("mouseleave", () => {
+      highlight(vp, null, L);
+      hidePopover();
+    });
+}
+
 function highlight(vp, id, L) {
   if (!id) {
     vp.selectAll(".node, .edge").classed("faded", false).classed("active", false).classed("focus", false);
@@ -665,18 +690,43 @@ function showPopover(n, anchor) {
   pop.replaceChildren(...parts);
   pop.dataset.node = n.id;
   pop.hidden = false;
-  const [left, top] = popoverPlace(anchor, pop.offsetWidth, pop.offsetHeight);
+  placePopover(pop, anchor.getBoundingClientRect(), anchor);
+}
+
+function placePopover(pop, r, self) {
+  const [left, top] = popoverPlace(r, self, pop.offsetWidth, pop.offsetHeight);
   pop.style.left = `${left}px`;
   pop.style.top = `${top}px`;
+}
+
+/** Summit's edge hover: both units of the edge stay, the rest fades, and the popover shows the
+ * edge's influence count and both units' dataset examples, beside the edge's middle. */
+function showEdgePopover(e, path, L) {
+  const pop = $("#popover");
+  const K = Math.max(1, state.meta.examples_k || 1);
+  const parts = [el("div", { class: "pop-head" }, el("b", { text: `${e.source} → ${e.target}` }),
+    el("span", { class: "note", text: edgeText(e, L) }))];
+  if (state.meta.has_examples) {
+    for (const id of [e.source, e.target]) {
+      const n = L.nodes.get(id);
+      parts.push(el("div", { class: "pop-label", text: `${id}: dataset examples` }),
+        el("div", { class: "pop-examples", "data-node": id }, ...d3.range(K).map((i) => cropHtml(examplesUrl(n.layer, n.channel), i, 52))));
+    }
+  }
+  pop.replaceChildren(...parts);
+  pop.dataset.node = `${e.source}>${e.target}`;
+  pop.hidden = false;
+  const m = path.getScreenCTM(), q = path.getPointAtLength(path.getTotalLength() / 2);
+  const x = m.a * q.x + m.c * q.y + m.e, y = m.b * q.x + m.d * q.y + m.f;
+  placePopover(pop, new DOMRect(x - 6, y - 6, 12, 12), null);
 }
 
 /** Where the popover goes (left, top in #graph-view's pixels): inside the graph's box, beside the
  * node (left or right, next to it or at the box's side, at any height), the place that covers least of the highlighted path (its nodes'
  * boxes plus 8 points along each of its edges, 64 px² each); of equal ones the nearest to the node. */
-function popoverPlace(anchor, pw, ph) {
+function popoverPlace(r, self, pw, ph) {
   const v = $("#graph-view").getBoundingClientRect(), gb = $("#graph").getBoundingClientRect();
-  const r = anchor.getBoundingClientRect();
-  const box = [...document.querySelectorAll("#graph g.node:not(.faded)")].filter((e) => e !== anchor)
+  const box = [...document.querySelectorAll("#graph g.node:not(.faded)")].filter((e) => e !== self)
     .map((e) => e.getBoundingClientRect());
   const pts = [];
   for (const p of document.querySelectorAll("#graph path.edge.active")) {

@@ -285,3 +285,63 @@ def test_large_graph_overview_and_edge_filter(browser, server: str, artifacts: P
         page.wait_for_function(f"() => document.querySelectorAll('#graph path.edge').length === {want}")
         text = page.evaluate("() => window.summit.figure({ format: 'svg' })")
         assert text.count('class="edge"') == want
+
+
+# -- 16 (rest) and Summit's edge hover --------------------------------------------------------------
+def test_labels_inside_named_compare_patches_and_edge_hover(browser, server: str, artifacts: Path) -> None:
+    a, b = classes(server)[:2]
+    with checked_page(browser, server, f"class={GOOSE}") as page:
+        wait_graph(page, GOOSE)
+        page.wait_for_selector("#embedding circle.selected")
+        # zoomed in far from the selected class: its label stays inside the drawing, a triangle points to it
+        sel = box(page, "#embedding circle.selected")
+        far = max(page.eval_on_selector_all("#embedding circle", "els => els.map(e => { const r = e.getBoundingClientRect();"
+                                            " return [r.x + r.width / 2, r.y + r.height / 2]; })"),
+                  key=lambda p: (p[0] - sel["x"]) ** 2 + (p[1] - sel["y"]) ** 2)
+        page.mouse.move(*far)
+        for _ in range(6):
+            page.mouse.wheel(0, -300)
+        page.wait_for_function("() => +document.querySelector('#embedding svg').dataset.k >= 4")
+        frame = box(page, "#embedding svg")
+        for t in page.locator("#embedding text").all():
+            r = t.bounding_box()
+            assert frame["x"] - 0.5 <= r["x"] and r["x"] + r["width"] <= frame["x"] + frame["width"] + 0.5, t.text_content()
+            assert frame["y"] - 0.5 <= r["y"] and r["y"] + r["height"] <= frame["y"] + frame["height"] + 0.5, t.text_content()
+        assert page.locator(f'#embedding text.marked[data-class="{GOOSE}"]').count() == 1
+        assert page.locator(f'#embedding path.off-view[data-class="{GOOSE}"]').count() == 1
+        shot(page, artifacts, "ui2_embedding_label_inside.png")
+        # Summit's edge hover: both units stay, the popover shows both units' examples
+        e = page_graph(page, server)["links"][0]
+        hit = page.locator(f'#graph path.edge-hit[data-source="{e["source"]}"][data-target="{e["target"]}"]')
+        mid = hit.evaluate("p => { const q = p.getPointAtLength(p.getTotalLength() / 2), m = p.getScreenCTM();"
+                           " return [m.a * q.x + m.c * q.y + m.e, m.b * q.x + m.d * q.y + m.f]; }")
+        page.mouse.move(*mid)
+        page.wait_for_selector(f'#popover:not([hidden])[data-node="{e["source"]}>{e["target"]}"]')
+        assert sorted(page.eval_on_selector_all("#graph g.node:not(.faded)", "els => els.map(e => e.dataset.node)")) \
+            == sorted([e["source"], e["target"]])
+        assert page.locator("#graph path.edge.active").count() == 1
+        k = api(server, "/api/meta")["examples_k"]
+        for nid in (e["source"], e["target"]):
+            assert page.locator(f'#popover .pop-examples[data-node="{nid}"] img.patch').count() == k
+        assert f"influence count {e['count']}" in page.inner_text("#popover")
+        shot(page, artifacts, "ui2_edge_hover.png")
+        page.mouse.move(5, 5)
+        page.wait_for_selector("#popover[hidden]", state="attached")
+        assert page.locator("#graph g.node.faded").count() == 0
+        # a comparison's figure caption names both classes, not "a" and "b"
+        page.evaluate(f"() => {{ location.hash = 'class={a['name']}&compare={b['name']}'; }}")
+        wait_graph(page, a["name"], b["name"])
+        svg = page.evaluate("() => window.summit.figure({ format: 'svg' })")
+        assert "a = " not in svg and "b = " not in svg
+        assert f"{a['label']}: " in svg and f"compared with {b['label']}: " in svg
+        # Building Blocks: a unit's images where it fired most, each with its patch
+        page.goto(f"{server}/blocks.html?image={IMAGE}")
+        blocks_loaded(page, "fire7", IMAGE)
+        page.click("[data-testid=node-chip] >> nth=0")
+        page.wait_for_selector("[data-testid=node-list] [data-testid=explore-image]")
+        rows = page.locator("[data-testid=node-list] [data-testid=explore-image]")
+        assert rows.count() > 0 and page.locator("[data-testid=node-list] [data-testid=example-patch]").count() == rows.count()
+        ch = page.get_attribute("[data-testid=node-chip] >> nth=0", "data-channel")
+        style = page.get_attribute("[data-testid=example-patch] >> nth=1", "style")
+        assert f"/api/examples/fire7/{ch}.jpg" in style and "background-position" in style
+        shot(page, artifacts, "ui2_blocks_node_patches.png")
