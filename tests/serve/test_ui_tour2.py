@@ -65,8 +65,9 @@ def test_graph_gets_the_room(browser, server: str, artifacts: Path) -> None:
         page.goto(f"{server}/blocks.html?image={IMAGE}")
         blocks_loaded(page, "fire7", IMAGE)
         assert page.evaluate("() => document.documentElement.scrollWidth") <= 1024
-        d = box(page, "#detail")
-        assert d["x"] >= 0 and d["x"] + d["width"] <= 1024
+        d, dic = box(page, "#detail"), box(page, "[data-testid=dict]")
+        assert d["x"] >= dic["x"] + dic["width"] and d["x"] + d["width"] <= 1024  # beside the dictionary
+        assert abs(d["y"] - box(page, "section.panel >> nth=1")["y"]) < 1 and d["width"] >= 280
         shot(page, artifacts, "ui2_blocks_1024.png")
 
 
