@@ -466,7 +466,7 @@ function showOverview(t) {
   ov.attr("data-view", [x0, y0, x1, y1].map((v) => Math.round(v)).join(","));
 }
 
-const LEGEND_AUTO_W = 760;
+const LEGEND_AUTO_W = 800;
 let legendShown = null;   // the legend toggle's choice (null: by the graph's width)
 
 /** The legend toggle: shows or hides the legend (the choice holds while the page is open). */
@@ -597,8 +597,8 @@ function wireNodes(vp, L) {
     });
 }
 
-/** Summit's edge hover, on wider transparent copies of the edges (between the edges and the
- * nodes), so that thin edges can be hovered. */
+/** Summit's edge hover, on transparent copies of the edges 4 px wider (between the edges and the
+ * nodes), so that thin edges can be hovered; not while the graph is being panned. */
 function wireEdges(vp, L) {
   const paths = vp.selectAll("path.edge"), data = paths.data(), els = paths.nodes();
   const hits = d3.create("svg:g").attr("class", "edge-hits");
@@ -606,8 +606,9 @@ function wireEdges(vp, L) {
   hits.selectAll("path").data(data).join("path")
     .attr("class", "edge-hit").attr("d", (e, i) => els[i].getAttribute("d"))
     .attr("data-source", (e) => e.source).attr("data-target", (e) => e.target)
-    .attr("fill", "none").attr("stroke", "transparent").attr("stroke-width", (e) => edgeWidth(L.edgeFrac(e)) + 8)
+    .attr("fill", "none").attr("stroke", "transparent").attr("stroke-width", (e) => edgeWidth(L.edgeFrac(e)) + 4)
     .on("mouseenter", (ev, e) => {
+      if (ev.buttons) return;
       vp.selectAll(".node").classed("faded", (n) => n.id !== e.source && n.id !== e.target).classed("focus", false);
       paths.classed("active", (f) => f === e).classed("faded", (f) => f !== e);
       showEdgePopover(e, els[data.indexOf(e)], L);
