@@ -374,7 +374,7 @@ function renderCell() {
   const i = state.hoverCell;
   if (i === null) {
     box.className = "muted";
-    box.textContent = "Hover a cell of the dictionary.";
+    box.textContent = "Hover a cell of the dictionary (or Tab to it and move with the arrow keys).";
     return;
   }
   box.className = "";

@@ -345,4 +345,5 @@ def test_labels_inside_named_compare_patches_and_edge_hover(browser, server: str
         ch = page.get_attribute("[data-testid=node-chip] >> nth=0", "data-channel")
         style = page.get_attribute("[data-testid=example-patch] >> nth=1", "style")
         assert f"/api/examples/fire7/{ch}.jpg" in style and "background-position" in style
+        page.locator("[data-testid=node-list] [data-testid=example-patch] >> nth=0").scroll_into_view_if_needed()
         shot(page, artifacts, "ui2_blocks_node_patches.png")
