@@ -268,7 +268,7 @@ export function legendSections(L, names, k = 1) {
     edges.append("text").attr("x", x + 40).attr("y", y + 3).text(pct(f));
   });
   if (!L.links.length) edges.append("text").attr("y", 50).text("no edges");
-  const out = [{ g: nodes.node(), width: Math.max(xi, 290) + 24 }, { g: edges.node(), width: 240 }];
+  const out = [{ g: nodes.node(), width: Math.max(xi, 290) + 24 }, { g: edges.node(), width: L.compare ? 280 : 250 }];
   if (L.compare) {
     const m = section("colour: graph membership");
     [["a", `only ${names.a}`], ["b", `only ${names.b}`], ["both", "both"]].forEach(([key, label], i) => {
