@@ -63,6 +63,7 @@ export async function renderEmbedding() {
     return;
   }
   svg.select("g.labels").selectAll("text").remove();
+  svg.attr("data-moves", +(svg.attr("data-moves") || 0) + 1);   // animated moves so far (tests read it)
   circles.transition().duration(MOVE_MS).attr("cx", (d) => x0(d.x)).attr("cy", (d) => y0(d.y))
     .end().catch(() => {}).then(done);
 }

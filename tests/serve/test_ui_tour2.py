@@ -204,7 +204,11 @@ def test_class_list_scrolls_to_top_sorts_both_ways_marks_embedding(browser, serv
         assert rows and outlined() == rows and len(rows) < len(classes(server)) - 1
         page.evaluate("() => { const l = document.querySelector('#class-list'); l.scrollTop = l.scrollHeight; }")
         page.wait_for_function("() => document.querySelector('#class-list').scrollTop > 0")
-        page.wait_for_timeout(50)
+        page.wait_for_function("""() => { const l = document.querySelector('#class-list').getBoundingClientRect();
+            const rows = [...document.querySelectorAll('#class-list li[data-class]')].filter(li => {
+              const r = li.getBoundingClientRect(); return r.bottom > l.top + 2 && r.top < l.bottom - 2; })
+              .map(li => li.dataset.class).sort().join();
+            return rows === [...document.querySelectorAll('#embedding circle.in-list')].map(e => e.dataset.class).sort().join(); }""")
         assert outlined() == visible_rows() != rows
         # hovering a row marks and names its class in the embedding
         row = page.locator("#class-list li[data-class]").last
@@ -229,8 +233,8 @@ def test_class_list_scrolls_to_top_sorts_both_ways_marks_embedding(browser, serv
         assert [acc[n] for n in order] == sorted((acc[n] for n in order), reverse=True)
         # the embedding's points move to the other layer's layout (animated), labels come back after
         page.select_option("#sim-layer", "fire5")
-        page.wait_for_selector("#embedding svg[data-moving='1']")
         page.wait_for_selector('#embedding svg[data-layer="fire5"]:not([data-moving])')
+        assert page.get_attribute("#embedding svg", "data-moves") == "1"  # moved there, not redrawn
         emb = api(server, "/api/embedding?layer=fire5")
         xs = page.eval_on_selector_all("#embedding circle", "els => els.map(e => [e.dataset.class, +e.getAttribute('cx')])")
         ref = {p["name"]: p["x"] for p in emb["points"]}
