@@ -7,7 +7,7 @@ import { $, debounce, el } from "./dom.js";
 import { actions, blocksUrl, classByName, hasBlocks, pushHistory, readHash, setFeaturevis, state, writeHash } from "./state.js";
 import { loadSimilarity, renderClassList, wireSidebar } from "./sidebar.js";
 import { markEmbedding, renderEmbedding, wireEmbedding } from "./embedding.js";
-import { drawGraph, fit, hidePopover, loadGraph, resizeGraph, restoreZoom, showMass } from "./graph.js";
+import { drawGraph, fit, focusGraph, hidePopover, loadGraph, resizeGraph, restoreZoom, showMass, toggleLegend } from "./graph.js";
 import { closeChannel, followGraph, openChannel } from "./detail.js";
 import { loadUnits, renderUnits, wireUnits } from "./units.js";
 import { syncCompare, wireCompare } from "./compare.js";
@@ -28,6 +28,7 @@ function selectClass(name, push = true) {
   loadGraph();            // requests first, then the DOM work while they run
   loadSimilarity();
   renderClassList();
+  $("#class-list").scrollTop = 0;   // the list starts at the classes most like the new one (as Summit)
   markEmbedding();
   showTab("graph");
 }
@@ -70,6 +71,8 @@ function syncControls() {
   }
   $("#hide-le").value = state.hideLe;
   $("#hide-le-value").textContent = state.hideLe;
+  $("#edge-min").value = state.edgeMin;
+  $("#edge-min-value").textContent = `${state.edgeMin} %`;
   $("#class-sort").value = state.classSort;
   $("#sim-layer").value = state.simLayer;
   $("#unit-sort").value = state.unitSort;
@@ -93,7 +96,7 @@ function applyHash() {
 
 function wireGraphControls() {
   const sel = $("#selection");
-  sel.replaceChildren(el("option", { value: "", text: `default (${state.meta.default_selection})` }),
+  sel.replaceChildren(el("option", { value: "", text: `${state.meta.default_selection} (default)` }),
     ...state.meta.selections.map((s) => el("option", { value: s, text: s })));
   const onRule = (key, value) => { state.params[key] = value; showRuleControls(); loadGraph(); };
   $("#method").addEventListener("change", (ev) => onRule("method", ev.target.value));
@@ -121,9 +124,20 @@ function wireGraphControls() {
     writeHash();
     redrawGraph();
   });
+  $("#edge-min").addEventListener("input", (ev) => {
+    state.edgeMin = +ev.target.value;
+    $("#edge-min-value").textContent = `${state.edgeMin} %`;
+    writeHash();
+    redrawGraph();
+  });
   $("#zoom-fit").addEventListener("click", () => fit("all"));
   $("#zoom-width").addEventListener("click", () => fit("width"));
   $("#zoom-reset").addEventListener("click", () => fit("reset"));
+  $("#legend-toggle").addEventListener("click", toggleLegend);
+  $("#skip-graph").addEventListener("click", () => {
+    if (state.tab !== "graph") showTab("graph");
+    focusGraph();
+  });
   document.querySelectorAll("#tabs button").forEach((b) => b.addEventListener("click", () => showTab(b.dataset.tab)));
   new ResizeObserver(debounce(resizeGraph, 50)).observe($("#graph"));
   document.addEventListener("keydown", (ev) => {
@@ -170,7 +184,7 @@ async function main() {
     `${m.dataset.n_classes} classes · ${m.layers.length} layers`;
   if (hasBlocks()) $("#nav-blocks").hidden = false;
   const h = readHash(), zoom = state.zoom;
-  wireSidebar(renderEmbedding);
+  wireSidebar(renderEmbedding, markEmbedding);
   wireEmbedding();
   wireGraphControls();
   wireCompare();

@@ -31,11 +31,22 @@ function showError(e) {
   $("#error").textContent = e ? String(e.message || e) : "";
 }
 
+/** createElement with attributes ("onX": a handler) and children. An element other than a link or
+ * button that takes a click also takes the focus (Tab) and acts on Enter or Space. */
 function el(tag, attrs = {}, ...children) {
   const n = document.createElement(tag);
   for (const [k, v] of Object.entries(attrs)) {
-    if (k === "onclick" || k === "onmouseenter" || k === "onmouseleave") n[k] = v;
+    if (k.startsWith("on")) n[k] = v;
     else if (v !== null && v !== undefined) n.setAttribute(k, v);
+  }
+  if (attrs.onclick && !["a", "button"].includes(tag)) {
+    if (!n.hasAttribute("tabindex")) n.tabIndex = 0;
+    if (!n.hasAttribute("role")) n.setAttribute("role", "button");
+    n.addEventListener("keydown", (e) => {
+      if (e.target !== n || (e.key !== "Enter" && e.key !== " ")) return;
+      e.preventDefault();
+      n.click();
+    });
   }
   for (const c of children) n.append(c);
   return n;
@@ -279,6 +290,7 @@ function renderView() {
   if (state.hoverGroup !== null || state.overlay === "groups") overlay = groupsOverlay(L.groups, L.height, L.width, state.hoverGroup);
   else if (state.overlay === "attr") overlay = heatOverlay(L.spatial[state.cls], L.height, L.width);
   paint($("#view-canvas"), overlay);
+  $("#view-canvas").dataset.group = state.hoverGroup ?? "";   // the group shown alone (hover or focus)
   const svg = d3.select("#view-overlay");
   svg.selectAll("*").remove();
   if (state.hoverCell !== null) {
@@ -321,19 +333,37 @@ function renderDictionary() {
     const face = state.sees && state.sees[i]
       ? `background-image:url(${state.sees[i]});background-size:100% 100%`
       : thumbStyle(L.name, g.top[i][0][0]);
+    // one tab stop for the grid (the hovered cell, else the first); arrow keys move the focus
     const c = el("div", { class: `cell${i === state.hoverCell ? " hover" : ""}`, "data-cell": i, "data-testid": "dict-cell",
       style: `background:rgba(${tint.join(",")},${(0.35 * Math.abs(attr[i])) / apeak})`,
-      onmouseenter: () => hoverCell(i) });
+      tabindex: i === (state.hoverCell ?? 0) ? 0 : -1, role: "gridcell",
+      "aria-label": `cell ${Math.floor(i / g.cols)}, ${i % g.cols}: strongest channel ${g.top[i][0][0]}`,
+      onmouseenter: () => hoverCell(i), onfocus: () => hoverCell(i), onkeydown: (e) => moveCell(e, i) });
     if (side >= 2) c.append(el("span", { class: "face", style: `width:${side}px;height:${side}px;${face}` }));
     grid.append(c);
   });
+  grid.setAttribute("role", "grid");
+  grid.setAttribute("aria-label", "semantic dictionary: arrow keys move between cells");
   $("#dict").replaceChildren(grid);
+}
+
+/** Arrow keys in the dictionary: the focus (and the hover panel) moves to the neighbouring cell. */
+function moveCell(e, i) {
+  const { rows, cols } = state.L.grid;
+  const r = Math.floor(i / cols), c = i % cols;
+  const to = { ArrowLeft: [r, c - 1], ArrowRight: [r, c + 1], ArrowUp: [r - 1, c], ArrowDown: [r + 1, c] }[e.key];
+  if (!to || to[0] < 0 || to[0] >= rows || to[1] < 0 || to[1] >= cols) return;
+  e.preventDefault();
+  document.querySelector(`#dict .cell[data-cell="${to[0] * cols + to[1]}"]`).focus();
 }
 
 function hoverCell(i) {
   if (state.hoverCell === i) return;
   state.hoverCell = i;
-  document.querySelectorAll("#dict .cell").forEach((c) => c.classList.toggle("hover", +c.dataset.cell === i));
+  document.querySelectorAll("#dict .cell").forEach((c) => {
+    c.classList.toggle("hover", +c.dataset.cell === i);
+    c.tabIndex = +c.dataset.cell === i ? 0 : -1;
+  });
   renderView();
   renderCell();
 }
@@ -344,7 +374,7 @@ function renderCell() {
   const i = state.hoverCell;
   if (i === null) {
     box.className = "muted";
-    box.textContent = "Hover a cell of the dictionary.";
+    box.textContent = "Hover a cell of the dictionary (or Tab to it and move with the arrow keys).";
     return;
   }
   box.className = "";
@@ -423,9 +453,10 @@ function renderGroups() {
     const attrs = el("div", {}, el("span", { class: "muted" }, "channels "),
       G.directions[g].slice(0, 4).map(([ch]) => ch).join(", "), el("br"));
     state.data.classes.forEach((cl, k) => attrs.append(el("span", { title: cl.name }, `${cl.name.slice(0, 14)} `), signed(G.attr[g][k]), " "));
-    box.append(el("div", { class: "group", "data-testid": "group", "data-group": g,
-      onmouseenter: () => { state.hoverGroup = g; renderView(); },
-      onmouseleave: () => { state.hoverGroup = null; renderView(); } },
+    const show = (on) => () => { state.hoverGroup = on ? g : null; renderView(); };
+    box.append(el("div", { class: "group", "data-testid": "group", "data-group": g, tabindex: 0,
+      "aria-label": `group ${g}: its region shown on the image`,
+      onmouseenter: show(true), onmouseleave: show(false), onfocus: show(true), onblur: show(false) },
     el("span", { class: "swatch", style: `background:${PALETTE[g % PALETTE.length]}` }), icon, attrs));
   }
   const next = $("#groups-next");
@@ -501,9 +532,13 @@ async function showNode(layer, ch) {
     list.append(el("h2", {}, `${layer}:${ch}: images where it fired most`),
       el("span", { class: "thumb", style: thumbStyle(layer, ch) }));
     if (!d.examples.length) list.append(el("div", { class: "muted" }, "no dataset examples stored in this run"));
-    d.examples.forEach((ex) => list.append(el("div", {},
+    const k = d.examples.length;
+    d.examples.forEach((ex, i) => list.append(el("div", { class: "example-row" },
       el("a", { href: `?image=${encodeURIComponent(ex.image)}&layer=${layer}`, "data-testid": "explore-image",
-        onclick: (e) => { e.preventDefault(); state.layer = layer; openImage({ image: ex.image }); } }, ex.image),
+        onclick: (e) => { e.preventDefault(); state.layer = layer; openImage({ image: ex.image }); } },
+      // the image's patch where the unit fired (the i-th of the example strip)
+      el("span", { class: "thumb patch", "data-testid": "example-patch", style: `background-image:url(${d.examples_url});` +
+        `background-size:${k * 100}% 100%;background-position:${k > 1 ? (100 * i) / (k - 1) : 0}% 0` }), ex.image),
       el("span", { class: "muted" }, ` ${fmt(ex.value)}`))));
     box.replaceChildren(list);
   } catch (e) {

@@ -3,7 +3,7 @@
 // the classes whose images select it most often (the run's default selection). The panel collapses when empty.
 
 import { api, showError } from "./api.js";
-import { $, cropHtml, el, fmt, pct } from "./dom.js";
+import { $, breakable, cropHtml, el, fmt, pct } from "./dom.js";
 import { actions, blocksUrl, classLabel, diversityOf, hasBlocks, state, thumbOf, writeHash } from "./state.js";
 import { thumbHtml } from "./units.js";
 
@@ -20,13 +20,6 @@ export function closeChannel() {
   document.body.classList.remove("detail-open");
   markSelected(null);
   writeHash();
-}
-
-/** A class name that may wrap after its underscores (<wbr>; no truncation, text unchanged). */
-function breakable(name, attrs = {}) {
-  const parts = name.split("_");
-  const last = parts.length - 1;
-  return el("span", attrs, ...parts.flatMap((p, i) => (i < last ? [`${p}_`, document.createElement("wbr")] : [p])));
 }
 
 /** The layer feeding `layer` (the previous one in the run's order). */

@@ -15,6 +15,13 @@ export function el(tag, attrs = {}, ...children) {
   return e;
 }
 
+/** A class name that may wrap after its underscores (<wbr>; no truncation, text unchanged). */
+export function breakable(name, attrs = {}) {
+  const parts = name.split("_");
+  const last = parts.length - 1;
+  return el("span", attrs, ...parts.flatMap((p, i) => (i < last ? [`${p}_`, document.createElement("wbr")] : [p])));
+}
+
 export const pct = (x) => (x == null ? "–" : `${Math.round(100 * x)}%`);
 export const fmt = (x) => (x == null ? "–" : d3.format(".3~s")(x));
 

@@ -71,14 +71,14 @@ function captionLines(g) {
   const s = g.summit || {};
   return [`${m.model} (${m.weights} weights), ${m.dataset.n_images} images of ${m.dataset.n_classes} classes`,
     ruleText(g),
-    s.kind === "compare" ? `a = ${cls(s.class)}; b = ${cls(s.class_b)}` : cls(s.class || { name: state.selected })];
+    s.kind === "compare" ? `${cls(s.class)}; compared with ${cls(s.class_b)}` : cls(s.class || { name: state.selected })];
 }
 
 /** The figure as a standalone <svg> (inline: thumbnails and font embedded as data URLs). */
 async function figureSvg({ inline = true } = {}) {
   const g = state.graph;
   if (!g) throw new Error("no graph to export yet: pick a class");
-  const L = layoutGraph(g, state.hideLe);
+  const L = layoutGraph(g, state.hideLe, state.edgeMin / 100);
   const lines = captionLines(g);
   const W = Math.ceil(Math.max(L.width, 800, ...lines.map((l) => l.length * 6.4)) + 2 * PAD);
   const H = TITLE_H + L.height + 14 + LEGEND_H + 10 + lines.length * LINE_H + PAD;

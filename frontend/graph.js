@@ -94,19 +94,24 @@ function orderRows(rows, preds, succs) {
  * edge (from 0; drawn at least 0.5 px); in a comparison the larger of the two classes' shares,
  * each of its own class's images, so both classes share one scale. */
 export const edgeWidth = (frac) => Math.max(0.5, EDGE_MAX * frac);
+/** Edge opacity: 0.75 up to 120 edges, lower for more (0.75 sqrt(120 / n), at least 0.25), so
+ * the edges of a large graph stay apart instead of merging into one band. */
+export const edgeOpacity = (n) => Math.max(0.25, Math.min(0.75, 0.75 * Math.sqrt(120 / Math.max(1, n))));
 const EDGE_MAX = 8;
 
 /** Geometry of a graph at 1:1 without the nodes whose count is <= hideLe (0: the filter is off;
- * PageRank graphs may hold units of count 0, reached through their edges): rows centred on the
- * widest row, node size by the share of images (sqrt), edge width by `edgeWidth`. */
-export function layoutGraph(g, hideLe) {
+ * PageRank graphs may hold units of count 0, reached through their edges) and without the edges
+ * whose share of images is below edgeMin (0..1; 0: off): rows centred on the widest row, node size
+ * by the share of images (sqrt), edge width by `edgeWidth`. */
+export function layoutGraph(g, hideLe, edgeMin = 0) {
   const compare = isCompare(g);
   const countOf = (n) => (compare ? Math.max(n.count_a ?? 0, n.count_b ?? 0) : n.count);
   const fracOf = (n) => (compare ? Math.max(n.fraction_a ?? 0, n.fraction_b ?? 0) : n.fraction);
   const edgeFrac = (e) => e.fraction ?? Math.max(e.fraction_a ?? 0, e.fraction_b ?? 0);
   const kept = hideLe > 0 ? g.nodes.filter((n) => countOf(n) > hideLe) : g.nodes;
   const ids = new Set(kept.map((n) => n.id));
-  const links = g.links.filter((e) => ids.has(e.source) && ids.has(e.target));
+  const shown = g.links.filter((e) => ids.has(e.source) && ids.has(e.target));
+  const links = edgeMin > 0 ? shown.filter((e) => edgeFrac(e) >= edgeMin - 1e-9) : shown;
   const layers = state.meta.layers.map((l) => l.name);
   const byLayer = d3.group(kept, (n) => n.layer);
   const rows = layers.map((l) => (byLayer.get(l) || []).slice()
@@ -135,7 +140,7 @@ export function layoutGraph(g, hideLe) {
       s: size(fracOf(n)), n: countOf(n) }));
   });
   return { g, compare, layers, rows, hiddenRows, nodes, links, preds, succs, width, height, size, maxFrac,
-    edgeFrac, countMax: d3.max(g.nodes, countOf) || 0, hideLe };
+    edgeFrac, countMax: d3.max(g.nodes, countOf) || 0, hideLe, edgeMin, edgesHidden: shown.length - links.length };
 }
 
 let drawings = 0;   // pattern ids stay unique across drawings
@@ -186,11 +191,9 @@ export function graphContent(L) {
       return linkPath({ source: [a.x, a.y - a.s / 2], target: [b.x, b.y + b.s / 2] });
     })
     .attr("stroke", (e) => (L.compare ? COLORS[e.membership] || EDGE : EDGE))
-    .attr("stroke-opacity", 0.75)
+    .attr("stroke-opacity", edgeOpacity(L.links.length))
     .attr("stroke-width", (e) => edgeWidth(L.edgeFrac(e)))
-    .append("title").text((e) => `${e.source} → ${e.target}: influence count ` + (L.compare
-      ? `${compareNames.a} ${e.count_a} (${pct(e.fraction_a)}), ${compareNames.b} ${e.count_b} (${pct(e.fraction_b)})`
-      : `${e.count} (${pct(e.fraction)} of the class's images)`));
+    .append("title").text((e) => `${e.source} → ${e.target}: ${edgeText(e, L)}`);
 
   const K = Math.max(1, state.meta.examples_k || 1);
   const info = L.g.summit?.class || {};
@@ -221,6 +224,11 @@ export function graphContent(L) {
   return root.node();
 }
 
+/** An edge's influence count, in words. */
+const edgeText = (e, L) => "influence count " + (L.compare
+  ? `${compareNames.a} ${e.count_a} (${pct(e.fraction_a)}), ${compareNames.b} ${e.count_b} (${pct(e.fraction_b)})`
+  : `${e.count} (${pct(e.fraction)} of the class's images)`);
+
 /** The compared classes as the page names them (their labels). */
 const compareNames = { get a() { return classLabel(state.selected); }, get b() { return classLabel(state.compareWith); } };
 
@@ -231,44 +239,60 @@ function nodeCounts(n, compare, info) {
     : `${n.count} of ${info.n_images ?? "?"} images (${pct(n.fraction)}); mean activation on the class's images ${fmt(n.mean)}`;
 }
 
-/** Legend as an SVG <g>: node size, edge width and (compare) the membership colours. */
-export function legendGroup(L, names) {
-  const g = d3.create("svg:g").attr("class", "legend").attr("font-size", 10).attr("fill", MUTED);
-  let x = 0;
-  const title = (t) => g.append("text").attr("x", x).attr("y", 10).attr("font-weight", "bold").text(t);
-  title("node size: share of images selecting the unit");
+/** The legend's sections (node size, edge width and, comparing, the membership colours), each an
+ * SVG <g> with the width the figure gives it. The keys are drawn at 1:1 and scaled by `k` (the graph's zoom, so
+ * they match the nodes and edges on screen); the text stays at its size. */
+export function legendSections(L, names, k = 1) {
+  const section = (t) => {
+    const g = d3.create("svg:g").attr("class", "legend").attr("font-size", 10).attr("fill", MUTED);
+    g.append("text").attr("y", 10).attr("font-weight", "bold").text(t);
+    return g;
+  };
+  const nodes = section("node size: share of images selecting the unit");
   const fracs = [...new Set([0, L.maxFrac / 4, L.maxFrac / 2, L.maxFrac].map((f) => +f.toPrecision(2)))];
-  let xi = x;
+  let xi = 0;
   for (const f of fracs) {
     const s = L.size(f);
-    g.append("rect").attr("class", "size-key").attr("x", xi).attr("y", 18 + (NODE_MAX - s) / 2)
-      .attr("width", s).attr("height", s).attr("fill", "#e9ecef").attr("stroke", "#59636e");
-    g.append("text").attr("x", xi + s / 2).attr("y", 18 + NODE_MAX + 12).attr("text-anchor", "middle").text(pct(f));
-    xi += s + 14;
+    nodes.append("rect").attr("class", "size-key").attr("transform", `translate(${xi},${18 + ((NODE_MAX - s) * k) / 2}) scale(${k})`)
+      .attr("width", s).attr("height", s).attr("fill", "#e9ecef").attr("stroke", "#59636e")
+      .attr("vector-effect", "non-scaling-stroke");
+    nodes.append("text").attr("x", xi + (s * k) / 2).attr("y", 18 + NODE_MAX * k + 12).attr("text-anchor", "middle").text(pct(f));
+    xi += Math.max(s * k, 26) + 10;
   }
-  x = Math.max(xi, x + 290) + 24;
-  title(L.compare ? "edge width: share of each class's images" : "edge width: share of the class's images");
+  const edges = section(L.compare ? "edge width: share of each class's images" : "edge width: share of the class's images");
   [0.25, 0.5, 1].forEach((f, i) => {
-    const y = 18 + 10 + i * 16;
-    g.append("line").attr("class", "width-key").attr("x1", x).attr("x2", x + 44).attr("y1", y).attr("y2", y)
+    const x = i * 72, y = 18 + 12;
+    edges.append("line").attr("class", "width-key").attr("x1", x).attr("x2", x + 36).attr("y1", y).attr("y2", y)
+      .attr("transform", `translate(0,${y}) scale(1,${k}) translate(0,${-y})`)
       .attr("stroke", EDGE).attr("stroke-width", edgeWidth(f));
-    g.append("text").attr("x", x + 52).attr("y", y + 3).text(pct(f));
+    edges.append("text").attr("x", x + 40).attr("y", y + 3).text(pct(f));
   });
-  if (!L.links.length) g.append("text").attr("x", x + 90).attr("y", 34).text("no edges");
-  x += 180;
+  if (!L.links.length) edges.append("text").attr("y", 50).text("no edges");
+  const out = [{ g: nodes.node(), width: Math.max(xi, 290) + 24 }, { g: edges.node(), width: L.compare ? 280 : 250 }];
   if (L.compare) {
-    title("colour: graph membership");
-    [["a", `only ${names.a}`], ["b", `only ${names.b}`], ["both", "both"]].forEach(([m, label], i) => {
+    const m = section("colour: graph membership");
+    [["a", `only ${names.a}`], ["b", `only ${names.b}`], ["both", "both"]].forEach(([key, label], i) => {
       const y = 18 + 4 + i * 16;
-      g.append("rect").attr("class", "membership-key").attr("data-membership", m).attr("x", x).attr("y", y)
-        .attr("width", 12).attr("height", 12).attr("fill", COLORS[m]);
-      g.append("text").attr("x", x + 18).attr("y", y + 10).text(label);
+      m.append("rect").attr("class", "membership-key").attr("data-membership", key).attr("x", 0).attr("y", y)
+        .attr("width", 12).attr("height", 12).attr("fill", COLORS[key]);
+      m.append("text").attr("x", 18).attr("y", y + 10).text(label);
     });
+    out.push({ g: m.node(), width: 24 + 8 * Math.max(names.a.length, names.b.length) + 40 });
+  }
+  return out;
+}
+
+/** The legend as one SVG <g> at 1:1 (the figure's): its sections side by side. */
+export function legendGroup(L, names) {
+  const g = d3.create("svg:g").attr("class", "legend-all");
+  let x = 0;
+  for (const s of legendSections(L, names)) {
+    g.append(() => s.g).attr("transform", `translate(${x},0)`);
+    x += s.width;
   }
   return g.node();
 }
 export const LEGEND_H = 18 + NODE_MAX + 16;
-const LEGEND_W = 700;
 
 /** One line naming the graph rule and its thresholds (from the graph's `summit.settings`). */
 export function ruleText(g) {
@@ -291,6 +315,7 @@ export function ruleText(g) {
   if (s.selection) parts.push(`selection ${s.selection}`);
   if (s.excluded?.length) parts.push(`${s.excluded.length} ubiquitous units hidden`);
   if (state.hideLe) parts.push(`count > ${state.hideLe} shown`);
+  if (state.edgeMin) parts.push(`edges of ≥ ${state.edgeMin} % of the images shown`);
   return parts.join(" · ");
 }
 
@@ -330,17 +355,12 @@ export function drawGraph(g, { refit = false } = {}) {
   // the count filter keeps the units of the largest count: it can hide all but those, not every unit
   const top = d3.max(g.nodes, (n) => (n.count ?? Math.max(n.count_a ?? 0, n.count_b ?? 0))) || 0;
   state.hideLe = Math.min(state.hideLe, Math.max(0, top - 1));
-  const L = layoutGraph(g, state.hideLe);
+  const L = layoutGraph(g, state.hideLe, state.edgeMin / 100);
   const names = { a: classLabel(state.selected), b: classLabel(state.compareWith) };
   renderGraphTitle(g, L);
-  $("#rule-settings").textContent = ruleText(g);
+  const rule = $("#rule-settings");
+  rule.textContent = rule.title = ruleText(g);
   showMass();
-  // the legend is drawn at the graph's zoom, so its node sizes and edge widths are the ones on screen
-  const lg = d3.create("svg").attr("class", "legend-svg").attr("font-family", FONT);
-  lg.append(() => legendGroup(L, names));
-  $("#legend").replaceChildren(lg.node(), el("span", { class: "note", text:
-    "Hover a node for its examples and paths (move across it to switch diversity images); click for details; " +
-    "scroll to zoom, drag to pan." }));
   const hide = $("#hide-le");
   hide.max = Math.max(0, top - 1);
   hide.disabled = top <= 1;
@@ -357,6 +377,7 @@ export function drawGraph(g, { refit = false } = {}) {
   const vp = svg.append("g").attr("class", "viewport");
   vp.append(() => graphContent(L));
   wireNodes(vp, L);
+  wireEdges(vp, L);
   const zoom = d3.zoom().scaleExtent([0.05, 4]).on("zoom", (ev) => {
     if (ev.sourceEvent) {   // zoomed or panned by hand: no longer fitted (kept in the address); the popover would float
       if (view) view.fitted = null;
@@ -367,22 +388,117 @@ export function drawGraph(g, { refit = false } = {}) {
     }
     vp.attr("transform", ev.transform);
     svg.attr("data-k", ev.transform.k.toFixed(3));
-    scaleLegend(ev.transform.k);
+    svg.classed("tiny", ev.transform.k * 10 < LABEL_MIN_PX);   // unit numbers below 6 px are not drawn
+    if (view?.svg === svg) showOverview(ev.transform);
+    drawLegend(L, names, ev.transform.k);
   });
   svg.call(zoom).on("dblclick.zoom", null);
+  const hadFocus = box.contains(document.activeElement);
   box.replaceChildren(svg.node());
-  view = { svg, zoom, L, fitted: old?.fitted ?? "all" };
+  view = { svg, zoom, L, names, fitted: old?.fitted ?? "all", focused: old?.focused };
   if (pendingZoom) applyZoom();
   else if (refit || !old) fit("all");
   else if (view.fitted) fit(view.fitted);
   else svg.call(zoom.transform, d3.zoomTransform(old.svg.node()));
   if (state.detail) svg.select(`g.node[data-node="${state.detail}"]`).classed("selected", true);
+  drawOverview();
+  showOverview(d3.zoomTransform(svg.node()));
+  if (hadFocus) focusGraph();   // a redraw (filter, new renders) keeps the keyboard where it was
 }
 
-function scaleLegend(k) {
-  const k1 = Math.max(0.7, Math.min(1, k));   // readable at any zoom
-  d3.select("#legend svg.legend-svg").attr("width", LEGEND_W * k1).attr("height", LEGEND_H * k1)
-    .select("g.legend").attr("transform", `scale(${k1})`);
+const LABEL_MIN_PX = 6, OVERVIEW_W = 180, OVERVIEW_H = 150;
+
+/** The overview (bottom right of the graph's box): the whole graph small, with the part in view
+ * outlined; shown while the view holds less than the whole graph. Click or drag in it to move the
+ * view there. */
+function drawOverview() {
+  const { svg, L } = view;
+  const so = Math.min((OVERVIEW_W - 8) / L.width, (OVERVIEW_H - 8) / L.height);
+  const w = L.width * so + 8, h = L.height * so + 8;
+  const ov = svg.append("g").attr("class", "overview").attr("data-testid", "overview").attr("display", "none");
+  ov.append("rect").attr("class", "ov-frame").attr("width", w).attr("height", h).attr("rx", 4)
+    .attr("fill", "rgba(255,255,255,0.92)").attr("stroke", "#9aa3ad");
+  const inner = ov.append("g").attr("transform", `translate(4,4) scale(${so})`);
+  inner.append("g").selectAll("path").data(L.links).join("path")
+    .attr("d", (e) => { const a = L.nodes.get(e.source), b = L.nodes.get(e.target); return `M${a.x},${a.y}L${b.x},${b.y}`; })
+    .attr("stroke", "#c3cad2").attr("stroke-width", 1 / so).attr("fill", "none");
+  inner.append("g").selectAll("rect").data([...L.nodes.values()]).join("rect")
+    .attr("x", (n) => n.x - n.s / 2).attr("y", (n) => n.y - n.s / 2).attr("width", (n) => n.s).attr("height", (n) => n.s)
+    .attr("fill", (n) => (L.compare ? COLORS[n.membership] || "#59636e" : "#59636e"));
+  inner.append("rect").attr("class", "ov-view").attr("fill", "rgba(47,111,176,0.12)").attr("stroke", "#2f6fb0")
+    .attr("stroke-width", 1.5 / so);
+  const moveTo = (ev) => {
+    const [px, py] = d3.pointer(ev, inner.node());
+    view.svg.call(view.zoom.translateTo, px, py);
+    view.fitted = null;
+    const t = d3.zoomTransform(view.svg.node());
+    state.zoom = [+t.k.toFixed(3), Math.round(t.x), Math.round(t.y)];
+    zoomToHash();
+    hidePopover();
+  };
+  // the overview's own pointer events do not reach the graph's zoom (no pan or zoom started there)
+  ov.on("mousedown", (ev) => {
+    ev.stopPropagation();
+    moveTo(ev);
+    const move = (e) => moveTo(e);
+    const up = () => { window.removeEventListener("mousemove", move); window.removeEventListener("mouseup", up); };
+    window.addEventListener("mousemove", move);
+    window.addEventListener("mouseup", up);
+  }).on("wheel", (ev) => ev.stopPropagation()).on("dblclick", (ev) => ev.stopPropagation());
+  view.overview = { ov, so, w, h };
+}
+
+function showOverview(t) {
+  if (!view?.overview) return;
+  const { ov, w, h } = view.overview;
+  const node = view.svg.node(), W = node.width.baseVal.value, H = node.height.baseVal.value;
+  if (!W || !H || !(t.k > 0)) {   // not laid out (another tab is shown)
+    ov.attr("display", "none");
+    return;
+  }
+  const x0 = -t.x / t.k, y0 = -t.y / t.k, x1 = (W - t.x) / t.k, y1 = (H - t.y) / t.k;
+  const whole = x0 <= 1 && y0 <= 1 && x1 >= view.L.width - 1 && y1 >= view.L.height - 1;
+  const fits = W > w + 40 && H > h + 40;
+  ov.attr("display", whole || !fits ? "none" : null).attr("transform", `translate(${W - w - 8},${H - h - 8})`);
+  const cx = Math.max(0, x0), cy = Math.max(0, y0);
+  ov.select("rect.ov-view").attr("x", cx).attr("y", cy)
+    .attr("width", Math.max(0, Math.min(view.L.width, x1) - cx)).attr("height", Math.max(0, Math.min(view.L.height, y1) - cy));
+  ov.attr("data-view", [x0, y0, x1, y1].map((v) => Math.round(v)).join(","));
+}
+
+const LEGEND_AUTO_W = 800;
+let legendShown = null;   // the legend toggle's choice (null: by the graph's width)
+
+/** The legend toggle: shows or hides the legend (the choice holds while the page is open). */
+export function toggleLegend() {
+  legendShown = $("#legend").hidden;
+  if (view) drawLegend(view.L, view.names, d3.zoomTransform(view.svg.node()).k);
+}
+
+/** The legend beside the graph: its sections wrap to the box's width; the keys follow the graph's
+ * zoom up to 1:1 (so they match the nodes and edges on screen), the text keeps its size. */
+function drawLegend(L, names, k) {
+  const kk = Math.min(1, k);
+  $("#zoom-level").textContent = `${Math.round(100 * k)} %`;
+  const key = `${kk.toFixed(3)}|${L.compare}|${names.a}|${names.b}|${L.maxFrac}|${L.links.length}`;
+  const box = $("#legend");
+  // shown where the graph is wide enough for it beside the zoom buttons, unless toggled by hand
+  box.hidden = !(legendShown ?? $("#graph").clientWidth >= LEGEND_AUTO_W);
+  $("#legend-toggle").setAttribute("aria-pressed", String(!box.hidden));
+  if (box.hidden || (box.dataset.key === key && box.firstChild)) return;
+  box.dataset.key = key;
+  box.title = k > 1 ? "legend keys at 1:1 (the graph is zoomed in further)" : "legend keys at the graph's zoom";
+  box.replaceChildren(...legendSections(L, names, kk).map((sec) => {
+    const svg = d3.create("svg").attr("class", "legend-svg").attr("font-family", FONT);
+    svg.append(() => sec.g);
+    return svg.node();
+  }));
+  for (const svg of box.querySelectorAll("svg")) {   // each section's own extent (its text is measured here)
+    const r = svg.firstChild.getBBox();
+    svg.setAttribute("viewBox", `${r.x - 1} ${r.y - 1} ${r.width + 2} ${r.height + 2}`);
+    svg.setAttribute("width", r.width + 2);
+    svg.setAttribute("height", r.height + 2);
+  }
 }
 
 /** Zoom the drawn graph: "all" fits it whole, "width" fits its width (top aligned), "reset" is 1:1. */
@@ -405,16 +521,62 @@ export function fit(mode) {
 export function resizeGraph() {
   const box = $("#graph");
   const node = view?.svg.node();
+  if (node?.isConnected) drawLegend(view.L, view.names, d3.zoomTransform(node).k);   // shown by the new width
   if (!node?.isConnected || (+node.getAttribute("width") === box.clientWidth && +node.getAttribute("height") === box.clientHeight)) return;
   view.svg.attr("width", box.clientWidth).attr("height", box.clientHeight);
   if (view.fitted) fit(view.fitted);
+  else showOverview(d3.zoomTransform(node));
+}
+
+/** The node that takes the focus when Tab reaches the graph: the last one focused while it is
+ * drawn, else the leftmost of the top row. */
+function tabNode(L) {
+  const last = view?.focused && L.nodes.get(view.focused);
+  return last ? last.id : [...L.rows].reverse().find((r) => r.length)?.[0]?.id;
+}
+
+/** Focus the graph (its tab node); false when no graph is drawn. */
+export function focusGraph() {
+  const n = view && tabNode(view.L);
+  const node = n && view.svg.node().querySelector(`g.node[data-node="${CSS.escape(n)}"]`);
+  node?.focus();
+  return !!node;
+}
+
+/** Arrow keys on a node: left and right along its row, up and down to the nearest node of the
+ * next layer above or below that has units. */
+function moveFocus(ev, n, L) {
+  const i = L.layers.indexOf(n.layer);
+  const row = (j) => L.rows[j].map((m) => L.nodes.get(m.id)).sort((a, b) => a.x - b.x);
+  let to = null;
+  if (ev.key === "ArrowLeft" || ev.key === "ArrowRight") {
+    const r = row(i), j = r.findIndex((m) => m.id === n.id) + (ev.key === "ArrowRight" ? 1 : -1);
+    to = r[j];
+  } else if (ev.key === "ArrowUp" || ev.key === "ArrowDown") {
+    const step = ev.key === "ArrowUp" ? 1 : -1;   // rows run from the input (0) up
+    for (let j = i + step; j >= 0 && j < L.rows.length && !to; j += step) {
+      const x = L.nodes.get(n.id).x;
+      to = d3.least(row(j), (m) => Math.abs(m.x - x));
+    }
+  } else {
+    return;
+  }
+  ev.preventDefault();
+  if (to) view.svg.node().querySelector(`g.node[data-node="${CSS.escape(to.id)}"]`)?.focus();
 }
 
 function wireNodes(vp, L) {
-  vp.selectAll("g.node")
-    .attr("tabindex", 0).attr("role", "button")
+  const first = tabNode(L);
+  vp.selectAll("g.node")   // one tab stop for the graph; arrow keys move between its nodes
+    .attr("tabindex", (n) => (n.id === first ? 0 : -1)).attr("role", "button")
     .attr("aria-label", (n) => `${n.id}: ${nodeCounts(n, L.compare, L.g.summit?.class || {})}`)
-    .on("mouseenter focus", function (ev, n) {
+    .on("mouseenter", function (ev, n) {
+      highlight(vp, n.id, L);
+      showPopover(n, this);
+    })
+    .on("focus", function (ev, n) {
+      vp.selectAll("g.node").attr("tabindex", (m) => (m.id === n.id ? 0 : -1));
+      view.focused = n.id;
       highlight(vp, n.id, L);
       showPopover(n, this);
     })
@@ -429,7 +591,31 @@ function wireNodes(vp, L) {
       if (ev.key === "Enter" || ev.key === " ") {
         ev.preventDefault();
         actions.openChannel(n.layer, n.channel);
+      } else {
+        moveFocus(ev, n, L);
       }
+    });
+}
+
+/** Summit's edge hover, on transparent copies of the edges 4 px wider (between the edges and the
+ * nodes), so that thin edges can be hovered; not while the graph is being panned. */
+function wireEdges(vp, L) {
+  const paths = vp.selectAll("path.edge"), data = paths.data(), els = paths.nodes();
+  const hits = d3.create("svg:g").attr("class", "edge-hits");
+  vp.select("g.nodes").node().before(hits.node());
+  hits.selectAll("path").data(data).join("path")
+    .attr("class", "edge-hit").attr("d", (e, i) => els[i].getAttribute("d"))
+    .attr("data-source", (e) => e.source).attr("data-target", (e) => e.target)
+    .attr("fill", "none").attr("stroke", "transparent").attr("stroke-width", (e) => edgeWidth(L.edgeFrac(e)) + 4)
+    .on("mouseenter", (ev, e) => {
+      if (ev.buttons) return;
+      vp.selectAll(".node").classed("faded", (n) => n.id !== e.source && n.id !== e.target).classed("focus", false);
+      paths.classed("active", (f) => f === e).classed("faded", (f) => f !== e);
+      showEdgePopover(e, els[data.indexOf(e)], L);
+    })
+    .on("mouseleave", () => {
+      highlight(vp, null, L);
+      hidePopover();
     });
 }
 
@@ -505,13 +691,75 @@ function showPopover(n, anchor) {
   pop.replaceChildren(...parts);
   pop.dataset.node = n.id;
   pop.hidden = false;
-  const r = anchor.getBoundingClientRect(), v = $("#graph-view").getBoundingClientRect();
-  const pw = pop.offsetWidth, ph = pop.offsetHeight;
-  let left = r.right - v.left + 12;
-  if (left + pw > v.width - 4) left = Math.max(4, r.left - v.left - pw - 12);
-  const top = Math.max(4, Math.min(v.height - ph - 4, r.top - v.top + r.height / 2 - ph / 2));
+  placePopover(pop, anchor.getBoundingClientRect(), anchor);
+}
+
+function placePopover(pop, r, self) {
+  const [left, top] = popoverPlace(r, self, pop.offsetWidth, pop.offsetHeight);
   pop.style.left = `${left}px`;
   pop.style.top = `${top}px`;
+}
+
+/** Summit's edge hover: both units of the edge stay, the rest fades, and the popover shows the
+ * edge's influence count and both units' dataset examples, beside the edge's middle. */
+function showEdgePopover(e, path, L) {
+  const pop = $("#popover");
+  const K = Math.max(1, state.meta.examples_k || 1);
+  const parts = [el("div", { class: "pop-head" }, el("b", { text: `${e.source} → ${e.target}` }),
+    el("span", { class: "note", text: edgeText(e, L) }))];
+  if (state.meta.has_examples) {
+    for (const id of [e.source, e.target]) {
+      const n = L.nodes.get(id);
+      parts.push(el("div", { class: "pop-label", text: `${id}: dataset examples` }),
+        el("div", { class: "pop-examples", "data-node": id }, ...d3.range(K).map((i) => cropHtml(examplesUrl(n.layer, n.channel), i, 52))));
+    }
+  }
+  pop.replaceChildren(...parts);
+  pop.dataset.node = `${e.source}>${e.target}`;
+  pop.hidden = false;
+  const m = path.getScreenCTM(), q = path.getPointAtLength(path.getTotalLength() / 2);
+  const x = m.a * q.x + m.c * q.y + m.e, y = m.b * q.x + m.d * q.y + m.f;
+  placePopover(pop, new DOMRect(x - 6, y - 6, 12, 12), null);
+}
+
+/** Where the popover goes (left, top in #graph-view's pixels): inside the graph's box, beside the
+ * node (left or right, next to it or at the box's side, at any height), the place that covers least of the highlighted path (its nodes'
+ * boxes plus 8 points along each of its edges, 64 px² each); of equal ones the nearest to the node. */
+function popoverPlace(r, self, pw, ph) {
+  const v = $("#graph-view").getBoundingClientRect(), gb = $("#graph").getBoundingClientRect();
+  const box = [...document.querySelectorAll("#graph g.node:not(.faded)")].filter((e) => e !== self)
+    .map((e) => e.getBoundingClientRect());
+  const pts = [];
+  for (const p of document.querySelectorAll("#graph path.edge.active")) {
+    const len = p.getTotalLength(), m = p.getScreenCTM();
+    for (let i = 0; i <= 8; i++) {
+      const q = p.getPointAtLength((len * i) / 8);
+      pts.push([m.a * q.x + m.c * q.y + m.e, m.b * q.x + m.d * q.y + m.f]);
+    }
+  }
+  const x0 = gb.left + 4, x1 = Math.max(x0, gb.right - pw - 4);
+  const y0 = ph + 8 <= gb.height ? gb.top + 4 : v.top + 4, y1 = Math.max(y0, Math.min(gb.bottom, v.bottom) - ph - 4);
+  const clamp = (a, lo, hi) => Math.max(lo, Math.min(hi, a));
+  // beside the node (left or right of it, at any height), where there is room for that
+  const all = [r.right + 12, r.left - pw - 12, x0, x1].map((x) => clamp(x, x0, x1));
+  const beside = all.filter((x) => x >= r.right + 4 || x + pw <= r.left - 4);
+  const xs = beside.length ? beside : all;
+  const ys = [r.top + r.height / 2 - ph / 2, r.top, r.bottom - ph, ...d3.range(y0, y1 + 1, 24), y1].map((y) => clamp(y, y0, y1));
+  const cost = (x, y) => {
+    let c = 0;
+    for (const b of box) c += Math.max(0, Math.min(x + pw, b.right) - Math.max(x, b.left)) * Math.max(0, Math.min(y + ph, b.bottom) - Math.max(y, b.top));
+    for (const [px, py] of pts) if (px > x && px < x + pw && py > y && py < y + ph) c += 64;
+    // the node itself is never covered
+    if (Math.min(x + pw, r.right) > Math.max(x, r.left) && Math.min(y + ph, r.bottom) > Math.max(y, r.top)) c += 1e9;
+    return c;
+  };
+  const dist = (x, y) => Math.hypot(x + pw / 2 - (r.left + r.width / 2), y + ph / 2 - (r.top + r.height / 2));
+  let best = null;
+  for (const x of xs) for (const y of ys) {
+    const k = [cost(x, y), dist(x, y)];
+    if (!best || k[0] < best[0] || (k[0] === best[0] && k[1] < best[1])) best = [...k, x, y];
+  }
+  return [best[2] - v.left, best[3] - v.top];
 }
 
 export function hidePopover() {
@@ -526,9 +774,11 @@ function renderGraphTitle(g, L) {
   const sub = L.compare
     ? `${g.nodes.length} units, ${g.links.length} edges`
     : `${c?.n_images ?? g.summit?.class?.n_images} images · accuracy ${pct(c?.accuracy)} · ${g.nodes.length} units, ${g.links.length} edges`;
-  const shown = L.nodes.size < g.nodes.length ? ` (${L.nodes.size} shown)` : "";
+  const shown = (L.nodes.size < g.nodes.length ? ` (${L.nodes.size} shown)` : "") +
+    (L.edgesHidden ? ` (${L.links.length} edges shown)` : "");
   const ids = L.compare ? "" : [...new Set([state.selected, c?.wnid].filter((x) => x && x !== c?.label))]
     .map((x) => `${x} · `).join("");
+  t.title = `${L.compare ? `${classLabel(state.selected)} vs ${classLabel(state.compareWith)}` : classLabel(state.selected)} ${ids}${sub}${shown}`;
   t.replaceChildren(document.createTextNode(L.compare ? `${classLabel(state.selected)} vs ${classLabel(state.compareWith)}`
     : classLabel(state.selected)), el("span", { class: "sub", text: ids + sub + shown }));
 }

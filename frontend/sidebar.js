@@ -1,6 +1,6 @@
 // Class sidebar (Summit's class list): the selected class pinned on top, the others ordered by
 // cosine similarity to it (as Summit; the vectors compared, A rows of the chosen layer, are our
-// choice), or by accuracy, images, name;
+// choice), or by accuracy (either way), images, name;
 // each row shows the top-1 probability histogram of its images and a similarity bar. The search
 // ignores case and treats spaces and underscores alike, with an autocomplete list.
 
@@ -84,10 +84,14 @@ function classRow(c, pinned) {
     `cosine similarity of A rows to ${classLabel(state.selected)} (${state.simLayer || "all layers"}): ${sim.toFixed(3)}` },
   el("span"));
   simBar.firstChild.style.width = `${Math.max(0, 100 * (sim ?? 0))}%`;
-  const li = el("li", {
-    "data-class": c.name, tabindex: 0, role: "option", "aria-selected": pinned ? "true" : "false",
+  const li = el("li", {   // one tab stop for the whole list (the pinned row); arrow keys move along it
+    "data-class": c.name, tabindex: pinned ? 0 : -1, role: "option", "aria-selected": pinned ? "true" : "false",
     title: `${labelAndName(c)}: ${c.n_images} images, top-1 accuracy ${pct(c.accuracy)}`,
     onclick: () => actions.selectClass(c.name),
+    onmouseenter: () => hoverClass(c.name),
+    onmouseleave: () => hoverClass(null),
+    onfocus: () => hoverClass(c.name),
+    onblur: () => hoverClass(null),
   }, el("span", { class: "name", text: c.label ?? c.name }),
   el("span", { class: "stats", text: `${c.n_images} · ${pct(c.accuracy)}` }),
   c.hist ? histSvg(c.hist, c.hist_correct) : el("span", { class: "hist none" }), simBar);
@@ -110,6 +114,7 @@ export function renderClassList() {
   const cmp = {
     similarity: (a, b) => (simOf(b) ?? -2) - (simOf(a) ?? -2) || byName(a, b),
     accuracy: (a, b) => (b.accuracy ?? -1) - (a.accuracy ?? -1) || byName(a, b),
+    "accuracy-asc": (a, b) => (a.accuracy ?? 2) - (b.accuracy ?? 2) || byName(a, b),   // classes without labels last
     count: (a, b) => b.n_images - a.n_images || byName(a, b),
     name: byName,
   }[state.classSort];
@@ -117,14 +122,38 @@ export function renderClassList() {
   const rows = matches(query).filter((c) => c.name !== state.selected);
   if (state.classSort !== "similarity" || !normalize(query)) rows.sort(cmp);
   const sel = classByName(state.selected);
+  // the row with the focus keeps it across the redraw (a picked class's row is now the pinned one)
+  const focused = document.activeElement?.closest?.("#class-pinned li[data-class], #class-list li[data-class]")?.dataset.class;
   $("#class-pinned").replaceChildren(...(sel ? [classRow(sel, true)] : []));
   const list = $("#class-list");
   list.replaceChildren();
   list.dataset.total = rows.length;
   pending = rows;
   appendRows();
+  if (focused) {
+    while (pending.length && !list.querySelector(`li[data-class="${CSS.escape(focused)}"]`)) appendRows();
+    document.querySelector(`#class-pinned li[data-class="${CSS.escape(focused)}"], #class-list li[data-class="${CSS.escape(focused)}"]`)?.focus();
+  }
   if (!rows.length) list.append(el("li", { class: "empty", text: "no other class matches" }));
+  markVisible();
 }
+
+/** The class under the pointer (or the focus) in the list, marked and labelled in the embedding. */
+function hoverClass(name) {
+  state.hoverClass = name;
+  onMark();
+}
+
+/** The classes whose rows are in view in the scrolled list (Summit marks them in the embedding). */
+function markVisible() {
+  const list = $("#class-list"), r = list.getBoundingClientRect();
+  state.listVisible = new Set([...list.querySelectorAll("li[data-class]")]
+    .filter((li) => { const b = li.getBoundingClientRect(); return b.bottom > r.top + 2 && b.top < r.bottom - 2; })
+    .map((li) => li.dataset.class));
+  onMark();
+}
+
+let onMark = () => {};
 
 // ---------------------------------------------------------------- search with autocomplete
 let active = -1;
@@ -183,7 +212,9 @@ function onListKey(ev) {
   }
 }
 
-export function wireSidebar(onLayer) {
+/** `onLayer`: the layer changed (the embedding redraws); `mark`: the hovered or visible classes changed. */
+export function wireSidebar(onLayer, mark) {
+  onMark = mark;
   const search = $("#class-search");
   search.addEventListener("input", () => { active = -1; renderSuggest(); renderClassList(); });
   search.addEventListener("keydown", onSearchKey);
@@ -209,5 +240,7 @@ export function wireSidebar(onLayer) {
   list.addEventListener("keydown", onListKey);
   list.addEventListener("scroll", () => {
     if (pending.length && list.scrollTop + list.clientHeight > list.scrollHeight - 200) appendRows();
+    markVisible();
   });
+  new ResizeObserver(markVisible).observe(list);
 }

@@ -18,6 +18,7 @@ export const state = {
   // the server's defaults and the URL hash by readHash
   params: { method: null, selection: "", ubiquitous: false, mass: null, top_n: null, edges_per_node: null },
   hideLe: 0,                    // client-side filter: hide nodes with count <= hideLe
+  edgeMin: 0,                   // client-side filter: show edges of at least this % of the images (0: all)
   zoom: null,                   // [k, x, y] of a graph zoomed by hand (null: fitted)
   graph: null,
   graphKey: null,               // the class (or pair) of `graph`
@@ -31,6 +32,8 @@ export const state = {
   simLayer: "",                 // layer for class similarity and the embedding ("" = all layers)
   classSort: "similarity",
   similarity: null,             // {class, layer, similarity: [per class index]}
+  hoverClass: null,             // the class row under the pointer or focus (marked in the embedding)
+  listVisible: new Set(),       // the classes whose rows are in view in the class list
   figure: false,                // figure mode: the exported figure without the UI chrome
 };
 
@@ -101,6 +104,7 @@ export function writeHash() {
   if (state.compare && state.compareWith) p.set("compare", state.compareWith);
   for (const [k, v] of ruleParams()) p.set(k, v);
   if (state.hideLe) p.set("hide_le", state.hideLe);
+  if (state.edgeMin) p.set("edge_min", state.edgeMin);
   if (state.simLayer) p.set("slayer", state.simLayer);
   if (state.classSort !== "similarity") p.set("csort", state.classSort);
   if (state.tab !== "graph") p.set("tab", state.tab);
@@ -136,13 +140,14 @@ export function readHash() {
   state.params.selection = oneOf("selection", state.meta.selections, d.selection || "");
   state.params.ubiquitous = p.has("ubiquitous") ? p.get("ubiquitous") === "show" : !d.hide_ubiquitous;
   state.hideLe = int("hide_le", 0, 1e9, 0);
+  state.edgeMin = int("edge_min", 0, 100, 0);
   state.compare = !!(p.get("compare") && classByName(p.get("compare")));
   if (state.compare) state.compareWith = p.get("compare");
   const z = (p.get("zoom") || "").split(",").map(Number);
   state.zoom = z.length === 3 && z.every(Number.isFinite) && z[0] > 0 ? z : null;
   state.layer = oneOf("layer", layers, null);
   state.simLayer = oneOf("slayer", layers, "");
-  state.classSort = oneOf("csort", ["similarity", "accuracy", "count", "name"], "similarity");
+  state.classSort = oneOf("csort", ["similarity", "accuracy", "accuracy-asc", "count", "name"], "similarity");
   state.unitSort = oneOf("usort", ["count", "channel"], "count");
   state.unitActive = p.get("active") === "1";
   state.figure = p.get("figure") === "1";

@@ -3,7 +3,7 @@
 // top class; sort and "active only" live in the URL hash.
 
 import { api, showError } from "./api.js";
-import { $, cropHtml, el } from "./dom.js";
+import { $, breakable, cropHtml, el } from "./dom.js";
 import { actions, state, thumbOf, writeHash } from "./state.js";
 
 const KIND = { fv: ["FV", "feature visualization"], ex: ["ex", "strongest dataset-example patch"] };
@@ -61,7 +61,8 @@ export function renderUnits() {
       } },
     thumbHtml(d.layer, u.channel, 72),
     el("div", { class: "cap" }, el("b", { text: `#${u.channel}` }), el("span", { text: `${u.count} img` })),
-    el("div", { class: "top", text: u.top_classes[0] ? `top class: ${u.top_classes[0].name}` : "top class: –" }));
+    // the whole name, wrapping after its underscores (not cut to "099…")
+    el("div", { class: "top" }, "top class: ", u.top_classes[0] ? breakable(u.top_classes[0].name) : "–"));
     div.classList.toggle("selected", id === state.detail);
     return div;
   }));
