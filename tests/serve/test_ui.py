@@ -546,9 +546,11 @@ def test_unit_browser(browser, server: str, artifacts: Path) -> None:
 
 
 def test_keyboard_access(page, server: str) -> None:
-    """Defect 6: class rows, graph nodes and unit tiles take the focus and act on Enter."""
-    assert page.eval_on_selector_all("#class-list li[data-class], #graph g.node",
-                                     "els => els.every(e => e.tabIndex === 0)")
+    """Defect 6: class rows, graph nodes and unit tiles take the focus and act on Enter; the class
+    list and the graph are one Tab stop each (issue 22 item 9; arrow keys move inside)."""
+    page.wait_for_selector("#graph g.node")
+    assert page.locator("#class-pinned li[tabindex='0'], #class-list li[tabindex='0']").count() == 1
+    assert page.locator("#graph g.node[tabindex='0']").count() == 1
     seen: set[str] = set()
     page.focus("#class-search")
     for _ in range(80):  # Tab alone reaches a class row and a graph node
