@@ -10,7 +10,7 @@ dataset -> model hooks -> accumulators (activation, influence, examples) -> Parq
   ``sum`` adds every image's spatial max (kept in int64 fixed point with 2^-20 resolution so
   that sums are exact and order-independent: resumed and sharded runs give byte-identical files).
 - Per class, a histogram of the images' top-1 softmax probability (``HIST_BINS`` equal bins).
-- With ``split_correct`` (our option, docs/MISTAKES.md) A, the sums, the histograms and I are
+- With ``split_correct`` (our default, docs/MISTAKES.md) A, the sums, the histograms and I are
   counted per class twice, for the images whose top-1 prediction is the class (``correct``) and
   for the others (``wrong``): each class has two accumulator bins, so checkpoints, shards,
   torchrun and merge carry the split exactly; the run's tables hold their sum (the same bytes as

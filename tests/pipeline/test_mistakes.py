@@ -16,6 +16,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 import torch
+from cli_runner import CliRunner
 
 from summit.errors import SummitError
 from summit.model.hooks import Taps
@@ -29,7 +30,8 @@ from summit.run.selection import mass_select, top_select
 from summit.run.store import Run
 
 # 40 files: classes 0-9 of the bundled sample, with all-correct, all-wrong and mixed classes
-CFG = AggregateConfig(model="squeezenet1_1", layers=["fire2", "fire3"], batch_size=8, examples_k=1, limit=40)
+CFG = AggregateConfig(model="squeezenet1_1", layers=["fire2", "fire3"], batch_size=8, examples_k=1, limit=40,
+                      split_correct=False)
 SPLIT = replace(CFG, split_correct=True)
 TABLES = ("classes.parquet", "activations.parquet", "influence.parquet")
 
@@ -145,12 +147,13 @@ def interrupted(out: Path, cfg: AggregateConfig, batches: int) -> Path:
     return ckpt
 
 
-def test_resume_is_byte_identical(runs: dict[str, Path], tmp_path: Path) -> None:
+@pytest.mark.parametrize("name, cfg", [("split", SPLIT), ("plain", CFG)])
+def test_resume_is_byte_identical(runs: dict[str, Path], tmp_path: Path, name: str, cfg: AggregateConfig) -> None:
     out = tmp_path / "run"
-    interrupted(out, SPLIT, 2)
-    rep = aggregate(SPLIT, None, out, resume=True, progress=False, workers=0)
+    interrupted(out, cfg, 2)
+    rep = aggregate(cfg, None, out, resume=True, progress=False, workers=0)
     assert rep["resumed_images"] == 16 and rep["images_this_run"] == 24
-    assert tree_bytes(out) == tree_bytes(runs["split"])
+    assert tree_bytes(out) == tree_bytes(runs[name])
 
 
 @pytest.mark.parametrize("saved, resumed", [(SPLIT, CFG), (CFG, SPLIT)])
@@ -162,11 +165,25 @@ def test_resume_with_the_other_split_setting_is_refused(saved: AggregateConfig, 
     assert ckpt.exists() and not (tmp_path / "run" / "run.json").exists()
 
 
-def test_shards_merge_byte_identical(runs: dict[str, Path], tmp_path: Path) -> None:
+@pytest.mark.parametrize("name, cfg", [("split", SPLIT), ("plain", CFG)])
+def test_shards_merge_byte_identical(runs: dict[str, Path], tmp_path: Path, name: str, cfg: AggregateConfig) -> None:
+    """Also shards without the split (whose key, like an older summit's, does not name it)."""
     for i in range(2):
-        aggregate(SPLIT, None, tmp_path / f"s{i}", shard=(i, 2), progress=False, workers=0)
+        aggregate(cfg, None, tmp_path / f"s{i}", shard=(i, 2), progress=False, workers=0)
     merge([tmp_path / "s1", tmp_path / "s0"], tmp_path / "merged", progress=False)
-    assert tree_bytes(tmp_path / "merged") == tree_bytes(runs["split"])
+    assert tree_bytes(tmp_path / "merged") == tree_bytes(runs[name])
+
+
+def test_split_is_on_by_default(cli: CliRunner, small_run: Path, tmp_path: Path) -> None:
+    """`summit aggregate` splits unless told --no-split-correct (conftest's small_run: the defaults)."""
+    assert json.loads((small_run / "run.json").read_text())["split_correct"] is True
+    assert Run(small_run).images("wrong").part == "wrong"
+    out = tmp_path / "run"
+    p = cli.run("aggregate", "--out", str(out), "--no-split-correct", "--layers", "fire2", "fire3", "--limit", "8",
+                "--batch-size", "8", "--examples-k", "0", "--workers", "0", "--quiet")
+    assert p.returncode == 0, p.stderr
+    meta = json.loads((out / "run.json").read_text())
+    assert meta["split_correct"] is False and "split_correct" not in meta["config"] and not (out / "split").exists()
 
 
 def test_torchrun_two_ranks_equal_one_process(tmp_path: Path) -> None:
