@@ -468,9 +468,9 @@ def build_parser() -> argparse.ArgumentParser:
     ag.add_argument("--influence-memory", type=_int_in(1, 2**40), default=None, metavar="N",
                     help="influence counts per stage kept in memory (16 bytes each) before sorted runs "
                          "are spilled to the run directory (default 2097152)")
-    ag.add_argument("--split-correct", action="store_true",
+    ag.add_argument("--split-correct", action=argparse.BooleanOptionalAction, default=True,
                     help="also count every class's correctly and wrongly classified images apart (top-1), "
-                         "for `summit graph --images correct|wrong` (docs/MISTAKES.md)")
+                         "for `summit graph --images correct|wrong` (default on; docs/MISTAKES.md)")
     ag.add_argument("--quiet", action="store_true", help="no progress bars")
     ag.set_defaults(func=_cmd_aggregate)
 

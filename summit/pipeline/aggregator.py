@@ -99,11 +99,11 @@ class AggregateConfig:
     batch_size: int = 32
     image_size: int = 224
     limit: int | None = None  # use only the first `limit` files (smoke runs)
-    split_correct: bool = False  # also count each class's correct and wrong images apart (our option)
+    split_correct: bool = True  # also count each class's correct and wrong images apart (our default)
 
     def key(self, fingerprint: str) -> dict:
-        """The settings and the dataset fingerprint; ``split_correct`` only when on, so that runs
-        and checkpoints without the split keep the key they had before it existed."""
+        """The settings and the dataset fingerprint; ``split_correct`` only when on, so that runs,
+        checkpoints and shards without the split (also those made before it existed) share one key."""
         key = asdict(self)
         if not self.split_correct:
             del key["split_correct"]
@@ -654,7 +654,7 @@ def merge(shards: list[str | os.PathLike], out: str | os.PathLike, progress: boo
     if len(fingerprints) != 1:
         raise SummitError("the shards were made from different datasets (fingerprints differ)")
     key = read[0][0]["config"]
-    cfg = AggregateConfig(**{k: v for k, v in key.items() if k != "fingerprint"})
+    cfg = AggregateConfig(**{"split_correct": False, **{k: v for k, v in key.items() if k != "fingerprint"}})
     spec = load_model(cfg.model, cfg.weights, cfg.layers)
     dataset = reopen(read[0][0]["dataset"], cfg.image_size, spec.class_names)
     agg = Aggregator(cfg, dataset, spec)
