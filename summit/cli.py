@@ -103,7 +103,8 @@ def _cmd_aggregate(a: argparse.Namespace) -> int:
                           k_influence=a.k_influence, bottleneck=a.bottleneck,
                           influence_positions=a.influence_positions, influence_targets=a.influence_targets,
                           exclude=a.exclude.split(",") if a.exclude else [], examples_k=a.examples_k, influence=a.influence,
-                          batch_size=a.batch_size, image_size=a.image_size, limit=a.limit)
+                          batch_size=a.batch_size, image_size=a.image_size, limit=a.limit,
+                          split_correct=a.split_correct)
     rep = aggregate(cfg, a.data, a.out, resume=a.resume, overwrite=a.overwrite, shard=a.shard,
                     checkpoint_every=a.checkpoint_every, workers=a.workers, device=a.device,
                     progress=not a.quiet,
@@ -176,15 +177,25 @@ def _graph_options(a: argparse.Namespace) -> GraphOptions:
 
 
 def _cmd_graph(a: argparse.Namespace) -> int:
-    from .graph.build import class_graph
+    import shlex
+
+    from .graph.build import class_graph, mistaken_for
     from .graph.export import write_graph
     from .run.files import is_stdout, output_file
     from .run.store import Run
     output_file(a.out)  # refused before any work
-    G = class_graph(Run(a.run), a.cls, _graph_options(a))
+    run = Run(a.run)
+    G = class_graph(run, a.cls, _graph_options(a), images=a.images)
     path = write_graph(G, a.out, a.format)
-    print(f"{G.graph['class_name']}: {G.number_of_nodes()} nodes, {G.number_of_edges()} edges -> {path}",
-          file=sys.stderr if is_stdout(path) else sys.stdout)  # the graph alone on stdout, e.g. for jq
+    shown = sys.stderr if is_stdout(path) else sys.stdout  # the graph alone on stdout, e.g. for jq
+    part = "" if a.images == "all" else f" ({a.images} images)"
+    print(f"{G.graph['class_name']}{part}: {G.number_of_nodes()} nodes, {G.number_of_edges()} edges -> {path}",
+          file=shown)
+    for m in mistaken_for(run, G.graph["class_index"]) if a.images == "wrong" else ():
+        name = None if m["class"] is None else run.class_names[m["class"]]
+        how = "not a class of this run" if name is None else \
+            f"summit graph --run {shlex.quote(a.run)} --class {shlex.quote(name)} --out {shlex.quote(name + '.json')}"
+        print(f"  mistaken for {m['label']} ({m['images']} of its images): {how}", file=shown)
     return 0
 
 
@@ -408,6 +419,7 @@ def build_parser() -> argparse.ArgumentParser:
     from .graph.formats import FORMATS
     from .graph.options import METHODS, defaults
     from .model import DEFAULT_MODEL
+    from .run.store import IMAGE_PARTS
     p = _Parser(prog="summit", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
 
@@ -463,6 +475,9 @@ def build_parser() -> argparse.ArgumentParser:
     ag.add_argument("--influence-memory", type=_int_in(1, 2**40), default=None, metavar="N",
                     help="influence counts per stage kept in memory (16 bytes each) before sorted runs "
                          "are spilled to the run directory (default 2097152)")
+    ag.add_argument("--split-correct", action=argparse.BooleanOptionalAction, default=True,
+                    help="also count every class's correctly and wrongly classified images apart (top-1), "
+                         "for `summit graph --images correct|wrong` (default on; docs/MISTAKES.md)")
     ag.add_argument("--quiet", action="store_true", help="no progress bars")
     ag.set_defaults(func=_cmd_aggregate)
 
@@ -531,6 +546,10 @@ def build_parser() -> argparse.ArgumentParser:
     graph_options(gr)
     gr.add_argument("--class", dest="cls", required=True, help="class: folder name, index, WordNet id or readable label")
     gr.add_argument("--out", required=True, help="output file")
+    gr.add_argument("--images", choices=IMAGE_PARTS, default="all",
+                    help="build from the class's images the model classifies correctly, wrongly (then also "
+                         "print what they were mistaken for), or all (default; correct|wrong need a run "
+                         "aggregated with --split-correct)")
     gr.set_defaults(func=_cmd_graph)
 
     gs = sub.add_parser("graphs", help="precompute every class's default graph into the run (graphs.parquet), "

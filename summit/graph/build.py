@@ -13,6 +13,11 @@ count >= ``min_count``), each keeping its ``edges_per_node`` strongest incoming 
 
 Both rules can hide ubiquitous channels (selection.ubiquitous_channels) and explicit ones.
 Settings and defaults: options.py; every field: docs/GRAPH.md.
+
+Our option ``images`` ("correct" | "wrong", of a run aggregated with ``--split-correct``) builds
+the same graph from the counts of the class's correctly or wrongly classified images alone
+(Run.images); :func:`mistaken_for` lists the classes its wrong images were taken for
+(docs/MISTAKES.md).
 """
 from __future__ import annotations
 
@@ -21,9 +26,11 @@ from typing import Any, Callable, Hashable, Sequence
 
 import networkx as nx
 import numpy as np
+import pyarrow.compute as pc
 import scipy.sparse as sp
 
 from ..errors import SummitError
+from ..run.imagenet import imagenet_table
 from ..run.store import Run
 from .edges import ClassEdges, Edges, class_edges, top_per_dst
 from .matrices import Dense, dense
@@ -353,8 +360,49 @@ def _build(run: Run, ci: int, ce: ClassEdges, o: Resolved, recall: Recall) -> nx
     return _build_pagerank(run, d, ci, ce, o, recall) if o.method == "pagerank" else _build_topn(run, d, ci, ce, o)
 
 
+def class_images(run: Run, ci: int, images: str) -> Run:
+    """The run whose counts a graph of class ``ci`` is built from: ``images`` "all" (the run),
+    "correct" or "wrong" (Run.images); refused in one line when the class has no such images or
+    is not one of the model's outputs (then its images are neither correct nor wrong)."""
+    view = run.images(images)
+    if images == "all":
+        return view
+    name = run.class_names[ci]
+    if run.classes.column("model_index")[ci].as_py() is None:
+        raise SummitError(f"class {name} is not one of the model's outputs: its images are neither correct nor "
+                          "wrong; use --images all")
+    n, hits = int(run.classes.column("n_images")[ci].as_py()), int(run.classes.column("n_correct")[ci].as_py())
+    if not view.classes.column("n_images")[ci].as_py():
+        raise SummitError(f"class {name} has no {images} images: {hits} of its {n} images are classified "
+                          "correctly")
+    return view
+
+
+def mistaken_for(run: Run, cls: str | int, top: int = 5) -> list[dict[str, Any]]:
+    """The model outputs the class's wrongly classified images were most often predicted as (from
+    predictions.parquet), most frequent first (ties: lower output): ``output`` (model index),
+    ``label``, ``class`` (the run class of that output, None if the run has none) and ``images``.
+    Empty for runs without predictions or classes that are not one of the model's outputs."""
+    ci = run.class_index(cls)
+    t = run.predictions()
+    if t is None or run.classes.column("model_index")[ci].as_py() is None:
+        return []
+    t = t.filter(pc.and_(pc.equal(t.column("class"), ci), pc.equal(t.column("correct"), False)))
+    first = pc.list_element(t.column("top"), 0).to_numpy(zero_copy_only=False) if len(t) else np.zeros(0, int)
+    outputs, counts = np.unique(first, return_counts=True)
+    order = np.lexsort((outputs, -counts))[:top]
+    of = {m: c for c, m in enumerate(run.classes.column("model_index").to_pylist()) if m is not None}
+    table = imagenet_table()
+    out = []
+    for m, c in zip(outputs[order].tolist(), counts[order].tolist()):
+        rc = of.get(m)
+        label = run.class_labels[rc] if rc is not None else table[m].label if m < len(table) else str(m)
+        out.append({"output": m, "label": label, "class": rc, "images": c})
+    return out
+
+
 def class_graph(run: Run, cls: str | int, options: GraphOptions | None = None, recall: Recall = computed,
-                **changes: Any) -> ClassGraph:
+                images: str = "all", **changes: Any) -> ClassGraph:
     """Attribution graph of one class (may be empty; write_graph refuses empty graphs).
 
     ``options`` (default: the defaults in force, options.DEFAULTS) with ``changes`` by name:
@@ -364,11 +412,20 @@ def class_graph(run: Run, cls: str | int, options: GraphOptions | None = None, r
     ``recall(key, compute)`` may remember what depends only on the class and the PageRank's
     settings (a server does; the graph is the same either way): key ("edges", class) the class's
     full graph, ("pagerank", class, selection, layers, excluded) its PageRank, so that another
-    mass or mass step only re-cuts.
+    mass or mass step only re-cuts (keys of a part of the images start with the part's name).
+
+    ``images``: "all", or (our option) "correct" / "wrong": the graph of the class's correctly or
+    wrongly classified images only (:func:`class_images`); its ``images`` attribute names the part,
+    its ``n_images`` and fractions count that part, and ubiquitous channels are the whole run's.
     """
     ci = run.class_index(cls)
-    o = resolve(run, graph_options(options, **changes))
-    return _build(run, ci, _edges(run, ci, recall), o, recall)
+    view = class_images(run, ci, images)
+    o = resolve(view, graph_options(options, **changes))
+    rec = recall if images == "all" else (lambda key, compute: recall((images, *key), compute))
+    G = _build(view, ci, _edges(view, ci, rec), o, rec)
+    if images != "all":
+        G.graph["images"] = images
+    return G
 
 
 def graph_channels(G: nx.DiGraph, layers: Sequence[str] | None = None) -> dict[str, list[int]]:

@@ -1,5 +1,7 @@
 """Dense activation matrices of a run: every layer's A[class, channel] side by side, built once
-per Run object and selection (the graph builder and the class embedding read them)."""
+per Run object and selection (the graph builder and the class embedding read them). For a view of
+one part of the images (Run.images) they are that part's counts, and the ubiquitous channels
+those of the whole run (so that the graphs of a class's parts hide the same channels)."""
 from __future__ import annotations
 
 import weakref
@@ -54,8 +56,9 @@ def dense(run: Run, selection: str | None = None) -> Dense:
         count.reshape(-1)[cell] = t.column("count").to_numpy()[keep]
         total_sum.reshape(-1)[cell] = t.column("sum").to_numpy()[keep]
         n_images = run.classes.column("n_images").to_numpy()
-        ubiquitous = [f"{l}:{c}" for l in run.layers for c in
-                      ubiquitous_channels(count[:, offs[l]:offs[l] + run.channels[l]], n_images)[0].tolist()]
+        ubiquitous = dense(run.base, sel).ubiquitous if run.base is not None else \
+            [f"{l}:{c}" for l in run.layers for c in
+             ubiquitous_channels(count[:, offs[l]:offs[l] + run.channels[l]], n_images)[0].tolist()]
         cache[sel] = Dense(offs, count, total_sum, n_images, run.classes.column("n_correct").to_pylist(),
                             ubiquitous)
     return cache[sel]

@@ -5,8 +5,15 @@ layer's mass normalisation and never selected (their maxima are still summed).
 
 Sums are kept in int64 fixed point with 2^-20 resolution, so that they are exact and
 order-independent: resumed, sharded and torchrun runs give byte-identical files.
+
+With ``bins`` b > 1 (our correct/wrong split, docs/MISTAKES.md) every class has b rows: bin
+``class * b + part`` (part 0: images whose top-1 prediction is the class, 1: the others), so the
+counts of each part go through checkpoints, shards and merges as those of classes do;
+:meth:`ActivationAccumulator.tally` gives one part, or their sum (the all-images counts).
 """
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import torch
 
@@ -50,22 +57,54 @@ def kept_selections(maxval: torch.Tensor, keep: torch.Tensor | None, masses: lis
             for sel in chosen]
 
 
+@dataclass
+class Tally:
+    """Per class (rows 0..n_classes-1) the counts of one part of the images, or of all:
+    count[layer] (selections, classes, channels), sum[layer] (classes, channels, fixed point),
+    n_images, n_correct (classes,), hist (classes, HIST_BINS)."""
+
+    count: dict[str, torch.Tensor]
+    sum: dict[str, torch.Tensor]
+    n_images: torch.Tensor
+    n_correct: torch.Tensor
+    hist: torch.Tensor
+
+
+def fold_bins(t: torch.Tensor, bins: int, part: int | None, dim: int = 0) -> torch.Tensor:
+    """Rows class * bins + p of t along dim -> per class the row of ``part``, or (None) the sum
+    over the parts; exact (int64) and the tensor itself when bins == 1 and part is None."""
+    if bins == 1 and part is None:
+        return t
+    v = t.unflatten(dim, (t.shape[dim] // bins, bins))
+    return v.sum(dim + 1) if part is None else v.select(dim + 1, part).contiguous()
+
+
 class ActivationAccumulator:
-    """A[selection, class, channel] counts, fixed-point sums of spatial maxima, top-1 histograms."""
+    """A[selection, bin, channel] counts, fixed-point sums of spatial maxima, top-1 histograms;
+    a bin is a class (bins=1) or one part of a class's images (see the module docstring)."""
 
     def __init__(self, channels: dict[str, int], n_classes: int, masses: list[float], k: int,
-                 keep: dict[str, torch.Tensor] | None = None) -> None:
-        self.masses, self.k = list(masses), k
+                 keep: dict[str, torch.Tensor] | None = None, bins: int = 1) -> None:
+        self.masses, self.k, self.bins = list(masses), k, bins
         self.keep = keep or {}  # per layer with excluded channels, the others (excluded_channels)
-        n_sel = len(selection_names(masses, k))
-        self.count = {l: torch.zeros(n_sel, n_classes, c, dtype=torch.long) for l, c in channels.items()}
-        self.sum = {l: torch.zeros(n_classes, c, dtype=torch.long) for l, c in channels.items()}
-        self.n_images = torch.zeros(n_classes, dtype=torch.long)
-        self.n_correct = torch.zeros(n_classes, dtype=torch.long)
-        self.hist = torch.zeros(n_classes, HIST_BINS, dtype=torch.long)
+        n_sel, rows = len(selection_names(masses, k)), n_classes * bins
+        self.count = {l: torch.zeros(n_sel, rows, c, dtype=torch.long) for l, c in channels.items()}
+        self.sum = {l: torch.zeros(rows, c, dtype=torch.long) for l, c in channels.items()}
+        self.n_images = torch.zeros(rows, dtype=torch.long)
+        self.n_correct = torch.zeros(rows, dtype=torch.long)
+        self.hist = torch.zeros(rows, HIST_BINS, dtype=torch.long)
+
+    def tally(self, part: int | None = None) -> Tally:
+        """The counts of one part (0 .. bins-1) of every class's images, or (None) of all."""
+        b = self.bins
+        return Tally({l: fold_bins(c, b, part, 1) for l, c in self.count.items()},
+                     {l: fold_bins(s, b, part) for l, s in self.sum.items()},
+                     fold_bins(self.n_images, b, part), fold_bins(self.n_correct, b, part),
+                     fold_bins(self.hist, b, part))
 
     def update(self, layer: str, maxval: torch.Tensor, labels: torch.Tensor) -> None:
-        """Count the selections of maxval (N, C) among the layer's kept channels."""
+        """Count the selections of maxval (N, C) among the layer's kept channels into the bins
+        ``labels`` (N,)."""
         for s, sel in enumerate(kept_selections(maxval, self.keep.get(layer), self.masses, self.k)):
             self.count[layer][s].index_add_(0, labels, sel.long())
         self.sum[layer].index_add_(0, labels, (maxval.double() * FIXED_POINT).round().long())

@@ -10,6 +10,11 @@ dataset -> model hooks -> accumulators (activation, influence, examples) -> Parq
   ``sum`` adds every image's spatial max (kept in int64 fixed point with 2^-20 resolution so
   that sums are exact and order-independent: resumed and sharded runs give byte-identical files).
 - Per class, a histogram of the images' top-1 softmax probability (``HIST_BINS`` equal bins).
+- With ``split_correct`` (our default, docs/MISTAKES.md) A, the sums, the histograms and I are
+  counted per class twice, for the images whose top-1 prediction is the class (``correct``) and
+  for the others (``wrong``): each class has two accumulator bins, so checkpoints, shards,
+  torchrun and merge carry the split exactly; the run's tables hold their sum (the same bytes as
+  a run without the split) and ``split/<part>/`` each part's tables.
 - The dataset is split into fixed batches of ``batch_size`` consecutive indices. A shard /
   torchrun rank r of N takes batches b with b % N == r, so each batch is identical in every
   run mode; checkpoints are taken at batch boundaries.
@@ -46,7 +51,16 @@ from ..run.files import (
     write_table,
 )
 from ..run.imagenet import imagenet_table, wnid_of
-from ..run.layout import PREDICTIONS_FILE, SHARD_FILE, is_run_file
+from ..run.layout import (
+    ACTIVATIONS_FILE,
+    CLASSES_FILE,
+    INFLUENCE_FILE,
+    PREDICTIONS_FILE,
+    SHARD_FILE,
+    SPLIT_PARTS,
+    is_run_file,
+    split_dir,
+)
 from ..run.selection import (
     UBIQUITOUS_CLASSES,
     UBIQUITOUS_IMAGES,
@@ -85,9 +99,15 @@ class AggregateConfig:
     batch_size: int = 32
     image_size: int = 224
     limit: int | None = None  # use only the first `limit` files (smoke runs)
+    split_correct: bool = True  # also count each class's correct and wrong images apart (our default)
 
     def key(self, fingerprint: str) -> dict:
-        return {**asdict(self), "fingerprint": fingerprint}
+        """The settings and the dataset fingerprint; ``split_correct`` only when on, so that runs,
+        checkpoints and shards without the split (also those made before it existed) share one key."""
+        key = asdict(self)
+        if not self.split_correct:
+            del key["split_correct"]
+        return {**key, "fingerprint": fingerprint}
 
 
 class BatchList(Sampler):
@@ -174,8 +194,10 @@ class Aggregator:
         n_classes = len(dataset.classes)
         if not selection_names(cfg.masses, cfg.k):
             raise SummitError("no activation selection: give --mass values or -k >= 1")
-        self.acts = ActivationAccumulator(self.probe.channels, n_classes, cfg.masses, cfg.k, keep)
-        self.infl = InfluenceAccumulator(self.pairs, n_classes, cfg.k_influence, keep, cfg.influence_targets)
+        self.bins = len(SPLIT_PARTS) if cfg.split_correct else 1  # accumulator rows per class
+        self.acts = ActivationAccumulator(self.probe.channels, n_classes, cfg.masses, cfg.k, keep, self.bins)
+        self.infl = InfluenceAccumulator(self.pairs, n_classes, cfg.k_influence, keep, cfg.influence_targets,
+                                         self.bins)
         self.examples = ExamplesAccumulator(self.probe.channels, cfg.examples_k)
         self.preds = PredictionsAccumulator(self.n, self.probe.outputs)
         self.skipped: list[tuple[int, str]] = []
@@ -208,7 +230,7 @@ class Aggregator:
             self.preds.merge(preds)
 
     def check_key(self, other: dict, what: str) -> None:
-        diff = [k for k in self.key if self.key[k] != other.get(k)]
+        diff = [k for k in dict.fromkeys([*self.key, *other]) if self.key.get(k) != other.get(k)]
         if diff:
             raise SummitError(f"{what} was made with different settings ({', '.join(diff)}); "
                               "use the same model, layers, k, batch size and dataset")
@@ -259,26 +281,27 @@ class Aggregator:
         top1, pred = probs.max(1)
         self.preds.update(indices, labels, probs)
         mi = self.model_index[labels]
-        self.acts.count_images(labels, (pred == mi) & (mi >= 0), top1)
+        correct = (pred == mi) & (mi >= 0)
+        bins = labels if self.bins == 1 else labels * self.bins + (~correct).long()  # SPLIT_PARTS order
+        self.acts.count_images(bins, correct, top1)
         for layer in self.layers:
             act = taps.out[self.spec.layers[layer]].detach()
             mv, am = act.flatten(2).max(2)
             mv, am = mv.float().cpu(), am.cpu()
-            self.acts.update(layer, mv, labels)
+            self.acts.update(layer, mv, bins)
             if self.cfg.examples_k:
                 self.examples.update(layer, mv, am, self.probe.hw[layer], indices, labels)
         if self.pairs:
-            self.infl.update(taps, labels.to(self.device))
+            self.infl.update(taps, bins.to(self.device))
 
     # -- output -------------------------------------------------------------------------
     def ubiquitous(self) -> dict:
         """Channels selected for most images of most classes (graph selection), per layer."""
         names = selection_names(self.cfg.masses, self.cfg.k)
         sel = default_selection(names, "graph") if names else None
-        found = []
+        found, every = [], self.acts.tally()
         for l in self.layers if sel else []:
-            chans, share = ubiquitous_channels(self.acts.count[l][names.index(sel)].numpy(),
-                                               self.acts.n_images.numpy())
+            chans, share = ubiquitous_channels(every.count[l][names.index(sel)].numpy(), every.n_images.numpy())
             found += [{"layer": l, "channel": int(c), "fraction": float(f)} for c, f in zip(chans, share)]
         return {"selection": sel, "images": UBIQUITOUS_IMAGES, "classes": UBIQUITOUS_CLASSES, "channels": found}
 
@@ -304,6 +327,7 @@ class Aggregator:
                          for c in sorted(set(range(self.probe.channels[l])) - set(kept.tolist()))],
             "ubiquitous": self.ubiquitous(),
             "influence_method": sorted({p.method for p in self.pairs}),
+            "split_correct": self.cfg.split_correct,
             "dataset": {"root": str(ds.root) if ds.root else None, **source_meta(ds),
                         "fingerprint": self.key["fingerprint"],
                         "n_files": self.n, "n_images": int(self.acts.n_images.sum()),
@@ -313,42 +337,52 @@ class Aggregator:
         }
 
     def write(self, out: Path, progress: bool = True) -> None:
-        """Write the finished run (Parquet tables, examples, run.json last)."""
+        """Write the finished run (Parquet tables, each split part's, examples, run.json last)."""
         out.mkdir(parents=True, exist_ok=True)
+        self._write_counts(out, None)
+        for i, part in enumerate(SPLIT_PARTS if self.bins > 1 else ()):
+            d = split_dir(out, part)
+            d.mkdir(parents=True)
+            self._write_counts(d, i)
+        write_table(self.preds.table(self.dataset.name, self.model_index.tolist()), out / PREDICTIONS_FILE)
+        if self.cfg.examples_k:
+            write_examples(self.examples, self.dataset, out, self.probe.rf, self.cfg.image_size, progress)
+        write_json(self.metadata(), out / "run.json")
+
+    def _write_counts(self, out: Path, part: int | None) -> None:
+        """classes, activations and influence tables of one split part (index into SPLIT_PARTS)
+        of the images, or (None) of all, into ``out``."""
         names = list(self.dataset.classes)
         mi = self.model_index.numpy()
         has = mi >= 0
         model_names = self.spec.class_names
         imagenet = len(model_names) == len(imagenet_table())
+        t = self.acts.tally(part)
         write_table(pa.table({
             "class": np.arange(len(names), dtype=np.int32), "name": names,
             "wnid": [wnid_of(int(m)) if imagenet and m >= 0 else None for m in mi],
             "label": [model_names[m] if 0 <= m < len(model_names) else n for n, m in zip(names, mi)],
             "model_index": pa.array(np.where(has, mi, 0).astype(np.int32), mask=~has),
-            "n_images": self.acts.n_images.numpy(),
-            "n_correct": pa.array(self.acts.n_correct.numpy(), mask=~has),
-            "hist": list(self.acts.hist.numpy())}, schema=CLASS_SCHEMA),
-            out / "classes.parquet")
-        write_table(self.preds.table(self.dataset.name, mi.tolist()), out / PREDICTIONS_FILE)
+            "n_images": t.n_images.numpy(),
+            "n_correct": pa.array(t.n_correct.numpy(), mask=~has),
+            "hist": list(t.hist.numpy())}, schema=CLASS_SCHEMA),
+            out / CLASSES_FILE)
         cols: dict[str, list] = {k: [] for k in ACTIVATION_SCHEMA.names}
         for s, sel in enumerate(selection_names(self.cfg.masses, self.cfg.k)):
             for l in self.layers:
-                cnt = self.acts.count[l][s].numpy()
+                cnt = t.count[l][s].numpy()
                 n_cls, n_ch = cnt.shape
                 cols["selection"].append(np.full(n_cls * n_ch, sel, dtype=object))
                 cols["layer"].append(np.full(n_cls * n_ch, l, dtype=object))
                 cols["class"].append(np.repeat(np.arange(n_cls, dtype=np.int32), n_ch))
                 cols["channel"].append(np.tile(np.arange(n_ch, dtype=np.int32), n_cls))
                 cols["count"].append(cnt.reshape(-1))
-                cols["sum"].append(self.acts.sum[l].numpy().reshape(-1) / FIXED_POINT)
+                cols["sum"].append(t.sum[l].numpy().reshape(-1) / FIXED_POINT)
         write_table(pa.table({k: np.concatenate(v) for k, v in cols.items()}, schema=ACTIVATION_SCHEMA),
-                    out / "activations.parquet", row_group_size=1 << 20)
-        write_influence(out / "influence.parquet",
-                        [(n, lambda c0, c1, n=n: tuple(t.numpy() for t in self.infl.decode(n, c0, c1)))
+                    out / ACTIVATIONS_FILE, row_group_size=1 << 20)
+        write_influence(out / INFLUENCE_FILE,
+                        [(n, lambda c0, c1, n=n: tuple(x.numpy() for x in self.infl.decode(n, c0, c1, part)))
                          for n in self.infl.stages], len(names))
-        if self.cfg.examples_k:
-            write_examples(self.examples, self.dataset, out, self.probe.rf, self.cfg.image_size, progress)
-        write_json(self.metadata(), out / "run.json")
 
 
 def _dist_env() -> tuple[int, int]:
@@ -560,7 +594,7 @@ def _empty_classes(agg: Aggregator) -> list[str]:
     """Classes without a usable image (classes left out only by --limit aside)."""
     files = getattr(agg.dataset, "files", None)
     seen = None if agg.cfg.limit is None or files is None else {label for _, label in files[:agg.n]}
-    return [c for i, (c, n) in enumerate(zip(agg.dataset.classes, agg.acts.n_images.tolist()))
+    return [c for i, (c, n) in enumerate(zip(agg.dataset.classes, agg.acts.tally().n_images.tolist()))
             if n == 0 and (seen is None or i in seen)]
 
 
@@ -620,7 +654,7 @@ def merge(shards: list[str | os.PathLike], out: str | os.PathLike, progress: boo
     if len(fingerprints) != 1:
         raise SummitError("the shards were made from different datasets (fingerprints differ)")
     key = read[0][0]["config"]
-    cfg = AggregateConfig(**{k: v for k, v in key.items() if k != "fingerprint"})
+    cfg = AggregateConfig(**{"split_correct": False, **{k: v for k, v in key.items() if k != "fingerprint"}})
     spec = load_model(cfg.model, cfg.weights, cfg.layers)
     dataset = reopen(read[0][0]["dataset"], cfg.image_size, spec.class_names)
     agg = Aggregator(cfg, dataset, spec)

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 
-def _unique_sum(keys: np.ndarray, counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def unique_sum(keys: np.ndarray, counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Sorted unique keys and the summed counts of each (any input order)."""
     if keys.size == 0:
         return keys.astype(np.int64), counts.astype(np.int64)
@@ -119,7 +119,7 @@ class SparseCounter:
     def add_counts(self, keys: torch.Tensor | np.ndarray, counts: torch.Tensor | np.ndarray) -> None:
         self.flush()
         k, c = (t.cpu().numpy() if isinstance(t, torch.Tensor) else np.asarray(t) for t in (keys, counts))
-        self._combine(*_unique_sum(k.astype(np.int64), c.astype(np.int64)))
+        self._combine(*unique_sum(k.astype(np.int64), c.astype(np.int64)))
 
     def flush(self) -> None:
         if self._pending:

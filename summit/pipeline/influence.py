@@ -49,7 +49,7 @@ from torch import nn
 from ..model.models import ModelSpec
 from .activations import kept_selections
 from .convmax import conv_topk, per_channel_conv_max, same_pad, topk_canonical
-from .counter import SparseCounter
+from .counter import SparseCounter, unique_sum
 
 TARGET_MASS = 0.03  # the grad method's "selected" targets: Summit's graph selection
 SUMMIT_STRIDE = 3  # Summit's grid: tf.nn.depthwise_conv2d(X, W, [1, 3, 3, 1], "SAME")
@@ -355,12 +355,15 @@ class InfluenceAccumulator:
     """I[class, i, j] per stage: images of the class for which i was among the top-k sources of j."""
 
     def __init__(self, pairs: list[LayerPair], n_classes: int, k: int = 5,
-                 keep: dict[str, torch.Tensor] | None = None, targets: str = "selected") -> None:
+                 keep: dict[str, torch.Tensor] | None = None, targets: str = "selected", bins: int = 1) -> None:
         """keep: per layer with excluded channels, its other channels (ascending): the only
         top-k candidates of the stages whose sources are that layer's channels (and the only
-        selectable targets of the grad method's "selected" mode). targets: "selected" | "all"."""
+        selectable targets of the grad method's "selected" mode). targets: "selected" | "all".
+        bins: rows per class (:class:`activations.ActivationAccumulator`): ``update`` takes bins
+        ``class * bins + part`` and :meth:`decode` gives one part or their sum."""
         self.pairs = pairs
         self.targets = targets
+        self.bins = bins
         self.layer_keep = dict(keep or {})
         self.stages = {st.name: st for p in pairs for st in p.stages}
         self.n_classes = n_classes
@@ -370,6 +373,7 @@ class InfluenceAccumulator:
                      if keep and p.src in keep and st.kind != "bottleneck_out"}
 
     def update(self, taps, labels: torch.Tensor) -> None:
+        """Count the batch's top-k sources into the bins ``labels`` (N,)."""
         for p in self.pairs:
             for st in p.stages:
                 keep = self.keep.get(st.name)
@@ -407,14 +411,24 @@ class InfluenceAccumulator:
         for name, st in state.items():
             self.counters[name].merge(st)
 
-    def decode(self, name: str, c0: int | None = None, c1: int | None = None) -> tuple[torch.Tensor, ...]:
+    def decode(self, name: str, c0: int | None = None, c1: int | None = None,
+               part: int | None = None) -> tuple[torch.Tensor, ...]:
         """(class, src, dst, count) for one stage and classes c0 <= class < c1 (default all),
-        sorted by class then src, dst."""
+        sorted by class then src, dst: of one part (0 .. bins-1) of the classes' images, or
+        (None) of all, summed exactly over the parts."""
         st = self.stages[name]
-        per_class = st.n_src * st.n_dst
-        keys, counts = self.counters[name].range(None if c0 is None else c0 * per_class,
-                                                 None if c1 is None else c1 * per_class)
-        keys, counts = torch.from_numpy(np.asarray(keys)), torch.from_numpy(np.asarray(counts))
+        per_bin, b = st.n_src * st.n_dst, self.bins
+        keys, counts = self.counters[name].range(None if c0 is None else c0 * b * per_bin,
+                                                 None if c1 is None else c1 * b * per_bin)
+        keys, counts = np.asarray(keys), np.asarray(counts)
+        if b > 1:  # bin -> class: keep one part, or sum the parts of each (class, src, dst)
+            bin_, rest = keys // per_bin, keys % per_bin
+            if part is not None:
+                hit = bin_ % b == part
+                keys, counts = (bin_[hit] // b) * per_bin + rest[hit], counts[hit]
+            else:
+                keys, counts = unique_sum((bin_ // b) * per_bin + rest, counts)
+        keys, counts = torch.from_numpy(keys), torch.from_numpy(counts)
         dst = keys % st.n_dst
         rest = keys // st.n_dst
         return rest // st.n_src, rest % st.n_src, dst, counts

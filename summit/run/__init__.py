@@ -7,7 +7,7 @@ from __future__ import annotations
 from ..lazy import exports
 
 _HOMES = {
-    "Run": "store", "HIST_BINS": "store",
+    "Run": "store", "HIST_BINS": "store", "IMAGE_PARTS": "store",
     "SCHEMA_VERSION": "store", "ACTIVATION_SCHEMA": "store", "INFLUENCE_SCHEMA": "store",
     "CLASS_SCHEMA": "store", "write_influence": "store", "array_rows": "store",
     "atomic_file": "files", "atomic_write_bytes": "files", "write_table": "files", "write_json": "files",
@@ -17,6 +17,7 @@ _HOMES = {
     "RUN_JSON": "layout", "CLASSES_FILE": "layout", "ACTIVATIONS_FILE": "layout", "INFLUENCE_FILE": "layout",
     "EXAMPLES_FILE": "layout", "PREDICTIONS_FILE": "layout", "EMBEDDING_FILE": "layout",
     "GRAPHS_FILE": "layout", "RUN_FILES": "layout", "SHARD_FILE": "layout",
+    "SPLIT_DIR": "layout", "SPLIT_PARTS": "layout", "split_dir": "layout",
     "is_run_file": "layout", "examples_path": "layout", "featurevis_path": "layout",
     "diversity_path": "layout", "diversity_counts": "layout", "BLOCKS_DIR": "layout",
     "UBIQUITOUS_CLASSES": "selection", "UBIQUITOUS_IMAGES": "selection", "selection_names": "selection",

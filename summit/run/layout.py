@@ -21,16 +21,23 @@ GRAPHS_FILE = "graphs.parquet"  # every class's default graph (summit graphs)
 FEATUREVIS_DIR = "featurevis"
 BLOCKS_DIR = "blocks"  # the Building Blocks explorer's cache (uploads, direction renders)
 DREAM_DIR = "dream"
+SPLIT_DIR = "split"  # split/<part>/{classes,activations,influence}.parquet: aggregate --split-correct
+SPLIT_PARTS = ("correct", "wrong")  # a class's images whose top-1 prediction is the class, and the others
 SHARD_FILE = "shard.npz"  # a --shard run's state (pipeline.statefile: cannot run code when read)
 RUN_FILES = {RUN_JSON, CLASSES_FILE, ACTIVATIONS_FILE, INFLUENCE_FILE, EXAMPLES_FILE, PREDICTIONS_FILE,
              EXAMPLES_DIR, EMBEDDING_FILE, FEATUREVIS_DIR, "graphs", "ag", SHARD_FILE, "shard.pt", GRAPHS_FILE,
-             BLOCKS_DIR, DREAM_DIR}  # graphs/, ag/: the demo's exports; shard.pt: an older summit's (never loaded)
+             SPLIT_DIR, BLOCKS_DIR, DREAM_DIR}  # graphs/, ag/: the demo's exports; shard.pt: an older summit's (never loaded)
 
 
 def is_run_file(name: str) -> bool:
     """Names a run directory may hold."""
     return name in RUN_FILES or re.fullmatch(r"checkpoint-\d+of\d+\.(npz|pt)|\.spill-\d+of\d+", name) is not None \
         or is_temp(name)
+
+
+def split_dir(run_dir: str | os.PathLike, part: str) -> Path:
+    """The folder of one split part's tables (SPLIT_PARTS) in a run directory."""
+    return Path(run_dir) / SPLIT_DIR / part
 
 
 def examples_path(run_dir: str | os.PathLike, layer: str, channel: int) -> Path:

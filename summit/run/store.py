@@ -17,9 +17,13 @@ Layout (all tables readable with pyarrow/pandas; see docs/SCHEMA.md):
                        (sparse: count > 0 only; sorted by class, one row group per 2 classes so
                        reads filtered by class skip the rest)
 - ``examples.parquet`` + ``examples/<layer>/<channel>.jpg``: top dataset examples per channel
+- ``split/correct/``, ``split/wrong/`` (``aggregate --split-correct``): classes, activations and
+                       influence tables as above, of each class's images whose top-1 prediction is
+                       the class and of the others (:meth:`Run.images`; docs/MISTAKES.md)
 """
 from __future__ import annotations
 
+import copy
 import json
 import os
 import re
@@ -35,7 +39,14 @@ import pyarrow.parquet as pq
 from ..errors import SummitError, reason
 from .files import atomic_file
 from .imagenet import label_key, resolve_folder
-from .layout import PREDICTIONS_FILE
+from .layout import (
+    ACTIVATIONS_FILE,
+    CLASSES_FILE,
+    INFLUENCE_FILE,
+    PREDICTIONS_FILE,
+    SPLIT_PARTS,
+    split_dir,
+)
 
 SCHEMA_VERSION = 2
 ACTIVATION_SCHEMA = pa.schema([("selection", pa.string()), ("layer", pa.string()), ("class", pa.int32()),
@@ -181,12 +192,18 @@ def check_meta(meta: Any, file: Path) -> None:
             need(u, "channel", int, f"ubiquitous.channels[{i}].")
 
 
+IMAGE_PARTS = ("all", *SPLIT_PARTS)  # Run.images: every image, or one split part
+
+
 class Run:
     """Read access to a finished run directory (validated on open: damaged or incomplete runs
-    are refused with one line naming the file)."""
+    are refused with one line naming the file). ``part`` is the images its tables count ("all";
+    a view from :meth:`images`: "correct" or "wrong", with ``base`` the whole run)."""
 
     def __init__(self, path: str | os.PathLike) -> None:
         self.path = Path(path)
+        self.part: str = "all"
+        self.base: Run | None = None
         meta = self.path / "run.json"
         if not meta.is_file():
             raise SummitError(f"not a summit run directory (no run.json): {self.path}")
@@ -201,7 +218,6 @@ class Run:
         check_meta(self.meta, meta)
         if self.meta.get("partial"):
             raise SummitError(f"{self.path} is a shard (--shard); combine shards with `summit merge`")
-        self.classes = _read_parquet(self.path / "classes.parquet")
         self.layers: list[str] = [l["name"] for l in self.meta["layers"]]
         self.channels: dict[str, int] = {l["name"]: l["channels"] for l in self.meta["layers"]}
         self.pairs: list[str] = [p["name"] for p in self.meta["pairs"]]
@@ -211,21 +227,48 @@ class Run:
              "dst_ranges": [[0, self.channels[p["dst"]]]]} for p in self.meta["pairs"]]
         self.stage_names: list[str] = [st["name"] for st in self.stages]
         self.selections: list[str] = self.meta.get("selections") or ["top{}".format(self.meta.get("k", 5))]
-        self._check_classes()
-        self._activations = _read_parquet(self.path / "activations.parquet")
-        self._check_activations(self._activations)
+        self._open_tables(self.path)
+
+    def _open_tables(self, d: Path, want: np.ndarray | None = None) -> None:
+        """Read and check the classes, activations and influence tables in ``d`` (``want``: the
+        images per class they must count; None: run.json's total)."""
+        self.classes = _read_parquet(d / CLASSES_FILE)
+        self._check_classes(d / CLASSES_FILE, want)
+        self._activations = _read_parquet(d / ACTIVATIONS_FILE)
+        self._check_activations(self._activations, d / ACTIVATIONS_FILE)
         self._influence_rows: tuple[pa.Table, np.ndarray] | None = None  # see preload_influence
-        infl = self.path / "influence.parquet"
+        self._influence_file = d / INFLUENCE_FILE
         try:
-            self._influence = ds.dataset(infl, format=ds.ParquetFileFormat(
+            self._influence = ds.dataset(self._influence_file, format=ds.ParquetFileFormat(
                 read_options=ds.ParquetReadOptions(dictionary_columns=["layer_pair"])))
         except (OSError, pa.ArrowException) as e:
-            raise _unreadable(infl, e) from None
-        check_columns(self._influence.schema, infl, {"layer_pair", "class", "src", "dst", "count"})
+            raise _unreadable(self._influence_file, e) from None
+        check_columns(self._influence.schema, self._influence_file, {"layer_pair", "class", "src", "dst", "count"})
         self._stage_limits = np.array([[st["src_channels"], st["dst_channels"]] for st in self.stages], np.int64)
 
-    def _check_classes(self) -> None:
-        file = self.path / "classes.parquet"
+    def images(self, part: str) -> Run:
+        """The run restricted to one part of every class's images (IMAGE_PARTS): "all" is the run
+        itself; "correct" / "wrong" (the images whose top-1 prediction is / is not the class) a
+        view whose classes, activations and influence are that part's (``split/<part>/``). Runs
+        aggregated without ``--split-correct`` are refused in one line."""
+        if part not in IMAGE_PARTS:
+            raise SummitError(f"unknown images {part!r}; valid: {', '.join(IMAGE_PARTS)}")
+        if part == self.part:
+            return self
+        base = self.base or self
+        if part == "all":
+            return base
+        if not base.meta.get("split_correct"):
+            raise SummitError(f"{base.path} has no correct/wrong split of its images; re-run `summit aggregate` "
+                              "with --split-correct")
+        n = base.classes.column("n_images").to_numpy()
+        hits = base.classes.column("n_correct").fill_null(0).to_numpy()
+        view = copy.copy(base)
+        view.part, view.base = part, base
+        view._open_tables(split_dir(base.path, part), hits if part == "correct" else n - hits)
+        return view
+
+    def _check_classes(self, file: Path, want: np.ndarray | None = None) -> None:
         check_columns(self.classes.schema, file, {"class", "name", "n_images", "n_correct"})
         self.class_names: list[str] = self.classes.column("name").to_pylist()
         n = len(self.class_names)
@@ -240,6 +283,12 @@ class Run:
         self.class_wnids: list[str | None] = self.classes.column("wnid").to_pylist()
         self.class_labels: list[str] = [l if l is not None else n
                                         for l, n in zip(self.classes.column("label").to_pylist(), self.class_names)]
+        if want is not None:
+            base = self.base.class_names if self.base is not None else self.class_names
+            if self.class_names != base or not np.array_equal(self.classes.column("n_images").to_numpy(), want):
+                raise SummitError(f"{file} does not fit the run's classes and their top-1 hits; the run is damaged, "
+                                  "re-run `summit aggregate`")
+            return
         held = int(pc.sum(self.classes.column("n_images")).as_py() or 0)
         said = self.meta["dataset"]["n_images"]
         if held != said:
@@ -295,9 +344,8 @@ class Run:
             raise SummitError(f"unknown selection {selection!r}; valid: {', '.join(self.selections)}")
         return selection
 
-    def _check_activations(self, t: pa.Table) -> None:
+    def _check_activations(self, t: pa.Table, file: Path) -> None:
         """Layers, classes and channels of the table must be those of run.json."""
-        file = self.path / "activations.parquet"
         check_columns(t.schema, file, {"layer", "class", "channel", "count", "sum"})
         cells = len(self.class_names) * sum(self.channels.values())
         if t.num_rows == 0 or t.num_rows % cells:
@@ -333,7 +381,7 @@ class Run:
     def preload_influence(self, max_bytes: int) -> bool:
         """Hold the whole influence table in memory (for a server answering many classes) when it
         takes at most `max_bytes` decoded; then `influence` slices it instead of reading the file."""
-        rows = pq.ParquetFile(self.path / "influence.parquet").metadata.num_rows
+        rows = pq.ParquetFile(self._influence_file).metadata.num_rows
         if rows * INFLUENCE_ROW_BYTES > max_bytes:
             return False
         t = self._read_influence(None)
@@ -364,7 +412,7 @@ class Run:
         try:
             t = self._influence.to_table(filter=flt)
         except (OSError, pa.ArrowException) as e:
-            raise _unreadable(self.path / "influence.parquet", e) from None
+            raise _unreadable(self._influence_file, e) from None
         self._check_influence(t)
         return t
 
@@ -373,7 +421,7 @@ class Run:
         the stage's channels or a count below 1 (one line naming the first such row)."""
         names = pc.cast(t.column("layer_pair"), pa.string())
         stage = pc.index_in(names, value_set=pa.array(self.stage_names, pa.string()))
-        file = self.path / "influence.parquet"
+        file = self._influence_file
         if stage.null_count:
             unknown = names.filter(pc.is_null(stage))[0].as_py()
             raise SummitError(f"{file}: stage {unknown!r} is not one of run.json's stages "

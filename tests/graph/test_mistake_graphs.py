@@ -1,0 +1,212 @@
+"""Graphs of a class's correctly or wrongly classified images (`summit graph --images`), the
+refusals, and what a class is mistaken for (docs/MISTAKES.md)."""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import pytest
+from cli_runner import CliRunner
+
+from summit.errors import SummitError
+from summit.graph.build import class_graph, mistaken_for
+from summit.graph.export import to_json
+from summit.pipeline.aggregator import AggregateConfig, aggregate
+from summit.run.imagenet import imagenet_table
+from summit.run.layout import split_dir
+from summit.run.store import Run
+
+MIXED, ALL_WRONG, ALL_CORRECT = "022_bald_eagle", "609_jeep", "099_goose"  # on the bundled sample
+
+
+@pytest.fixture(scope="module")
+def split_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The bundled sample through SqueezeNet, with --split-correct."""
+    out = tmp_path_factory.mktemp("split") / "run"
+    aggregate(AggregateConfig(model="squeezenet1_1", batch_size=16, split_correct=True), None, out, progress=False)
+    return out
+
+
+@pytest.fixture(scope="module")
+def plain_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The same run without the split."""
+    out = tmp_path_factory.mktemp("plain") / "run"
+    aggregate(AggregateConfig(model="squeezenet1_1", batch_size=16, split_correct=False), None, out, progress=False)
+    return out
+
+
+def part_as_run(run_dir: Path, part: str, dest: Path) -> Path:
+    """A run directory whose tables are one split part's (run.json's image total adjusted): what
+    an aggregation over only those images would count."""
+    d = Path(shutil.copytree(run_dir, dest, ignore=shutil.ignore_patterns("split")))
+    for t in ("classes.parquet", "activations.parquet", "influence.parquet"):
+        shutil.copy(split_dir(run_dir, part) / t, d / t)
+    meta = json.loads((d / "run.json").read_text())
+    meta["dataset"]["n_images"] = int(pc.sum(pq.read_table(d / "classes.parquet").column("n_images")).as_py())
+    meta["split_correct"] = False
+    (d / "run.json").write_text(json.dumps(meta))
+    return d
+
+
+def graph_data(G) -> dict:
+    """A graph's nodes and edges with their attributes (JSON export, settings aside)."""
+    d = to_json(G)
+    return {"nodes": d["nodes"], "links": d["links"]}
+
+
+@pytest.mark.parametrize("part, cls", [("wrong", MIXED), ("correct", MIXED), ("wrong", ALL_WRONG)])
+def test_part_graph_is_the_graph_of_a_run_of_those_images(split_run: Path, tmp_path: Path, part: str,
+                                                         cls: str) -> None:
+    run = Run(split_run)
+    alone = Run(part_as_run(split_run, part, tmp_path / "alone"))
+    G = class_graph(run, cls, images=part, hide_ubiquitous=False)
+    want = class_graph(alone, cls, hide_ubiquitous=False)
+    assert G.graph["images"] == part and "images" not in want.graph
+    n = int(alone.classes.column("n_images")[run.class_index(cls)].as_py())
+    assert G.graph["n_images"] == want.graph["n_images"] == n
+    assert G.number_of_nodes() > 0 and graph_data(G) == graph_data(want)
+    if part == "wrong" and cls == MIXED:
+        assert graph_data(G) != graph_data(class_graph(run, cls, hide_ubiquitous=False))
+
+
+def test_part_graph_hides_the_whole_runs_ubiquitous_channels(split_run: Path) -> None:
+    run = Run(split_run)
+    G = class_graph(run, MIXED, images="wrong")
+    whole = [f"{u['layer']}:{u['channel']}" for u in run.meta["ubiquitous"]["channels"]]
+    assert whole and G.graph["settings"]["excluded"] == whole
+    assert not set(G) & set(whole)
+
+
+def test_all_images_graph_is_the_unsplit_runs(split_run: Path, plain_run: Path) -> None:
+    for cls in (MIXED, ALL_WRONG):
+        G, want = class_graph(Run(split_run), cls), class_graph(Run(plain_run), cls)
+        assert to_json(G) == to_json(want) and "images" not in G.graph
+
+
+def test_recalled_inputs_are_kept_apart_per_part(split_run: Path) -> None:
+    """A server's memo (recall) holding the all-images full graph and PageRank does not leak into
+    a part's graph."""
+    run = Run(split_run)
+    memo: dict = {}
+
+    def recall(key, compute):
+        if key not in memo:
+            memo[key] = compute()
+        return memo[key]
+    class_graph(run, MIXED, recall=recall)
+    G = class_graph(run, MIXED, recall=recall, images="wrong")
+    assert to_json(G) == to_json(class_graph(run, MIXED, images="wrong"))
+    assert any(k[0] == "wrong" for k in memo) and any(k[0] == "edges" for k in memo)
+
+
+def test_refusals(split_run: Path, plain_run: Path) -> None:
+    run = Run(split_run)
+    with pytest.raises(SummitError, match="class 099_goose has no wrong images: 4 of its 4 images are classified"):
+        class_graph(run, ALL_CORRECT, images="wrong")
+    with pytest.raises(SummitError, match="class 609_jeep has no correct images: 0 of its 8"):
+        class_graph(run, ALL_WRONG, images="correct")
+    with pytest.raises(SummitError, match="has no correct/wrong split of its images; re-run `summit aggregate` "
+                                          "with --split-correct"):
+        class_graph(Run(plain_run), MIXED, images="wrong")
+    with pytest.raises(SummitError, match="unknown images 'right'; valid: all, correct, wrong"):
+        class_graph(run, MIXED, images="right")
+
+
+def test_old_run_without_the_key_opens_and_refuses_parts(plain_run: Path, tmp_path: Path) -> None:
+    d = Path(shutil.copytree(plain_run, tmp_path / "old"))
+    meta = json.loads((d / "run.json").read_text())
+    del meta["split_correct"]
+    (d / "run.json").write_text(json.dumps(meta))
+    run = Run(d)
+    assert class_graph(run, MIXED).number_of_nodes() > 0
+    with pytest.raises(SummitError, match="re-run `summit aggregate` with --split-correct"):
+        run.images("correct")
+
+
+def test_class_outside_the_model_outputs_is_refused(tmp_path: Path) -> None:
+    """Folders that name no model output: no image is correct, so neither part is offered."""
+    from summit.pipeline.data import BUNDLED_SAMPLE
+    root = tmp_path / "data"
+    for name, src in (("dogs", "243_bull_mastiff"), ("eagles", "022_bald_eagle")):
+        shutil.copytree(BUNDLED_SAMPLE / src, root / name)
+    aggregate(AggregateConfig(model="squeezenet1_1", layers=["fire2", "fire3"], examples_k=0, split_correct=True),
+              root, tmp_path / "run", progress=False, workers=0)
+    run = Run(tmp_path / "run")
+    for part in ("correct", "wrong"):
+        with pytest.raises(SummitError, match="class dogs is not one of the model's outputs: its images are "
+                                              "neither correct nor wrong"):
+            class_graph(run, "dogs", images=part)
+    assert mistaken_for(run, "dogs") == []
+
+
+def test_mistaken_for_counts_the_wrong_images_top1(split_run: Path) -> None:
+    run = Run(split_run)
+    pred = pq.read_table(split_run / "predictions.parquet").to_pandas()
+    ci = run.class_index(ALL_WRONG)
+    rows = pred[(pred["class"] == ci) & (pred["correct"] == False)]  # noqa: E712
+    tally: dict[int, int] = {}
+    for top in rows["top"]:
+        tally[int(top[0])] = tally.get(int(top[0]), 0) + 1
+    want = sorted(tally.items(), key=lambda kv: (-kv[1], kv[0]))[:5]
+    got = mistaken_for(run, ALL_WRONG)
+    assert [(m["output"], m["images"]) for m in got] == want and sum(tally.values()) == 8
+    assert [m["label"] for m in got] == [imagenet_table()[o].label for o, _ in want]
+    assert all(m["class"] is None for m in got)  # none of them is a class of the sample
+    assert mistaken_for(run, ALL_CORRECT) == []
+
+
+def mistaken_as(run_dir: Path, cls: int, other: int, dest: Path, images: int = 2) -> Path:
+    """A copy of the run whose first `images` correctly classified images of class `cls` were
+    taken for run class `other` (in predictions.parquet only)."""
+    d = Path(shutil.copytree(run_dir, dest))
+    t = pq.read_table(d / "predictions.parquet")
+    model_index = pq.read_table(d / "classes.parquet").column("model_index").to_pylist()
+    top, correct = t.column("top").to_pylist(), t.column("correct").to_pylist()
+    rows = [i for i, (c, ok) in enumerate(zip(t.column("class").to_pylist(), correct)) if c == cls and ok][:images]
+    assert len(rows) == images
+    for i in rows:
+        top[i], correct[i] = [model_index[other], *top[i][1:]], False
+    t = t.set_column(t.schema.get_field_index("top"), "top", pa.array(top, t.schema.field("top").type))
+    t = t.set_column(t.schema.get_field_index("correct"), "correct", pa.array(correct, pa.bool_()))
+    pq.write_table(t, d / "predictions.parquet")
+    return d
+
+
+def test_mistaken_for_names_run_classes(split_run: Path, tmp_path: Path) -> None:
+    run = Run(mistaken_as(split_run, 0, 12, tmp_path / "run"))
+    got = mistaken_for(run, 0)
+    assert got == [{"output": 609, "label": "jeep", "class": 12, "images": 2},  # and the pass's own mistake:
+                   {"output": 21, "label": "kite", "class": None, "images": 1}]
+    assert np.array_equal(run.classes.column("model_index").to_numpy()[[0, 12]], [22, 609])
+
+
+def test_cli_graph_images(cli: CliRunner, split_run: Path, plain_run: Path, tmp_path: Path) -> None:
+    run = mistaken_as(split_run, 0, 12, tmp_path / "run")
+    out = tmp_path / "g.json"
+    p = cli.run("graph", "--run", str(run), "--class", MIXED, "--images", "wrong", "--out", str(out))
+    assert p.returncode == 0, p.stderr
+    lines = p.stdout.splitlines()
+    assert lines[0].startswith(f"{MIXED} (wrong images): ") and lines[0].endswith(f"-> {out}")
+    assert json.loads(out.read_text())["graph"]["images"] == "wrong"
+    cmd = f"summit graph --run {run} --class 609_jeep --out 609_jeep.json"
+    assert lines[1:] == [f"  mistaken for jeep (2 of its images): {cmd}",
+                         "  mistaken for kite (1 of its images): not a class of this run"]
+    p = cli.wait(cli.start(*cmd.split()[1:], cwd=tmp_path))
+    assert p.returncode == 0 and (tmp_path / "609_jeep.json").is_file(), p.stderr
+    p = cli.run("graph", "--run", str(split_run), "--class", ALL_WRONG, "--images", "wrong", "--out", str(out))
+    assert p.returncode == 0 and len(p.stdout.splitlines()) == 6
+    assert "mistaken for convertible (3 of its images): not a class of this run" in p.stdout
+    p = cli.run("graph", "--run", str(split_run), "--class", ALL_WRONG, "--out", str(out))
+    assert p.returncode == 0 and p.stdout.splitlines() == [f"{ALL_WRONG}: " + p.stdout.split(": ", 1)[1].strip()]
+    for args, message in (((str(plain_run), MIXED, "wrong"), "re-run `summit aggregate` with --split-correct"),
+                          ((str(split_run), ALL_CORRECT, "wrong"), "class 099_goose has no wrong images"),
+                          ((str(split_run), MIXED, "right"), "argument --images: invalid choice: 'right'")):
+        bad = tmp_path / "refused.json"
+        p = cli.run("graph", "--run", args[0], "--class", args[1], "--images", args[2], "--out", str(bad))
+        assert p.returncode == 2 and len(p.stderr.splitlines()) == 1 and message in p.stderr, p.stderr
+        assert not bad.exists()
