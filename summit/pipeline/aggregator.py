@@ -218,7 +218,8 @@ class Aggregator:
         preds = check_state(state, "checkpoint")
         with _damaged("checkpoint"):
             self.position, self.skipped = int(state["position"]), [tuple(s) for s in state["skipped"]]
-            self.acts.load(state["acts"]); self.infl.load(state["infl"]); self.examples.load(state["examples"])
+            for part, saved in ((self.acts, "acts"), (self.infl, "infl"), (self.examples, "examples")):
+                part.load(state[saved])
             self.preds.load(preds)
 
     def merge(self, state: dict) -> None:
@@ -226,7 +227,8 @@ class Aggregator:
         preds = check_state(state, "shard")
         with _damaged("shard"):
             self.skipped = sorted(set(self.skipped) | {tuple(s) for s in state["skipped"]})
-            self.acts.merge(state["acts"]); self.infl.merge(state["infl"]); self.examples.merge(state["examples"])
+            for part, saved in ((self.acts, "acts"), (self.infl, "infl"), (self.examples, "examples")):
+                part.merge(state[saved])
             self.preds.merge(preds)
 
     def check_key(self, other: dict, what: str) -> None:
@@ -386,9 +388,10 @@ class Aggregator:
 
 
 def _dist_env() -> tuple[int, int]:
-    """(rank, world) from torchrun's RANK / WORLD_SIZE; a world of several processes needs the
-    MASTER_ADDR / MASTER_PORT rendezvous that torchrun sets (else init_process_group raises or waits)."""
-    env = {k: os.environ.get(k, d) for k, d in (("RANK", "0"), ("WORLD_SIZE", "1"))}
+    """(rank, world) from torchrun's RANK / WORLD_SIZE (LOCAL_RANK, the device index, checked alike);
+    a world of several processes needs the MASTER_ADDR / MASTER_PORT rendezvous that torchrun sets
+    (else init_process_group raises or waits)."""
+    env = {k: os.environ.get(k, d) for k, d in (("RANK", "0"), ("WORLD_SIZE", "1"), ("LOCAL_RANK", "0"))}
     bad = [f"{k}={v!r}" for k, v in env.items() if not v.strip().isdigit()]
     if bad:
         raise SummitError(f"{', '.join(bad)} is not a whole number >= 0; start distributed runs with torchrun")

@@ -172,7 +172,8 @@ def _inception_routes(spec: ModelSpec, path: str, pooled: bool) -> list[Route]:
     blk = spec.model.net.get_submodule(path)
     routes, start = [], 0
     w, s, p = _fold(blk.branch1)
-    routes.append(Route(("input", path), w, start, s, p)); start += w.shape[0]
+    routes.append(Route(("input", path), w, start, s, p))
+    start += w.shape[0]
     for b in ("branch2", "branch3"):
         br = getattr(blk, b)
         w1, _, _ = _fold(br[0])

@@ -165,4 +165,6 @@ def test_world_size_without_torchrun_is_one_line(cli: CliRunner, tmp_path: Path)
             "WORLD_SIZE='two' is not a whole number")
     refused(cli.run("aggregate", "--out", str(out), *RANKS, env={**bare, "RANK": "1"}),
             "RANK=1 with WORLD_SIZE=1: need 0 <= RANK < WORLD_SIZE")
+    refused(cli.run("aggregate", "--out", str(out), *RANKS, env={**bare, "LOCAL_RANK": "gpu0"}),
+            "LOCAL_RANK='gpu0' is not a whole number")  # was a ValueError traceback
     assert not out.exists()
