@@ -7,8 +7,11 @@ against itself changes nothing."""
 from __future__ import annotations
 
 import json
+import os
+import signal
 import sys
 import threading
+import time
 from contextlib import contextmanager
 from pathlib import Path
 from urllib.request import urlopen
@@ -31,6 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "graph"))
 from test_diff import LAYER, zeroed_channels  # noqa: E402 - tests/graph is not on the path by itself
 
 import test_ui  # noqa: E402
+from test_server import free_port, raw_http  # noqa: E402
 from test_ui import checked_page  # noqa: E402
 
 browser = test_ui.browser  # the module-scoped fixture
@@ -181,6 +185,35 @@ def test_incomparable_runs_are_refused(sample_run: Path, small_run: Path, cli, t
     assert p.returncode != 0 and p.stdout == ""
     assert p.stderr.count("\n") == 1 and p.stderr.startswith("summit: error: cannot compare runs with different layers")
     assert sorted(x.name for x in small_run.iterdir()) == before
+
+
+def test_summit_serve_against(run_copy: Path, run_b: tuple[Path, list[int]], cli) -> None:
+    """`summit serve --run A --against B` itself: two serving processes, each comparing the runs,
+    on the loopback address; run B only read."""
+    path_b = run_b[0]
+    files_b = tree(path_b)
+    port = free_port()
+    pid = cli.start("serve", "--run", str(run_copy), "--against", str(path_b), "--port", str(port), "--processes", "2")
+    try:
+        deadline = time.time() + 300
+        while True:
+            try:
+                line, _, body = raw_http(port, b"GET /api/meta HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+                break
+            except OSError:
+                assert time.time() < deadline, "summit serve did not answer"
+                time.sleep(0.2)
+        for _ in range(6):  # connections spread over both processes
+            line, _, body = raw_http(port, b"GET /api/meta HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+            assert line.split()[1] == "200" and json.loads(body)["against"]["b"]["path"] == str(path_b.resolve())
+        line, _, body = raw_http(port, b"GET /api/against?class=099_goose HTTP/1.1\r\nHost: localhost\r\n"
+                                       b"Connection: close\r\n\r\n")
+        assert line.split()[1] == "200" and json.loads(body)["summit"]["kind"] == "diff"
+    finally:
+        os.kill(pid, signal.SIGTERM)
+    p = cli.wait(pid, timeout=60)
+    assert f"against {path_b.resolve()} on http://127.0.0.1:{port}/ (2 process(es)" in p.stdout, (p.stdout, p.stderr[-2000:])
+    assert tree(path_b) == files_b
 
 
 # -- the UI ----------------------------------------------------------------------------------------
