@@ -10,7 +10,7 @@ import { markEmbedding, renderEmbedding, wireEmbedding } from "./embedding.js";
 import { drawGraph, fit, focusGraph, hidePopover, loadGraph, resizeGraph, restoreZoom, showMass, toggleLegend } from "./graph.js";
 import { closeChannel, followGraph, openChannel } from "./detail.js";
 import { loadUnits, renderUnits, wireUnits } from "./units.js";
-import { syncCompare, wireCompare } from "./compare.js";
+import { runText, syncCompare, wireCompare } from "./compare.js";
 import { drawFigure, setFigureMode, wireExport } from "./export.js";
 
 const POLL_MS = 15000;
@@ -94,16 +94,22 @@ function applyHash() {
   else if (state.detail) closeChannel();
 }
 
+/** The graph again under a new rule (and, comparing runs, the classes' change scores under it). */
+function reload() {
+  loadGraph();
+  if (state.meta.against) renderClassList();
+}
+
 function wireGraphControls() {
   const sel = $("#selection");
   sel.replaceChildren(el("option", { value: "", text: `${state.meta.default_selection} (default)` }),
     ...state.meta.selections.map((s) => el("option", { value: s, text: s })));
-  const onRule = (key, value) => { state.params[key] = value; showRuleControls(); loadGraph(); };
+  const onRule = (key, value) => { state.params[key] = value; showRuleControls(); reload(); };
   $("#method").addEventListener("change", (ev) => onRule("method", ev.target.value));
   sel.addEventListener("change", (ev) => onRule("selection", ev.target.value));
   $("#ubiquitous").addEventListener("change", (ev) => onRule("ubiquitous", ev.target.checked));
   showRuleControls();
-  const refetch = debounce(loadGraph, 150);
+  const refetch = debounce(reload, 150);
   const mass = $("#mass");
   mass.addEventListener("input", () => {
     state.params.mass = Math.round(+mass.value * 10) / 1000;
@@ -180,8 +186,10 @@ async function main() {
     return;
   }
   const m = state.meta;
-  $("#run-info").textContent = `${m.model} (${m.weights}) · ${m.dataset.n_images} images · ` +
-    `${m.dataset.n_classes} classes · ${m.layers.length} layers`;
+  const runs = m.against;
+  $("#run-info").textContent = (runs ? `run A: ${runText(runs.a)} vs run B: ${runText(runs.b)} · ${m.model}` : `${m.model} (${m.weights})`) +
+    ` · ${m.dataset.n_images} images · ${m.dataset.n_classes} classes · ${m.layers.length} layers`;
+  if (runs) $("#run-info").title = `run A: ${runs.a.path}\nrun B: ${runs.b.path}`;
   if (hasBlocks()) $("#nav-blocks").hidden = false;
   const h = readHash(), zoom = state.zoom;
   wireSidebar(renderEmbedding, markEmbedding);

@@ -1,5 +1,6 @@
 // Compare mode: a second class; the server's union of both graphs is drawn coloured by membership
-// (graph.js; its legend names both classes).
+// (graph.js; its legend names both classes). Run-comparison mode (a server started with
+// --against): one class in run A and run B, the union drawn the same way (lost / gained / kept).
 
 import { $ } from "./dom.js";
 import { actions, state } from "./state.js";
@@ -8,6 +9,13 @@ import { markEmbedding } from "./embedding.js";
 
 /** Membership colours (Okabe-Ito blue, orange, reddish purple: distinguishable with colour blindness). */
 export const COLORS = { a: "#0072b2", b: "#e69f00", both: "#cc79a7" };
+
+/** How run-comparison mode names the runs, and its legend's membership keys. */
+export const RUN_NAMES = { a: "run A", b: "run B" };
+export const RUN_MEMBERSHIP = [["a", "lost: only in run A"], ["b", "gained: only in run B"], ["both", "kept"]];
+
+/** "sample (ndf)": a run as the page names it (its folder and weights; the path in titles). */
+export const runText = (r) => `${r.name} (${r.weights})`;
 
 /** The second-class menu, shown and filled while comparing (a thousand options cost a cold start time). */
 function showSelect(sel, on) {
@@ -22,6 +30,9 @@ function showSelect(sel, on) {
 export function syncCompare() {
   const sel = $("#compare-select");
   $("#compare-toggle").checked = state.compare;
+  $("#against-box").hidden = !state.meta.against;
+  $("#against-toggle").checked = state.against;
+  $("#compare-box").hidden = state.against;   // runs or classes: one comparison at a time
   showSelect(sel, state.compare);
   if (state.compare && state.compareWith) sel.value = state.compareWith;
 }
@@ -45,6 +56,12 @@ export function wireCompare() {
   });
   sel.addEventListener("change", () => {
     state.compareWith = sel.value;
+    changed();
+  });
+  $("#against-toggle").addEventListener("change", (ev) => {
+    state.against = ev.target.checked;
+    if (state.against) state.compare = false;
+    syncCompare();
     changed();
   });
 }

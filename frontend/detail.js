@@ -1,10 +1,12 @@
 // Channel detail panel (right): feature visualization and diversity images, dataset examples with
 // their classes, statistics, the unit's top inputs (attr_channels, also outside the graph) and
 // the classes whose images select it most often (the run's default selection). The panel collapses when empty.
+// Comparing runs (--against), both runs' feature visualizations and dataset examples side by side.
 
 import { api, showError } from "./api.js";
 import { $, breakable, cropHtml, el, fmt, pct } from "./dom.js";
 import { actions, blocksUrl, classLabel, diversityOf, hasBlocks, state, thumbOf, writeHash } from "./state.js";
+import { RUN_NAMES, runText } from "./compare.js";
 import { thumbHtml } from "./units.js";
 
 function markSelected(id) {
@@ -20,6 +22,27 @@ export function closeChannel() {
   document.body.classList.remove("detail-open");
   markSelected(null);
   writeHash();
+}
+
+/** One unit in both runs, side by side: each run's feature visualization, its selection count
+ * and its dataset examples (run A's as drawn for the plain panel; run B's from its own detail). */
+function runsSideBySide(id, [[a, fvA, exA], [b]]) {
+  const column = (key, d, fv, ex) => {
+    const r = state.meta.against[key];
+    return el("div", { class: "run-col", id: `detail-run-${key}`, "data-run": key },
+      el("h4", { text: `${RUN_NAMES[key]}: ${runText(r)}`, title: r.path }),
+      el("p", { class: "note", text: `selected in ${d.count} of ${d.n_images} images` }),
+      ...fv, d.examples.length ? ex : el("p", { class: "note", text: "No dataset examples stored." }));
+  };
+  const fvB = b.featurevis_url ? [el("img", { class: "fv-img", src: b.featurevis_url, alt: `feature visualization of ${id} in run B` })]
+    : [el("p", { class: "note", text: "Not rendered yet in run B (summit render --run B)." })];
+  const exB = el("div", { class: "examples" }, ...b.examples.map((r, i) => {
+    const c = state.classes[r.class];
+    const name = c ? classLabel(c.name) : String(r.class);
+    return el("div", { class: "example", title: `${r.image}\nclass ${name}\nactivation ${r.value.toFixed(2)} (run B)` },
+      cropHtml(b.examples_url, i, null), breakable(name));
+  }));
+  return el("div", { class: "runs-side", id: "detail-runs" }, column("a", a, fvA, exA), column("b", b, fvB, exB));
 }
 
 /** The layer feeding `layer` (the previous one in the run's order). */
@@ -49,9 +72,10 @@ export async function openChannel(layer, channel) {
   markSelected(id);
   const panel = $("#channel-detail");
   panel.dataset.node = id;
-  let d;
+  let d, db;
+  const path = `/channel/${encodeURIComponent(layer)}/${channel}`;
   try {
-    d = await api(`/api/channel/${encodeURIComponent(layer)}/${channel}`);
+    [d, db] = await Promise.all([api(`/api${path}`), state.against ? api(`/api/b${path}`) : null]);
   } catch (err) {
     showError(err);
     return;
@@ -118,12 +142,14 @@ export async function openChannel(layer, channel) {
     return li;
   }));
 
+  const inA = db ? ` in ${RUN_NAMES.a}` : "";
   panel.replaceChildren(head,
-    ...section(divs.length ? "Feature visualization and diversity" : "Feature visualization", ...fv),
-    ...section("Dataset examples",
-      d.examples.length ? exBox : el("p", { class: "note", text: "No dataset examples stored." })),
-    ...section("Statistics", stats),
+    ...(db ? section("Run A and run B", runsSideBySide(id, [[d, fv, exBox], [db]])) : [
+      ...section(divs.length ? "Feature visualization and diversity" : "Feature visualization", ...fv),
+      ...section("Dataset examples",
+        d.examples.length ? exBox : el("p", { class: "note", text: "No dataset examples stored." }))]),
+    ...section(`Statistics${inA}`, stats),
     ...(attr ? section("Top inputs (influence, also outside the graph)", attr) : []),
-    ...section("Top classes (images that select the unit)",
+    ...section(`Top classes (images that select the unit)${inA}`,
       d.top_classes.length ? tops : el("p", { class: "note", text: "Never selected in any image." })));
 }

@@ -8,7 +8,8 @@
 import { showError } from "./api.js";
 import { $, download, downloadUrl, el, pct } from "./dom.js";
 import { classByName, classLabel, state, writeHash } from "./state.js";
-import { FONT, LEGEND_H, graphContent, graphQuery, layoutGraph, legendGroup, ruleText } from "./graph.js";
+import { FONT, LEGEND_H, compareNames, graphContent, graphHeading, graphQuery, layoutGraph, legendGroup, ruleText } from "./graph.js";
+import { runText } from "./compare.js";
 
 const FONT_FILES = [["normal", "/static/vendor/DejaVuSans-subset.woff"],
   ["bold", "/static/vendor/DejaVuSans-Bold-subset.woff"]];
@@ -69,6 +70,13 @@ function captionLines(g) {
     return `${info.label ?? classLabel(info.name)}: ${info.n_images} images, top-1 accuracy ${pct(acc)}`;
   };
   const s = g.summit || {};
+  if (state.against && s.kind === "diff") {
+    const r = m.against, n = s.change.counts.nodes;
+    return [`${m.model}: run A ${runText(r.a)} vs run B ${runText(r.b)}, ${m.dataset.n_images} images of ${m.dataset.n_classes} classes in run A`,
+      ruleText(g),
+      `${s.class.label ?? classLabel(s.class.name)}: ${s.class.n_images_a} images in run A, ${s.class.n_images_b} in run B; ` +
+      `change ${s.change.score.toFixed(3)} (1 - weighted Jaccard of the node shares): ${n.lost} units lost, ${n.gained} gained, ${n.kept} kept`];
+  }
   return [`${m.model} (${m.weights} weights), ${m.dataset.n_images} images of ${m.dataset.n_classes} classes`,
     ruleText(g),
     s.kind === "compare" ? `${cls(s.class)}; compared with ${cls(s.class_b)}` : cls(s.class || { name: state.selected })];
@@ -85,14 +93,15 @@ async function figureSvg({ inline = true } = {}) {
   const svg = d3.create("svg").attr("xmlns", "http://www.w3.org/2000/svg")
     .attr("width", W).attr("height", H).attr("viewBox", `0 0 ${W} ${H}`)
     .attr("font-family", FONT).attr("font-size", 11).attr("class", "figure")
-    .attr("data-class", state.selected).attr("data-compare", L.compare ? state.compareWith : null);
+    .attr("data-class", state.selected).attr("data-compare", L.compare && !state.against ? state.compareWith : null)
+    .attr("data-against", state.against ? "1" : null);
   if (inline) svg.append("style").text(await fontFaces());
   svg.append("rect").attr("width", W).attr("height", H).attr("fill", "#fff");
   svg.append("text").attr("class", "title").attr("x", PAD).attr("y", 22).attr("font-size", 15)
     .attr("font-weight", "bold").attr("fill", "#1d232b")
-    .text(L.compare ? `${classLabel(state.selected)} vs ${classLabel(state.compareWith)}` : classLabel(state.selected));
+    .text(graphHeading(L));
   svg.append(() => graphContent(L)).attr("transform", `translate(${(W - L.width) / 2},${TITLE_H})`);
-  svg.append(() => legendGroup(L, { a: classLabel(state.selected), b: classLabel(state.compareWith) }))
+  svg.append(() => legendGroup(L, { a: compareNames.a, b: compareNames.b }))
     .attr("transform", `translate(${PAD},${TITLE_H + L.height + 14})`);
   const cap = svg.append("g").attr("class", "caption").attr("font-size", 10.5).attr("fill", "#3c4550")
     .attr("transform", `translate(${PAD},${TITLE_H + L.height + 14 + LEGEND_H + 10})`);
@@ -120,12 +129,17 @@ async function figurePng(scale) {
 }
 
 function baseName() {
+  if (state.against) return `summit-${state.selected}-run-a-vs-b`;
   return `summit-${state.selected}${state.compare && state.compareWith ? `-vs-${state.compareWith}` : ""}`;
 }
 
 function downloadJson() {
   if (!state.selected) return showError(new Error("pick a class first"));
   const q = graphQuery();
+  if (state.against) {   // the class's run diff, as /api/against answers it
+    q.set("class", state.selected);
+    return downloadUrl(`/api/against?${q}`, `${baseName()}.json`);
+  }
   if (state.compare && state.compareWith) q.set("compare", state.compareWith);
   downloadUrl(`/api/export/${encodeURIComponent(state.selected)}.json?${q}`, `${baseName()}.json`);
 }

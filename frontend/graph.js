@@ -7,7 +7,7 @@
 import { api, examplesUrl, showError } from "./api.js";
 import { $, cropHtml, debounce, el, fmt, pct } from "./dom.js";
 import { actions, classByName, classLabel, diversityOf, ruleParams, state, thumbOf, writeHash } from "./state.js";
-import { COLORS } from "./compare.js";
+import { COLORS, RUN_MEMBERSHIP, RUN_NAMES } from "./compare.js";
 
 const ROW_H = 100, LABEL_W = 104, PAD = 16, NODE_MIN = 14, NODE_MAX = 58, GAP = 16;
 /** The vendored font (style.css; embedded in figures), so screen and figure look alike. */
@@ -46,7 +46,10 @@ export async function loadGraph() {
   const seq = ++state.graphSeq;
   const q = graphQuery();
   let url;
-  if (state.compare && state.compareWith) {
+  if (state.against) {
+    q.set("class", state.selected);
+    url = `/api/against?${q}`;
+  } else if (state.compare && state.compareWith) {
     q.set("a", state.selected);
     q.set("b", state.compareWith);
     url = `/api/compare?${q}`;
@@ -59,7 +62,7 @@ export async function loadGraph() {
   try {
     const g = await api(url);
     if (seq !== state.graphSeq) return;
-    const key = url.match(/[?&](class|a|b)=[^&]*/g).join();
+    const key = url.match(/^[^?]*|[?&](class|a|b)=[^&]*/g).join();
     const moved = state.graph && state.graphKey !== key;   // another class (or pair)
     state.graph = g;
     state.graphKey = key;
@@ -229,12 +232,20 @@ const edgeText = (e, L) => "influence count " + (L.compare
   ? `${compareNames.a} ${e.count_a} (${pct(e.fraction_a)}), ${compareNames.b} ${e.count_b} (${pct(e.fraction_b)})`
   : `${e.count} (${pct(e.fraction)} of the class's images)`);
 
-/** The compared classes as the page names them (their labels). */
-const compareNames = { get a() { return classLabel(state.selected); }, get b() { return classLabel(state.compareWith); } };
+/** The compared classes as the page names them (their labels), or the compared runs. */
+export const compareNames = {
+  get a() { return state.against ? RUN_NAMES.a : classLabel(state.selected); },
+  get b() { return state.against ? RUN_NAMES.b : classLabel(state.compareWith); },
+};
 
 function nodeCounts(n, compare, info) {
+  const which = n.membership === "both" ? "both graphs" : `only ${compareNames[n.membership]}`;
+  if (compare && state.against) {   // one class in two runs (no per-run mean activation in a diff)
+    return `${compareNames.a}: ${n.count_a ?? 0} of ${info.n_images_a ?? "?"}, ${compareNames.b}: ${n.count_b ?? 0} of ` +
+      `${info.n_images_b ?? "?"} images (${which})`;
+  }
   return compare
-    ? `${compareNames.a}: ${n.count_a ?? 0}, ${compareNames.b}: ${n.count_b ?? 0} images (${n.membership === "both" ? "both graphs" : `only ${compareNames[n.membership]}`}); ` +
+    ? `${compareNames.a}: ${n.count_a ?? 0}, ${compareNames.b}: ${n.count_b ?? 0} images (${which}); ` +
       `mean activation on each class's images: ${compareNames.a} ${fmt(n.mean_a)}, ${compareNames.b} ${fmt(n.mean_b)}`
     : `${n.count} of ${info.n_images ?? "?"} images (${pct(n.fraction)}); mean activation on the class's images ${fmt(n.mean)}`;
 }
@@ -259,7 +270,8 @@ export function legendSections(L, names, k = 1) {
     nodes.append("text").attr("x", xi + (s * k) / 2).attr("y", 18 + NODE_MAX * k + 12).attr("text-anchor", "middle").text(pct(f));
     xi += Math.max(s * k, 26) + 10;
   }
-  const edges = section(L.compare ? "edge width: share of each class's images" : "edge width: share of the class's images");
+  const edges = section(!L.compare ? "edge width: share of the class's images"
+    : state.against ? "edge width: share of the class's images in each run" : "edge width: share of each class's images");
   [0.25, 0.5, 1].forEach((f, i) => {
     const x = i * 72, y = 18 + 12;
     edges.append("line").attr("class", "width-key").attr("x1", x).attr("x2", x + 36).attr("y1", y).attr("y2", y)
@@ -271,13 +283,14 @@ export function legendSections(L, names, k = 1) {
   const out = [{ g: nodes.node(), width: Math.max(xi, 290) + 24 }, { g: edges.node(), width: L.compare ? 280 : 250 }];
   if (L.compare) {
     const m = section("colour: graph membership");
-    [["a", `only ${names.a}`], ["b", `only ${names.b}`], ["both", "both"]].forEach(([key, label], i) => {
+    const keys = state.against ? RUN_MEMBERSHIP : [["a", `only ${names.a}`], ["b", `only ${names.b}`], ["both", "both"]];
+    keys.forEach(([key, label], i) => {
       const y = 18 + 4 + i * 16;
       m.append("rect").attr("class", "membership-key").attr("data-membership", key).attr("x", 0).attr("y", y)
         .attr("width", 12).attr("height", 12).attr("fill", COLORS[key]);
       m.append("text").attr("x", 18).attr("y", y + 10).text(label);
     });
-    out.push({ g: m.node(), width: 24 + 8 * Math.max(names.a.length, names.b.length) + 40 });
+    out.push({ g: m.node(), width: 24 + 8 * Math.max(...keys.map(([, label]) => label.length - 5)) + 40 });
   }
   return out;
 }
@@ -356,7 +369,7 @@ export function drawGraph(g, { refit = false } = {}) {
   const top = d3.max(g.nodes, (n) => (n.count ?? Math.max(n.count_a ?? 0, n.count_b ?? 0))) || 0;
   state.hideLe = Math.min(state.hideLe, Math.max(0, top - 1));
   const L = layoutGraph(g, state.hideLe, state.edgeMin / 100);
-  const names = { a: classLabel(state.selected), b: classLabel(state.compareWith) };
+  const names = { a: compareNames.a, b: compareNames.b };
   renderGraphTitle(g, L);
   const rule = $("#rule-settings");
   rule.textContent = rule.title = ruleText(g);
@@ -372,7 +385,8 @@ export function drawGraph(g, { refit = false } = {}) {
     .attr("width", box.clientWidth).attr("height", box.clientHeight)
     .attr("font-family", FONT).attr("font-size", 11)
     .attr("data-class", state.selected)
-    .attr("data-compare", L.compare ? state.compareWith : null);
+    .attr("data-compare", L.compare && !state.against ? state.compareWith : null)
+    .attr("data-against", state.against ? "1" : null);
   svg.append("rect").attr("width", "100%").attr("height", "100%").attr("fill", "#fff");
   const vp = svg.append("g").attr("class", "viewport");
   vp.append(() => graphContent(L));
@@ -768,9 +782,23 @@ export function hidePopover() {
   pop.dataset.node = "";
 }
 
+/** The graph's heading: the class, the two classes compared, or the class in both runs. */
+export function graphHeading(L) {
+  if (state.against) return `${classLabel(state.selected)}: ${RUN_NAMES.a} vs ${RUN_NAMES.b}`;
+  return L.compare ? `${classLabel(state.selected)} vs ${classLabel(state.compareWith)}` : classLabel(state.selected);
+}
+
 function renderGraphTitle(g, L) {
   const t = $("#graph-title");
   const c = classByName(state.selected);
+  if (state.against) {
+    const ch = g.summit?.change, n = ch?.counts.nodes;
+    const sub = `change ${ch ? ch.score.toFixed(3) : "?"} · ${n?.lost} lost, ${n?.gained} gained, ${n?.kept} kept units · ${g.links.length} edges`;
+    const head = graphHeading(L);
+    t.title = `${head} · ${sub} (change: 1 - weighted Jaccard index of the two graphs' node shares)`;
+    t.replaceChildren(document.createTextNode(head), el("span", { class: "sub", text: sub }));
+    return;
+  }
   const sub = L.compare
     ? `${g.nodes.length} units, ${g.links.length} edges`
     : `${c?.n_images ?? g.summit?.class?.n_images} images · accuracy ${pct(c?.accuracy)} · ${g.nodes.length} units, ${g.links.length} edges`;
@@ -778,7 +806,6 @@ function renderGraphTitle(g, L) {
     (L.edgesHidden ? ` (${L.links.length} edges shown)` : "");
   const ids = L.compare ? "" : [...new Set([state.selected, c?.wnid].filter((x) => x && x !== c?.label))]
     .map((x) => `${x} · `).join("");
-  t.title = `${L.compare ? `${classLabel(state.selected)} vs ${classLabel(state.compareWith)}` : classLabel(state.selected)} ${ids}${sub}${shown}`;
-  t.replaceChildren(document.createTextNode(L.compare ? `${classLabel(state.selected)} vs ${classLabel(state.compareWith)}`
-    : classLabel(state.selected)), el("span", { class: "sub", text: ids + sub + shown }));
+  t.title = `${graphHeading(L)} ${ids}${sub}${shown}`;
+  t.replaceChildren(document.createTextNode(graphHeading(L)), el("span", { class: "sub", text: ids + sub + shown }));
 }

@@ -1,12 +1,14 @@
 // Class sidebar (Summit's class list): the selected class pinned on top, the others ordered by
 // cosine similarity to it (as Summit; the vectors compared, A rows of the chosen layer, are our
 // choice), or by accuracy (either way), images, name;
-// each row shows the top-1 probability histogram of its images and a similarity bar. The search
+// each row shows the top-1 probability histogram of its images and a similarity bar. With a run
+// comparison (--against), also by change from run A to run B (most changed first) with each
+// row's change score. The search
 // ignores case and treats spaces and underscores alike, with an autocomplete list.
 
 import { api, showError } from "./api.js";
 import { $, el, pct } from "./dom.js";
-import { actions, classByName, classLabel, state, writeHash } from "./state.js";
+import { actions, classByName, classLabel, ruleParams, state, writeHash } from "./state.js";
 
 /** "022_Bald  eagle" -> "022 bald eagle": the form search compares. */
 const normalize = (s) => String(s).toLowerCase().replace(/[\s_]+/g, " ").trim();
@@ -52,6 +54,35 @@ export async function loadSimilarity() {
   }
 }
 
+const changesFresh = () => state.changes?.key === ruleParams().toString();
+
+/** A class's change score from run A to run B under the current rule (null until loaded, or for
+ * a class of run A only). */
+const changeOf = (c) => (changesFresh() ? state.changes.score.get(c.name) ?? null : null);
+
+/** A class's place in the server's change order (score, then edge score, then name). */
+const changeRank = (c) => (changesFresh() ? state.changes.rank.get(c.name) ?? Infinity : Infinity);
+
+let changesAsked = null;   // the rule whose change scores are on their way
+
+/** The change score of every class (server: /api/against/classes, computed there once per class
+ * and rule), then the list drawn again. */
+async function loadChanges() {
+  const key = ruleParams().toString();
+  if (changesAsked === key) return;
+  changesAsked = key;
+  try {
+    const r = await api(`/api/against/classes?${key}`);
+    state.changes = { key, score: new Map(r.classes.map((c) => [c.name, c.score])),
+      rank: new Map(r.classes.map((c, i) => [c.name, i])) };
+    if (changesAsked === key) renderClassList();
+  } catch (err) {
+    showError(err);
+  } finally {
+    if (changesAsked === key) changesAsked = null;
+  }
+}
+
 /** Top-1 probability histogram (10 bins on [0, 1]) as a small bar chart; where the run has
  * per-image predictions, each bar's correctly classified images are drawn darker at its foot. */
 function histSvg(hist, correct) {
@@ -84,6 +115,7 @@ function classRow(c, pinned) {
     `cosine similarity of A rows to ${classLabel(state.selected)} (${state.simLayer || "all layers"}): ${sim.toFixed(3)}` },
   el("span"));
   simBar.firstChild.style.width = `${Math.max(0, 100 * (sim ?? 0))}%`;
+  const change = state.meta.against ? changeOf(c) : null;
   const li = el("li", {   // one tab stop for the whole list (the pinned row); arrow keys move along it
     "data-class": c.name, tabindex: pinned ? 0 : -1, role: "option", "aria-selected": pinned ? "true" : "false",
     title: `${labelAndName(c)}: ${c.n_images} images, top-1 accuracy ${pct(c.accuracy)}`,
@@ -93,7 +125,10 @@ function classRow(c, pinned) {
     onfocus: () => hoverClass(c.name),
     onblur: () => hoverClass(null),
   }, el("span", { class: "name", text: c.label ?? c.name }),
-  el("span", { class: "stats", text: `${c.n_images} · ${pct(c.accuracy)}` }),
+  el("span", { class: "stats" }, `${c.n_images} · ${pct(c.accuracy)}`,
+    ...(change == null ? [] : [el("span", { class: "change", "data-change": change,
+      title: "change from run A to run B: 1 - weighted Jaccard index of the two graphs' node shares (0: same graph, 1: no unit shared)",
+      text: ` · Δ ${change.toFixed(2)}` })])),
   c.hist ? histSvg(c.hist, c.hist_correct) : el("span", { class: "hist none" }), simBar);
   li.classList.toggle("selected", pinned);
   li.classList.toggle("compared", state.compare && c.name === state.compareWith);
@@ -117,7 +152,9 @@ export function renderClassList() {
     "accuracy-asc": (a, b) => (a.accuracy ?? 2) - (b.accuracy ?? 2) || byName(a, b),   // classes without labels last
     count: (a, b) => b.n_images - a.n_images || byName(a, b),
     name: byName,
+    change: (a, b) => changeRank(a) - changeRank(b) || byName(a, b),
   }[state.classSort];
+  if (state.meta.against && !changesFresh()) loadChanges();
   const query = $("#class-search").value;
   const rows = matches(query).filter((c) => c.name !== state.selected);
   if (state.classSort !== "similarity" || !normalize(query)) rows.sort(cmp);
@@ -219,6 +256,7 @@ export function wireSidebar(onLayer, mark) {
   search.addEventListener("input", () => { active = -1; renderSuggest(); renderClassList(); });
   search.addEventListener("keydown", onSearchKey);
   search.addEventListener("blur", () => { $("#class-suggest").hidden = true; });
+  if (state.meta.against) $('#class-sort option[value="change"]').hidden = false;
   $("#class-sort").value = state.classSort;
   $("#class-sort").addEventListener("change", (ev) => {
     state.classSort = ev.target.value;

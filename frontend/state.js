@@ -14,6 +14,8 @@ export const state = {
   selected: null,               // class name
   compare: false,
   compareWith: null,
+  against: false,               // run-comparison mode (a server started with --against): run A vs run B
+  changes: null,                // {key: rule params, score, rank: Maps class name -> change score, place} (/api/against/classes)
   // server-side graph rule (mass: PageRank rule, top_n / edges_per_node: top-N rule); set from
   // the server's defaults and the URL hash by readHash
   params: { method: null, selection: "", ubiquitous: false, mass: null, top_n: null, edges_per_node: null },
@@ -102,11 +104,12 @@ export function writeHash() {
   const p = new URLSearchParams();
   if (state.selected) p.set("class", state.selected);
   if (state.compare && state.compareWith) p.set("compare", state.compareWith);
+  if (state.meta.against && !state.against) p.set("runs", "a");
   for (const [k, v] of ruleParams()) p.set(k, v);
   if (state.hideLe) p.set("hide_le", state.hideLe);
   if (state.edgeMin) p.set("edge_min", state.edgeMin);
   if (state.simLayer) p.set("slayer", state.simLayer);
-  if (state.classSort !== "similarity") p.set("csort", state.classSort);
+  if (state.classSort !== (state.meta.against ? "change" : "similarity")) p.set("csort", state.classSort);
   if (state.tab !== "graph") p.set("tab", state.tab);
   if (state.layer) p.set("layer", state.layer);
   if (state.unitSort !== "count") p.set("usort", state.unitSort);
@@ -141,13 +144,15 @@ export function readHash() {
   state.params.ubiquitous = p.has("ubiquitous") ? p.get("ubiquitous") === "show" : !d.hide_ubiquitous;
   state.hideLe = int("hide_le", 0, 1e9, 0);
   state.edgeMin = int("edge_min", 0, 100, 0);
-  state.compare = !!(p.get("compare") && classByName(p.get("compare")));
+  state.against = !!state.meta.against && p.get("runs") !== "a";
+  state.compare = !state.against && !!(p.get("compare") && classByName(p.get("compare")));
   if (state.compare) state.compareWith = p.get("compare");
   const z = (p.get("zoom") || "").split(",").map(Number);
   state.zoom = z.length === 3 && z.every(Number.isFinite) && z[0] > 0 ? z : null;
   state.layer = oneOf("layer", layers, null);
   state.simLayer = oneOf("slayer", layers, "");
-  state.classSort = oneOf("csort", ["similarity", "accuracy", "accuracy-asc", "count", "name"], "similarity");
+  const sorts = ["similarity", "accuracy", "accuracy-asc", "count", "name", ...(state.meta.against ? ["change"] : [])];
+  state.classSort = oneOf("csort", sorts, state.meta.against ? "change" : "similarity");
   state.unitSort = oneOf("usort", ["count", "channel"], "count");
   state.unitActive = p.get("active") === "1";
   state.figure = p.get("figure") === "1";

@@ -162,7 +162,7 @@ def _cmd_info(a: argparse.Namespace) -> int:
 def _cmd_serve(a: argparse.Namespace) -> int:
     from .serve.http import serve
     serve(a.run, host=a.host, port=a.port, allow_hosts=a.allow_host, threads=a.threads, processes=a.processes,
-          **({} if a.build_queue is None else {"build_queue": a.build_queue}))
+          against=a.against, **({} if a.build_queue is None else {"build_queue": a.build_queue}))
     return 0
 
 
@@ -496,6 +496,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     sv = sub.add_parser("serve", help="web UI: class graphs, unit browser, compare (loopback by default)")
     sv.add_argument("--run", required=True, help="run directory")
+    sv.add_argument("--against", metavar="RUN_B", default=None,
+                    help="run-comparison mode: what changed from --run (A) to this run (B) of the same model, "
+                         "layers and channels, class by class (docs/UI.md; refused unless comparable)")
     sv.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1, local only)")
     sv.add_argument("--port", type=_int_in(1, 65535), default=5000, help="port (default 5000)")
     sv.add_argument("--allow-host", action="append", default=[], metavar="NAME",

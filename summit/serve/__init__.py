@@ -1,5 +1,5 @@
 """The web UI's server: the query service (api), routes (app), the Building Blocks endpoints
-(blocks), what they share (common), waitress (http) and paper figures drawn by the UI (figure).
+(blocks), run-comparison mode (against), what they share (common), waitress (http) and paper figures drawn by the UI (figure).
 """
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from ..lazy import exports
 
 _HOMES = {
     "Api": "api",
+    "RunComparison": "against",
     "create_app": "app",
     "serve": "http", "make_http_server": "http",
     "HostCheck": "common", "Memo": "common",

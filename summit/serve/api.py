@@ -36,8 +36,10 @@ EMBEDDING_DEFAULT = "umap"  # the layout the UI shows first (Summit's)
 class Api:
     """Validated, cached access to one run (shared by all request threads)."""
 
-    def __init__(self, run_dir: str | os.PathLike, cache_size: int = 256, build_queue: int = BUILD_QUEUE) -> None:
+    def __init__(self, run_dir: str | os.PathLike, cache_size: int = 256, build_queue: int = BUILD_QUEUE,
+                 url_prefix: str = "/api") -> None:
         self.run = Run(run_dir)
+        self.url_prefix = url_prefix  # where the app serves this run's unit files (channel_detail's URLs)
         self.root = self.run.path.resolve()
         self.max_channels = max(self.run.channels.values())
         self.graph = Memo(self._graph, cache_size, weigh=len, max_weight=GRAPH_CACHE_BYTES)
@@ -251,9 +253,9 @@ class Api:
             "count": int(col.sum()), "n_images": int(n_img.sum()),
             "mean_activation": float(scol.sum() / n_img.sum()) if n_img.sum() else None,
             "top_classes": per_class, "examples": ex,
-            "examples_url": f"/api/examples/{layer}/{channel}.jpg" if ex else None,
+            "examples_url": f"{self.url_prefix}/examples/{layer}/{channel}.jpg" if ex else None,
             "has_featurevis": fv,
-            "featurevis_url": f"/api/featurevis/{layer}/{channel}.png" if fv else None,
+            "featurevis_url": f"{self.url_prefix}/featurevis/{layer}/{channel}.png" if fv else None,
         }
 
     # --- class similarity, feature vis listing, warm-up --------------------------------------

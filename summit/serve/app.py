@@ -14,13 +14,14 @@ from __future__ import annotations
 import io
 import os
 
-from flask import Flask, Response, jsonify, request, send_file
+from flask import Blueprint, Flask, Response, jsonify, request, send_file
 from werkzeug.exceptions import HTTPException
 
 from ..errors import SummitError, one_line
 from ..graph.embedding import EMBEDDING_METHODS
 from ..graph.export import safe_filename
 from ..graph.matrices import dense
+from .against import RunComparison, against_blueprint
 from .api import EMBEDDING_DEFAULT, Api
 from .blocks import blocks_blueprint
 from .common import STATIC_DIR, HostCheck, parse_int, unit_file
@@ -29,19 +30,66 @@ INFLUENCE_MEMORY_BYTES = 512 * 2**20  # smaller influence tables are served from
 MAX_URL_BYTES = 8192  # longer request targets get a JSON 414
 
 
+def units_blueprint(api: Api, name: str) -> Blueprint:
+    """One run's unit routes (feature vis listing, diversity, layer, channel, dataset examples,
+    feature vis), mounted at ``api.url_prefix``."""
+    bp = Blueprint(name, __name__, url_prefix=api.url_prefix)
+
+    @bp.get("/featurevis")
+    def featurevis_listing() -> Response:
+        return jsonify(api.featurevis_listing())
+
+    @bp.get("/diversity/<layer>/<channel>/<i>.png")
+    def diversity(layer: str, channel: str, i: str) -> Response:
+        layer, ch = api.channel(layer, channel)
+        return unit_file(api.diversity_file(layer, ch, parse_int("image", i, 0, 15, status=404)),
+                          f"no diversity image {i} rendered for {layer}:{ch} "
+                          f"(render them with `summit render --run DIR ... --diversity 4`)", "image/png", 60)
+
+    @bp.get("/layer/<layer>")
+    def layer(layer: str) -> Response:
+        return jsonify(api.layer_units(api.layer(layer)))
+
+    @bp.get("/channel/<layer>/<channel>")
+    def channel(layer: str, channel: str) -> Response:
+        return jsonify(api.channel_detail(*api.channel(layer, channel)))
+
+    @bp.get("/examples/<layer>/<channel>.jpg")
+    def examples(layer: str, channel: str) -> Response:
+        layer, ch = api.channel(layer, channel)
+        return unit_file(api.examples_file(layer, ch), f"no dataset examples stored for {layer}:{ch}",
+                          "image/jpeg", 3600)
+
+    @bp.get("/featurevis/<layer>/<channel>.png")
+    def featurevis(layer: str, channel: str) -> Response:
+        layer, ch = api.channel(layer, channel)
+        return unit_file(api.featurevis_file(layer, ch), f"no feature visualization rendered for {layer}:{ch} "
+                                                          f"(render it with `summit render --run DIR`)", "image/png", 60)
+
+    return bp
+
+
 def create_app(run_dir: str | os.PathLike, cache_size: int = 256, hosts: HostCheck | None = None,
-               warm: bool = False) -> Flask:
+               warm: bool = False, against: str | os.PathLike | None = None) -> Flask:
     """The Flask app serving the run at ``run_dir`` (raises SummitError if it is not a run, or if
     its files are damaged: see ``Run``). `hosts`: accepted Host headers (default: loopback names only).
     `warm`: load the model for Building Blocks in a background thread now (`summit serve` does), so
-    the first explanation does not wait for it."""
+    the first explanation does not wait for it. `against`: a second run compared with this one
+    (run-comparison mode, against.py; refused in one line unless the runs are comparable); its
+    unit files are served under ``/api/b``."""
     app = Flask(__name__, static_folder=str(STATIC_DIR), static_url_path="/static")
     api = Api(run_dir, cache_size)
+    rc = None if against is None else RunComparison(api, Api(against, cache_size, url_prefix="/api/b"), cache_size)
     api.run.preload_influence(INFLUENCE_MEMORY_BYTES)
     dense(api.run)  # one-time set-up (dense matrices) before the first computed graph
     app.extensions["summit"] = api
     host_ok = hosts or HostCheck()
     app.register_blueprint(blocks_blueprint(api, warm))
+    app.register_blueprint(units_blueprint(api, "units"))
+    if rc is not None:
+        app.extensions["summit_against"] = rc
+        app.register_blueprint(units_blueprint(rc.b, "units_b"))
+        app.register_blueprint(against_blueprint(rc))
 
     @app.before_request
     def _check_request() -> None:
@@ -86,7 +134,7 @@ def create_app(run_dir: str | os.PathLike, cache_size: int = 256, hosts: HostChe
 
     @app.get("/api/meta")
     def meta() -> Response:
-        return jsonify(api.meta())
+        return jsonify({**api.meta(), "against": None if rc is None else rc.info()})
 
     @app.get("/api/classes")
     def classes() -> Response:
@@ -114,37 +162,6 @@ def create_app(run_dir: str | os.PathLike, cache_size: int = 256, hosts: HostChe
         layer = request.args.get("layer") or None
         return jsonify(api.similar(api.cls(required("class")),
                                    None if layer is None else api.layer(layer, status=400)))
-
-    @app.get("/api/featurevis")
-    def featurevis_listing() -> Response:
-        return jsonify(api.featurevis_listing())
-
-    @app.get("/api/diversity/<layer>/<channel>/<i>.png")
-    def diversity(layer: str, channel: str, i: str) -> Response:
-        layer, ch = api.channel(layer, channel)
-        return unit_file(api.diversity_file(layer, ch, parse_int("image", i, 0, 15, status=404)),
-                          f"no diversity image {i} rendered for {layer}:{ch} "
-                          f"(render them with `summit render --run DIR ... --diversity 4`)", "image/png", 60)
-
-    @app.get("/api/layer/<layer>")
-    def layer(layer: str) -> Response:
-        return jsonify(api.layer_units(api.layer(layer)))
-
-    @app.get("/api/channel/<layer>/<channel>")
-    def channel(layer: str, channel: str) -> Response:
-        return jsonify(api.channel_detail(*api.channel(layer, channel)))
-
-    @app.get("/api/examples/<layer>/<channel>.jpg")
-    def examples(layer: str, channel: str) -> Response:
-        layer, ch = api.channel(layer, channel)
-        return unit_file(api.examples_file(layer, ch), f"no dataset examples stored for {layer}:{ch}",
-                          "image/jpeg", 3600)
-
-    @app.get("/api/featurevis/<layer>/<channel>.png")
-    def featurevis(layer: str, channel: str) -> Response:
-        layer, ch = api.channel(layer, channel)
-        return unit_file(api.featurevis_file(layer, ch), f"no feature visualization rendered for {layer}:{ch} "
-                                                          f"(render it with `summit render --run DIR`)", "image/png", 60)
 
     @app.get("/api/export/<name>.json")
     def export(name: str) -> Response:

@@ -123,10 +123,11 @@ def make_http_server(app: Flask, host: str = "127.0.0.1", port: int = 5000, thre
     return HttpServer(app, listen_socket(host, port, reuse_port), threads)
 
 
-def _app(run_dir: str | os.PathLike, host: str, allow_hosts: list[str], build_queue: int) -> Flask:
+def _app(run_dir: str | os.PathLike, host: str, allow_hosts: list[str], build_queue: int,
+         against: str | os.PathLike | None) -> Flask:
     """The app a serving process runs (its background loads started: graphs' inputs and the
     Building Blocks model)."""
-    app = create_app(run_dir, hosts=HostCheck(host, allow_hosts), warm=True)
+    app = create_app(run_dir, hosts=HostCheck(host, allow_hosts), warm=True, against=against)
     api = app.extensions["summit"]
     api.builds = BuildGate(queue=build_queue)
     api.warm_up()
@@ -134,7 +135,7 @@ def _app(run_dir: str | os.PathLike, host: str, allow_hosts: list[str], build_qu
 
 
 def _worker(run_dir: str, host: str, port: int, allow_hosts: list[str], threads: int, build_queue: int,
-            ready: Any, parent: int) -> None:
+            against: str | None, ready: Any, parent: int) -> None:
     """An extra serving process on the shared port; ends with its parent (Linux PDEATHSIG)."""
     import ctypes
     import signal
@@ -142,22 +143,24 @@ def _worker(run_dir: str, host: str, port: int, allow_hosts: list[str], threads:
     if os.getppid() != parent:  # the parent ended before the line above
         return
     logging.getLogger("waitress.queue").setLevel(logging.ERROR)
-    srv = make_http_server(_app(run_dir, host, allow_hosts, build_queue), host, port, threads, reuse_port=True)
+    srv = make_http_server(_app(run_dir, host, allow_hosts, build_queue, against), host, port, threads,
+                           reuse_port=True)
     ready.set()
     srv.serve_forever()
 
 
 def serve(run_dir: str | os.PathLike, host: str = "127.0.0.1", port: int = 5000,
           allow_hosts: Iterable[str] = (), threads: int = 8, processes: int = 1,
-          build_queue: int = BUILD_QUEUE) -> None:
-    """Serve the run until interrupted (blocks). With `processes` > 1, that many processes share
+          build_queue: int = BUILD_QUEUE, against: str | os.PathLike | None = None) -> None:
+    """Serve the run until interrupted (blocks); with `against`, compared with that run
+    (run-comparison mode: create_app). With `processes` > 1, that many processes share
     the port (graphs are computed in Python: processes use several cores, threads do not). Each
     process builds one graph at a time with at most `build_queue` units of work waiting (a re-cut
     costs 1, a class whose full graph is not in memory ``api.COLD_COST`` more); beyond, it answers 503
     with Retry-After."""
     import multiprocessing as mp
     allow = list(allow_hosts)
-    app = _app(run_dir, host, allow, build_queue)
+    app = _app(run_dir, host, allow, build_queue, against)
     builder = build_in_background(app.extensions["summit"].run)  # default graphs, served once stored
     srv = make_http_server(app, host, port, threads, reuse_port=processes > 1)
     if host not in LOOPBACK_NAMES:
@@ -169,14 +172,15 @@ def serve(run_dir: str | os.PathLike, host: str = "127.0.0.1", port: int = 5000,
     for _ in range(processes - 1):
         ready = ctx.Event()
         w = ctx.Process(target=_worker, args=(str(run_dir), host, srv.server_port, allow, threads, build_queue,
-                                              ready, os.getpid()), daemon=True)
+                                              None if against is None else str(against), ready, os.getpid()), daemon=True)
         w.start()
         workers.append((w, ready))
     for w, ready in workers:
         while not ready.wait(0.5):
             if not w.is_alive():
                 raise SummitError(f"a serving process exited with code {w.exitcode}")
-    print(f"summit: serving {app.extensions['summit'].root} on http://{host}:{srv.server_port}/ "
+    vs = "" if against is None else f" against {app.extensions['summit_against'].b.root}"
+    print(f"summit: serving {app.extensions['summit'].root}{vs} on http://{host}:{srv.server_port}/ "
           f"({processes} process(es) x {threads} threads; Ctrl-C stops)", flush=True)
     try:
         srv.serve_forever()
