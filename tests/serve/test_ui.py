@@ -15,7 +15,7 @@ import xml.etree.ElementTree as ET
 from base64 import b64decode
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 from urllib.parse import urlsplit
 from urllib.request import urlopen
 
@@ -35,9 +35,9 @@ GRAPH_URL = re.compile(r"/api/(graph|compare)\?")
 
 
 @contextmanager
-def serving(run_dir: Path) -> Iterator[str]:
-    """The real app on an ephemeral loopback port, in a background thread."""
-    srv = make_server("127.0.0.1", 0, create_app(run_dir), threaded=True)
+def serving(run_dir: Path, **app: Any) -> Iterator[str]:
+    """The real app (create_app(run_dir, **app)) on an ephemeral loopback port, in a background thread."""
+    srv = make_server("127.0.0.1", 0, create_app(run_dir, **app), threaded=True)
     t = threading.Thread(target=srv.serve_forever, daemon=True)
     t.start()
     try:
