@@ -695,14 +695,10 @@ def _child_running(parent: int, marker: str) -> int | None:
 def test_background_graph_build_leaves_no_zombie(run_copy: Path) -> None:
     """`summit serve` starts `summit graphs` when the cache is missing; once it has stored the
     graphs it must be reaped (it stayed as a defunct child until the server stopped)."""
-    import socket
     import subprocess
     import sys
     import time
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    srv = subprocess.Popen([sys.executable, "-m", "summit", "serve", "--run", str(run_copy), "--port", str(port)],
+    srv = subprocess.Popen([sys.executable, "-m", "summit", "serve", "--run", str(run_copy), "--port", str(free_port())],
                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         assert srv.stdout is not None and "serving" in srv.stdout.readline()
