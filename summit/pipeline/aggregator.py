@@ -218,8 +218,8 @@ class Aggregator:
         preds = check_state(state, "checkpoint")
         with _damaged("checkpoint"):
             self.position, self.skipped = int(state["position"]), [tuple(s) for s in state["skipped"]]
-            for part, saved in ((self.acts, "acts"), (self.infl, "infl"), (self.examples, "examples")):
-                part.load(state[saved])
+            for acc, key in ((self.acts, "acts"), (self.infl, "infl"), (self.examples, "examples")):
+                acc.load(state[key])
             self.preds.load(preds)
 
     def merge(self, state: dict) -> None:
@@ -227,8 +227,8 @@ class Aggregator:
         preds = check_state(state, "shard")
         with _damaged("shard"):
             self.skipped = sorted(set(self.skipped) | {tuple(s) for s in state["skipped"]})
-            for part, saved in ((self.acts, "acts"), (self.infl, "infl"), (self.examples, "examples")):
-                part.merge(state[saved])
+            for acc, key in ((self.acts, "acts"), (self.infl, "infl"), (self.examples, "examples")):
+                acc.merge(state[key])
             self.preds.merge(preds)
 
     def check_key(self, other: dict, what: str) -> None:

@@ -24,13 +24,13 @@ class RunComparison:
     def __init__(self, a: Api, b: Api, cache_size: int = 256) -> None:
         check_comparable(a.run, b.run)  # refused in one line before anything is served
         self.a, self.b = a, b
-        in_b = set(b.run.class_names)
+        in_a, in_b = set(a.run.class_names), set(b.run.class_names)
         self.common = [n for n in a.run.class_names if n in in_b]
         if not self.common:
             raise SummitError(f"the runs have no class in common ({a.root}: {len(a.run.class_names)} classes, "
                               f"{b.root}: {len(b.run.class_names)} classes)")
         self.only_a = [n for n in a.run.class_names if n not in in_b]
-        self.only_b = [n for n in b.run.class_names if n not in set(a.run.class_names)]
+        self.only_b = [n for n in b.run.class_names if n not in in_a]
         self.diffs = Memo(self._diff, cache_size)
 
     def _diff(self, name: str, params: GraphOptions) -> ClassDiff:
