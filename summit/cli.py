@@ -51,6 +51,16 @@ def _float_in(lo: float, hi: float) -> Callable[[str], float]:
     return parse
 
 
+def _image_parts(s: str) -> tuple[str, str]:
+    """argparse type: ``A:B`` (or one part for both) of Run.images' parts."""
+    from .run.store import IMAGE_PARTS
+    parts = s.split(":")
+    if not 1 <= len(parts) <= 2 or any(p not in IMAGE_PARTS for p in parts):
+        raise argparse.ArgumentTypeError(f"want A:B or one part, each of {', '.join(IMAGE_PARTS)} "
+                                         f"(e.g. correct:wrong), got {s!r}")
+    return parts[0], parts[-1]
+
+
 def _parse_shard(s: str) -> tuple[int, int]:
     m = re.fullmatch(r"([0-9]+)/([0-9]+)", s.strip())
     if not m:
@@ -388,13 +398,19 @@ def _cmd_diff(a: argparse.Namespace) -> int:
     from .graph.diff import diff_runs, write_diff_json, write_diff_svg
     from .graph.options import graph_options
     from .run.files import output_file
+    if a.run_b is None and a.images[0] == a.images[1]:
+        raise SummitError("diff needs RUN_B, or two parts of RUN_A's images with --images (e.g. correct:wrong)")
     outs = [output_file(f) for f in (a.json, a.figure) if f]  # refused before any work
     options = graph_options(method=a.method, selection=a.selection, layers=a.graph_layers).normalized()
-    rd = diff_runs(a.run_a, a.run_b, options, classes=[a.cls] if a.cls else None, progress=not a.quiet)
-    print(f"A: {rd.run_a.path} ({rd.run_a.meta.get('weights')}) vs B: {rd.run_b.path} "
+    rd = diff_runs(a.run_a, a.run_b or a.run_a, options, classes=[a.cls] if a.cls else None, progress=not a.quiet,
+                   images=a.images)
+    parts = [f" ({p} images)" if p != "all" else "" for p in rd.images]
+    print(f"A: {rd.run_a.path}{parts[0]} ({rd.run_a.meta.get('weights')}) vs B: {rd.run_b.path}{parts[1]} "
           f"({rd.run_b.meta.get('weights')}), {rd.run_a.meta.get('model')}, {len(rd.classes)} classes compared"
           + "".join(f"; {len(n)} classes only in {w} (not compared)" for w, n in (("A", rd.only_a), ("B", rd.only_b))
-                    if n))
+                    if n)
+          + (f"; {len(rd.without_images)} classes without images of a side's part (not compared)"
+             if rd.without_images else ""))
     print("classes by change (1 - weighted Jaccard of graph nodes; nodes lost/gained/kept):")
     for i, c in enumerate(rd.classes[:a.top]):
         n = c.counts()["nodes"]
@@ -626,7 +642,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     df = sub.add_parser("diff", help="compare two runs of one architecture class by class (docs/DIFF.md)")
     df.add_argument("run_a", metavar="RUN_A", help="run directory A (e.g. the base checkpoint)")
-    df.add_argument("run_b", metavar="RUN_B", help="run directory B, same model, layers and channels")
+    df.add_argument("run_b", metavar="RUN_B", nargs="?", default=None,
+                    help="run directory B, same model, layers and channels (default: RUN_A, with --images)")
+    df.add_argument("--images", type=_image_parts, default=("all", "all"), metavar="A:B",
+                    help="the images compared: a part (all, correct, wrong) for A and B, e.g. correct:wrong "
+                         "(a class's correct images against its mistakes; docs/MISTAKES.md), or one part for both")
     df.add_argument("--class", dest="cls", default=None,
                     help="only this class (as in RUN_A: folder name, index, WordNet id or label)")
     df.add_argument("--top", type=_int_in(1, 2**31 - 1), default=10,

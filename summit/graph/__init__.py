@@ -25,7 +25,7 @@ _HOMES = {
     "graph_svg": "svg",
     "RunDiff": "diff", "ClassDiff": "diff", "ChannelRole": "diff", "diff_runs": "diff", "diff_json": "diff",
     "write_diff_json": "diff", "diff_svg": "diff", "write_diff_svg": "diff", "check_comparable": "diff",
-    "channel_roles": "diff",
+    "channel_roles": "diff", "mistakes_diff": "diff", "side_names": "diff",
 }
 __all__ = sorted(_HOMES)
 __getattr__, __dir__ = exports(__name__, _HOMES)

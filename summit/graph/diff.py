@@ -31,6 +31,12 @@ changed, whatever its overall rate (cosine ignores a common scale). Ranked per l
 channel.
 
 A run compared with itself gives score 0, edge_score 0 and change 0 everywhere (:meth:`RunDiff.is_empty`).
+
+Our option ``images`` (a part for each side: "all", "correct", "wrong"; docs/MISTAKES.md) compares
+the counts of part of the classes' images: ``diff_runs(run, run, images=("correct", "wrong"))`` is
+a class's graph of its correctly classified images (A) against that of its mistakes (B) in one
+run. A class without images of its part on either side is not compared (``without_images``;
+named with ``classes``, it is refused in one line as in build.class_images).
 """
 from __future__ import annotations
 
@@ -48,7 +54,7 @@ from tqdm import tqdm
 from ..errors import SummitError
 from ..run.files import json_bytes, write_output
 from ..run.store import Run
-from .build import ClassGraph, Resolved, _build, computed, resolve
+from .build import ClassGraph, Resolved, _build, class_images, computed, resolve
 from .edges import ClassEdges, class_edges
 from .matrices import Dense, dense
 from .options import GraphOptions, graph_options
@@ -99,7 +105,8 @@ class ChannelRole:
 @dataclass
 class RunDiff:
     """Two runs compared: per-class diffs ranked by change, per-layer channel roles ranked by
-    change, the settings used and the classes of one run only."""
+    change, the settings used, the classes of one run only and, comparing parts of the images
+    (``images``), the classes without images of a side's part."""
 
     run_a: Run
     run_b: Run
@@ -108,6 +115,8 @@ class RunDiff:
     roles: dict[str, list[ChannelRole]]
     only_a: list[str] = field(default_factory=list)
     only_b: list[str] = field(default_factory=list)
+    images: tuple[str, str] = ("all", "all")
+    without_images: list[str] = field(default_factory=list)
 
     def is_empty(self) -> bool:
         """No class graph and no channel role changed."""
@@ -178,7 +187,8 @@ def _class_diff(runs: tuple[Run, Run], ds: tuple[Dense, Dense], idx: tuple[int, 
                    n_images_b=nb, model=a.meta.get("model"), weights_a=a.meta.get("weights"),
                    weights_b=b.meta.get("weights"), selection=rs[0].selection,
                    settings={**rs[0].settings(), "mass_a": ga.graph["settings"].get("mass"),
-                             "mass_b": gb.graph["settings"].get("mass")})
+                             "mass_b": gb.graph["settings"].get("mass")},
+                   **({} if a.part == b.part == "all" else {"images_a": a.part, "images_b": b.part}))
     nodes = sorted(set(ga) | set(gb), key=lambda v: ((ga.nodes.get(v) or gb.nodes[v])["layer_index"],
                                                      (ga.nodes.get(v) or gb.nodes[v])["channel"]))
     info = [ga.nodes.get(v) or gb.nodes[v] for v in nodes]
@@ -269,31 +279,58 @@ def _matched(a: Run, b: Run, classes: Sequence[str | int] | None) -> tuple[list[
     return [(i, in_b[a.class_names[i]]) for i in chosen], only_a, only_b
 
 
+def _with_images(a: Run, b: Run, matched: list[tuple[int, int]],
+                 named: bool) -> tuple[list[tuple[int, int]], list[str]]:
+    """The matched classes with images of their part on both sides, and the names of the others
+    (``named``: classes the caller asked for, refused in one line instead)."""
+    if a.part == b.part == "all":
+        return matched, []
+    if named:
+        for ia, ib in matched:
+            class_images(a.base or a, ia, a.part), class_images(b.base or b, ib, b.part)
+        return matched, []
+    na, nb = a.classes.column("n_images").to_numpy(), b.classes.column("n_images").to_numpy()
+    keep = [(ia, ib) for ia, ib in matched if na[ia] and nb[ib]]
+    return keep, [a.class_names[ia] for ia, ib in matched if not (na[ia] and nb[ib])]
+
+
 def diff_runs(run_a: Run | str | os.PathLike, run_b: Run | str | os.PathLike,
               options: GraphOptions | None = None, classes: Sequence[str | int] | None = None,
-              progress: bool = False, **changes: Any) -> RunDiff:
+              progress: bool = False, images: tuple[str, str] = ("all", "all"), **changes: Any) -> RunDiff:
     """Compare two runs class by class (module docstring): every common class (or only
-    ``classes``, named as in run A), under ``options`` with ``changes`` (as in class_graph).
-    Channel roles always use every common class. ``progress``: a tqdm bar over classes."""
-    a, b = _open(run_a), _open(run_b)
+    ``classes``, named as in run A), under ``options`` with ``changes`` (as in class_graph), from
+    the images of part ``images[0]`` in run A and ``images[1]`` in run B (Run.images). Channel
+    roles always use every common class. ``progress``: a tqdm bar over classes."""
+    a, b = _open(run_a).images(images[0]), _open(run_b).images(images[1])
     check_comparable(a, b)
     o = graph_options(options, **changes)
     ra, rb = _same_exclusions(resolve(a, o), resolve(b, o))
     matched, only_a, only_b = _matched(a, b, classes)
+    matched, without = _with_images(a, b, matched, classes is not None)
+    if not matched:
+        raise SummitError(f"no class has both {images[0]} images in run A and {images[1]} images in run B")
     da, db = dense(a, ra.selection), dense(b, rb.selection)
     diffs = [_class_diff((a, b), (da, db), ij, (ra, rb))
              for ij in tqdm(matched, desc="diff classes", unit="class", disable=not progress)]
     diffs.sort(key=lambda c: (-c.score, -c.edge_score, c.name))
-    common = matched if classes is None else _matched(a, b, None)[0]
+    common = matched if classes is None else _with_images(a, b, _matched(a, b, None)[0], False)[0]
     settings = {**ra.settings(), "ubiquitous_a": da.ubiquitous if o.hide_ubiquitous else [],
                 "ubiquitous_b": db.ubiquitous if o.hide_ubiquitous else []}
-    return RunDiff(a, b, settings, diffs, channel_roles(a, b, da, db, common, ra.layers), only_a, only_b)
+    return RunDiff(a, b, settings, diffs, channel_roles(a, b, da, db, common, ra.layers), only_a, only_b,
+                   (a.part, b.part), without)
+
+
+def mistakes_diff(run: Run | str | os.PathLike, cls: str | int, options: GraphOptions | None = None,
+                  **changes: Any) -> ClassDiff:
+    """A class's graph of its correctly classified images (A) against that of its mistakes (B),
+    one run, same settings (:func:`diff_runs` with images ("correct", "wrong"))."""
+    return diff_runs(run, run, options, [cls], images=("correct", "wrong"), **changes).classes[0]
 
 
 # -- export ----------------------------------------------------------------------------------------
 def _run_info(run: Run) -> dict[str, Any]:
     return {"path": str(run.path.resolve()), "model": run.meta.get("model"), "weights": run.meta.get("weights"),
-            "n_images": run.meta["dataset"]["n_images"], "n_classes": len(run.class_names)}
+            "n_images": run.meta["dataset"]["n_images"], "n_classes": len(run.class_names), "images": run.part}
 
 
 def _class_json(rank: int, c: ClassDiff) -> dict[str, Any]:
@@ -313,7 +350,7 @@ def diff_json(rd: RunDiff) -> dict[str, Any]:
     """The diff as a JSON-ready dict (schema: docs/DIFF.md)."""
     return {"schema": "summit-diff", "schema_version": DIFF_SCHEMA_VERSION, "doc": "docs/DIFF.md",
             "run_a": _run_info(rd.run_a), "run_b": _run_info(rd.run_b), "settings": rd.settings,
-            "classes_only_a": rd.only_a, "classes_only_b": rd.only_b,
+            "classes_only_a": rd.only_a, "classes_only_b": rd.only_b, "classes_without_images": rd.without_images,
             "classes": [_class_json(i + 1, c) for i, c in enumerate(rd.classes)],
             "channel_roles": {layer: [{"channel": r.channel, "change": r.change, "fraction_a": r.fraction_a,
                                        "fraction_b": r.fraction_b} for r in rs] for layer, rs in rd.roles.items()}}
@@ -324,13 +361,28 @@ def write_diff_json(rd: RunDiff, path: str | os.PathLike) -> Path:
     return write_output(path, json_bytes(diff_json(rd)))
 
 
-LEGEND = (("a", "lost: in run A's graph only"), ("b", "gained: in run B's graph only"), ("both", "kept: in both"))
+def side_names(rd: RunDiff) -> tuple[str, str]:
+    """How a figure names sides A and B: "run A" / "run B", or the image parts compared."""
+    if rd.images == ("all", "all"):
+        return "run A", "run B"
+    same = rd.run_a.path.resolve() == rd.run_b.path.resolve()
+    return tuple(f"{p} images" if same else f"run {w}'s {p} images" for w, p in zip("AB", rd.images))
+
+
+def legend(rd: RunDiff) -> tuple[tuple[str, str], ...]:
+    """(membership, text) of the figure's legend."""
+    na, nb = side_names(rd)
+    return (("a", f"lost: in the graph of {na} only"), ("b", f"gained: in the graph of {nb} only"),
+            ("both", "kept: in both"))
 
 
 def diff_caption(rd: RunDiff, c: ClassDiff) -> str:
     """The figure's caption: the runs, the counts, the scores and the settings."""
     n, s, a, b = c.counts(), c.graph.graph["settings"], rd.run_a, rd.run_b
-    return (f"Run comparison, class {c.label} ({a.meta.get('model')}): A = {a.path.name} "
+    na, nb = side_names(rd)
+    parts = "" if rd.images == ("all", "all") else \
+        f" of {na} ({c.graph.graph['n_images_a']}) vs {nb} ({c.graph.graph['n_images_b']})"
+    return (f"Run comparison{parts}, class {c.label} ({a.meta.get('model')}): A = {a.path.name} "
             f"({a.meta.get('weights')}), B = {b.path.name} ({b.meta.get('weights')}). "
             f"Nodes: {n['nodes']['lost']} lost, {n['nodes']['gained']} gained, {n['nodes']['kept']} kept; "
             f"edges: {n['edges']['lost']} lost, {n['edges']['gained']} gained, {n['edges']['kept']} kept. "
@@ -355,7 +407,7 @@ def diff_svg(rd: RunDiff, cls: str | int, width: int = 720) -> str:
            f'viewBox="0 0 {width} {height}" font-family="sans-serif" font-size="11">',
            '<rect width="100%" height="100%" fill="white"/>', inner]
     x = 8
-    for key, text in LEGEND:
+    for key, text in legend(rd):
         out.append(f'<circle cx="{x + 6}" cy="{y0 + 6}" r="6" fill="{MEMBERSHIP_COLORS[key]}"/>'
                    f'<text x="{x + 16}" y="{y0 + 10}">{html.escape(text)}</text>')
         x += 40 + 6 * len(text)

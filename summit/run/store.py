@@ -204,6 +204,7 @@ class Run:
         self.path = Path(path)
         self.part: str = "all"
         self.base: Run | None = None
+        self._views: dict[str, Run] = {}  # Run.images' views, opened once (shared with them)
         meta = self.path / "run.json"
         if not meta.is_file():
             raise SummitError(f"not a summit run directory (no run.json): {self.path}")
@@ -258,6 +259,8 @@ class Run:
         base = self.base or self
         if part == "all":
             return base
+        if part in base._views:
+            return base._views[part]
         if not base.meta.get("split_correct"):
             raise SummitError(f"{base.path} has no correct/wrong split of its images; re-run `summit aggregate` "
                               "with --split-correct")
@@ -266,6 +269,7 @@ class Run:
         view = copy.copy(base)
         view.part, view.base = part, base
         view._open_tables(split_dir(base.path, part), hits if part == "correct" else n - hits)
+        base._views[part] = view
         return view
 
     def _check_classes(self, file: Path, want: np.ndarray | None = None) -> None:

@@ -15,6 +15,7 @@ from cli_runner import CliRunner
 
 from summit.errors import SummitError
 from summit.graph.build import class_graph, mistaken_for
+from summit.graph.diff import diff_json, diff_runs, diff_svg, mistakes_diff
 from summit.graph.export import to_json
 from summit.pipeline.aggregator import AggregateConfig, aggregate
 from summit.run.imagenet import imagenet_table
@@ -208,5 +209,80 @@ def test_cli_graph_images(cli: CliRunner, split_run: Path, plain_run: Path, tmp_
                           ((str(split_run), MIXED, "right"), "argument --images: invalid choice: 'right'")):
         bad = tmp_path / "refused.json"
         p = cli.run("graph", "--run", args[0], "--class", args[1], "--images", args[2], "--out", str(bad))
+        assert p.returncode == 2 and len(p.stderr.splitlines()) == 1 and message in p.stderr, p.stderr
+        assert not bad.exists()
+
+
+# -- correct vs wrong: a class's two graphs compared (graph.diff with images, `summit diff --images`) --
+def diff_data(c) -> dict:
+    """A class diff's nodes and edges with their attributes."""
+    return {"nodes": dict(c.graph.nodes(data=True)), "edges": {(u, v): x for u, v, x in c.graph.edges(data=True)}}
+
+
+def test_mistakes_diff_is_the_diff_of_runs_of_those_images(split_run: Path, tmp_path: Path) -> None:
+    """Correct vs wrong of one class = the diff of two runs that saw only those images."""
+    got = mistakes_diff(Run(split_run), MIXED, hide_ubiquitous=False)
+    want = diff_runs(part_as_run(split_run, "correct", tmp_path / "c"), part_as_run(split_run, "wrong", tmp_path / "w"),
+                     classes=[MIXED], hide_ubiquitous=False).get(MIXED)
+    assert diff_data(got) == diff_data(want) and got.graph.number_of_nodes() > 0
+    assert (got.score, got.edge_score) == (want.score, want.edge_score) and 0 < got.score < 1
+    g = got.graph.graph
+    assert (g["images_a"], g["images_b"]) == ("correct", "wrong") and "images_a" not in want.graph.graph
+    n, hits = Run(split_run).classes.column("n_images").to_pylist(), Run(split_run).classes.column("n_correct").to_pylist()
+    i = Run(split_run).class_index(MIXED)
+    assert (g["n_images_a"], g["n_images_b"]) == (hits[i], n[i] - hits[i])
+    # hidden channels: the whole run's on both sides, as in the parts' own graphs
+    hidden = mistakes_diff(Run(split_run), MIXED)
+    part_nodes = set(class_graph(Run(split_run), MIXED, images="correct")) | set(class_graph(Run(split_run), MIXED,
+                                                                                               images="wrong"))
+    assert set(hidden.graph) == part_nodes
+
+
+def test_correct_vs_wrong_of_every_class(split_run: Path) -> None:
+    """All classes: those with both correct and wrong images are compared, the others listed,
+    as the predictions say (derived here from predictions.parquet)."""
+    run = Run(split_run)
+    pred = pq.read_table(split_run / "predictions.parquet").to_pydict()
+    ok: dict[int, set[bool]] = {}
+    for c, right in zip(pred["class"], pred["correct"]):
+        ok.setdefault(c, set()).add(bool(right))
+    mixed = {run.class_names[c] for c, s in ok.items() if s == {True, False}}
+    rd = diff_runs(run, run, images=("correct", "wrong"))
+    assert {c.name for c in rd.classes} == mixed and MIXED in mixed
+    assert set(rd.without_images) == set(run.class_names) - mixed and {ALL_CORRECT, ALL_WRONG} <= set(rd.without_images)
+    j = diff_json(rd)
+    assert (j["run_a"]["images"], j["run_b"]["images"]) == ("correct", "wrong")
+    assert j["classes_without_images"] == rd.without_images
+    svg = diff_svg(rd, MIXED)
+    assert "lost: in the graph of correct images only" in svg and "of correct images (" in svg
+    assert diff_runs(run, run).images == ("all", "all") and diff_runs(run, run).is_empty()
+
+
+def test_mistakes_diff_refusals(split_run: Path, plain_run: Path) -> None:
+    with pytest.raises(SummitError, match="class 099_goose has no wrong images"):
+        mistakes_diff(Run(split_run), ALL_CORRECT)
+    with pytest.raises(SummitError, match="class 609_jeep has no correct images"):
+        mistakes_diff(Run(split_run), ALL_WRONG)
+    with pytest.raises(SummitError, match="has no correct/wrong split"):
+        mistakes_diff(Run(plain_run), MIXED)
+
+
+def test_cli_diff_images(cli: CliRunner, split_run: Path, tmp_path: Path) -> None:
+    out, fig = tmp_path / "d.json", tmp_path / "d.svg"
+    p = cli.run("diff", str(split_run), "--images", "correct:wrong", "--class", MIXED, "--json", str(out),
+                "--figure", str(fig), "--quiet")
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.startswith(f"A: {split_run} (correct images) (ndf) vs B: {split_run} (wrong images) (ndf)")
+    j = json.loads(out.read_text())
+    assert [c["name"] for c in j["classes"]] == [MIXED] and j["run_b"]["images"] == "wrong"
+    assert "correct images" in fig.read_text()
+    p = cli.run("diff", str(split_run), "--images", "correct:wrong", "--quiet")
+    assert p.returncode == 0 and "classes without images of a side's part (not compared)" in p.stdout
+    for args, message in ((("--images", "wrong"), "diff needs RUN_B, or two parts of RUN_A's images"),
+                          ((), "diff needs RUN_B"),
+                          (("--images", "right:wrong"), "argument --images: want A:B or one part"),
+                          (("--images", "correct:wrong", "--class", ALL_CORRECT), "class 099_goose has no wrong images")):
+        bad = tmp_path / "refused.json"
+        p = cli.run("diff", str(split_run), *args, "--json", str(bad), "--quiet")
         assert p.returncode == 2 and len(p.stderr.splitlines()) == 1 and message in p.stderr, p.stderr
         assert not bad.exists()
