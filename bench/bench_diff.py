@@ -38,23 +38,23 @@ def measure(a: Run, b: Run, sample: int) -> None:
     n = len(a.class_names)
     classes = sorted(np.random.default_rng(0).choice(n, min(sample, n), replace=False).tolist())
     first = _s(lambda: diff_runs(a, b, classes=classes[:1]))  # loads both runs' dense matrices
-    per = [_s(lambda c=c: diff_runs(a, b, classes=[c])) for c in classes]
+    per = [_s(lambda c=c: diff_runs(a, b, classes=[c], roles=False)) for c in classes]  # as the UI asks
     graph = [_s(lambda c=c: class_graph(a, c)) for c in classes]
     pairs = list(zip(range(n), range(n)))
     roles = _s(lambda: channel_roles(a, b, dense(a), dense(b), pairs, a.layers))
     whole = _s(lambda: diff_runs(a, b)) if n <= 100 else None
     print(f"{n} classes, {len(a.layers)} layers, {sum(a.channels.values())} channels; first diff (loads the "
           f"dense matrices): {first:.2f} s")
-    print(f"diff_runs per class, median over {len(classes)} classes: {statistics.median(per) * 1000:.0f} ms "
+    print(f"diff_runs per class (without channel roles, as `serve --against` and /api/mistakes ask), median over "
+          f"{len(classes)} classes: {statistics.median(per) * 1000:.0f} ms "
           f"(min {min(per) * 1000:.0f}, max {max(per) * 1000:.0f}); class_graph median "
           f"{statistics.median(graph) * 1000:.0f} ms; ratio {statistics.median(per) / statistics.median(graph):.2f}x")
-    print(f"of which channel roles (every layer, {n} classes; in each diff): {roles * 1000:.0f} ms")
+    print(f"channel roles (every layer, {n} classes; once per `summit diff`): {roles * 1000:.0f} ms")
     if whole is not None:
         print(f"whole diff ({n} classes): {whole:.2f} s = {whole / n * 1000:.0f} ms per class")
     else:
-        est = statistics.median(per) - roles
-        print(f"whole diff ({n} classes), estimated: {roles + n * est:.0f} s (roles once + per-class median "
-              "without roles x classes)")
+        print(f"whole diff ({n} classes), estimated: {roles + n * statistics.median(per):.0f} s (roles once + "
+              "per-class median x classes)")
 
 
 def main() -> None:

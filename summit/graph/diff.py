@@ -296,11 +296,13 @@ def _with_images(a: Run, b: Run, matched: list[tuple[int, int]],
 
 def diff_runs(run_a: Run | str | os.PathLike, run_b: Run | str | os.PathLike,
               options: GraphOptions | None = None, classes: Sequence[str | int] | None = None,
-              progress: bool = False, images: tuple[str, str] = ("all", "all"), **changes: Any) -> RunDiff:
+              progress: bool = False, images: tuple[str, str] = ("all", "all"), roles: bool = True,
+              **changes: Any) -> RunDiff:
     """Compare two runs class by class (module docstring): every common class (or only
     ``classes``, named as in run A), under ``options`` with ``changes`` (as in class_graph), from
     the images of part ``images[0]`` in run A and ``images[1]`` in run B (Run.images). Channel
-    roles always use every common class. ``progress``: a tqdm bar over classes."""
+    roles always use every common class (``roles=False``: not computed, ``roles`` empty).
+    ``progress``: a tqdm bar over classes."""
     a, b = _open(run_a).images(images[0]), _open(run_b).images(images[1])
     check_comparable(a, b)
     o = graph_options(options, **changes)
@@ -316,15 +318,15 @@ def diff_runs(run_a: Run | str | os.PathLike, run_b: Run | str | os.PathLike,
     common = matched if classes is None else _with_images(a, b, _matched(a, b, None)[0], False)[0]
     settings = {**ra.settings(), "ubiquitous_a": da.ubiquitous if o.hide_ubiquitous else [],
                 "ubiquitous_b": db.ubiquitous if o.hide_ubiquitous else []}
-    return RunDiff(a, b, settings, diffs, channel_roles(a, b, da, db, common, ra.layers), only_a, only_b,
-                   (a.part, b.part), without)
+    return RunDiff(a, b, settings, diffs, channel_roles(a, b, da, db, common, ra.layers) if roles else {},
+                   only_a, only_b, (a.part, b.part), without)
 
 
 def mistakes_diff(run: Run | str | os.PathLike, cls: str | int, options: GraphOptions | None = None,
                   **changes: Any) -> ClassDiff:
     """A class's graph of its correctly classified images (A) against that of its mistakes (B),
-    one run, same settings (:func:`diff_runs` with images ("correct", "wrong"))."""
-    return diff_runs(run, run, options, [cls], images=("correct", "wrong"), **changes).classes[0]
+    one run, same settings (:func:`diff_runs` with images ("correct", "wrong"), no channel roles)."""
+    return diff_runs(run, run, options, [cls], images=("correct", "wrong"), roles=False, **changes).classes[0]
 
 
 # -- export ----------------------------------------------------------------------------------------

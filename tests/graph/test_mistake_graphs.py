@@ -256,6 +256,8 @@ def test_correct_vs_wrong_of_every_class(split_run: Path) -> None:
     svg = diff_svg(rd, MIXED)
     assert "lost: in the graph of correct images only" in svg and "of correct images (" in svg
     assert diff_runs(run, run).images == ("all", "all") and diff_runs(run, run).is_empty()
+    lean = diff_runs(run, run, images=("correct", "wrong"), roles=False)
+    assert lean.roles == {} and rd.roles and [diff_data(c) for c in lean.classes] == [diff_data(c) for c in rd.classes]
 
 
 def test_mistakes_diff_refusals(split_run: Path, plain_run: Path) -> None:
