@@ -263,9 +263,9 @@ def _matched(a: Run, b: Run, classes: Sequence[str | int] | None) -> tuple[list[
                                                                            list[str]]:
     """(index in A, index in B) of the classes both runs hold (by name, in run A's order; only
     ``classes`` when given), and the names of the classes of one run only."""
-    in_b = {n: i for i, n in enumerate(b.class_names)}
+    in_a, in_b = set(a.class_names), {n: i for i, n in enumerate(b.class_names)}
     only_a = [n for n in a.class_names if n not in in_b]
-    only_b = [n for n in b.class_names if n not in set(a.class_names)]
+    only_b = [n for n in b.class_names if n not in in_a]
     if classes is None:
         chosen = [i for i, n in enumerate(a.class_names) if n in in_b]
     else:
@@ -315,7 +315,7 @@ def diff_runs(run_a: Run | str | os.PathLike, run_b: Run | str | os.PathLike,
     diffs = [_class_diff((a, b), (da, db), ij, (ra, rb))
              for ij in tqdm(matched, desc="diff classes", unit="class", disable=not progress)]
     diffs.sort(key=lambda c: (-c.score, -c.edge_score, c.name))
-    common = matched if classes is None else _with_images(a, b, _matched(a, b, None)[0], False)[0]
+    common = matched if classes is None or not roles else _with_images(a, b, _matched(a, b, None)[0], False)[0]
     settings = {**ra.settings(), "ubiquitous_a": da.ubiquitous if o.hide_ubiquitous else [],
                 "ubiquitous_b": db.ubiquitous if o.hide_ubiquitous else []}
     return RunDiff(a, b, settings, diffs, channel_roles(a, b, da, db, common, ra.layers) if roles else {},
