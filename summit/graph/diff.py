@@ -373,9 +373,8 @@ def side_names(rd: RunDiff) -> tuple[str, str]:
 
 def legend(rd: RunDiff) -> tuple[tuple[str, str], ...]:
     """(membership, text) of the figure's legend."""
-    na, nb = side_names(rd)
-    return (("a", f"lost: in the graph of {na} only"), ("b", f"gained: in the graph of {nb} only"),
-            ("both", "kept: in both"))
+    na, nb = (f"{n}'s graph" if rd.images == ("all", "all") else f"the graph of {n}" for n in side_names(rd))
+    return (("a", f"lost: in {na} only"), ("b", f"gained: in {nb} only"), ("both", "kept: in both"))
 
 
 def diff_caption(rd: RunDiff, c: ClassDiff) -> str:
