@@ -3,7 +3,7 @@ image explanations (HTML with the images inlined as data URLs, so a saved notebo
 
 Importing this module (or ``%load_ext summit.notebook``) registers IPython display formatters:
 class graphs (``summit.graph.ClassGraph``) show as SVG, an :class:`~summit.explain.Explanation`
-as HTML; ``ChannelCard(run, layer, ch)`` shows a unit's feature visualization, dataset examples
+and a run comparison (``summit.graph.RunDiff``, also of a class's correct vs wrong images) as HTML; ``ChannelCard(run, layer, ch)`` shows a unit's feature visualization, dataset examples
 and top classes. The data types themselves know nothing of drawing.
 """
 from __future__ import annotations
@@ -20,6 +20,7 @@ from PIL import Image
 from .explain.drawing import PALETTE, dictionary, group_map, heatmap
 from .explain.result import Explanation
 from .graph.build import ClassGraph
+from .graph.diff import RunDiff, diff_svg, side_names
 from .graph.svg import graph_svg
 from .run.store import Run
 
@@ -97,11 +98,26 @@ def explanation_html(expl: Explanation) -> str:
     return "".join(parts)
 
 
+def diff_html(rd: RunDiff, top: int = 10) -> str:
+    """A run comparison as HTML: the sides compared, the ``top`` classes by change (score,
+    nodes lost / gained / kept) and the most changed class's figure (diff_svg)."""
+    na, nb = side_names(rd)
+    rows = "".join(f"<tr><td>{i + 1}</td><td>{html.escape(c.label)}</td><td>{c.score:.3f}</td>"
+                   f"<td>{n['lost']} / {n['gained']} / {n['kept']}</td></tr>"
+                   for i, c in enumerate(rd.classes[:top]) for n in [c.counts()["nodes"]])
+    skipped = f"; {len(rd.without_images)} classes without images of a side's part" if rd.without_images else ""
+    return (f'<div style="font-family:sans-serif;font-size:12px"><b>{html.escape(na)} vs {html.escape(nb)}</b>: '
+            f"{len(rd.classes)} classes compared{skipped}<table><tr><th></th><th>class</th>"
+            f"<th>change</th><th>nodes lost / gained / kept</th></tr>{rows}</table>"
+            f"{diff_svg(rd, rd.classes[0].name)}</div>")
+
+
 def load_ipython_extension(ip: Any) -> None:
     """Show class graphs as SVG and explanations as HTML in this IPython session."""
     formatters = ip.display_formatter.formatters
     formatters["image/svg+xml"].for_type(ClassGraph, graph_svg)
     formatters["text/html"].for_type(Explanation, explanation_html)
+    formatters["text/html"].for_type(RunDiff, diff_html)
 
 
 def _register() -> None:

@@ -21,6 +21,9 @@ def test_notebook_runs_and_renders_inline(tmp_path, monkeypatch):
     assert all(o.output_type != "error" for c in code for o in c.outputs)
     kinds = [set().union(*(o.get("data", {}).keys() for o in c.outputs)) if c.outputs else set() for c in code]
     assert "image/svg+xml" in kinds[1]  # the class graph
-    assert "text/html" in kinds[2] and "data:image/png;base64," in code[2].outputs[-1]["data"]["text/html"]
-    assert "text/html" in kinds[3] and "semantic dictionary" in code[3].outputs[-1]["data"]["text/html"]
+    mistakes = code[2].outputs[-1]["data"]["text/html"]  # the bald eagle's correct vs wrong images
+    assert "correct images vs wrong images" in mistakes and "<svg" in mistakes and "bald eagle" in mistakes
+    assert "'label': " in code[2].outputs[0]["text"]  # what it is mistaken for
+    assert "text/html" in kinds[3] and "data:image/png;base64," in code[3].outputs[-1]["data"]["text/html"]
+    assert "text/html" in kinds[4] and "semantic dictionary" in code[4].outputs[-1]["data"]["text/html"]
     assert not any(p.name != "summit_tour.ipynb" for p in NOTEBOOK.parent.iterdir())  # no stray outputs
