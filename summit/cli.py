@@ -245,10 +245,16 @@ def _cmd_export(a: argparse.Namespace) -> int:
     check_replaceable(final, _is_export_file)
     run = Run(a.run)
     if a.format == "summit-data":
+        if a.images != "all":
+            raise SummitError("--format summit-data writes the graphs of all images; for one part use --all "
+                              f"--images {a.images}")
         return _export_summit_data(a, run, final)
+    run.images(a.images)  # a run without the split: refused before anything is written
     with replacing(final) as out:  # built aside, swapped in when complete
         written, skipped = _export_all(a, run, out)
-    print(f"{len(written)} graphs -> {a.out_dir} (index.json); {len(skipped)} classes skipped (empty graph)"
+    part = "" if a.images == "all" else f" of {a.images} images"
+    print(f"{len(written)} graphs{part} -> {a.out_dir} (index.json); {len(skipped)} classes skipped "
+          f"({'empty graph' if a.images == 'all' else f'no {a.images} images or empty graph'})"
           + "".join(f"\n  skipped {s['name']} ({s['n_images']} images)" for s in skipped))
     return 0
 
@@ -276,7 +282,7 @@ def _is_export_file(name: str) -> bool:
 
 def _export_all(a: argparse.Namespace, run: Run, out: Path) -> tuple[list[dict], list[dict]]:
     """Every class's graph plus index.json into `out`; (written, skipped) entries."""
-    from .graph.build import class_graph
+    from .graph.build import class_graph, part_sizes
     from .graph.export import safe_filename, write_graph
     from .graph.summit_data import target_classes
     from .run.files import write_json
@@ -284,17 +290,19 @@ def _export_all(a: argparse.Namespace, run: Run, out: Path) -> tuple[list[dict],
     targets = target_classes(run) if a.format == "summit" else []
     written: list[dict] = []
     skipped: list[dict] = []
+    n_part = part_sizes(run, a.images).tolist()
     for i, name in enumerate(run.class_names):
-        G = class_graph(run, i, options)
-        if G.number_of_nodes() == 0:
-            skipped.append({"class": i, "name": name, "n_images": G.graph["n_images"]})
+        G = class_graph(run, i, options, images=a.images) if n_part[i] else None
+        if G is None or G.number_of_nodes() == 0:
+            skipped.append({"class": i, "name": name, "n_images": n_part[i]})
             continue
         file = f"ag-{targets[i]}.json" if a.format == "summit" else f"{i:04d}_{safe_filename(name)}.{a.format}"
         write_graph(G, out / file, a.format)
         written.append({"class": i, "name": name, "file": file, "nodes": G.number_of_nodes(),
                         "edges": G.number_of_edges()})
     write_json({"run": str(run.path.resolve()), "model": run.meta.get("model"), "format": a.format,
-                "settings": options.as_dict(), "graphs": written, "skipped": skipped}, out / "index.json")
+                "settings": options.as_dict(), "images": a.images, "graphs": written, "skipped": skipped},
+               out / "index.json")
     return written, skipped
 
 
@@ -585,6 +593,9 @@ def build_parser() -> argparse.ArgumentParser:
     what.add_argument("--embedding", action="store_true", help="write embedding.parquet into the run")
     ex.add_argument("--out-dir", default=None, help="folder for --all and --format summit-data")
     ex.add_argument("--quiet", action="store_true", help="no progress bar")
+    ex.add_argument("--images", choices=IMAGE_PARTS, default="all",
+                    help="with --all: graphs of every class's correctly or wrongly classified images (classes "
+                         "without such images are skipped), or all (default)")
     ex.add_argument("--embedding-method", choices=["umap", "pca", "tsne"], default="umap",
                     help="class embedding method (default umap, as Summit)")
     ex.set_defaults(func=_cmd_export)

@@ -11,7 +11,7 @@ _HOMES = {
     "GraphOptions": "options", "DEFAULTS": "options", "METHODS": "options", "defaults": "options",
     "graph_options": "options",
     "ClassGraph": "build", "class_graph": "build", "compare_graph": "build", "graph_channels": "build",
-    "pagerank": "build", "class_images": "build", "mistaken_for": "build",
+    "pagerank": "build", "class_images": "build", "part_sizes": "build", "mistaken_for": "build",
     "Dense": "matrices", "dense": "matrices",
     "compose_max_min": "edges", "class_edges": "edges",
     "FORMATS": "formats", "write_graph": "export", "to_json": "export", "to_summit": "export",

@@ -360,6 +360,16 @@ def _build(run: Run, ci: int, ce: ClassEdges, o: Resolved, recall: Recall) -> nx
     return _build_pagerank(run, d, ci, ce, o, recall) if o.method == "pagerank" else _build_topn(run, d, ci, ce, o)
 
 
+def part_sizes(run: Run, images: str) -> np.ndarray:
+    """(n_classes,) images of each class that a graph of part ``images`` counts: the class's
+    images in that part, 0 for a class that is not a model output (neither correct nor wrong;
+    :func:`class_images` refuses it)."""
+    n = run.images(images).classes.column("n_images").to_numpy().astype(np.int64)
+    if images != "all":
+        n[run.classes.column("model_index").is_null().to_numpy(zero_copy_only=False)] = 0
+    return n
+
+
 def class_images(run: Run, ci: int, images: str) -> Run:
     """The run whose counts a graph of class ``ci`` is built from: ``images`` "all" (the run),
     "correct" or "wrong" (Run.images); refused in one line when the class has no such images or

@@ -54,7 +54,7 @@ from tqdm import tqdm
 from ..errors import SummitError
 from ..run.files import json_bytes, write_output
 from ..run.store import Run
-from .build import ClassGraph, Resolved, _build, class_images, computed, resolve
+from .build import ClassGraph, Resolved, _build, class_images, computed, part_sizes, resolve
 from .edges import ClassEdges, class_edges
 from .matrices import Dense, dense
 from .options import GraphOptions, graph_options
@@ -289,7 +289,7 @@ def _with_images(a: Run, b: Run, matched: list[tuple[int, int]],
         for ia, ib in matched:
             class_images(a.base or a, ia, a.part), class_images(b.base or b, ib, b.part)
         return matched, []
-    na, nb = a.classes.column("n_images").to_numpy(), b.classes.column("n_images").to_numpy()
+    na, nb = part_sizes(a.base or a, a.part), part_sizes(b.base or b, b.part)
     keep = [(ia, ib) for ia, ib in matched if na[ia] and nb[ib]]
     return keep, [a.class_names[ia] for ia, ib in matched if not (na[ia] and nb[ib])]
 

@@ -14,7 +14,7 @@ import pytest
 from cli_runner import CliRunner
 
 from summit.errors import SummitError
-from summit.graph.build import class_graph, mistaken_for
+from summit.graph.build import class_graph, mistaken_for, part_sizes
 from summit.graph.diff import diff_json, diff_runs, diff_svg, mistakes_diff
 from summit.graph.export import to_json
 from summit.pipeline.aggregator import AggregateConfig, aggregate
@@ -143,6 +143,9 @@ def test_class_outside_the_model_outputs_is_refused(tmp_path: Path) -> None:
                                               "neither correct nor wrong"):
             class_graph(run, "dogs", images=part)
     assert mistaken_for(run, "dogs") == []
+    assert part_sizes(run, "wrong").tolist() == [0, 0] and part_sizes(run, "all").tolist() == [4, 4]
+    with pytest.raises(SummitError, match="no class has both wrong images in run A and wrong images in run B"):
+        diff_runs(run, run, images=("wrong", "wrong"))
 
 
 def test_mistaken_for_counts_the_wrong_images_top1(split_run: Path) -> None:
@@ -288,3 +291,32 @@ def test_cli_diff_images(cli: CliRunner, split_run: Path, tmp_path: Path) -> Non
         p = cli.run("diff", str(split_run), *args, "--json", str(bad), "--quiet")
         assert p.returncode == 2 and len(p.stderr.splitlines()) == 1 and message in p.stderr, p.stderr
         assert not bad.exists()
+
+
+def test_cli_export_all_images(cli: CliRunner, split_run: Path, plain_run: Path, tmp_path: Path) -> None:
+    """`export --all --images wrong`: one file per class with wrong images, each that part's graph."""
+    out = tmp_path / "wrong"
+    p = cli.run("export", "--run", str(split_run), "--all", "--images", "wrong", "--out-dir", str(out), "--quiet")
+    assert p.returncode == 0 and p.stdout.startswith("10 graphs of wrong images -> "), p.stderr + p.stdout
+    run = Run(split_run)
+    index = json.loads((out / "index.json").read_text())
+    assert index["images"] == "wrong" and len(index["graphs"]) == 10
+    hits, n = run.classes.column("n_correct").to_pylist(), run.classes.column("n_images").to_pylist()
+    assert {g["name"] for g in index["graphs"]} == {c for c, h, k in zip(run.class_names, hits, n) if h < k}
+    assert {s["name"]: s["n_images"] for s in index["skipped"]}[ALL_CORRECT] == 0
+    for g in index["graphs"][:3]:
+        got = json.loads((out / g["file"]).read_text())
+        assert got["graph"]["images"] == "wrong"
+        assert graph_data_json(got) == graph_data(class_graph(run, g["name"], images="wrong"))
+    for args, message in (((str(plain_run), "--all", "--images", "wrong"), "re-run `summit aggregate` with --split"),
+                          ((str(split_run), "--format", "summit-data", "--images", "wrong"),
+                           "--format summit-data writes the graphs of all images")):
+        bad = tmp_path / "refused"
+        p = cli.run("export", "--run", *args, "--out-dir", str(bad), "--quiet")
+        assert p.returncode == 2 and len(p.stderr.splitlines()) == 1 and message in p.stderr, p.stderr
+        assert not bad.exists()
+
+
+def graph_data_json(d: dict) -> dict:
+    """graph_data of a node-link file read back."""
+    return {"nodes": d["nodes"], "links": d["links"]}
