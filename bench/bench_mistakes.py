@@ -73,6 +73,24 @@ def graph_times(run_dir: Path, rounds: int) -> dict:
     return res
 
 
+def dense_mib(model: str, weights: str | None, n_classes: int) -> dict:
+    """The accumulators' MiB right after set-up (the dense per-class matrices; the sparse
+    influence counters start empty and grow with the data) for a dataset of ``n_classes``
+    folders, without and with the split."""
+    from summit.pipeline.data import BUNDLED_SAMPLE
+    src = next(BUNDLED_SAMPLE.rglob("*.jpg"))
+    spec = load_model(model, weights)
+    with tempfile.TemporaryDirectory() as tmp:
+        for c in range(n_classes):
+            d = Path(tmp) / f"c{c:04d}"
+            d.mkdir()
+            (d / "x.jpg").symlink_to(src)
+        ds = SafeImageFolder(Path(tmp), 224, spec.class_names)
+        return {("split" if split else "unsplit"): round(tensor_bytes(Aggregator(
+            AggregateConfig(model=model, weights=weights, split_correct=split), ds, spec).state()) / 2**20, 1)
+            for split in (False, True)}
+
+
 def measure(model: str, n: int, batch: int, workers: int, rounds: int) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         data = replicate(n, Path(tmp) / "data")
@@ -138,8 +156,15 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--dense-classes", type=int, default=1000,
+                    help="also the accumulators' set-up MiB for this many classes (0: skip)")
+    ap.add_argument("--dense-model", default="googlenet", help="model of that estimate (random weights)")
     a = ap.parse_args()
-    print(json.dumps(measure(a.model, a.images, a.batch, a.workers, a.rounds), indent=1))
+    res = measure(a.model, a.images, a.batch, a.workers, a.rounds)
+    if a.dense_classes:
+        res[f"dense_accumulator_mib_{a.dense_model}_{a.dense_classes}_classes"] = dense_mib(
+            a.dense_model, "random", a.dense_classes)
+    print(json.dumps(res, indent=1))
 
 
 if __name__ == "__main__":
