@@ -55,6 +55,7 @@ export async function loadSimilarity() {
 }
 
 const changesFresh = () => state.changes?.key === ruleParams().toString();
+const changesDone = () => changesFresh() && !state.changes.pending;
 
 /** A class's change score from run A to run B under the current rule (null until loaded, or for
  * a class of run A only). */
@@ -66,14 +67,17 @@ const changeRank = (c) => (changesFresh() ? state.changes.rank.get(c.name) ?? In
 let changesAsked = null;   // the rule whose change scores are on their way
 
 /** The change score of every class (server: /api/against/classes, computed there once per class
- * and rule), then the list drawn again. */
+ * and rule, in the background: the classes not yet compared are `pending` and asked for again
+ * a second later; the list is drawn again each time). */
 async function loadChanges() {
   const key = ruleParams().toString();
   if (changesAsked === key) return;
   changesAsked = key;
+  let pending = 0;
   try {
     const r = await api(`/api/against/classes?${key}`);
-    state.changes = { key, score: new Map(r.classes.map((c) => [c.name, c.score])),
+    pending = r.pending;
+    state.changes = { key, pending, score: new Map(r.classes.map((c) => [c.name, c.score])),
       rank: new Map(r.classes.map((c, i) => [c.name, i])) };
     if (changesAsked === key) renderClassList();
   } catch (err) {
@@ -81,6 +85,7 @@ async function loadChanges() {
   } finally {
     if (changesAsked === key) changesAsked = null;
   }
+  if (pending) setTimeout(() => { if (ruleParams().toString() === key) loadChanges(); }, 1000);
 }
 
 /** Top-1 probability histogram (10 bins on [0, 1]) as a small bar chart; where the run has
@@ -154,7 +159,7 @@ export function renderClassList() {
     name: byName,
     change: (a, b) => changeRank(a) - changeRank(b) || byName(a, b),
   }[state.classSort];
-  if (state.meta.against && !changesFresh()) loadChanges();
+  if (state.meta.against && !changesDone()) loadChanges();
   const query = $("#class-search").value;
   const rows = matches(query).filter((c) => c.name !== state.selected);
   if (state.classSort !== "similarity" || !normalize(query)) rows.sort(cmp);

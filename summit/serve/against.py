@@ -2,10 +2,16 @@
 A to run B, class by class (graph.diff: the union of both runs' class graphs with membership
 a | b | both, count_a / count_b, change score 1 - weighted Jaccard of the node shares).
 
-Each class's diff is computed when first asked for (a graph request, or the class list, which
-asks for every common class) and kept per (class, graph settings); nothing is computed at
-start-up and nothing is written."""
+Each class's diff is computed when first asked for (a graph request, or the class list) and
+kept per (class, graph settings); nothing is computed at start-up and nothing is written. The
+class list of a graph rule is filled by one background thread, one class at a time (each under
+the run's build gate, so graph requests interleave): a request waits up to LIST_WAIT_S for it
+and answers with the classes done so far and how many are ``pending`` (the page asks again);
+the change rows of the last LIST_RULES rules are kept, apart from the diffs' LRU memo."""
 from __future__ import annotations
+
+import threading
+from collections import OrderedDict
 
 from flask import Blueprint, Response, jsonify, request
 
@@ -15,6 +21,9 @@ from ..graph.export import to_json
 from ..graph.options import GraphOptions
 from .api import Api
 from .common import Memo
+
+LIST_WAIT_S = 2.0  # seconds a class-list request waits for the classes still being compared
+LIST_RULES = 8  # graph rules whose class lists (change rows) are kept
 
 
 class RunComparison:
@@ -32,6 +41,9 @@ class RunComparison:
         self.only_a = [n for n in a.run.class_names if n not in in_b]
         self.only_b = [n for n in b.run.class_names if n not in in_a]
         self.diffs = Memo(self._diff, cache_size)
+        self.lists: OrderedDict[GraphOptions, dict[str, dict]] = OrderedDict()  # rule -> class name -> row
+        self.fillers: dict[GraphOptions, threading.Thread] = {}
+        self._lock = threading.Lock()
 
     def _diff(self, name: str, params: GraphOptions) -> ClassDiff:
         with self.a.builds.slot():
@@ -67,20 +79,46 @@ class RunComparison:
     def _change(c: ClassDiff) -> dict:
         return {"score": c.score, "edge_score": c.edge_score, "counts": c.counts()}
 
-    def classes(self, params: GraphOptions) -> list[dict]:
-        """Every common class with its change (computing the diffs not yet kept), most changed
-        first (ties: edge score, then name; as `summit diff`)."""
-        rows = []
-        for name in self.common:
-            c = self.diffs(name, params)
-            rows.append({"name": name, "label": c.label, "index_a": c.index_a, "index_b": c.index_b,
-                         **self._change(c)})
-        return sorted(rows, key=lambda r: (-r["score"], -r["edge_score"], r["name"]))
+    def _fill(self, params: GraphOptions, rows: dict[str, dict]) -> None:
+        """Compute the change row of every common class not in ``rows`` (background thread)."""
+        try:
+            for name in self.common:
+                if name not in rows:
+                    c = self.diffs(name, params)
+                    row = {"name": name, "label": c.label, "index_a": c.index_a, "index_b": c.index_b,
+                           **self._change(c)}
+                    with self._lock:
+                        rows[name] = row
+        finally:
+            with self._lock:
+                self.fillers.pop(params, None)
+
+    def classes(self, params: GraphOptions, wait: float | None = None) -> tuple[list[dict], int]:
+        """The common classes compared so far under ``params`` with their change, most changed
+        first (ties: edge score, then name; as `summit diff`), and how many are pending: the
+        rest are computed in the background (started here), waited for up to ``wait`` seconds
+        (default LIST_WAIT_S)."""
+        with self._lock:
+            rows = self.lists.setdefault(params, {})
+            self.lists.move_to_end(params)
+            while len(self.lists) > LIST_RULES:
+                self.lists.popitem(last=False)
+            filler = self.fillers.get(params)
+            if filler is None and len(rows) < len(self.common):
+                filler = self.fillers[params] = threading.Thread(target=self._fill, args=(params, rows), daemon=True,
+                                                                 name="summit-against-classes")
+                filler.start()
+        if filler is not None:
+            filler.join(LIST_WAIT_S if wait is None else wait)
+        with self._lock:
+            done = list(rows.values())
+        return sorted(done, key=lambda r: (-r["score"], -r["edge_score"], r["name"])), len(self.common) - len(done)
 
 
 def against_blueprint(rc: RunComparison) -> Blueprint:
     """The run comparison's routes: ``/api/against?class=C`` (one class's diff graph) and
-    ``/api/against/classes`` (every common class with its change score)."""
+    ``/api/against/classes`` (the common classes compared so far with their change scores, and
+    how many are ``pending``)."""
     bp = Blueprint("against", __name__)
 
     @bp.get("/api/against")
@@ -92,6 +130,7 @@ def against_blueprint(rc: RunComparison) -> Blueprint:
 
     @bp.get("/api/against/classes")
     def classes() -> Response:
-        return jsonify(classes=rc.classes(rc.a.graph_params(request.args.to_dict(), ())), **rc.info())
+        rows, pending = rc.classes(rc.a.graph_params(request.args.to_dict(), ()))
+        return jsonify(classes=rows, pending=pending, **rc.info())
 
     return bp

@@ -96,20 +96,29 @@ def test_class_diff_is_the_run_diff(client: FlaskClient, sample_run: Path, run_b
     assert rc.diffs.misses == 1  # one class computed, kept
 
 
+def all_classes(client: FlaskClient, query: str = "") -> dict:
+    """/api/against/classes asked again (as the page does) until no class is pending."""
+    for _ in range(600):
+        body = get(client, f"/api/against/classes{query}")
+        if not body["pending"]:
+            return body
+    raise AssertionError("the class list never completed")
+
+
 def test_class_list_by_change(client: FlaskClient, sample_run: Path, run_b: tuple[Path, list[int]]) -> None:
     """/api/against/classes: every class with its change score, most changed first (as `summit diff`)."""
     rd = diff_runs(sample_run, run_b[0])
-    body = get(client, "/api/against/classes")
+    body = all_classes(client)
     assert [(c["name"], c["score"], c["edge_score"]) for c in body["classes"]] == \
         [(c.name, c.score, c.edge_score) for c in rd.classes]
     assert body["classes"][0]["score"] > 0 and body["b"]["weights"] == "ndf-zeroed-against"
     rc = client.application.extensions["summit_against"]
     assert rc.diffs.misses == len(rd.classes)  # each class once
     before = rc.diffs.misses
-    get(client, "/api/against/classes")
+    assert get(client, "/api/against/classes")["pending"] == 0
     assert rc.diffs.misses == before  # cached per class
     # another rule: its own diffs
-    topn = get(client, "/api/against/classes?method=topn&top_n=5")
+    topn = all_classes(client, "?method=topn&top_n=5")
     assert [c["score"] for c in topn["classes"]] == sorted((c["score"] for c in topn["classes"]), reverse=True)
     assert rc.diffs.misses == before + len(rd.classes)
 
@@ -141,9 +150,47 @@ def test_bad_requests(client: FlaskClient, url: str, status: int, message: str) 
     assert message in get(client, url, status)["error"]
 
 
+def test_class_list_fills_in_the_background(sample_run: Path, run_b: tuple[Path, list[int]]) -> None:
+    """A class-list request answers at once with what is done (here: wait 0) while one
+    background thread compares the rest; a graph request meanwhile is answered; the rows stay
+    when the diffs' memo (4 entries here) has let them go, so a finished list costs nothing."""
+    app = create_app(sample_run, against=run_b[0], cache_size=4)
+    rc = app.extensions["summit_against"]
+    params = rc.a.default_graph_params
+    rows, pending = rc.classes(params, wait=0)
+    assert pending == 19 - len(rows) and pending > 0 and rc.fillers[params].is_alive()
+    c = app.test_client()
+    assert get(c, "/api/against?class=099_goose")["nodes"]
+    filler = rc.fillers.get(params)
+    if filler is not None:
+        filler.join(120)
+    rows, pending = rc.classes(params, wait=0)
+    assert pending == 0 and len(rows) == 19 and params not in rc.fillers
+    misses = rc.diffs.misses
+    assert all_classes(c)["classes"] == rows and rc.diffs.misses == misses  # nothing recomputed
+    assert [r["score"] for r in rows] == sorted((r["score"] for r in rows), reverse=True)
+
+
+def test_class_list_completes_in_the_page(browser, sample_run: Path, run_b: tuple[Path, list[int]],
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """The page asks again while classes are pending (here the server never waits for them):
+    every row ends with its change score, in the server's order."""
+    from summit.serve import against
+    monkeypatch.setattr(against, "LIST_WAIT_S", 0.0)
+    with serving(sample_run, against=run_b[0]) as base:
+        with checked_page(browser, base, "class=099_goose") as page:
+            page.wait_for_function("() => document.querySelectorAll('#class-pinned li .change, #class-list li .change').length === 19",
+                                   timeout=120_000)
+            with urlopen(f"{base}/api/against/classes") as r:
+                body = json.load(r)
+            assert body["pending"] == 0
+            order = [c["name"] for c in body["classes"]]
+            assert list_order(page) == ["099_goose"] + [n for n in order if n != "099_goose"]
+
+
 def test_a_run_against_itself_shows_no_change(sample_run: Path) -> None:
     c = create_app(sample_run, against=sample_run).test_client()
-    body = get(c, "/api/against/classes")
+    body = all_classes(c)
     assert len(body["classes"]) == 19 and {x["score"] for x in body["classes"]} == {0.0}
     assert {x["edge_score"] for x in body["classes"]} == {0.0}
     g = get(c, f"/api/against?class={body['classes'][0]['name']}")
@@ -216,8 +263,11 @@ def test_run_comparison_in_the_browser(browser, sample_run: Path, run_b: tuple[P
     path_b, chosen = run_b
     files_b = tree(path_b)
     with serving(sample_run, against=path_b) as base:
-        with urlopen(f"{base}/api/against/classes") as r:
-            order = [c["name"] for c in json.load(r)["classes"]]
+        body = {"pending": 1}
+        while body["pending"]:
+            with urlopen(f"{base}/api/against/classes") as r:
+                body = json.load(r)
+        order = [c["name"] for c in body["classes"]]
         top = order[0]
         with checked_page(browser, base, f"class={top}") as page:
             page.wait_for_selector(f'#graph svg[data-class="{top}"][data-against="1"] g.node')
