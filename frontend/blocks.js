@@ -528,7 +528,10 @@ function renderMistake() {
   const m = state.data.mistake;
   const box = $("#mistake");
   box.hidden = !m;
-  if (!m) return;
+  if (!m) {
+    ["#mistake-head", "#mistake-links", "#mistake-table"].forEach((s) => $(s).replaceChildren());
+    return;
+  }
   const X = m.true.name;
   const Y = m.predicted.run_name;
   const pct = d3.format(".1%");

@@ -92,10 +92,18 @@ def test_prediction_that_is_a_run_class_links_its_graph(page, base_url):
 
 
 def test_correct_image_has_no_panel(page, base_url):
-    page.goto(f"{base_url}/blocks.html?image={GOOSE}&layer=fire9")
+    """From a misclassified image to a correct one (picked in the same page): the panel goes."""
+    page.goto(f"{base_url}/blocks.html?image={EAGLE}&layer=fire9")
+    loaded(page, "fire9", EAGLE)
+    assert page.locator("[data-testid=mistake-row]").count() == 10
+    page.select_option("[data-testid=pick-class]", "099_goose")
+    page.wait_for_selector(f'[data-testid=pick-image] option[value="{GOOSE}"]', state="attached")
+    assert page.locator("[data-testid=pick-image] option[data-wrong]").count() == 0  # goose: all correct
+    page.select_option("[data-testid=pick-image]", GOOSE)
     loaded(page, "fire9", GOOSE)
-    assert page.locator("[data-testid=mistake]").is_hidden()
+    assert page.locator("[data-testid=mistake]").count() == 1 and page.locator("[data-testid=mistake]").is_hidden()
     assert page.locator("[data-testid=mistake-row]").count() == 0
+    assert page.locator("[data-testid=link]").count() > 0  # the rest of the page as before
 
 
 def test_mistakes_only_lists_the_predictions_wrong_images(page, base_url, sample_run: Path):
