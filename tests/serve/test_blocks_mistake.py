@@ -73,6 +73,10 @@ def test_compare_link_goes_to_the_best_run_class(page, base_url):
     assert hrefs(page)["mistake-compare"] == "/#class=129_spoonbill&compare=099_goose"
     assert "the run class it ranks highest is 099_goose" in page.inner_text("[data-testid=mistake-head]")
     assert page.locator("th", has_text="099_goose graph").count() == 1  # the best run class's column
+    page.click("[data-testid=layer-tab] >> text=fire8")  # the table follows the layer
+    loaded(page, "fire8", SPOONBILL)
+    assert "10 strongest fire8 channels" in page.inner_text("[data-testid=mistake-table]")
+    assert page.locator("[data-testid=mistake-row]").count() == 10
 
 
 def test_prediction_that_is_a_run_class_links_its_graph(page, base_url):
