@@ -15,6 +15,7 @@ const $ = (s) => document.querySelector(s);
 const state = {
   meta: null, classes: [], image: null, pick: null, layer: null, groups: DEFAULT_GROUPS, overlay: "attr", cls: 0,
   data: null, L: null, query: "", img: null, hoverCell: null, hoverGroup: null, sees: null, groupVis: null,
+  mistakes: new Map(), // dataset path -> the run's misclassified image (/api/explain/images?source=mistakes)
 };
 let loadSeq = 0;
 const builtFrom = new Map(); // cell query -> layer attribution JSON
@@ -280,6 +281,7 @@ function renderAll() {
   renderAttribution();
   renderGroups();
   renderLinks();
+  renderMistake();
   renderTopClass();
   syncControls();
 }
@@ -514,6 +516,71 @@ function renderLinks() {
   });
 }
 
+/** A URL of the main UI's class-graph view: `/#class=X` plus hash parameters (its contract). */
+function graphHref(cls, extra = "") {
+  return `/#class=${encodeURIComponent(cls)}${extra}`;
+}
+
+/** A misclassified image (our feature, docs/BLOCKS.md): its true class X and the model's top-1 Y,
+ * links to their graphs, and a table of the layer's strongest channels marked in each graph, with
+ * their attribution to X and to Y. Hidden for correctly classified images and images without a class. */
+function renderMistake() {
+  const m = state.data.mistake;
+  const box = $("#mistake");
+  box.hidden = !m;
+  if (!m) {
+    ["#mistake-head", "#mistake-links", "#mistake-table"].forEach((s) => $(s).replaceChildren());
+    return;
+  }
+  const X = m.true.name;
+  const Y = m.predicted.run_name;
+  const pct = d3.format(".1%");
+  $("#mistake-head").replaceChildren(
+    "true class ", el("b", {}, X), el("span", { class: "muted" }, ` (model rank ${m.true.rank}, ${pct(m.true.prob)})`),
+    ", the model says ", el("b", { "data-testid": "mistake-predicted" }, m.predicted.name), ` (${pct(m.predicted.prob)})`,
+    el("span", { class: "muted" }, Y ? ` = run class ${Y}` : ": not a class of this run"),
+    m.best ? el("span", { class: "muted" }, `; the run class it ranks highest is ${m.best.name} (rank ${m.best.model_rank})`) : "");
+  const links = [el("a", { href: graphHref(X), "data-testid": "mistake-true-graph" }, `${X}'s class graph`)];
+  if (Y) links.push(el("a", { href: graphHref(Y), "data-testid": "mistake-predicted-graph" }, `${Y}'s class graph`));
+  if (m.graphs.wrong) {
+    links.push(el("a", { href: graphHref(X, "&images=wrong"), "data-testid": "mistake-wrong-graph" }, `${X}'s misclassified images' graph`),
+      el("a", { href: graphHref(X, "&images=correct-vs-wrong"), "data-testid": "mistake-correct-vs-wrong" }, `${X}: correct vs wrong images`));
+  }
+  const other = Y || (m.best && m.best.name);
+  if (other) links.push(el("a", { href: graphHref(X, `&compare=${encodeURIComponent(other)}`), "data-testid": "mistake-compare" }, `compare ${X} with ${other}`));
+  const notes = Object.entries(m.missing).filter(([role]) => role !== "best")
+    .map(([role, why]) => el("span", { class: "muted", "data-testid": `mistake-missing-${role}` }, `no ${role === "wrong" ? "wrong-images" : role} graph: ${why}`));
+  $("#mistake-links").replaceChildren(...links, ...notes);
+  renderMistakeTable(m, state.L.name);
+}
+
+function renderMistakeTable(m, layer) {
+  const rows = m.layers[layer] || [];
+  const k = rows.filter((r) => r.active).length;
+  const Y = m.predicted.name;
+  const cols = [["true", `${m.true.name} graph`], ["predicted", `${Y} graph`]];
+  if (m.best) cols.push(["best", `${m.best.name} graph`]);
+  cols.push(["wrong", `${m.true.name} wrong-images graph`]);
+  const mark = (v) => (v === null ? el("span", { class: "mark-none", title: "no such graph" }, "–")
+    : el("span", { class: v ? "mark-yes" : "mark-no", title: v ? "a node of this graph" : "not a node" }, v ? "●" : "·"));
+  const head = el("tr", {}, el("th", {}, "channel"), el("th", {}, "max act."), el("th", { title: `the image's top ${k}: the rule that counts A[class, channel]` }, `top ${k}`),
+    ...cols.map(([, label]) => el("th", {}, label)), el("th", {}, `attr → ${m.true.name}`), el("th", {}, `attr → ${Y}`));
+  const table = el("table", { class: "mistake", "data-testid": "mistake-rows" }, head);
+  rows.forEach((r) => {
+    const toward = r.attr.predicted > r.attr.true;
+    const tr = el("tr", { "data-testid": "mistake-row", "data-channel": r.channel, class: toward ? "toward-wrong" : "",
+      title: toward ? `pushes ${Y} more than ${m.true.name}` : "" },
+    el("td", {}, channelChip(layer, r.channel)), el("td", { class: "num" }, fmt(r.value)), el("td", {}, r.active ? "✓" : ""));
+    cols.forEach(([role]) => tr.append(el("td", { "data-role": role, "data-in": r.in[role] === null ? "" : r.in[role] ? "1" : "0" }, mark(r.in[role]))));
+    tr.append(el("td", { class: "num", "data-attr": "true" }, signed(r.attr.true)), el("td", { class: "num", "data-attr": "predicted" }, signed(r.attr.predicted)));
+    table.append(tr);
+  });
+  $("#mistake-table").replaceChildren(
+    el("div", { class: "muted" }, `The image's ${rows.length} strongest ${layer} channels (by spatial max; the first ${k} are its active ones). ` +
+      `● a node of that graph, · not, – no such graph. Attribution: activation × gradient of the class logit, summed over positions; ` +
+      `shaded rows push ${Y} more than ${m.true.name}. Click a channel for its dataset images.`), table);
+}
+
 /** A unit (graph node or any channel): the dataset images where it fired most, each one click away. */
 async function showNode(layer, ch) {
   const box = $("#node-images");
@@ -547,17 +614,40 @@ async function showNode(layer, ch) {
 }
 
 // ------------------------------------------------------------------------------ picker
+/** The image list of the chosen class folder; misclassified images (from the run's predictions) are
+ * marked with what the model took them for. "mistakes only": just those, of every class when none is chosen. */
 async function fillImages() {
   const cls = $("#pick-class").value;
+  const only = $("#mistakes-only").checked;
   const sel = $("#pick-image");
-  sel.replaceChildren(el("option", { value: "" }, "image…"));
+  sel.replaceChildren(el("option", { value: "" }, only ? "misclassified image…" : "image…"));
+  const option = (p, name) => {
+    const w = state.mistakes.get(p);
+    return el("option", { value: p, class: w ? "wrong" : null, "data-wrong": w ? "1" : null },
+      w ? `✗ ${name} (taken for ${w.label})` : name);
+  };
+  if (only) {
+    for (const [p, w] of state.mistakes) if (!cls || w.name === cls) sel.append(option(p, cls ? p.split("/").pop() : p));
+    return;
+  }
   if (!cls) return;
   try {
     const { images } = await api(`/api/explain/images?class=${encodeURIComponent(cls)}`);
-    images.forEach((p) => sel.append(el("option", { value: p }, p.split("/").pop())));
+    images.forEach((p) => sel.append(option(p, p.split("/").pop())));
   } catch (e) {
     showError(e);
   }
+}
+
+/** The run's misclassified images, for the picker (none for runs without predictions). */
+async function loadMistakes() {
+  const { images } = await api("/api/explain/images?source=mistakes");
+  state.mistakes = new Map(images.map((x) => [x.image, x]));
+  $("#mistakes-count").textContent = `(${images.length})`;
+  const wrong = d3.rollup(images, (v) => v.length, (x) => x.name);
+  document.querySelectorAll("#pick-class option").forEach((o) => {
+    if (wrong.has(o.value)) o.textContent += ` · ${wrong.get(o.value)} wrong`;
+  });
 }
 
 async function fillExamples() {
@@ -588,6 +678,7 @@ function wire() {
     if (s === "examples") await fillExamples().catch(showError);
   };
   $("#pick-class").onchange = fillImages;
+  $("#mistakes-only").onchange = fillImages;
   $("#pick-image").onchange = () => { if ($("#pick-image").value) openImage({ image: $("#pick-image").value }); };
   $("#pick-example").onchange = () => { if ($("#pick-example").value) openImage({ image: $("#pick-example").value }); };
   $("#upload").onchange = () => { if ($("#upload").files.length) upload($("#upload").files[0]); };
@@ -619,6 +710,7 @@ async function init() {
     const pc = $("#pick-class");
     pc.append(el("option", { value: "" }, "class…"));
     state.classes.forEach((c) => pc.append(el("option", { value: c.name }, c.label ?? c.name)));
+    await loadMistakes().catch(showError);
     wire();
     readUrl();
     syncControls();

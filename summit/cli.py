@@ -345,6 +345,10 @@ def _cmd_explain(a: argparse.Namespace) -> int:
     top = expl.classes[0]
     print(f"{expl.input.name}: {top['name']} ({top['prob']:.0%}); layers {', '.join(expl.layers)}; "
           f"{len(files)} files -> {a.out}")
+    if expl.mistake:
+        t, p = expl.mistake["true"], expl.mistake["predicted"]
+        print(f"misclassified: {t['name']} taken for {p['name']} ({p['prob']:.0%})"
+              + ("" if p["run_class"] is not None else ", not a class of this run"))
     return 0
 
 

@@ -12,7 +12,10 @@ forward pass and one backward pass per target:
   their attribution to those classes and to the next chosen layer's groups;
 - the *link to Summit*: which of the image's active channels (its top-k by spatial max, the
   same rule that counts A[class, channel]) are nodes of the predicted and true classes'
-  attribution graphs (``summit.graph.class_graph`` with its defaults).
+  attribution graphs (``summit.graph.class_graph`` with its defaults);
+- for a misclassified image, the *mistake* (``summit.explain.mistake``, ours): its strongest
+  channels' membership in the true, predicted and wrong-images graphs and their attribution to
+  the true and the predicted class.
 
 :class:`Explanation` holds the arrays; ``to_json()`` is what ``summit explain`` writes and
 ``/api/explain`` answers (see docs/BLOCKS.md), ``write(dir)`` adds the PNGs.
@@ -36,6 +39,7 @@ from ..run.store import Run
 from . import attribution
 from .groups import DEFAULT_GROUPS, factorize
 from .images import ImageInput, file_image, model_input, run_cache
+from .mistake import GraphNodes, mistake_json, true_entry
 from .result import (
     TOP_CHANNELS,
     Explanation,
@@ -44,6 +48,7 @@ from .result import (
     cell_bounds,
     pool_sum,
     rounded,
+    strongest,
 )
 
 GRID = 14  # cells per side of the semantic dictionary, at most
@@ -78,6 +83,7 @@ class Explainer:
         self._render_spec = copy.deepcopy(self.spec)  # renders hook their own copy of the model
         model_index = self.run.classes.column("model_index").to_pylist()
         self.run_class_of = {int(m): i for i, m in enumerate(model_index) if m is not None}
+        self._graphs: dict[tuple, GraphNodes] = {}  # see graph_nodes
 
     @property
     def cache_dir(self) -> Path:
@@ -111,8 +117,26 @@ class Explainer:
                         "run_name": None if rc is None else self.run.class_names[rc]})
         return out
 
-    def _links(self, logits: torch.Tensor, true: int | None, layers: list[str]) -> list[dict]:
+    def graph_nodes(self, ci: int, images: str = "all") -> GraphNodes:
+        """(number of nodes, {layer: channels}) of class ci's graph under the defaults in force
+        (of a part of its images: ``class_graph(..., images=)``), remembered per class, part and
+        defaults (at most 3 small entries per class); SummitError when the part has no graph."""
         from ..graph.build import class_graph, graph_channels
+        from ..graph.options import defaults
+        key = (ci, images, defaults())
+        if key not in self._graphs:
+            G = class_graph(self.run, ci, images=images)
+            self._graphs[key] = (G.number_of_nodes(), graph_channels(G))
+        return self._graphs[key]
+
+    def _wrong_graph(self, ci: int) -> GraphNodes | str:
+        """The graph of class ci's misclassified images, or why there is none."""
+        try:
+            return self.graph_nodes(ci, "wrong")
+        except SummitError as e:
+            return str(e)
+
+    def _links(self, logits: torch.Tensor, true: int | None, layers: list[str]) -> list[dict]:
         roles: dict[int, list[str]] = {}
         if self.run_class_of:
             outs = list(self.run_class_of)
@@ -124,11 +148,11 @@ class Explainer:
         out_of = {ci: m for m, ci in self.run_class_of.items()}
         links = []
         for ci, r in roles.items():
-            G = class_graph(self.run, ci)
+            n, nodes = self.graph_nodes(ci)
             m = out_of.get(ci)
             links.append({"roles": r, "class": ci, "name": self.run.class_names[ci],
                           "model_rank": None if m is None else order.index(m) + 1,
-                          "graph_nodes": G.number_of_nodes(), "nodes": graph_channels(G, layers)})
+                          "graph_nodes": n, "nodes": {l: nodes[l] for l in layers if l in nodes}})
         return links
 
     def explain(self, image: ImageInput | Image.Image | str | os.PathLike, layers: Sequence[str] | None = None,
@@ -152,17 +176,18 @@ class Explainer:
                 g = attribution.direction_gradients(fwd, a, b, dirs)
                 nxt[a] = factored[a].attribution(g).T  # (G_a, G_b)
             links = self._links(fwd.logits, inp.true_class, chosen)
+            k_true = true_entry(classes, inp.true_class)
+            wrong = None if k_true is None else self._wrong_graph(inp.true_class)
         out: dict[str, LayerExplanation] = {}
         for i, l in enumerate(chosen):
             acts = fwd.act(l).numpy()
-            peak = acts.reshape(len(acts), -1).max(1)
-            active = [(int(c), float(peak[c])) for c in np.argsort(-peak, kind="stable")[:k_active]]
             gr = grads[l].numpy()
             out[l] = LayerExplanation(l, acts, gr, factored[l], factored[l].attribution(gr).T,
                                       chosen[i + 1] if i + 1 < len(chosen) else None, nxt.get(l),
-                                      active, grid)
+                                      strongest(acts, k_active), grid)
         settings = {"layers": chosen, "groups": groups, "top": top, "grid": grid, "k": k_active}
-        return Explanation(self.run, inp, classes, out, links, settings)
+        mistake = None if k_true is None else mistake_json(classes, k_true, links, out, k_active, wrong)
+        return Explanation(self.run, inp, classes, out, links, settings, mistake)
 
     def layer_attribution(self, image: ImageInput | Image.Image | str | os.PathLike, src: str, dst: str,
                           channel: int | None = None, box: tuple[int, int, int, int] | None = None,

@@ -18,10 +18,12 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
+import pyarrow.compute as pc
 from PIL import Image, UnidentifiedImageError
 
 from ..errors import SummitError, reason
 from ..run.files import atomic_write_bytes, file_inside
+from ..run.imagenet import imagenet_table
 from ..run.layout import BLOCKS_DIR
 from ..run.store import Run
 
@@ -164,6 +166,25 @@ def example_images(run: Run) -> list[dict]:
     return [{"image": img, "units": n, "class": classes[img],
              "name": names[classes[img]] if 0 <= classes[img] < len(names) else None}
             for img, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))]
+
+
+def mistake_images(run: Run) -> list[dict]:
+    """The run's misclassified images (``predictions.parquet``: the top-1 output is not the image's
+    class), in dataset order: image (dataset path), class, name (run class), output (the top-1
+    model output), label, prob (its probability), run_class (of that output, or None). Empty for
+    runs without predictions."""
+    t = run.predictions()
+    if t is None:
+        return []
+    of = {m: c for c, m in enumerate(run.classes.column("model_index").to_pylist()) if m is not None}
+    table = imagenet_table()
+    out = []
+    for r in t.filter(pc.invert(t.column("correct"))).to_pylist():
+        m, rc = r["top"][0], of.get(r["top"][0])
+        label = run.class_labels[rc] if rc is not None else table[m].label if m < len(table) else str(m)
+        out.append({"image": r["path"], "class": r["class"], "name": run.class_names[r["class"]], "output": m,
+                    "label": label, "prob": r["top_prob"][0], "run_class": rc})
+    return out
 
 
 # -- uploads ----------------------------------------------------------------------------------

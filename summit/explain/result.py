@@ -45,6 +45,14 @@ def _tops(m: np.ndarray, n: int, by_abs: bool = False) -> tuple[list[list[list]]
             vals.sum(1))
 
 
+def strongest(acts: np.ndarray, n: int) -> list[tuple[int, float]]:
+    """[(channel, peak), ...] of the n channels of (C, H, W) activations with the highest spatial
+    max ``peak[c] = max_(y, x) a[c, y, x]``, strongest first (ties: lower channel): the rule that
+    counts A[class, channel] when n is the run's k."""
+    peak = acts.reshape(len(acts), -1).max(1)
+    return [(int(c), float(peak[c])) for c in np.argsort(-peak, kind="stable")[:n]]
+
+
 def _top(v: np.ndarray, n: int, positive: bool = False) -> list[list]:
     """[[index, value], ...] of the n largest entries of a vector (only those > 0 if positive)."""
     top = _tops(v[None], n)[0][0]
@@ -140,6 +148,7 @@ class Explanation:
     layers: dict[str, LayerExplanation]
     links: list[dict]  # class graphs: roles, class, name, nodes {layer: [channels]}
     settings: dict
+    mistake: dict | None = None  # a misclassified image's true and predicted classes (mistake.py)
 
     def to_json(self) -> dict:
         inp = self.input
@@ -151,4 +160,5 @@ class Explanation:
                       "true_class": None if true is None else {"class": true, "name": self.run.class_names[true]}},
             "settings": self.settings, "classes": self.classes, "links": self.links,
             "layers": [l.to_json(self.links) for l in self.layers.values()],
+            "mistake": self.mistake,
         }

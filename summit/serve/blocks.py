@@ -41,6 +41,7 @@ class BlocksApi:
         self._loading = threading.Lock()
         self.explanation = Memo(self._explain, 8)
         self.json = Memo(lambda *key: self.explanation(*key).to_json(), 32)
+        self.mistakes = Memo(self._mistakes, 1)  # predictions.parquet read once
 
     @property
     def explainer(self) -> Explainer:
@@ -89,6 +90,10 @@ class BlocksApi:
                 self.number(args, "top", TOP_CLASSES, 1, 10), self.number(args, "grid", GRID, 1, 64))
 
     # --- computations ----------------------------------------------------------------------------
+    def _mistakes(self) -> list[dict]:
+        from ..explain.images import mistake_images
+        return mistake_images(self.run)
+
     def _explain(self, key: tuple[str, str], layers: tuple[str, ...] | None, groups: int, top: int,
                  grid: int) -> Explanation:
         return self.explainer.explain(self.image(key), layers, groups=groups, top=top, grid=grid)
@@ -164,6 +169,8 @@ def blocks_blueprint(api: Api, warm: bool = False) -> Blueprint:
         a = args()
         if a.get("source") == "examples":
             return jsonify(images=example_images(api.run))
+        if a.get("source") == "mistakes":
+            return jsonify(images=blocks.mistakes())
         return jsonify(images=dataset_listing(api.run, api.run.class_names[api.cls(a.get("class", ""))]))
 
     @bp.post("/api/explain/upload")

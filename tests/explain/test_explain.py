@@ -24,11 +24,6 @@ TRUE_NOT_IN_TOP3 = "251_dalmatian/imagenet_16_251_orig.jpg"
 
 
 @pytest.fixture(scope="module")
-def explainer(sample_run: Path) -> Explainer:
-    return Explainer(sample_run)
-
-
-@pytest.fixture(scope="module")
 def expl(explainer: Explainer):
     return explainer.explain(MISCLASSIFIED, ["fire3", "fire6", "fire9"], groups=4)
 
