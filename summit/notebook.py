@@ -79,8 +79,15 @@ def explanation_html(expl: Explanation) -> str:
                          for c in expl.classes)
     links = "; ".join(f"{'/'.join(l['roles'])}: {html.escape(l['name'])} ({l['graph_nodes']} graph nodes)"
                       for l in expl.links) or "no class graph (the prediction is not a class of the run)"
+    m = expl.mistake
+    wrong = "" if not m else (
+        f"<br><b>misclassified</b>: {html.escape(m['true']['name'])} taken for {html.escape(m['predicted']['name'])} "
+        f"({m['predicted']['prob']:.0%}); strongest channels in the true / predicted class's graph: "
+        + "; ".join(f"{html.escape(name)} " + " ".join(
+            f"{c['channel']}{'T' if c['in']['true'] else ''}{'P' if c['in']['predicted'] else ''}" for c in chans)
+            for name, chans in m["layers"].items()))
     parts = [f'<div style="font-family:sans-serif;font-size:12px"><b>{html.escape(expl.input.name)}</b>: '
-             f"{classes}<br>Summit: {links}<br>{_img(data_url(img), 160, 'input')}"]
+             f"{classes}<br>Summit: {links}{wrong}<br>{_img(data_url(img), 160, 'input')}"]
     for name, layer in expl.layers.items():
         active = ", ".join(f"{c}" + ("*" if any(c in l["nodes"].get(name, []) for l in expl.links) else "")
                            for c, _ in layer.active)

@@ -122,3 +122,15 @@ def test_cli_writes_the_mistake_and_says_so(sample_run, tmp_path, capsys):
                  "--groups", "2", "--quiet"]) == 0
     assert "misclassified" not in capsys.readouterr().out
     assert json.loads((out / "explain.json").read_text())["mistake"] is None
+
+
+def test_notebook_shows_the_mistake(explainer, eagle) -> None:
+    """The notebook's explanation HTML names the mistake and marks the strongest channels of
+    the true (T) and predicted (P) class graphs; a correct image has no such line."""
+    from summit.notebook import explanation_html
+    page = explanation_html(eagle)
+    assert "<b>misclassified</b>: 022_bald_eagle taken for kite (" in page
+    true_nodes = {f"{l}:{c}" for l, cs in eagle.mistake["layers"].items() for c in
+                  (r["channel"] for r in cs if r["in"]["true"])}
+    assert true_nodes and all(f"{n.split(':')[1]}T" in page for n in true_nodes)
+    assert "misclassified" not in explanation_html(explainer.explain(GOOSE, LAYERS, groups=3))
