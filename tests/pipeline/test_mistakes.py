@@ -209,6 +209,7 @@ def test_split_part_of_another_run_is_refused(runs: dict[str, Path], tmp_path: P
     run.images("correct")
     with pytest.raises(SummitError, match="does not fit the run's classes"):
         run.images("wrong")
+    assert run.images("correct") is run.images("correct")  # a part is opened once per run
     (d / "split" / "correct" / "influence.parquet").unlink()
     with pytest.raises(SummitError, match="influence.parquet: missing"):
-        run.images("correct")
+        Run(d).images("correct")
