@@ -45,6 +45,17 @@ def pressed(page) -> list[str]:
     return page.eval_on_selector_all('#images-box button[aria-pressed="true"]', "els => els.map(e => e.dataset.images)")
 
 
+def downloads(page, stem: str) -> tuple[dict, str]:
+    """The JSON and SVG downloads of the view, checked to be named `stem`.json / .svg."""
+    out = []
+    for kind in ("json", "svg"):
+        with page.expect_download() as dl:
+            page.click(f"#download-{kind}")
+        assert dl.value.suggested_filename == f"{stem}.{kind}"
+        out.append(Path(dl.value.path()).read_text())
+    return json.loads(out[0]), out[1]
+
+
 def drawn(page) -> set[str]:
     return set(page.eval_on_selector_all("#graph svg g.node", "els => els.map(e => e.dataset.node)"))
 
@@ -59,14 +70,8 @@ def test_wrong_images_from_the_hash(browser, server: str) -> None:
         want = api(server, f"/api/graph?class={EAGLE}&images=wrong&method=pagerank")
         assert want["graph"]["images"] == "wrong" and drawn(page) == {n["id"] for n in want["nodes"]}
         assert pressed(page) == ["wrong"] and hash_of(page)["images"] == "wrong"
-        with page.expect_download() as dl:
-            page.click("#download-json")
-        assert dl.value.suggested_filename == f"summit-{EAGLE}-wrong.json"
-        assert json.loads(Path(dl.value.path()).read_text()) == want
-        with page.expect_download() as dl:
-            page.click("#download-svg")
-        assert dl.value.suggested_filename == f"summit-{EAGLE}-wrong.svg"
-        svg = Path(dl.value.path()).read_text()
+        data, svg = downloads(page, f"summit-{EAGLE}-wrong")
+        assert data == want
         assert "bald eagle: wrong images" in svg and "bald eagle, wrong images only: 1 of its 4 images (misclassified)" in svg
 
 
@@ -144,15 +149,15 @@ def test_correct_vs_wrong_view(browser, server: str, artifacts: Path) -> None:
         page.wait_for_selector(f'#popover[data-node="{n["id"]}"]')
         assert f"correct: {n['count_a']} of 3, wrong: {n['count_b']} of 1 images (only in the correct images' graph)" \
             in page.inner_text("#popover")
+        page.click(f'#graph g.node[data-node="{n["id"]}"]')  # the detail panel: both parts' counts
+        page.wait_for_selector(f'#channel-detail[data-node="{n["id"]}"] tr.part-count')
+        assert page.locator("#channel-detail tr.part-count").all_inner_texts() == [
+            f"selected in the bald eagle images classified correctly\t{n['count_a']} of 3 images",
+            f"selected in the bald eagle images classified wrongly\t{n['count_b']} of 1 images"]
         page.mouse.move(5, 5)
         shot(page, artifacts, "mistakes_correct_vs_wrong.png")
-        with page.expect_download() as dl:
-            page.click("#download-json")
-        assert dl.value.suggested_filename == f"summit-{EAGLE}-correct-vs-wrong.json"
-        assert json.loads(Path(dl.value.path()).read_text()) == want
-        with page.expect_download() as dl:
-            page.click("#download-svg")
-        svg = Path(dl.value.path()).read_text()
+        data, svg = downloads(page, f"summit-{EAGLE}-correct-vs-wrong")
+        assert data == want
         assert "bald eagle: correct vs wrong images" in svg and "only in the mistakes' graph" in svg
         assert "3 correctly classified images vs 1 misclassified" in svg
 
