@@ -1,5 +1,5 @@
 // A class's correctly and wrongly classified images (our feature, docs/MISTAKES.md; Summit has
-// no such split): the "Images" control (all | correct | wrong | correct vs wrong, in the hash as
+// no such split): the "images" menu (all | correct | wrong | correct vs wrong, in the hash as
 // images=correct|wrong|correct-vs-wrong), the graph of one part (/api/graph?images=), the
 // difference of the correct images' graph and the mistakes' graph (/api/mistakes, drawn by
 // graph.js in the membership colours of the class compare) and the "Mistaken for" list
@@ -14,6 +14,9 @@ import { renderClassList } from "./sidebar.js";
 import { markEmbedding } from "./embedding.js";
 
 const VIEW_TEXT = { all: "all", correct: "correct", wrong: "wrong", "correct-vs-wrong": "correct vs wrong" };
+const VIEW_TITLE = { all: "every image of the class", correct: "the graph of the class's correctly classified images only",
+  wrong: "the graph of the class's misclassified images only",
+  "correct-vs-wrong": "the correct images' graph against the mistakes' graph, coloured by membership" };
 
 /** How the difference view names its sides, and its legend's membership keys. */
 export const PART_NAMES = { a: "correct", b: "wrong" };
@@ -38,28 +41,29 @@ export function unavailable(view, c) {
   return null;
 }
 
-/** The control showing `state.images` for the selected class, each unavailable view disabled
- * with its reason (in its title and the note beside); a view the class has not falls back to
- * all images (the note says why). */
+/** "a", "a or b", "a, b or c". */
+const either = (xs) => (xs.length > 1 ? `${xs.slice(0, -1).join(", ")} or ${xs.at(-1)}` : xs[0]);
+
+/** The menu showing `state.images` for the selected class, each unavailable view disabled with
+ * its reason (in its tooltip and the note under the class); a view the class has not falls back
+ * to all images (the note says why). Comparing classes or runs, the menu says so. */
 export function syncImages() {
   const c = classByName(state.selected);
   const why = Object.fromEntries(IMAGE_VIEWS.map((v) => [v, unavailable(v, c)]));
   let note = "";
   if (why[state.images]) {
-    note = `${VIEW_TEXT[state.images]}: ${why[state.images]}; showing all images`;
+    note = `no ${VIEW_TEXT[state.images]} view: ${why[state.images]}; showing all images`;
     state.images = "all";
   }
-  const comparing = state.against || (state.compare && state.compareWith);
-  for (const b of document.querySelectorAll("#images-box button")) {
-    const v = b.dataset.images;
-    b.disabled = !!why[v];
-    b.title = why[v] || (v === "all" ? "every image of the class"
-      : v === "correct-vs-wrong" ? "the correct images' graph against the mistakes' graph, coloured by membership"
-        : `the graph of the class's ${v === "correct" ? "correctly classified" : "misclassified"} images only`);
-    b.setAttribute("aria-pressed", String(v === state.images && !(comparing && v === "all")));
+  const sel = $("#images-select");
+  for (const o of sel.options) {
+    if (!o.value) continue;
+    o.disabled = !!why[o.value];
+    o.title = why[o.value] || VIEW_TITLE[o.value];
   }
+  sel.value = state.against || (state.compare && state.compareWith) ? "" : state.images;
   const off = d3.groups(IMAGE_VIEWS.filter((v) => why[v]), (v) => why[v])
-    .map(([reason, views]) => `${views.map((v) => VIEW_TEXT[v]).join(", ")}: ${reason}`);
+    .map(([reason, views]) => `no ${either(views.map((v) => VIEW_TEXT[v]))} view: ${reason}`);
   const box = $("#images-note");
   box.textContent = note || off.join("; ");
   box.hidden = !box.textContent;
@@ -151,16 +155,14 @@ export async function loadMistakenFor() {
   box.hidden = false;
 }
 
-/** The control's buttons choose the view of the class in this run (the class or run comparison
- * turns off: one comparison at a time). */
+/** The menu chooses the view of the class in this run (the class or run comparison turns off:
+ * one comparison at a time). */
 export function wireMistakes(reload) {
-  const box = $("#images-box");
-  box.replaceChildren(el("span", { class: "head", text: "Images" }), ...IMAGE_VIEWS.map((v) =>
-    el("button", { "data-images": v, "data-testid": `images-${v}`, text: VIEW_TEXT[v] })));
-  box.addEventListener("click", (ev) => {
-    const v = ev.target.closest("button")?.dataset.images;
-    if (!v || ev.target.disabled) return;
-    state.images = v;
+  const sel = $("#images-select");
+  sel.replaceChildren(el("option", { value: "", hidden: "", text: "(comparing)" }),
+    ...IMAGE_VIEWS.map((v) => el("option", { value: v, text: VIEW_TEXT[v] })));
+  sel.addEventListener("change", () => {
+    state.images = sel.value;
     if (state.compare || state.against) {
       state.compare = false;
       state.against = false;

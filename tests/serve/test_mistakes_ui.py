@@ -1,5 +1,5 @@
 """A class's correct and wrong images in the browser (frontend/mistakes.js, docs/UI.md): the
-Images control (all | correct | wrong | correct vs wrong, hash images=), the part graphs with
+images menu (all | correct | wrong | correct vs wrong, hash images=), the part graphs with
 their captions, the correct-vs-wrong view in membership colours, and the Mistaken-for list with
 its links. Screenshots go to artifacts/."""
 from __future__ import annotations
@@ -41,8 +41,14 @@ def hash_of(page) -> dict[str, str]:
     return dict(p.split("=", 1) for p in page.evaluate("location.hash.slice(1)").split("&") if p)
 
 
-def pressed(page) -> list[str]:
-    return page.eval_on_selector_all('#images-box button[aria-pressed="true"]', "els => els.map(e => e.dataset.images)")
+def chosen(page) -> str:
+    """The images menu's view ("" while comparing classes or runs)."""
+    return page.input_value("#images-select")
+
+
+def option(page, view: str) -> tuple[bool, str]:
+    """Whether the menu's view is disabled, and its tooltip."""
+    return tuple(page.eval_on_selector(f'#images-select option[value="{view}"]', "o => [o.disabled, o.title]"))
 
 
 def downloads(page, stem: str) -> tuple[dict, str]:
@@ -69,57 +75,56 @@ def test_wrong_images_from_the_hash(browser, server: str) -> None:
         assert title.startswith("bald eagle: wrong images") and "1 of its 4 images (misclassified)" in title
         want = api(server, f"/api/graph?class={EAGLE}&images=wrong&method=pagerank")
         assert want["graph"]["images"] == "wrong" and drawn(page) == {n["id"] for n in want["nodes"]}
-        assert pressed(page) == ["wrong"] and hash_of(page)["images"] == "wrong"
+        assert chosen(page) == "wrong" and hash_of(page)["images"] == "wrong"
         data, svg = downloads(page, f"summit-{EAGLE}-wrong")
         assert data == want
         assert "bald eagle: wrong images" in svg and "bald eagle, wrong images only: 1 of its 4 images (misclassified)" in svg
 
 
 def test_control_switches_parts(browser, server: str) -> None:
-    """The buttons switch the graph and the hash; a part turns a class comparison off."""
+    """The menu switches the graph and the hash; a part turns a class comparison off."""
     with checked_page(browser, server, f"class={EAGLE}") as page:
         wait_view(page, EAGLE, None)
         everything = drawn(page)
-        assert pressed(page) == ["all"] and "images" not in hash_of(page)
-        page.click('#images-box button[data-images="correct"]')
+        assert chosen(page) == "all" and "images" not in hash_of(page)
+        page.select_option("#images-select", "correct")
         wait_view(page, EAGLE, "correct")
         assert "3 of its 4 images (classified correctly)" in page.inner_text("#graph-title")
-        assert hash_of(page)["images"] == "correct" and pressed(page) == ["correct"]
+        assert hash_of(page)["images"] == "correct" and chosen(page) == "correct"
         u = urlsplit(page.graph_urls[-1])
         assert u.path == "/api/graph" and "images=correct" in u.query
-        page.click('#images-box button[data-images="all"]')
+        page.select_option("#images-select", "all")
         wait_view(page, EAGLE, None)
         assert drawn(page) == everything and "images" not in hash_of(page)
         page.check("#compare-toggle")
         page.select_option("#compare-select", GOOSE)
         page.wait_for_selector(f'#graph svg[data-class="{EAGLE}"][data-compare="{GOOSE}"] g.node')
-        assert pressed(page) == []  # a comparison is none of the views of one class's images
-        page.click('#images-box button[data-images="wrong"]')
+        assert chosen(page) == ""  # a comparison is none of the views of one class's images
+        page.select_option("#images-select", "wrong")
         wait_view(page, EAGLE, "wrong")
         assert not page.is_checked("#compare-toggle") and "compare" not in hash_of(page)
         page.check("#compare-toggle")  # and a comparison turns the part off
         page.wait_for_selector(f'#graph svg[data-class="{EAGLE}"][data-compare]:not([data-images]) g.node')
-        assert "images" not in hash_of(page) and pressed(page) == []
+        assert "images" not in hash_of(page) and chosen(page) == ""
 
 
 def test_views_a_class_has_not_are_disabled(browser, server: str) -> None:
-    """099_goose has no wrong images: its wrong and correct-vs-wrong buttons are disabled with the
+    """099_goose has no wrong images: its wrong and correct-vs-wrong views are disabled with the
     reason, and a link to its wrong images shows all of them saying why; 609_jeep has no correct ones."""
     with checked_page(browser, server, f"class={GOOSE}&images=wrong") as page:
         wait_view(page, GOOSE, None)
-        assert "wrong: all 4 images are classified correctly; showing all images" in page.inner_text("#images-note")
-        assert "images" not in hash_of(page) and pressed(page) == ["all"]
+        assert page.inner_text("#images-note") == "no wrong view: all 4 images are classified correctly; showing all images"
+        assert "images" not in hash_of(page) and chosen(page) == "all"
         for v in ("wrong", "correct-vs-wrong"):
-            b = f'#images-box button[data-images="{v}"]'
-            assert page.is_disabled(b) and page.get_attribute(b, "title") == "all 4 images are classified correctly"
-        assert page.is_enabled('#images-box button[data-images="correct"]')
+            assert option(page, v) == (True, "all 4 images are classified correctly")
+        assert not option(page, "correct")[0]
         assert page.is_hidden("#mistaken-for")  # never mistaken
         page.evaluate(f"() => {{ location.hash = 'class={JEEP}'; }}")
         wait_view(page, JEEP, None)
         assert page.inner_text("#images-note") == \
-            "correct, correct vs wrong: none of its 8 images is classified correctly"
-        assert page.is_disabled('#images-box button[data-images="correct"]')
-        page.click('#images-box button[data-images="wrong"]')
+            "no correct or correct vs wrong view: none of its 8 images is classified correctly"
+        assert option(page, "correct") == (True, "none of its 8 images is classified correctly")
+        page.select_option("#images-select", "wrong")
         wait_view(page, JEEP, "wrong")
         assert "8 of its 8 images (misclassified)" in page.inner_text("#graph-title")
 
