@@ -19,7 +19,7 @@ from test_mistakes_api import EAGLE, GOOSE, JEEP  # noqa: E402
 from test_ui import api, checked_page, serving, shot  # noqa: E402
 
 browser = test_ui.browser  # the module-scoped fixtures
-mixed_run = test_mistakes_api.mixed_run
+mixed_run, unsplit_run = test_mistakes_api.mixed_run, test_mistakes_api.unsplit_run
 COLORS = {"a": "#0072b2", "b": "#e69f00", "both": "#cc79a7"}  # compare.js's membership colours
 LEGEND = ("only in the correct images' graph", "only in the mistakes' graph", "in both")
 
@@ -188,3 +188,13 @@ def test_mistaken_for_links(browser, mixed_run: Path, artifacts: Path) -> None:
         page.click(f'#mistaken-for li[data-class="{GOOSE}"] a.to-compare')
         page.wait_for_selector(f'#graph svg[data-class="{EAGLE}"][data-compare="{GOOSE}"] g.node')
         assert page.is_checked("#compare-toggle") and hash_of(page)["compare"] == GOOSE
+
+
+def test_a_run_without_the_split(browser, unsplit_run: Path) -> None:
+    """Every part is off, saying why; the Mistaken-for list (predictions only) is still there."""
+    with serving(unsplit_run) as base, checked_page(browser, base, f"class={EAGLE}&images=correct-vs-wrong") as page:
+        wait_view(page, EAGLE, None)
+        why = "this run has no correct / wrong split of its images (re-run summit aggregate with --split-correct)"
+        assert all(option(page, v) == (True, why) for v in ("correct", "wrong", "correct-vs-wrong"))
+        assert page.inner_text("#images-note") == f"no correct vs wrong view: {why}; showing all images"
+        page.wait_for_selector(f'#mistaken-for li[data-class="{GOOSE}"]')
