@@ -134,7 +134,8 @@ class Api:
             return stored
         recall = self.graph_inputs.get
         part = () if images == "all" else (images,)  # a part's build inputs are kept under keys led by its name
-        cost = sum(1 + COLD_COST * ((*part, "edges", c) not in self.graph_inputs) for c in ((a,) if b is None else (a, b)))
+        cost = sum(1 + COLD_COST * ((*part, "edges", c) not in self.graph_inputs)
+                   for c in ((a,) if b is None else (a, b)))
         with self.builds.slot(cost):
             G = class_graph(self.run, a, params, recall, images=images) if b is None \
                 else compare_graph(self.run, a, b, params, recall)

@@ -1,13 +1,14 @@
 """Web UI server: a JSON API over one run directory plus the static single-page app.
 
 ``create_app(run_dir)`` builds the Flask app (routes here, answers from api.Api and, for the
-Building Blocks explorer, blocks.py; a class's correct and wrong images: mistakes.py); http.py runs it in waitress. Every bad input answers 400
-(bad query parameter) or 404 (unknown resource in the path) with a one-line
-``{"error": "..."}``, and so do the server's own errors (malformed requests, oversized
-headers). Requests whose ``Host`` header names neither the bound address, a loopback name nor
-an ``--allow-host`` name are refused with 403 (DNS rebinding). Files are served only from the
-run directory and the UI folder ``frontend/`` (``STATIC_DIR``): paths are built from validated
-layer names and integers, then resolved and checked for containment.
+Building Blocks explorer, blocks.py; a class's correct and wrong images: mistakes.py); http.py
+runs it in waitress. Every bad input answers 400 (bad query parameter) or 404 (unknown
+resource in the path) with a one-line ``{"error": "..."}``, and so do the server's own errors
+(malformed requests, oversized headers). Requests whose ``Host`` header names neither the
+bound address, a loopback name nor an ``--allow-host`` name are refused with 403 (DNS
+rebinding). Files are served only from the run directory and the UI folder ``frontend/``
+(``STATIC_DIR``): paths are built from validated layer names and integers, then resolved and
+checked for containment.
 """
 from __future__ import annotations
 
@@ -176,7 +177,8 @@ def create_app(run_dir: str | os.PathLike, cache_size: int = 256, hosts: HostChe
             raise SummitError("images is for one class's graph, not a comparison")
         data = api.graph(a, ib, params) if ib is not None else mistakes.graph(a, images, params)
         names = api.run.class_names
-        stem = f"summit-{names[a]}" + ("" if ib is None else f"-vs-{names[ib]}") + ("" if images == "all" else f"-{images}")
+        stem = f"summit-{names[a]}" + ("" if ib is None else f"-vs-{names[ib]}") + \
+            ("" if images == "all" else f"-{images}")
         return send_file(io.BytesIO(data), mimetype="application/json", as_attachment=True,
                          download_name=safe_filename(stem) + ".json")
 
