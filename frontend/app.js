@@ -1,6 +1,6 @@
 // Summit UI entry point: loads the run's metadata, wires the views together, restores the URL
 // hash and keeps the feature visualizations current. Views are ES modules (sidebar, embedding,
-// graph, detail, units, compare, export); D3 v7 is the global `d3` from /static/vendor.
+// graph, detail, units, compare, export, mistakes); D3 v7 is the global `d3` from /static/vendor.
 
 import { api, showError } from "./api.js";
 import { $, debounce, el } from "./dom.js";
@@ -12,6 +12,7 @@ import { closeChannel, followGraph, openChannel } from "./detail.js";
 import { loadUnits, renderUnits, wireUnits } from "./units.js";
 import { runText, syncCompare, wireCompare } from "./compare.js";
 import { drawFigure, setFigureMode, wireExport } from "./export.js";
+import { loadMistakenFor, wireMistakes } from "./mistakes.js";
 
 const POLL_MS = 15000;
 
@@ -27,6 +28,7 @@ function selectClass(name, push = true) {
   if (hasBlocks()) $("#nav-blocks").href = blocksUrl({ pick: name });
   loadGraph();            // requests first, then the DOM work while they run
   loadSimilarity();
+  loadMistakenFor();
   renderClassList();
   $("#class-list").scrollTop = 0;   // the list starts at the classes most like the new one (as Summit)
   markEmbedding();
@@ -196,6 +198,7 @@ async function main() {
   wireEmbedding();
   wireGraphControls();
   wireCompare();
+  wireMistakes(reload);
   wireExport(redrawGraph);
   wireUnits();
   if (state.figure) setFigureMode(true);

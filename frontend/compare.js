@@ -47,6 +47,7 @@ export function wireCompare() {
   };
   $("#compare-toggle").addEventListener("change", (ev) => {
     state.compare = ev.target.checked;
+    if (state.compare) state.images = "all";   // one comparison at a time (mistakes.js)
     showSelect(sel, state.compare);
     if (state.compare && (!sel.value || sel.value === state.selected)) {
       sel.value = state.classes.find((c) => c.name !== state.selected)?.name ?? "";
@@ -60,7 +61,7 @@ export function wireCompare() {
   });
   $("#against-toggle").addEventListener("change", (ev) => {
     state.against = ev.target.checked;
-    if (state.against) state.compare = false;
+    if (state.against) [state.compare, state.images] = [false, "all"];
     syncCompare();
     changed();
   });

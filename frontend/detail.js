@@ -8,6 +8,7 @@ import { $, breakable, cropHtml, el, fmt, pct } from "./dom.js";
 import { actions, blocksUrl, classLabel, diversityOf, hasBlocks, state, thumbOf, writeHash } from "./state.js";
 import { RUN_NAMES, runText } from "./compare.js";
 import { thumbHtml } from "./units.js";
+import { PART_NAMES, diffView } from "./mistakes.js";
 
 function markSelected(id) {
   d3.selectAll("#graph g.node").classed("selected", (n) => n.id === id);
@@ -110,11 +111,17 @@ export async function openChannel(layer, channel) {
       breakable(name)));
   });
 
+  const node = state.graph?.nodes.find((n) => n.id === id);
+  const info = state.graph?.summit?.class || {};
+  // the correct-vs-wrong view (mistakes.js): the unit's count in each part of the class's images
+  const parts = diffView() && node ? ["a", "b"].map((k) => el("tr", { class: "part-count", "data-part": PART_NAMES[k] },
+    el("td", { text: `selected in the ${classLabel(state.selected)} images classified ${PART_NAMES[k] === "correct" ? "correctly" : "wrongly"}` }),
+    el("td", { text: `${node[`count_${k}`]} of ${info[`n_images_${k}`]} images` }))) : [];
   const stats = el("table", { class: "stats-table" },
     el("tr", {}, el("td", { text: `selected (${state.meta.default_selection}) in` }), el("td", { text: `${d.count} of ${d.n_images} images` })),
-    el("tr", {}, el("td", { text: `mean activation on all ${d.n_images} images (spatial max)` }), el("td", { text: fmt(d.mean_activation) })));
+    el("tr", {}, el("td", { text: `mean activation on all ${d.n_images} images (spatial max)` }), el("td", { text: fmt(d.mean_activation) })),
+    ...parts);
 
-  const node = state.graph?.nodes.find((n) => n.id === id);
   const src = inputLayer(layer);
   const attr = node?.attr_channels && src
     ? el("ul", { class: "attr-channels", id: "detail-attr" }, ...node.attr_channels.map((a) => {

@@ -10,6 +10,7 @@ import { $, download, downloadUrl, el, pct } from "./dom.js";
 import { classByName, classLabel, state, writeHash } from "./state.js";
 import { FONT, LEGEND_H, compareNames, graphContent, graphHeading, graphQuery, layoutGraph, legendGroup, ruleText } from "./graph.js";
 import { runText } from "./compare.js";
+import { diffView, graphPart, imagesSuffix, partCount } from "./mistakes.js";
 
 const FONT_FILES = [["normal", "/static/vendor/DejaVuSans-subset.woff"],
   ["bold", "/static/vendor/DejaVuSans-Bold-subset.woff"]];
@@ -77,8 +78,17 @@ function captionLines(g) {
       `${s.class.label ?? classLabel(s.class.name)}: ${s.class.n_images_a} images in run A, ${s.class.n_images_b} in run B; ` +
       `change ${s.change.score.toFixed(3)} (1 - weighted Jaccard of the node shares): ${n.lost} units lost, ${n.gained} gained, ${n.kept} kept`];
   }
-  return [`${m.model} (${m.weights} weights), ${m.dataset.n_images} images of ${m.dataset.n_classes} classes`,
-    ruleText(g),
+  const head = `${m.model} (${m.weights} weights), ${m.dataset.n_images} images of ${m.dataset.n_classes} classes`;
+  if (diffView() && s.kind === "diff") {   // the class's correct images' graph (A) vs its mistakes' graph (B)
+    const n = s.change.counts.nodes;
+    return [head, ruleText(g),
+      `${s.class.label ?? classLabel(s.class.name)}: ${s.class.n_images_a} correctly classified images vs ${s.class.n_images_b} misclassified; ` +
+      `change ${s.change.score.toFixed(3)} (1 - weighted Jaccard of the node shares): ${n.lost} units only in the correct images' graph, ` +
+      `${n.gained} only in the mistakes' graph, ${n.kept} in both`];
+  }
+  const c = classByName(state.selected);
+  if (graphPart() !== "all" && c) return [head, ruleText(g), `${classLabel(c.name)}, ${graphPart()} images only: ${partCount(graphPart(), c)}`];
+  return [head, ruleText(g),
     s.kind === "compare" ? `${cls(s.class)}; compared with ${cls(s.class_b)}` : cls(s.class || { name: state.selected })];
 }
 
@@ -93,8 +103,8 @@ async function figureSvg({ inline = true } = {}) {
   const svg = d3.create("svg").attr("xmlns", "http://www.w3.org/2000/svg")
     .attr("width", W).attr("height", H).attr("viewBox", `0 0 ${W} ${H}`)
     .attr("font-family", FONT).attr("font-size", 11).attr("class", "figure")
-    .attr("data-class", state.selected).attr("data-compare", L.compare && !state.against ? state.compareWith : null)
-    .attr("data-against", state.against ? "1" : null);
+    .attr("data-class", state.selected).attr("data-compare", L.compare && !state.against && !diffView() ? state.compareWith : null)
+    .attr("data-against", state.against ? "1" : null).attr("data-images", state.images !== "all" ? state.images : null);
   if (inline) svg.append("style").text(await fontFaces());
   svg.append("rect").attr("width", W).attr("height", H).attr("fill", "#fff");
   svg.append("text").attr("class", "title").attr("x", PAD).attr("y", 22).attr("font-size", 15)
@@ -130,7 +140,7 @@ async function figurePng(scale) {
 
 function baseName() {
   if (state.against) return `summit-${state.selected}-run-a-vs-b`;
-  return `summit-${state.selected}${state.compare && state.compareWith ? `-vs-${state.compareWith}` : ""}`;
+  return `summit-${state.selected}${state.compare && state.compareWith ? `-vs-${state.compareWith}` : ""}${imagesSuffix()}`;
 }
 
 function downloadJson() {
@@ -140,6 +150,11 @@ function downloadJson() {
     q.set("class", state.selected);
     return downloadUrl(`/api/against?${q}`, `${baseName()}.json`);
   }
+  if (diffView()) {   // the class's correct-vs-wrong diff, as /api/mistakes answers it
+    q.set("class", state.selected);
+    return downloadUrl(`/api/mistakes?${q}`, `${baseName()}.json`);
+  }
+  if (graphPart() !== "all") q.set("images", graphPart());
   if (state.compare && state.compareWith) q.set("compare", state.compareWith);
   downloadUrl(`/api/export/${encodeURIComponent(state.selected)}.json?${q}`, `${baseName()}.json`);
 }

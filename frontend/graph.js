@@ -8,6 +8,7 @@ import { api, examplesUrl, showError } from "./api.js";
 import { $, cropHtml, debounce, el, fmt, pct } from "./dom.js";
 import { actions, classByName, classLabel, diversityOf, ruleParams, state, thumbOf, writeHash } from "./state.js";
 import { COLORS, RUN_MEMBERSHIP, RUN_NAMES } from "./compare.js";
+import { PART_MEMBERSHIP, PART_NAMES, diffView, graphPart, imagesGraphUrl, imagesHeading, imagesSub } from "./mistakes.js";
 
 const ROW_H = 100, LABEL_W = 104, PAD = 16, NODE_MIN = 14, NODE_MAX = 58, GAP = 16;
 /** The vendored font (style.css; embedded in figures), so screen and figure look alike. */
@@ -41,29 +42,33 @@ export function graphQuery() {
   return p;
 }
 
+/** The URL of the class's graph, the classes' comparison or the class's run diff, with the rule's query `q`. */
+function classGraphUrl(q) {
+  if (state.against) {
+    q.set("class", state.selected);
+    return `/api/against?${q}`;
+  }
+  if (state.compare && state.compareWith) {
+    q.set("a", state.selected);
+    q.set("b", state.compareWith);
+    return `/api/compare?${q}`;
+  }
+  q.set("class", state.selected);
+  return `/api/graph?${q}`;
+}
+
 export async function loadGraph() {
   if (!state.selected) return;
   const seq = ++state.graphSeq;
   const q = graphQuery();
-  let url;
-  if (state.against) {
-    q.set("class", state.selected);
-    url = `/api/against?${q}`;
-  } else if (state.compare && state.compareWith) {
-    q.set("a", state.selected);
-    q.set("b", state.compareWith);
-    url = `/api/compare?${q}`;
-  } else {
-    q.set("class", state.selected);
-    url = `/api/graph?${q}`;
-  }
+  const url = imagesGraphUrl(q) ?? classGraphUrl(q);   // a view of the class's images (mistakes.js), else as before
   writeHash();
   $("#graph").classList.add("busy");
   try {
     const g = await api(url);
     if (seq !== state.graphSeq) return;
-    const key = url.match(/^[^?]*|[?&](class|a|b)=[^&]*/g).join();
-    const moved = state.graph && state.graphKey !== key;   // another class (or pair)
+    const key = url.match(/^[^?]*|[?&](class|a|b|images)=[^&]*/g).join();
+    const moved = state.graph && state.graphKey !== key;   // another class (or pair, or part of its images)
     state.graph = g;
     state.graphKey = key;
     drawGraph(g, { refit: true });
@@ -232,15 +237,17 @@ const edgeText = (e, L) => "influence count " + (L.compare
   ? `${compareNames.a} ${e.count_a} (${pct(e.fraction_a)}), ${compareNames.b} ${e.count_b} (${pct(e.fraction_b)})`
   : `${e.count} (${pct(e.fraction)} of the class's images)`);
 
-/** The compared classes as the page names them (their labels), or the compared runs. */
+/** The compared classes as the page names them (their labels), the compared runs, or the parts
+ * of the class's images. */
 export const compareNames = {
-  get a() { return state.against ? RUN_NAMES.a : classLabel(state.selected); },
-  get b() { return state.against ? RUN_NAMES.b : classLabel(state.compareWith); },
+  get a() { return state.against ? RUN_NAMES.a : diffView() ? PART_NAMES.a : classLabel(state.selected); },
+  get b() { return state.against ? RUN_NAMES.b : diffView() ? PART_NAMES.b : classLabel(state.compareWith); },
 };
 
 function nodeCounts(n, compare, info) {
-  const which = n.membership === "both" ? "both graphs" : `only ${compareNames[n.membership]}`;
-  if (compare && state.against) {   // one class in two runs (no per-run mean activation in a diff)
+  const which = diffView() ? PART_MEMBERSHIP.find(([k]) => k === n.membership)?.[1]
+    : n.membership === "both" ? "both graphs" : `only ${compareNames[n.membership]}`;
+  if (compare && (state.against || diffView())) {   // a diff: one class in two runs or two parts (no mean activation)
     return `${compareNames.a}: ${n.count_a ?? 0} of ${info.n_images_a ?? "?"}, ${compareNames.b}: ${n.count_b ?? 0} of ` +
       `${info.n_images_b ?? "?"} images (${which})`;
   }
@@ -270,8 +277,9 @@ export function legendSections(L, names, k = 1) {
     nodes.append("text").attr("x", xi + (s * k) / 2).attr("y", 18 + NODE_MAX * k + 12).attr("text-anchor", "middle").text(pct(f));
     xi += Math.max(s * k, 26) + 10;
   }
-  const edges = section(!L.compare ? "edge width: share of the class's images"
-    : state.against ? "edge width: share of the class's images in each run" : "edge width: share of each class's images");
+  const edges = section(!L.compare ? `edge width: share of the class's ${graphPart() === "all" ? "" : `${graphPart()} `}images`
+    : state.against ? "edge width: share of the class's images in each run"
+      : diffView() ? "edge width: share of each part's images" : "edge width: share of each class's images");
   [0.25, 0.5, 1].forEach((f, i) => {
     const x = i * 72, y = 18 + 12;
     edges.append("line").attr("class", "width-key").attr("x1", x).attr("x2", x + 36).attr("y1", y).attr("y2", y)
@@ -280,10 +288,11 @@ export function legendSections(L, names, k = 1) {
     edges.append("text").attr("x", x + 40).attr("y", y + 3).text(pct(f));
   });
   if (!L.links.length) edges.append("text").attr("y", 50).text("no edges");
-  const out = [{ g: nodes.node(), width: Math.max(xi, 290) + 24 }, { g: edges.node(), width: L.compare ? 280 : 250 }];
+  const out = [{ g: nodes.node(), width: Math.max(xi, 290) + 24 }, { g: edges.node(), width: L.compare || graphPart() !== "all" ? 280 : 250 }];
   if (L.compare) {
     const m = section("colour: graph membership");
-    const keys = state.against ? RUN_MEMBERSHIP : [["a", `only ${names.a}`], ["b", `only ${names.b}`], ["both", "both"]];
+    const keys = state.against ? RUN_MEMBERSHIP : diffView() ? PART_MEMBERSHIP
+      : [["a", `only ${names.a}`], ["b", `only ${names.b}`], ["both", "both"]];
     keys.forEach(([key, label], i) => {
       const y = 18 + 4 + i * 16;
       m.append("rect").attr("class", "membership-key").attr("data-membership", key).attr("x", 0).attr("y", y)
@@ -385,8 +394,9 @@ export function drawGraph(g, { refit = false } = {}) {
     .attr("width", box.clientWidth).attr("height", box.clientHeight)
     .attr("font-family", FONT).attr("font-size", 11)
     .attr("data-class", state.selected)
-    .attr("data-compare", L.compare && !state.against ? state.compareWith : null)
-    .attr("data-against", state.against ? "1" : null);
+    .attr("data-compare", L.compare && !state.against && !diffView() ? state.compareWith : null)
+    .attr("data-against", state.against ? "1" : null)
+    .attr("data-images", state.images !== "all" ? state.images : null);
   svg.append("rect").attr("width", "100%").attr("height", "100%").attr("fill", "#fff");
   const vp = svg.append("g").attr("class", "viewport");
   vp.append(() => graphContent(L));
@@ -494,7 +504,7 @@ export function toggleLegend() {
 function drawLegend(L, names, k) {
   const kk = Math.min(1, k);
   $("#zoom-level").textContent = `${Math.round(100 * k)} %`;
-  const key = `${kk.toFixed(3)}|${L.compare}|${names.a}|${names.b}|${L.maxFrac}|${L.links.length}`;
+  const key = `${kk.toFixed(3)}|${L.compare}|${state.images}|${names.a}|${names.b}|${L.maxFrac}|${L.links.length}`;
   const box = $("#legend");
   // shown where the graph is wide enough for it beside the zoom buttons, unless toggled by hand
   box.hidden = !(legendShown ?? $("#graph").clientWidth >= LEGEND_AUTO_W);
@@ -782,8 +792,11 @@ export function hidePopover() {
   pop.dataset.node = "";
 }
 
-/** The graph's heading: the class, the two classes compared, or the class in both runs. */
+/** The graph's heading: the class (or a part of its images), the two classes compared, or the
+ * class in both runs. */
 export function graphHeading(L) {
+  const part = imagesHeading();
+  if (part) return part;
   if (state.against) return `${classLabel(state.selected)}: ${RUN_NAMES.a} vs ${RUN_NAMES.b}`;
   return L.compare ? `${classLabel(state.selected)} vs ${classLabel(state.compareWith)}` : classLabel(state.selected);
 }
@@ -799,11 +812,17 @@ function renderGraphTitle(g, L) {
     t.replaceChildren(document.createTextNode(head), el("span", { class: "sub", text: sub }));
     return;
   }
+  const shown = (L.nodes.size < g.nodes.length ? ` (${L.nodes.size} shown)` : "") +
+    (L.edgesHidden ? ` (${L.links.length} edges shown)` : "");
+  const part = imagesSub(g);   // a part of the class's images, or their difference
+  if (part) {
+    t.title = `${graphHeading(L)} · ${part}${shown}`;
+    t.replaceChildren(document.createTextNode(graphHeading(L)), el("span", { class: "sub", text: part + shown }));
+    return;
+  }
   const sub = L.compare
     ? `${g.nodes.length} units, ${g.links.length} edges`
     : `${c?.n_images ?? g.summit?.class?.n_images} images · accuracy ${pct(c?.accuracy)} · ${g.nodes.length} units, ${g.links.length} edges`;
-  const shown = (L.nodes.size < g.nodes.length ? ` (${L.nodes.size} shown)` : "") +
-    (L.edgesHidden ? ` (${L.links.length} edges shown)` : "");
   const ids = L.compare ? "" : [...new Set([state.selected, c?.wnid].filter((x) => x && x !== c?.label))]
     .map((x) => `${x} · `).join("");
   t.title = `${graphHeading(L)} ${ids}${sub}${shown}`;

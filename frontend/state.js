@@ -14,6 +14,7 @@ export const state = {
   selected: null,               // class name
   compare: false,
   compareWith: null,
+  images: "all",                // the class's images the graph counts: all, correct, wrong, or correct-vs-wrong (mistakes.js)
   against: false,               // run-comparison mode (a server started with --against): run A vs run B
   changes: null,                // {key: rule params, score, rank: Maps class name -> change score, place} (/api/against/classes)
   // server-side graph rule (mass: PageRank rule, top_n / edges_per_node: top-N rule); set from
@@ -47,6 +48,9 @@ export const actions = {
   loadGraph: () => {},
   drawFigure: async () => {},
 };
+
+/** The views of a class's images (mistakes.js; the hash's images=, absent: all). */
+export const IMAGE_VIEWS = ["all", "correct", "wrong", "correct-vs-wrong"];
 
 export const classByName = (name) => state.classes.find((c) => c.name === name);
 
@@ -103,6 +107,7 @@ export function setFeaturevis(listing) {
 export function writeHash() {
   const p = new URLSearchParams();
   if (state.selected) p.set("class", state.selected);
+  if (state.images !== "all") p.set("images", state.images);
   if (state.compare && state.compareWith) p.set("compare", state.compareWith);
   if (state.meta.against && !state.against) p.set("runs", "a");
   for (const [k, v] of ruleParams()) p.set(k, v);
@@ -144,8 +149,9 @@ export function readHash() {
   state.params.ubiquitous = p.has("ubiquitous") ? p.get("ubiquitous") === "show" : !d.hide_ubiquitous;
   state.hideLe = int("hide_le", 0, 1e9, 0);
   state.edgeMin = int("edge_min", 0, 100, 0);
-  state.against = !!state.meta.against && p.get("runs") !== "a";
-  state.compare = !state.against && !!(p.get("compare") && classByName(p.get("compare")));
+  state.images = oneOf("images", IMAGE_VIEWS, "all");   // a view of the class's images: no comparison
+  state.against = !!state.meta.against && p.get("runs") !== "a" && state.images === "all";
+  state.compare = !state.against && state.images === "all" && !!(p.get("compare") && classByName(p.get("compare")));
   if (state.compare) state.compareWith = p.get("compare");
   const z = (p.get("zoom") || "").split(",").map(Number);
   state.zoom = z.length === 3 && z.every(Number.isFinite) && z[0] > 0 ? z : null;

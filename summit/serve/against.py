@@ -26,6 +26,21 @@ LIST_WAIT_S = 2.0  # seconds a class-list request waits for the classes still be
 LIST_RULES = 8  # graph rules whose class lists (change rows) are kept
 
 
+def change(c: ClassDiff) -> dict:
+    """A diff's change: score, edge_score and the nodes and edges lost, gained and kept."""
+    return {"score": c.score, "edge_score": c.edge_score, "counts": c.counts()}
+
+
+def diff_graph_json(c: ClassDiff) -> dict:
+    """The union graph of one class's diff (node-link JSON as /api/compare: nodes and links carry
+    membership, count_a / count_b, fraction_a / fraction_b; ``summit.class`` also n_images_a /
+    n_images_b) with ``summit.change`` (:func:`change`)."""
+    d = to_json(c.graph)
+    d["summit"]["class"].update(n_images_a=c.graph.graph["n_images_a"], n_images_b=c.graph.graph["n_images_b"])
+    d["summit"]["change"] = change(c)
+    return d
+
+
 class RunComparison:
     """Run A (``a``, the served run) against run B (``b``, opened as a second Api serving its
     unit files under ``/api/b``): per-class diffs, cached."""
@@ -65,19 +80,8 @@ class RunComparison:
         return {"a": one(self.a), "b": one(self.b), "only_a": self.only_a, "only_b": self.only_b}
 
     def graph(self, name: str, params: GraphOptions) -> dict:
-        """The union graph of one class (node-link JSON as /api/compare: nodes and links carry
-        membership, count_a / count_b, fraction_a / fraction_b; ``summit.class`` also n_images_a /
-        n_images_b) with ``summit.change``: score, edge_score and the nodes and edges lost,
-        gained and kept."""
-        c = self.diffs(name, params)
-        d = to_json(c.graph)
-        d["summit"]["class"].update(n_images_a=c.graph.graph["n_images_a"], n_images_b=c.graph.graph["n_images_b"])
-        d["summit"]["change"] = self._change(c)
-        return d
-
-    @staticmethod
-    def _change(c: ClassDiff) -> dict:
-        return {"score": c.score, "edge_score": c.edge_score, "counts": c.counts()}
+        """The union graph of one class (:func:`diff_graph_json`)."""
+        return diff_graph_json(self.diffs(name, params))
 
     def _fill(self, params: GraphOptions, rows: dict[str, dict]) -> None:
         """Compute the change row of every common class not in ``rows`` (background thread)."""
@@ -86,7 +90,7 @@ class RunComparison:
                 if name not in rows:
                     c = self.diffs(name, params)
                     row = {"name": name, "label": c.label, "index_a": c.index_a, "index_b": c.index_b,
-                           **self._change(c)}
+                           **change(c)}
                     with self._lock:
                         rows[name] = row
         finally:

@@ -122,18 +122,23 @@ class Api:
         ).normalized()
 
     # --- cached computations ----------------------------------------------------------------
-    def _graph(self, a: int, b: int | None, params: GraphOptions) -> bytes:
-        """node-link JSON (UTF-8 bytes) of a class graph (b is None) or of the comparison of a and b:
-        the stored one, else built when ``builds`` has room for its cost (503 when its queue is full)."""
+    def _graph(self, a: int, b: int | None, params: GraphOptions, images: str = "all") -> bytes:
+        """node-link JSON (UTF-8 bytes) of a class graph (b is None; of the class's ``images``
+        part, mistakes.py) or of the comparison of a and b: the stored one (all images, default
+        settings), else built when ``builds`` has room for its cost (503 when its queue is full)."""
         from ..graph.build import class_graph, compare_graph
         from ..graph.cache import graph_bytes
-        stored = self.stored_graphs.get(a) if b is None and params == self.default_graph_params else None
+        stored = self.stored_graphs.get(a) if b is None and images == "all" and params == self.default_graph_params \
+            else None
         if stored is not None:
             return stored
         recall = self.graph_inputs.get
-        cost = sum(1 + COLD_COST * (("edges", c) not in self.graph_inputs) for c in ((a,) if b is None else (a, b)))
+        part = () if images == "all" else (images,)  # a part's build inputs are kept under keys led by its name
+        cost = sum(1 + COLD_COST * ((*part, "edges", c) not in self.graph_inputs)
+                   for c in ((a,) if b is None else (a, b)))
         with self.builds.slot(cost):
-            G = class_graph(self.run, a, params, recall) if b is None else compare_graph(self.run, a, b, params, recall)
+            G = class_graph(self.run, a, params, recall, images=images) if b is None \
+                else compare_graph(self.run, a, b, params, recall)
             return graph_bytes(G)
 
     def _embedding(self, method: str) -> list[dict]:
@@ -195,6 +200,7 @@ class Api:
             "featurevis": {l: self.featurevis_channels(l) for l in self.run.layers},
             "pages": sorted(p.name for p in STATIC_DIR.glob("*.html") if p.name != "index.html"),
             "graph_defaults": defaults().as_dict(), "graph_methods": list(METHODS),
+            "split_correct": bool(m.get("split_correct")),  # graphs of a class's correct / wrong images (mistakes.py)
         }
 
     def classes(self) -> list[dict]:

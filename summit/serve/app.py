@@ -1,13 +1,14 @@
 """Web UI server: a JSON API over one run directory plus the static single-page app.
 
 ``create_app(run_dir)`` builds the Flask app (routes here, answers from api.Api and, for the
-Building Blocks explorer, blocks.py); http.py runs it in waitress. Every bad input answers 400
-(bad query parameter) or 404 (unknown resource in the path) with a one-line
-``{"error": "..."}``, and so do the server's own errors (malformed requests, oversized
-headers). Requests whose ``Host`` header names neither the bound address, a loopback name nor
-an ``--allow-host`` name are refused with 403 (DNS rebinding). Files are served only from the
-run directory and the UI folder ``frontend/`` (``STATIC_DIR``): paths are built from validated
-layer names and integers, then resolved and checked for containment.
+Building Blocks explorer, blocks.py; a class's correct and wrong images: mistakes.py); http.py
+runs it in waitress. Every bad input answers 400 (bad query parameter) or 404 (unknown
+resource in the path) with a one-line ``{"error": "..."}``, and so do the server's own errors
+(malformed requests, oversized headers). Requests whose ``Host`` header names neither the
+bound address, a loopback name nor an ``--allow-host`` name are refused with 403 (DNS
+rebinding). Files are served only from the run directory and the UI folder ``frontend/``
+(``STATIC_DIR``): paths are built from validated layer names and integers, then resolved and
+checked for containment.
 """
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ from .against import RunComparison, against_blueprint
 from .api import EMBEDDING_DEFAULT, Api
 from .blocks import blocks_blueprint
 from .common import STATIC_DIR, HostCheck, parse_int, unit_file
+from .mistakes import Mistakes, mistakes_blueprint
 
 INFLUENCE_MEMORY_BYTES = 512 * 2**20  # smaller influence tables are served from memory
 MAX_URL_BYTES = 8192  # longer request targets get a JSON 414
@@ -86,6 +88,8 @@ def create_app(run_dir: str | os.PathLike, cache_size: int = 256, hosts: HostChe
     host_ok = hosts or HostCheck()
     app.register_blueprint(blocks_blueprint(api, warm))
     app.register_blueprint(units_blueprint(api, "units"))
+    mistakes = app.extensions["summit_mistakes"] = Mistakes(api, cache_size)
+    app.register_blueprint(mistakes_blueprint(mistakes))
     if rc is not None:
         app.extensions["summit_against"] = rc
         app.register_blueprint(units_blueprint(rc.b, "units_b"))
@@ -117,11 +121,6 @@ def create_app(run_dir: str | os.PathLike, cache_size: int = 256, hosts: HostChe
             "object-src 'none'; base-uri 'none'; frame-ancestors 'none'")
         return resp
 
-    def graph_json(a: str, b: str | None, extra: tuple[str, ...]) -> Response:
-        params = api.graph_params(request.args.to_dict(), extra)
-        body = api.graph(api.cls(a), None if b is None else api.cls(b), params)
-        return Response(body, mimetype="application/json")
-
     def required(name: str) -> str:
         v = request.args.get(name, "")
         if not v:
@@ -141,12 +140,16 @@ def create_app(run_dir: str | os.PathLike, cache_size: int = 256, hosts: HostChe
         return jsonify(classes=api.classes())
 
     @app.get("/api/graph")
-    def graph() -> Response:
-        return graph_json(required("class"), None, ("class",))
+    def graph() -> Response:  # images=correct|wrong: the graph of the class's correct or wrong images (mistakes.py)
+        params = api.graph_params(request.args.to_dict(), ("class", "images"))
+        body = mistakes.graph(api.cls(required("class")), request.args.get("images"), params)
+        return Response(body, mimetype="application/json")
 
     @app.get("/api/compare")
     def compare() -> Response:
-        return graph_json(required("a"), required("b"), ("a", "b"))
+        params = api.graph_params(request.args.to_dict(), ("a", "b"))
+        body = api.graph(api.cls(required("a")), api.cls(required("b")), params)
+        return Response(body, mimetype="application/json")
 
     @app.get("/api/embedding")
     def embedding() -> Response:
@@ -168,9 +171,14 @@ def create_app(run_dir: str | os.PathLike, cache_size: int = 256, hosts: HostChe
         a = api.cls(name, status=404)
         b = request.args.get("compare") or None
         ib = None if b is None else api.cls(b)
-        data = api.graph(a, ib, api.graph_params(request.args.to_dict(), ("compare",)))
+        params = api.graph_params(request.args.to_dict(), ("compare", "images"))
+        images = mistakes.part(a, request.args.get("images"))
+        if ib is not None and images != "all":
+            raise SummitError("images is for one class's graph, not a comparison")
+        data = api.graph(a, ib, params) if ib is not None else mistakes.graph(a, images, params)
         names = api.run.class_names
-        stem = f"summit-{names[a]}" + ("" if ib is None else f"-vs-{names[ib]}")
+        stem = f"summit-{names[a]}" + ("" if ib is None else f"-vs-{names[ib]}") + \
+            ("" if images == "all" else f"-{images}")
         return send_file(io.BytesIO(data), mimetype="application/json", as_attachment=True,
                          download_name=safe_filename(stem) + ".json")
 

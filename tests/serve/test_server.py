@@ -281,7 +281,7 @@ def test_serve_defaults_to_loopback() -> None:
     ("/api/graph?class=099_goose&method=topn&edges_per_node=-1", 400, "edges_per_node must be in 0..512, got -1"),
     ("/api/graph?class=099_goose&method=topn&min_count=0", 400, "min_count must be in 1.."),
     ("/api/graph?class=099_goose&method=topn&min_edge_count=99999999999", 400, "min_edge_count must be in 1.."),
-    ("/api/graph?class=099_goose&method=topn&topn=3", 400, "unknown parameter(s) topn; valid: class, method, selection"),
+    ("/api/graph?class=099_goose&method=topn&topn=3", 400, "unknown parameter(s) topn; valid: class, images, method, selection"),
     ("/api/graph?class=099_goose&layers=fire5,conv1", 400, "unknown layer 'conv1'; valid: fire2, fire3"),
     ("/api/graph?class=099_goose&method=best", 400, "bad method 'best'; valid: pagerank, topn"),
     ("/api/graph?class=099_goose&selection=top9", 400, "unknown selection 'top9'; valid: mass0.01, mass0.03"),
