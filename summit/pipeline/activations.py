@@ -19,7 +19,7 @@ import torch
 
 from ..errors import SummitError
 from ..run.selection import mass_select, selection_names, top_select
-from ..run.store import HIST_BINS
+from ..run.store import HIST_BINS, hist_bin
 
 FIXED_POINT = 2**20
 
@@ -113,7 +113,7 @@ class ActivationAccumulator:
         """Count images, top-1 hits and the histogram of top-1 probabilities (N,) in [0, 1]."""
         self.n_images.index_add_(0, labels, torch.ones_like(labels))
         self.n_correct.index_add_(0, labels, correct.long())
-        bins = (top1.double() * HIST_BINS).long().clamp(0, HIST_BINS - 1)
+        bins = torch.from_numpy(hist_bin(top1.double().numpy())).to(labels.device)
         self.hist.view(-1).index_add_(0, labels * HIST_BINS + bins, torch.ones_like(labels))
 
     def state(self) -> dict:

@@ -58,6 +58,12 @@ CLASS_SCHEMA = pa.schema([("class", pa.int32()), ("name", pa.string()), ("wnid",
                           ("n_images", pa.int64()), ("n_correct", pa.int64()),
                           ("hist", pa.list_(pa.int64()))])
 HIST_BINS = 10  # classes.parquet hist: images per tenth of top-1 probability
+
+
+def hist_bin(top1: np.ndarray) -> np.ndarray:
+    """The ``hist`` bin (int64, 0..HIST_BINS-1) of top-1 probabilities p (float64): floor(p * HIST_BINS),
+    p = 1 in the last bin."""
+    return np.clip((top1 * HIST_BINS).astype(np.int64), 0, HIST_BINS - 1)
 INFLUENCE_ROW_GROUP_CLASSES = 2
 INFLUENCE_ROW_BYTES = 40  # in memory: 4 int columns plus the layer pair name
 

@@ -20,7 +20,7 @@ from ..run.layout import (
     examples_path,
     featurevis_path,
 )
-from ..run.store import HIST_BINS, Run
+from ..run.store import HIST_BINS, Run, hist_bin
 from .common import INT_MAX, STATIC_DIR, BuildGate, Memo, nbytes, parse_int
 
 DECIMAL = re.compile(r"(?:[0-9]{1,12}(?:\.[0-9]{0,17})?|\.[0-9]{1,17})(?:[eE][-+]?[0-9]{1,3})?")  # 0.075, .5, 1., 5e-2
@@ -223,7 +223,7 @@ class Api:
             return None
         top1 = pc.list_element(t.column("top_prob"), 0).to_numpy(zero_copy_only=False).astype(np.float64)
         ok = t.column("correct").fill_null(False).to_numpy(zero_copy_only=False)
-        bins = np.clip((top1 * HIST_BINS).astype(np.int64), 0, HIST_BINS - 1)
+        bins = hist_bin(top1)
         out = np.zeros((len(self.run.class_names), HIST_BINS), dtype=np.int64)
         np.add.at(out, (t.column("class").to_numpy()[ok], bins[ok]), 1)
         return out
