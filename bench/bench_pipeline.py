@@ -1,7 +1,7 @@
 """Throughput of the aggregation pipeline as ratios to the bare model forward, measured so that
 a noisy (shared) machine cannot fake them; peak RSS at two dataset sizes.
 
-    python bench/bench_pipeline.py [--model squeezenet1_1] [--weights random] [--images 64]
+    python bench/bench_pipeline.py [--model squeezenet1_1] [--weights random] [--images 512]
                                    [--rounds 5] [--variants bare loader full] [--sizes 256 1024]
 
 Variants, all over the same images (the bundled sample repeated via symlinks):
@@ -159,7 +159,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="squeezenet1_1")
     ap.add_argument("--weights", default=None, help="e.g. random for googlenet offline")
-    ap.add_argument("--images", type=int, default=64, help="images per variant and round")
+    ap.add_argument("--images", type=int, default=512,
+                    help="images per variant and round (default 512: fewer, and the loader workers' start-up weighs)")
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1))
     ap.add_argument("--rounds", type=int, default=5)
