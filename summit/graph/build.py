@@ -360,6 +360,12 @@ def _build(run: Run, ci: int, ce: ClassEdges, o: Resolved, recall: Recall) -> nx
     return _build_pagerank(run, d, ci, ce, o, recall) if o.method == "pagerank" else _build_topn(run, d, ci, ce, o)
 
 
+def part_recall(recall: Recall, images: str) -> Recall:
+    """``recall`` for the graphs of part ``images`` of the images: its keys start with the part's
+    name ("all": unchanged), so that one memo holds every part's build inputs apart."""
+    return recall if images == "all" else (lambda key, compute: recall((images, *key), compute))
+
+
 def part_sizes(run: Run, images: str) -> np.ndarray:
     """(n_classes,) images of each class that a graph of part ``images`` counts: the class's
     images in that part, 0 for a class that is not a model output (neither correct nor wrong;
@@ -431,7 +437,7 @@ def class_graph(run: Run, cls: str | int, options: GraphOptions | None = None, r
     ci = run.class_index(cls)
     view = class_images(run, ci, images)
     o = resolve(view, graph_options(options, **changes))
-    rec = recall if images == "all" else (lambda key, compute: recall((images, *key), compute))
+    rec = part_recall(recall, images)
     G = _build(view, ci, _edges(view, ci, rec), o, rec)
     if images != "all":
         G.graph["images"] = images

@@ -54,8 +54,19 @@ from tqdm import tqdm
 from ..errors import SummitError
 from ..run.files import json_bytes, write_output
 from ..run.store import Run
-from .build import ClassGraph, Resolved, _build, class_images, computed, part_sizes, resolve
-from .edges import ClassEdges, class_edges
+from .build import (
+    ClassGraph,
+    Recall,
+    Resolved,
+    _build,
+    _edges,
+    class_images,
+    computed,
+    part_recall,
+    part_sizes,
+    resolve,
+)
+from .edges import ClassEdges
 from .matrices import Dense, dense
 from .options import GraphOptions, graph_options
 from .svg import MEMBERSHIP_COLORS, graph_svg
@@ -176,11 +187,12 @@ def _shares(counts: np.ndarray, member: np.ndarray) -> np.ndarray:
 
 
 def _class_diff(runs: tuple[Run, Run], ds: tuple[Dense, Dense], idx: tuple[int, int],
-                rs: tuple[Resolved, Resolved]) -> ClassDiff:
-    """The diff of one class (index idx[0] in run A, idx[1] in run B)."""
-    (a, b), (da, db), (ia, ib) = runs, ds, idx
-    ea, eb = class_edges(a, ia), class_edges(b, ib)
-    ga, gb = _build(a, ia, ea, rs[0], computed), _build(b, ib, eb, rs[1], computed)
+                rs: tuple[Resolved, Resolved], recalls: tuple[Recall, Recall]) -> ClassDiff:
+    """The diff of one class (index idx[0] in run A, idx[1] in run B); ``recalls``: each run's
+    memo of build inputs (build.class_graph's ``recall``), already for its part of the images."""
+    (a, b), (da, db), (ia, ib), (qa, qb) = runs, ds, idx, recalls
+    ea, eb = _edges(a, ia, qa), _edges(b, ib, qb)
+    ga, gb = _build(a, ia, ea, rs[0], qa), _build(b, ib, eb, rs[1], qb)
     na, nb = int(da.n_images[ia]), int(db.n_images[ib])
     G = ClassGraph(kind="diff", class_name=a.class_names[ia], class_label=a.class_labels[ia],
                    class_wnid=a.class_wnids[ia], class_index_a=ia, class_index_b=ib, n_images_a=na,
@@ -297,12 +309,14 @@ def _with_images(a: Run, b: Run, matched: list[tuple[int, int]],
 def diff_runs(run_a: Run | str | os.PathLike, run_b: Run | str | os.PathLike,
               options: GraphOptions | None = None, classes: Sequence[str | int] | None = None,
               progress: bool = False, images: tuple[str, str] = ("all", "all"), roles: bool = True,
-              **changes: Any) -> RunDiff:
+              recalls: tuple[Recall, Recall] = (computed, computed), **changes: Any) -> RunDiff:
     """Compare two runs class by class (module docstring): every common class (or only
     ``classes``, named as in run A), under ``options`` with ``changes`` (as in class_graph), from
     the images of part ``images[0]`` in run A and ``images[1]`` in run B (Run.images). Channel
     roles always use every common class (``roles=False``: not computed, ``roles`` empty).
-    ``progress``: a tqdm bar over classes."""
+    ``recalls``: run A's and run B's memo of build inputs, as class_graph's ``recall`` (a
+    server's, so that a diff reuses the class graphs it built; the keys of a part start with the
+    part's name). ``progress``: a tqdm bar over classes."""
     a, b = _open(run_a).images(images[0]), _open(run_b).images(images[1])
     check_comparable(a, b)
     o = graph_options(options, **changes)
@@ -312,7 +326,8 @@ def diff_runs(run_a: Run | str | os.PathLike, run_b: Run | str | os.PathLike,
     if not matched:
         raise SummitError(f"no class has both {images[0]} images in run A and {images[1]} images in run B")
     da, db = dense(a, ra.selection), dense(b, rb.selection)
-    diffs = [_class_diff((a, b), (da, db), ij, (ra, rb))
+    qs = (part_recall(recalls[0], a.part), part_recall(recalls[1], b.part))
+    diffs = [_class_diff((a, b), (da, db), ij, (ra, rb), qs)
              for ij in tqdm(matched, desc="diff classes", unit="class", disable=not progress)]
     diffs.sort(key=lambda c: (-c.score, -c.edge_score, c.name))
     common = matched if classes is None or not roles else _with_images(a, b, _matched(a, b, None)[0], False)[0]
@@ -323,10 +338,12 @@ def diff_runs(run_a: Run | str | os.PathLike, run_b: Run | str | os.PathLike,
 
 
 def mistakes_diff(run: Run | str | os.PathLike, cls: str | int, options: GraphOptions | None = None,
-                  **changes: Any) -> ClassDiff:
+                  recall: Recall = computed, **changes: Any) -> ClassDiff:
     """A class's graph of its correctly classified images (A) against that of its mistakes (B),
-    one run, same settings (:func:`diff_runs` with images ("correct", "wrong"), no channel roles)."""
-    return diff_runs(run, run, options, [cls], images=("correct", "wrong"), roles=False, **changes).classes[0]
+    one run, same settings (:func:`diff_runs` with images ("correct", "wrong"), no channel roles;
+    ``recall``: the run's memo of build inputs, as in class_graph)."""
+    return diff_runs(run, run, options, [cls], images=("correct", "wrong"), roles=False, recalls=(recall, recall),
+                     **changes).classes[0]
 
 
 # -- export ----------------------------------------------------------------------------------------

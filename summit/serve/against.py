@@ -62,7 +62,8 @@ class RunComparison:
 
     def _diff(self, name: str, params: GraphOptions) -> ClassDiff:
         with self.a.builds.slot():
-            return diff_runs(self.a.run, self.b.run, params, classes=[name], roles=False).classes[0]
+            return diff_runs(self.a.run, self.b.run, params, classes=[name], roles=False,
+                             recalls=(self.a.graph_inputs.get, self.b.graph_inputs.get)).classes[0]
 
     def cls(self, raw: str) -> str:
         """The name of a class both runs hold (given by name, index, WordNet id or label in run A)."""

@@ -48,11 +48,12 @@ class Mistakes:
         mistakes (b) (diff_graph_json: both parts' counts, n_images_a / n_images_b, change score
         and counts lost / gained / kept), with ``summit.images`` naming the sides and
         ``summit.mistaken_for`` (build.mistaken_for's list, as in :meth:`mistaken_for`)."""
-        run = self.api.run
+        run, inputs = self.api.run, self.api.graph_inputs
         for part in ("correct", "wrong"):
             class_images(run, ci, part)  # refused before taking a build slot
-        with self.api.builds.slot(2 * (1 + COLD_COST)):  # both parts' full graphs are built anew
-            c = mistakes_diff(run, ci, params)
+        cost = sum(1 + COLD_COST * ((part, "edges", ci) not in inputs) for part in ("correct", "wrong"))
+        with self.api.builds.slot(cost):  # both parts' graphs, from the inputs their own graphs left
+            c = mistakes_diff(run, ci, params, recall=inputs.get)
         d = diff_graph_json(c)
         d["summit"]["images"] = {"a": "correct", "b": "wrong"}
         d["summit"]["mistaken_for"] = self.mistaken(ci)

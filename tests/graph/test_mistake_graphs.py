@@ -320,3 +320,27 @@ def test_cli_export_all_images(cli: CliRunner, split_run: Path, plain_run: Path,
 def graph_data_json(d: dict) -> dict:
     """graph_data of a node-link file read back."""
     return {"nodes": d["nodes"], "links": d["links"]}
+
+
+def test_mistakes_diff_reuses_the_parts_build_inputs(split_run: Path) -> None:
+    """With a memo (a server's recall), the correct-vs-wrong diff is the same as without one, and
+    it and the parts' own graphs share their build inputs under the part's keys."""
+    run = Run(split_run)
+    memo: dict = {}
+    computed: list = []
+
+    def recall(key, compute):
+        if key not in memo:
+            computed.append(key)
+            memo[key] = compute()
+        return memo[key]
+    i = run.class_index(MIXED)
+    class_graph(run, MIXED, recall=recall, images="wrong")
+    n = len(computed)
+    got = mistakes_diff(run, MIXED, recall=recall)
+    assert diff_data(got) == diff_data(mistakes_diff(run, MIXED)) and got.score == mistakes_diff(run, MIXED).score
+    new = computed[n:]
+    assert ("correct", "edges", i) in new and not any(k[0] == "wrong" for k in new)  # the wrong part was kept
+    m = len(computed)
+    class_graph(run, MIXED, recall=recall, images="correct")
+    assert len(computed) == m  # built from what the diff left
