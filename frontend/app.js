@@ -88,7 +88,7 @@ function syncControls() {
 function applyHash() {
   const h = readHash(), zoom = state.zoom;
   syncControls();
-  renderEmbedding();
+  if (!state.figure) showEmbedding();
   selectClass(classByName(h.cls) ? h.cls : state.selected, false);
   restoreZoom(zoom);
   showTab(h.tab === "units" ? "units" : "graph");
@@ -199,11 +199,13 @@ async function main() {
   wireGraphControls();
   wireCompare();
   wireMistakes(reload);
-  wireExport(redrawGraph);
+  let embeddingAsked = false;   // figure mode (`summit figure`) asks for no embedding: on leaving it
+  const showEmbedding = () => { if (!embeddingAsked) { embeddingAsked = true; renderEmbedding(); } };
+  wireExport(() => { redrawGraph(); showEmbedding(); });
   wireUnits();
   if (state.figure) setFigureMode(true);
   syncControls();
-  renderEmbedding();
+  if (!state.figure) showEmbedding();
   selectClass(classByName(h.cls) ? h.cls : startClass(), false);
   restoreZoom(zoom);
   if (h.tab === "units") showTab("units");

@@ -401,7 +401,7 @@ def _render_diversity(a: argparse.Namespace, run_dir: os.PathLike, nodes: dict[s
 def _cmd_figure(a: argparse.Namespace) -> int:
     from .serve.figure import render_figure
     out = render_figure(a.run, a.cls, a.out, compare=a.compare, scale=a.scale, hash_params=a.param,
-                        chromium=a.chromium)
+                        chromium=a.chromium, images=a.images)
     print(f"figure -> {out}")
     return 0
 
@@ -447,7 +447,7 @@ def build_parser() -> argparse.ArgumentParser:
     from .graph.formats import FORMATS
     from .graph.options import METHODS, defaults
     from .model import DEFAULT_MODEL
-    from .run.store import IMAGE_PARTS
+    from .run.store import IMAGE_PARTS, IMAGE_VIEWS
     p = _Parser(prog="summit", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
 
@@ -648,6 +648,9 @@ def build_parser() -> argparse.ArgumentParser:
     fg.add_argument("--class", dest="cls", required=True, help="class: folder name, index, WordNet id or readable label")
     fg.add_argument("--out", required=True, help="output file: .svg or .png")
     fg.add_argument("--compare", default=None, metavar="CLASS", help="compare with this class (as --class)")
+    fg.add_argument("--images", choices=IMAGE_VIEWS, default="all",
+                    help="the class's correctly or wrongly classified images, or its correct images' graph "
+                         "against its mistakes' (as the page's images menu; default all)")
     fg.add_argument("--scale", type=_float_in(0.1, 8.0), default=2.0, help="PNG pixels per SVG unit (default 2)")
     fg.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
                     help="a UI setting as in the page's URL hash, e.g. top_n=5 (repeatable)")

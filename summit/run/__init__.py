@@ -7,7 +7,7 @@ from __future__ import annotations
 from ..lazy import exports
 
 _HOMES = {
-    "Run": "store", "HIST_BINS": "store", "hist_bin": "store", "IMAGE_PARTS": "store",
+    "Run": "store", "HIST_BINS": "store", "hist_bin": "store", "IMAGE_PARTS": "store", "IMAGE_VIEWS": "store",
     "SCHEMA_VERSION": "store", "ACTIVATION_SCHEMA": "store", "INFLUENCE_SCHEMA": "store",
     "CLASS_SCHEMA": "store", "write_influence": "store", "array_rows": "store",
     "atomic_file": "files", "atomic_write_bytes": "files", "write_table": "files", "write_json": "files",

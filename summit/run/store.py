@@ -199,6 +199,7 @@ def check_meta(meta: Any, file: Path) -> None:
 
 
 IMAGE_PARTS = ("all", *SPLIT_PARTS)  # Run.images: every image, or one split part
+IMAGE_VIEWS = (*IMAGE_PARTS, "correct-vs-wrong")  # the UI's images menu (hash images=), `summit figure --images`
 
 
 class Run:

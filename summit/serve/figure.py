@@ -17,7 +17,9 @@ from typing import TYPE_CHECKING, Callable, Sequence
 from urllib.parse import urlencode
 
 from ..errors import SummitError, reason
+from ..graph.build import class_images
 from ..graph.options import METHODS
+from ..run.store import IMAGE_VIEWS
 from .api import DECIMAL
 
 if TYPE_CHECKING:
@@ -67,9 +69,11 @@ def _hash_params(params: Sequence[str], run: Run) -> dict[str, str]:
 
 
 def render_figure(run_dir: str | os.PathLike, cls: str, out: str | os.PathLike, *, compare: str | None = None,
-                  scale: float = 2.0, hash_params: Sequence[str] = (), chromium: str | None = None) -> Path:
+                  scale: float = 2.0, hash_params: Sequence[str] = (), chromium: str | None = None,
+                  images: str = "all") -> Path:
     """Write the figure of class `cls` (compared with `compare`) as .svg or .png (PNG at `scale`
-    pixels per SVG unit); returns the path."""
+    pixels per SVG unit), of its ``images`` (IMAGE_VIEWS: a part of its images, or its correct
+    images' graph against its mistakes'); returns the path."""
     from ..run.files import output_file, write_output
     from .app import create_app
     from .http import make_http_server
@@ -91,6 +95,14 @@ def render_figure(run_dir: str | os.PathLike, cls: str, out: str | os.PathLike, 
         if not n_images[ci]:
             raise SummitError(f"class {run.class_names[ci]} has no images in this run: its graph is empty")
         params[key] = run.class_names[ci]
+    if images not in IMAGE_VIEWS:
+        raise SummitError(f"unknown images {images!r}; valid: {', '.join(IMAGE_VIEWS)}")
+    if images != "all":
+        if compare is not None:
+            raise SummitError("figure --images draws one class's images; drop --compare")
+        for part in ("correct", "wrong") if images == "correct-vs-wrong" else (images,):
+            class_images(run, run.class_index(cls), part)  # no split, no such images: one line, before Chromium
+        params["images"] = images
     try:
         from playwright.sync_api import Error as PlaywrightError
         from playwright.sync_api import sync_playwright

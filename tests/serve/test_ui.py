@@ -713,6 +713,35 @@ def test_figure_command_matches_the_browser(page, server: str, sample_run: Path,
     assert r.returncode == 2 and r.stderr.strip() == "summit: error: figure --out must end in .svg or .png, got 'fig.pdf'"
 
 
+def test_figure_command_of_a_part_reads_only(sample_run: Path, tmp_path: Path) -> None:
+    """`summit figure --images correct-vs-wrong` draws the class's correct images' graph against
+    its mistakes' (the page's view) from a run without a stored embedding, which figure mode
+    neither asks for nor writes (it computed UMAP and kept the server's shutdown waiting);
+    classes without a part are refused before Chromium starts."""
+    import shutil
+    run = Path(shutil.copytree(sample_run, tmp_path / "run"))
+    (run / "embedding.parquet").unlink()
+    before = {p: p.stat().st_mtime_ns for p in run.rglob("*")}
+    env = {"PYTHONPATH": str(Path(__file__).resolve().parents[2]), "PATH": "/usr/bin:/bin"}
+
+    def figure(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "summit", "figure", "--run", str(run), *args],
+                              capture_output=True, text=True, env=env, timeout=300)
+    out = tmp_path / "mistakes.svg"
+    r = figure("--class", "022_bald_eagle", "--images", "correct-vs-wrong", "--out", str(out))
+    assert r.returncode == 0 and r.stderr == "", r.stderr
+    svg = out.read_text()
+    assert "only in the mistakes' graph" in svg and "only in the correct images' graph" in svg and "bald eagle" in svg
+    assert {p: p.stat().st_mtime_ns for p in run.rglob("*")} == before  # nothing written into the run
+    for args, message in ((("--class", "099_goose", "--images", "wrong"), "class 099_goose has no wrong images"),
+                          (("--class", "022_bald_eagle", "--images", "wrong", "--compare", "099_goose"),
+                           "figure --images draws one class's images; drop --compare")):
+        bad = tmp_path / "refused.svg"
+        r = figure(*args, "--out", str(bad))
+        assert r.returncode == 2 and len(r.stderr.splitlines()) == 1 and message in r.stderr, r.stderr
+        assert not bad.exists()
+
+
 # -- feature visualizations rendered while the page is open; diversity hover ---------------------
 def test_new_featurevis_and_diversity_hover(browser, sample_run: Path, tmp_path: Path, artifacts: Path) -> None:
     """Defect 7: images rendered after the page loaded appear (on focus, or the next poll);
