@@ -88,7 +88,7 @@ function syncControls() {
 function applyHash() {
   const h = readHash(), zoom = state.zoom;
   syncControls();
-  if (!state.figure) showEmbedding();
+  renderEmbedding();
   selectClass(classByName(h.cls) ? h.cls : state.selected, false);
   restoreZoom(zoom);
   showTab(h.tab === "units" ? "units" : "graph");
