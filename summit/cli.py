@@ -703,15 +703,22 @@ def _class_values(argv: list[str]) -> list[str]:
     return out
 
 
+def _say(line: str) -> None:
+    """One line on stderr in one write: the ranks of a torchrun job share it (print writes the
+    newline apart, and two ranks' lines could run into one)."""
+    sys.stderr.write(line + "\n")
+    sys.stderr.flush()
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(_class_values(sys.argv[1:] if argv is None else list(argv)))
     try:
         return args.func(args)
     except SummitError as e:
-        print(error_line(e), file=sys.stderr)
+        _say(error_line(e))
         return 2
     except KeyboardInterrupt:
-        print("summit: interrupted", file=sys.stderr)
+        _say("summit: interrupted")
         return 130
     except BrokenPipeError:  # output piped into e.g. `head`
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
